@@ -1,0 +1,229 @@
+"""The HTTP application: Open Inference Protocol v2 routes and /metrics, as plain ASGI.
+
+A framework's request and routing objects cost more per call than the whole validation of
+a typical tabular request, so the few routes the protocol has are matched by hand.
+Every refusal is a JSON body {"error": "..."} with a 4xx status; only a failure of the
+server itself answers 5xx, and it is counted as such.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from modeldeploy_serving import __version__
+from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.metrics import ServerMetrics
+from modeldeploy_serving.model import Model
+from modeldeploy_serving.protocol import ProtocolError, parse_request
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON = b"application/json"
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+class ServingApp:
+    def __init__(
+        self,
+        model: Model,
+        track: str = t.STABLE,
+        max_batch_size: int = 32,
+        max_delay_seconds: float = 0.0005,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        telemetry: bool = True,
+    ) -> None:
+        self.model = model
+        self.metrics = ServerMetrics(model.name, model.version, track, model.sha256, model.profile)
+        self.telemetry = telemetry
+        self.max_request_bytes = max_request_bytes
+        self.batcher = Batcher(
+            model.run,
+            [spec.name for spec in model.outputs],
+            self.metrics.observe_batch if telemetry else None,
+            max_batch_size,
+            max_delay_seconds,
+        )
+        self.ready = False
+        prefix = f"/v2/models/{model.name}"
+        versioned = f"{prefix}/versions/{model.version}"
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
+            ("GET", "/v2/health/live"): self._live,
+            ("GET", "/v2/health/ready"): self._server_ready,
+            ("GET", "/v2"): self._server_metadata,
+            ("GET", "/metrics"): self._metrics,
+        }
+        for base in (prefix, versioned):
+            self._routes[("GET", base)] = self._model_metadata
+            self._routes[("GET", f"{base}/ready")] = self._model_ready
+            self._routes[("POST", f"{base}/infer")] = self._infer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        handler = self._routes.get((scope["method"], scope["path"]))
+        if handler is not None:
+            await handler(scope, receive, send)
+            return
+        status, message = self._no_route(scope["method"], scope["path"])
+        await _respond(send, status, {"error": message})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.batcher.start()
+                self.ready = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.ready = False
+                await self.batcher.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _no_route(self, method: str, path: str) -> tuple[int, str]:
+        if any(route_path == path for _, route_path in self._routes):
+            allowed = sorted(m for m, p in self._routes if p == path)
+            return 405, f"{method} is not allowed on {path}; use {', '.join(allowed)}"
+        if path.startswith("/v2/models/"):
+            return 404, (
+                f"no model at {path}; this server serves model {self.model.name!r} version "
+                f"{self.model.version!r} at /v2/models/{self.model.name}"
+            )
+        return 404, f"no route {path}; see /v2/models/{self.model.name}"
+
+    async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, {"live": True})
+
+    async def _server_ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200 if self.ready else 503, {"ready": self.ready})
+
+    async def _model_ready(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = {"name": self.model.name, "ready": self.ready}
+        await _respond(send, 200 if self.ready else 503, body)
+
+    async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, {"name": "modeldeploy", "version": __version__, "extensions": []})
+
+    async def _model_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
+        model = self.model
+        await _respond(
+            send,
+            200,
+            {
+                "name": model.name,
+                "versions": [model.version],
+                "platform": "onnxruntime",
+                "inputs": [spec.metadata() for spec in model.inputs],
+                "outputs": [spec.metadata() for spec in model.outputs],
+                "parameters": {"sha256": model.sha256, "profile": model.profile is not None},
+            },
+        )
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = generate_latest(self.metrics.registry)
+        await _send(send, 200, body, CONTENT_TYPE_LATEST.encode())
+
+    async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        self.batcher.expected += 1
+        submitted = False
+        try:
+            body = await self._read_body(scope, receive)
+            try:
+                document = orjson.loads(body)
+            except orjson.JSONDecodeError as error:
+                raise ProtocolError(f"the request body is not valid JSON: {error}") from None
+            request = parse_request(document, self.model.inputs, self.model.outputs)
+            self.batcher.expected -= 1
+            submitted = True
+            outputs = await self.batcher.submit(request.inputs, request.rows)
+            by_name = {spec.name: spec for spec in self.model.outputs}
+            response = {
+                "model_name": self.model.name,
+                "model_version": self.model.version,
+                "outputs": [
+                    {
+                        "name": name,
+                        "datatype": by_name[name].datatype,
+                        "shape": list(outputs[name].shape),
+                        "data": _flat(outputs[name]),
+                    }
+                    for name in request.outputs
+                ],
+            }
+            if request.id is not None:
+                response["id"] = request.id
+            status, outcome = 200, t.OUTCOME_OK
+        except ProtocolError as error:
+            status, outcome, response = error.status, t.OUTCOME_INVALID, {"error": str(error)}
+        except InferenceError as error:
+            if error.bad_input:
+                status, outcome = 400, t.OUTCOME_INVALID
+                response = {"error": f"the model refused these inputs: {error}"}
+            else:
+                log.error("inference failed: %s", error)
+                status, outcome, response = 500, t.OUTCOME_ERROR, {"error": f"inference failed: {error}"}
+        finally:
+            if not submitted:
+                self.batcher.expected -= 1
+        await _respond(send, status, response)
+        if self.telemetry:
+            self.metrics.requests[outcome].inc()
+            self.metrics.request_duration.observe(time.perf_counter() - started)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.max_request_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                raise ProtocolError(f"the request body is {int(value)} bytes; the limit is {limit}", status=413)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ProtocolError("the client disconnected before sending the whole body")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ProtocolError(f"the request body is over the limit of {limit} bytes", status=413)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _flat(array: np.ndarray) -> Any:
+    """Row-major data for the response: numpy for orjson to write directly, lists for strings."""
+    if array.dtype.kind in "OUS":
+        return array.reshape(-1).tolist()
+    return np.ascontiguousarray(array.reshape(-1))
+
+
+async def _respond(send: Send, status: int, document: dict[str, Any]) -> None:
+    await _send(send, status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON)
+
+
+async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,141 @@
+"""The `modeldeploy` command: serve, fetch, profile, and operator (with the [operator] extra)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from modeldeploy_serving import __version__
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeldeploy", description="Deploy and serve ONNX models.")
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve an ONNX model over the Open Inference Protocol v2")
+    serve.add_argument("--model", required=True, help="a path, file://, http(s):// or s3:// URI")
+    serve.add_argument("--sha256", help="verify the model against this digest before serving it")
+    serve.add_argument("--name", help="the model name in URLs (default: the file name without .onnx)")
+    serve.add_argument("--version", dest="model_version", default="1", help="the model version label (default 1)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime threads (default 1)")
+    serve.add_argument(
+        "--max-batch-size", type=_positive, default=32, help="rows per merged call (1 turns batching off)"
+    )
+    serve.add_argument("--max-batch-delay-us", type=_non_negative, default=500, help="longest wait for a batch to fill")
+    serve.add_argument("--max-request-bytes", type=_positive, default=16 * 1024 * 1024)
+    serve.add_argument("--no-telemetry", action="store_true", help="count nothing (for measuring telemetry's cost)")
+
+    fetch = commands.add_parser("fetch", help="download a model and verify its sha256 (the init step)")
+    fetch.add_argument("uri", help="a path, file://, http(s):// or s3:// URI")
+    fetch.add_argument("--dest", type=Path, required=True, help="folder to put the model in")
+    fetch.add_argument("--sha256", help="expected digest, 64 hex characters")
+    fetch.add_argument("--attempts", type=_positive, default=5, help="tries for transient failures (default 5)")
+
+    profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
+    profile.add_argument("--model", type=Path, required=True)
+    profile.add_argument("--data", type=Path, required=True, help="reference data: CSV with a header, or .npy")
+    profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
+    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
+
+    commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["operator"]:
+        try:
+            from modeldeploy_operator.cli import main as operator_main  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as error:
+            print(
+                f"modeldeploy operator: not installed ({error}); pip install 'modeldeploy[operator]'", file=sys.stderr
+            )
+            return 2
+        result: int = operator_main(argv[1:])
+        return result
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "fetch":
+        return _fetch(args)
+    return _profile(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.fetching import FetchError
+    from modeldeploy_serving.model import ModelLoadError
+    from modeldeploy_serving.server import ServeOptions, serve
+
+    options = ServeOptions(
+        model=args.model,
+        name=args.name,
+        version=args.model_version,
+        sha256=args.sha256,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_us=args.max_batch_delay_us,
+        max_request_bytes=args.max_request_bytes,
+        telemetry=not args.no_telemetry,
+    )
+    try:
+        serve(options)
+    except (FetchError, ModelLoadError) as error:
+        print(f"modeldeploy serve: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.fetching import FetchError, Retry, fetch, write_termination_message
+
+    try:
+        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts))
+    except FetchError as error:
+        line = f"fetch failed ({error.reason}): {error}"
+        print(line, file=sys.stderr)
+        write_termination_message(line)
+        return error.exit_code
+    print(path)
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.profile import ProfileError
+    from modeldeploy_serving.profiling import profile_model
+
+    try:
+        profile = profile_model(args.model, args.data, args.out, args.bins)
+    except (ProfileError, OSError) as error:
+        print(f"modeldeploy profile: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: {len(profile.features)} features and {len(profile.outputs)} outputs "
+        f"profiled from {profile.rows} rows"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

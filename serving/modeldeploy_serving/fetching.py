@@ -1,0 +1,180 @@
+"""`modeldeploy fetch`: bring a model file to local disk, whole and verified, or say why not.
+
+This runs as the serving pod's init step. It downloads to a temporary file next to the
+destination, checks the sha256 while the bytes stream in, and renames only a verified
+file into place, so the server never sees a partial or tampered model. Transient failures
+(connection errors, timeouts, 5xx, 429) are retried with exponential backoff; a missing
+object, refused access or a digest mismatch fail at once with one line that says which,
+also written where Kubernetes reads a container's termination message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from modeldeploy_serving.s3 import S3Location, s3_request
+
+CHUNK = 1024 * 1024
+TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+SCHEMES = ("file", "http", "https", "s3")
+
+
+class FetchError(RuntimeError):
+    """A fetch that failed for good. reason is one word: not-found, access-denied,
+    digest-mismatch, unavailable or invalid; exit_code is the process's exit status."""
+
+    EXIT_CODES = {"invalid": 2, "not-found": 3, "access-denied": 4, "digest-mismatch": 5, "unavailable": 6}
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.exit_code = self.EXIT_CODES[reason]
+
+
+class _Transient(Exception):
+    """A failure worth another try."""
+
+
+@dataclass(frozen=True)
+class Retry:
+    attempts: int = 5
+    first_delay: float = 0.5
+    max_delay: float = 8.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first_delay
+        for _ in range(self.attempts - 1):
+            yield delay * random.uniform(0.8, 1.2)
+            delay = min(delay * 2, self.max_delay)
+
+
+def fetch(uri: str, dest: Path, sha256: str | None = None, retry: Retry | None = None) -> Path:
+    """Fetch uri into dest/<file name>; return the path. Raises FetchError."""
+    expected = _check_digest_format(sha256)
+    parsed = urllib.parse.urlparse(uri)
+    scheme = parsed.scheme or "file"
+    if scheme == "pvc":
+        raise FetchError("invalid", f"{uri}: pvc:// models are mounted into the pod; serve the mounted path instead")
+    if scheme not in SCHEMES:
+        raise FetchError("invalid", f"{uri}: unsupported scheme {scheme!r}; use a path, file://, http(s):// or s3://")
+    name = os.path.basename(parsed.path.rstrip("/")) or "model.onnx"
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / name
+    if scheme == "file":
+        opener: Callable[[], BinaryIO] = lambda: _open_file(uri, parsed)  # noqa: E731
+    elif scheme == "s3":
+        try:
+            location = S3Location.parse(uri)
+        except ValueError as error:
+            raise FetchError("invalid", str(error)) from None
+        opener = lambda: _open_url(uri, s3_request(location, os.environ))  # noqa: E731
+    else:
+        opener = lambda: _open_url(uri, urllib.request.Request(uri))  # noqa: E731
+    for delay in [*(retry or Retry()).delays(), None]:
+        try:
+            _download(opener, target, expected, uri)
+            return target
+        except _Transient as error:
+            if delay is None:
+                raise FetchError(
+                    "unavailable", f"{uri}: gave up after {(retry or Retry()).attempts} attempts: {error}"
+                ) from None
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def _check_digest_format(sha256: str | None) -> str | None:
+    if sha256 is None or sha256 == "":
+        return None
+    digest = sha256.lower().removeprefix("sha256:")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise FetchError("invalid", f"--sha256 {sha256!r} is not a sha256 digest; expected 64 hex characters")
+    return digest
+
+
+def _open_file(uri: str, parsed: urllib.parse.ParseResult) -> BinaryIO:
+    path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else uri)
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise FetchError("not-found", f"{uri}: no such file") from None
+    except PermissionError:
+        raise FetchError("access-denied", f"{uri}: permission denied") from None
+    except IsADirectoryError:
+        raise FetchError("invalid", f"{uri}: is a directory, not a model file") from None
+
+
+def _open_url(uri: str, request: urllib.request.Request) -> BinaryIO:
+    try:
+        response: BinaryIO = urllib.request.urlopen(request, timeout=30)
+        return response
+    except urllib.error.HTTPError as error:
+        detail = _error_detail(error)
+        if error.code == 404:
+            raise FetchError("not-found", f"{uri}: not found (HTTP 404{detail})") from None
+        if error.code in (401, 403):
+            raise FetchError("access-denied", f"{uri}: access refused (HTTP {error.code}{detail})") from None
+        if error.code == 429 or error.code >= 500:
+            raise _Transient(f"HTTP {error.code}{detail}") from None
+        raise FetchError("invalid", f"{uri}: HTTP {error.code}{detail}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        raise _Transient(str(getattr(error, "reason", error))) from None
+
+
+def _error_detail(error: urllib.error.HTTPError) -> str:
+    """The S3 error code (NoSuchKey, AccessDenied, ...) when the body carries one."""
+    try:
+        body = error.read(4096).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    start, end = body.find("<Code>"), body.find("</Code>")
+    return f", {body[start + 6 : end]}" if 0 <= start < end else ""
+
+
+def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None, uri: str) -> None:
+    source = opener()
+    digest = hashlib.sha256()
+    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with source, os.fdopen(handle, "wb") as sink:
+            try:
+                while chunk := source.read(CHUNK):
+                    digest.update(chunk)
+                    sink.write(chunk)
+            except (TimeoutError, ConnectionError, urllib.error.URLError) as error:
+                raise _Transient(f"the download broke off: {error}") from None
+        actual = digest.hexdigest()
+        if expected is not None and actual != expected:
+            raise FetchError("digest-mismatch", f"{uri}: sha256 mismatch: expected {expected}, got {actual}")
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_termination_message(message: str) -> None:
+    """Best effort: where Kubernetes reads a container's last words.
+
+    Kubernetes mounts /dev/termination-log into every container; outside a pod the file
+    does not exist and nothing is written unless MODELDEPLOY_TERMINATION_LOG names a file.
+    """
+    configured = os.environ.get(TERMINATION_LOG_ENV)
+    path = Path(configured or DEFAULT_TERMINATION_LOG)
+    if configured is None and not path.is_file():
+        return
+    try:
+        path.write_text(message + "\n")
+    except OSError:
+        pass

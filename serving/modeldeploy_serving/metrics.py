@@ -1,0 +1,224 @@
+"""The server's Prometheus telemetry, counted with numpy one batch at a time.
+
+Feature and prediction histograms use the bin edges of the model's reference profile, so
+the operator can compare live traffic with the reference bin by bin. prometheus-client's
+Histogram.observe would cost a Python call per value (30 features x every row); here one
+batch costs a handful of numpy calls whatever its size, and the counts are turned into
+Prometheus histograms only when /metrics is scraped. Names come from telemetry.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
+
+
+def _bucket_bounds(edges: list[float]) -> list[str]:
+    return [repr(float(edge)) for edge in edges] + ["+Inf"]
+
+
+@dataclass
+class _Binned:
+    """Histograms for a group of columns that share one array: counts[column, bin]."""
+
+    labels: list[tuple[str, ...]]  # extra label values per column
+    columns: np.ndarray  # which columns of the observed array, shape [C]
+    edges: np.ndarray  # [C, K] edges padded with +inf
+    bounds: list[list[str]]  # exported le values per column
+    counts: np.ndarray  # [C, K + 1]
+    sums: np.ndarray  # [C]
+    missing: np.ndarray  # [C] NaN
+    invalid: np.ndarray  # [C] +-inf
+
+    @classmethod
+    def of(cls, labels: list[tuple[str, ...]], columns: list[int], edges: list[list[float]]) -> _Binned:
+        width = max(len(e) for e in edges)
+        padded = np.full((len(edges), width), np.inf)
+        for row, e in enumerate(edges):
+            padded[row, : len(e)] = e
+        return cls(
+            labels=labels,
+            columns=np.asarray(columns, dtype=np.intp),
+            edges=padded,
+            bounds=[_bucket_bounds(e) for e in edges],
+            counts=np.zeros((len(edges), width + 1), dtype=np.int64),
+            sums=np.zeros(len(edges)),
+            missing=np.zeros(len(edges), dtype=np.int64),
+            invalid=np.zeros(len(edges), dtype=np.int64),
+        )
+
+    def observe(self, array: np.ndarray) -> None:
+        values = array.reshape(array.shape[0], -1)[:, self.columns].astype(np.float64)
+        nan = np.isnan(values)
+        finite = np.isfinite(values)
+        self.missing += nan.sum(axis=0)
+        self.invalid += (~finite & ~nan).sum(axis=0)
+        # Right-closed bins: the bin index is the number of edges strictly below the value.
+        bins = (values[:, :, None] > self.edges[None, :, :]).sum(axis=2)
+        width = self.counts.shape[1]
+        flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
+        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
+        self.sums += np.where(finite, values, 0.0).sum(axis=0)
+
+    def histograms(self, family: HistogramMetricFamily, base: tuple[str, ...]) -> None:
+        for row, labels in enumerate(self.labels):
+            bounds = self.bounds[row]
+            cumulative = np.cumsum(self.counts[row, : len(bounds)])
+            family.add_metric(
+                [*base, *labels],
+                buckets=list(zip(bounds, (float(c) for c in cumulative), strict=True)),
+                sum_value=float(self.sums[row]),
+            )
+
+
+@dataclass
+class _Classes:
+    output: str
+    classes: list[str]
+    counts: dict[str, int]
+
+    def observe(self, array: np.ndarray) -> None:
+        labels, counts = np.unique(array.reshape(-1).astype(str), return_counts=True)
+        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+            key = label if label in self.counts else "other"
+            self.counts[key] = self.counts.get(key, 0) + count
+
+
+class ServerMetrics:
+    """All metrics of one served model on one track, in its own registry."""
+
+    def __init__(self, model: str, version: str, track: str, sha256: str, profile: Profile | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.base = (model, version, track)
+        base_names = list(t.BASE_LABELS)
+        requests = Counter(
+            t.REQUESTS, "Inference requests by outcome.", [*base_names, t.LABEL_OUTCOME], registry=self.registry
+        )
+        self.requests = {outcome: requests.labels(*self.base, outcome) for outcome in t.OUTCOMES}
+        self.request_duration = Histogram(
+            t.REQUEST_DURATION,
+            "Time from a request's arrival to its answer.",
+            base_names,
+            buckets=t.REQUEST_DURATION_BUCKETS,
+            registry=self.registry,
+        ).labels(*self.base)
+        self.inference_duration = Histogram(
+            t.INFERENCE_DURATION,
+            "Time of one ONNX Runtime call (one batch).",
+            base_names,
+            buckets=t.REQUEST_DURATION_BUCKETS,
+            registry=self.registry,
+        ).labels(*self.base)
+        self.batch_size = Histogram(
+            t.BATCH_SIZE,
+            "Rows per ONNX Runtime call.",
+            base_names,
+            buckets=t.BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        ).labels(*self.base)
+        self.rows = Counter(t.ROWS, "Rows inferred.", base_names, registry=self.registry).labels(*self.base)
+        Gauge(
+            t.MODEL_INFO, "The served model; always 1.", [*base_names, "sha256", "profile"], registry=self.registry
+        ).labels(*self.base, sha256, "v1" if profile else "none").set(1)
+        self.data = _DataTelemetry(profile, self.base)
+        self.registry.register(self.data)
+
+    def observe_batch(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float) -> None:
+        rows = next(iter(inputs.values())).shape[0]
+        self.inference_duration.observe(seconds)
+        self.batch_size.observe(rows)
+        self.rows.inc(rows)
+        self.data.observe(inputs, outputs)
+
+
+class _DataTelemetry:
+    """A prometheus-client collector over the numpy counts of features and predictions."""
+
+    def __init__(self, profile: Profile | None, base: tuple[str, ...]) -> None:
+        self.base = base
+        features = profile.features if profile else []
+        outputs = profile.outputs if profile else []
+        tracked = features[: t.MAX_FEATURES]
+        self.untracked = len(features) - len(tracked)
+        self.features = {
+            name: _feature_group([f for f in tracked if f.input == name])
+            for name in dict.fromkeys(f.input for f in tracked)
+        }
+        self.predictions: dict[str, _Binned] = {}
+        self.classes: dict[str, _Classes] = {}
+        for name in dict.fromkeys(o.name for o in outputs):
+            group = [o for o in outputs if o.name == name]
+            if group[0].kind == "classes":
+                classes = group[0].classes[: t.MAX_CLASSES]
+                self.classes[name] = _Classes(name, classes, dict.fromkeys(classes, 0))
+            else:
+                self.predictions[name] = _output_group(group[: t.MAX_CLASSES])
+
+    def observe(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        for name, group in self.features.items():
+            group.observe(inputs[name])
+        for name, binned in self.predictions.items():
+            if name in outputs:
+                binned.observe(outputs[name])
+        for name, classes in self.classes.items():
+            if name in outputs:
+                classes.observe(outputs[name])
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        base_names = list(t.BASE_LABELS)
+        values = HistogramMetricFamily(
+            t.FEATURE_VALUE,
+            "Input feature values, in the reference profile's bins.",
+            labels=[*base_names, t.LABEL_FEATURE],
+        )
+        missing = CounterMetricFamily(
+            t.FEATURE_MISSING, "Missing (null or NaN) feature values.", labels=[*base_names, t.LABEL_FEATURE]
+        )
+        invalid = CounterMetricFamily(
+            t.FEATURE_INVALID, "Infinite feature values.", labels=[*base_names, t.LABEL_FEATURE]
+        )
+        for group in self.features.values():
+            group.histograms(values, self.base)
+            for row, labels in enumerate(group.labels):
+                missing.add_metric([*self.base, *labels], float(group.missing[row]))
+                invalid.add_metric([*self.base, *labels], float(group.invalid[row]))
+        predictions = HistogramMetricFamily(
+            t.PREDICTION_VALUE,
+            "Predicted scores and values, in the reference profile's bins.",
+            labels=[*base_names, t.LABEL_OUTPUT, t.LABEL_CLASS],
+        )
+        for binned in self.predictions.values():
+            binned.histograms(predictions, self.base)
+        classes = CounterMetricFamily(
+            t.PREDICTION_CLASS,
+            "Predicted classes; classes outside the profile count as 'other'.",
+            labels=[*base_names, t.LABEL_OUTPUT, t.LABEL_CLASS],
+        )
+        for item in self.classes.values():
+            for label, count in item.counts.items():
+                classes.add_metric([*self.base, item.output, label], float(count))
+        untracked = GaugeMetricFamily(
+            t.FEATURES_UNTRACKED, f"Features past the cap of {t.MAX_FEATURES}.", labels=base_names
+        )
+        untracked.add_metric(list(self.base), float(self.untracked))
+        yield from (values, missing, invalid, predictions, classes, untracked)
+
+
+def _feature_group(features: list[FeatureProfile]) -> _Binned:
+    return _Binned.of([(f.name,) for f in features], [f.column for f in features], [f.edges for f in features])
+
+
+def _output_group(outputs: list[OutputProfile]) -> _Binned:
+    return _Binned.of(
+        [(o.name, o.label) for o in outputs], [o.column or 0 for o in outputs], [o.edges for o in outputs]
+    )

@@ -1,0 +1,86 @@
+"""`modeldeploy serve`: load, warm up, then listen; drain in-flight requests on SIGTERM.
+
+The model is loaded and a warm-up inference run before the port opens, so nothing can
+reach a model that is not ready. uvicorn stops accepting on SIGTERM and lets requests
+already in flight finish (up to the grace period) before the batcher is stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, ServingApp
+from modeldeploy_serving.fetching import fetch
+from modeldeploy_serving.model import load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    model: str  # a path or a URI
+    name: str | None = None
+    version: str = "1"
+    sha256: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 (a server in a pod listens on its pod IP)
+    port: int = 8080
+    threads: int = 1
+    max_batch_size: int = 32
+    max_batch_delay_us: int = 500
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    telemetry: bool = True
+    graceful_seconds: int = 30
+
+
+def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
+    """A local file for the model: the path itself, or a verified download of a URI."""
+    scheme = urllib.parse.urlparse(model).scheme
+    if scheme in ("", "file") and sha256 is None:
+        return Path(urllib.parse.unquote(urllib.parse.urlparse(model).path) if scheme else model)
+    return fetch(model, scratch, sha256)
+
+
+def build_app(options: ServeOptions, path: Path) -> ServingApp:
+    name = options.name or path.stem
+    model = load_model(path, name, options.version, options.threads)
+    return ServingApp(
+        model,
+        track=os.environ.get(t.TRACK_ENV, t.STABLE),
+        max_batch_size=options.max_batch_size,
+        max_delay_seconds=options.max_batch_delay_us / 1e6,
+        max_request_bytes=options.max_request_bytes,
+        telemetry=options.telemetry,
+    )
+
+
+def serve(options: ServeOptions) -> None:
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-") as scratch:
+        app = build_app(options, local_model_path(options.model, options.sha256, Path(scratch)))
+        log.info(
+            "serving model %s version %s (sha256 %s) on %s:%d",
+            app.model.name,
+            app.model.version,
+            app.model.sha256,
+            options.host,
+            options.port,
+        )
+        config = uvicorn.Config(
+            app,
+            host=options.host,
+            port=options.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            timeout_graceful_shutdown=options.graceful_seconds,
+        )
+        uvicorn.Server(config).run()
