@@ -48,7 +48,10 @@ class InferenceRequest:
 
 
 def _shown(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # JSON nested deeper than repr can go (orjson allows 1024 levels)
+        text = f"a {type(value).__name__} nested too deeply to show"
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
 
 
@@ -147,7 +150,14 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
         bad = next(value for value in data if type(value) not in accepted)
         raise ProtocolError(f"{what} ({spec.datatype}) takes {words}, got {_shown(bad)}")
     try:
-        return np.array(data, dtype=spec.dtype)
+        with np.errstate(over="raise"):
+            return np.array(data, dtype=spec.dtype)
+    except FloatingPointError:  # a number beyond the float type's range (1e39 for FP32)
+        largest = float(np.finfo(spec.dtype).max)
+        bad = next(value for value in data if value is not None and not -largest <= value <= largest)
+        raise ProtocolError(
+            f"{what} ({spec.datatype}) takes numbers from {-largest:.7g} to {largest:.7g}, got {_shown(bad)}"
+        ) from None
     except OverflowError:
         if np.issubdtype(spec.dtype, np.floating):
             bad = next(value for value in data if type(value) is int and not _fits_float(value))

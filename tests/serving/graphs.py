@@ -1,0 +1,83 @@
+"""Small ONNX models built with onnx.helper, for what the example models do not exercise.
+
+The scikit-learn examples take one FP32 input; these graphs cover the other datatypes, a
+model that ONNX Runtime refuses for some values (Gather out of range) and one that loads
+but fails its warm-up inference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = 17
+IR_VERSION = 8  # what every ONNX Runtime from 1.15 on reads
+
+ONNX_TYPES = {
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "BOOL": TensorProto.BOOL,
+}
+NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def typed_model(datatype: str, path: Path, columns: int = 3) -> Path:
+    """x [batch, columns] of datatype -> y = x + 1 (numbers) or not x (BOOL), and z = x."""
+    onnx_type = ONNX_TYPES[datatype]
+    if datatype == "BOOL":
+        nodes = [helper.make_node("Not", ["x"], ["y"])]
+        initializers = []
+    else:
+        nodes = [helper.make_node("Add", ["x", "one"], ["y"])]
+        initializers = [helper.make_tensor("one", onnx_type, [1], [1])]
+    nodes.append(helper.make_node("Identity", ["x"], ["z"]))
+    graph = helper.make_graph(
+        nodes,
+        f"typed-{datatype.lower()}",
+        [helper.make_tensor_value_info("x", onnx_type, [None, columns])],
+        [
+            helper.make_tensor_value_info("y", onnx_type, [None, columns]),
+            helper.make_tensor_value_info("z", onnx_type, [None, columns]),
+        ],
+        initializers,
+    )
+    return _save(graph, path)
+
+
+GATHER_TABLE = [10.0, 20.0, 30.0]
+
+
+def gather_model(path: Path) -> Path:
+    """index [batch] INT64 -> value = GATHER_TABLE[index]; an index out of range breaks the call."""
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "index"], ["value"])],
+        "gather",
+        [helper.make_tensor_value_info("index", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("value", TensorProto.FLOAT, [None])],
+        [helper.make_tensor("table", TensorProto.FLOAT, [len(GATHER_TABLE)], GATHER_TABLE)],
+    )
+    return _save(graph, path)
+
+
+def failing_warm_up_model(path: Path) -> Path:
+    """Loads fine, but no batch of x [batch, 4] can be reshaped to [3, 5]: warm-up fails."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [3, 5])],
+    )
+    return _save(graph, path)

@@ -1,0 +1,164 @@
+"""The server under test: in-process over ASGI, or as a real `modeldeploy serve` process.
+
+InProcessServer runs the ASGI app on an event loop in a background thread, with its
+lifespan started the way uvicorn starts it, and talks to it through httpx's ASGI
+transport: real requests and responses, no sockets. ServeProcess runs the console script
+on a free port, for the tests that are about the process (signals, exit codes, HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from modeldeploy_serving.app import ServingApp
+
+MODELDEPLOY = str(Path(sys.executable).with_name("modeldeploy"))
+
+
+def infer_body(rows: np.ndarray, name: str = "input", datatype: str = "FP32", **extra: Any) -> dict[str, Any]:
+    """An Open Inference Protocol request for a batch of rows, as a client would write it."""
+    return {
+        "inputs": [{"name": name, "shape": list(rows.shape), "datatype": datatype, "data": rows.reshape(-1).tolist()}],
+        **extra,
+    }
+
+
+def output(response: httpx.Response, name: str) -> np.ndarray:
+    """One output of an inference response, reshaped to its declared shape."""
+    document = response.json()
+    item = next(o for o in document["outputs"] if o["name"] == name)
+    return np.asarray(item["data"]).reshape(item["shape"])
+
+
+class InProcessServer:
+    """A started ServingApp and an httpx client for it; close() runs the lifespan shutdown."""
+
+    def __init__(self, app: ServingApp, start: bool = True) -> None:
+        self.app = app
+        self._stack = contextlib.ExitStack()
+        self.portal: BlockingPortal = self._stack.enter_context(start_blocking_portal("asyncio"))
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://modeldeploy.test")
+        self._lifespan: asyncio.Task[None] | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        self.portal.call(self._startup)
+
+    def close(self) -> None:
+        try:
+            self.portal.call(self._shutdown)
+        finally:
+            self._stack.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        return self.portal.call(functools.partial(self.client.request, method, path, **kwargs))
+
+    def get(self, path: str) -> httpx.Response:
+        return self.request("GET", path)
+
+    def post(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", path, **kwargs)
+
+    def infer(self, body: Any, model: str | None = None, **kwargs: Any) -> httpx.Response:
+        return self.post(f"/v2/models/{model or self.app.model.name}/infer", json=body, **kwargs)
+
+    def infer_concurrently(self, bodies: Sequence[Any]) -> list[httpx.Response]:
+        """All bodies posted at once on the server's loop, answers in the same order."""
+        return self.portal.call(self._gather, list(bodies))
+
+    def metrics(self) -> str:
+        return self.get("/metrics").text
+
+    async def _gather(self, bodies: list[Any]) -> list[httpx.Response]:
+        path = f"/v2/models/{self.app.model.name}/infer"
+        return list(await asyncio.gather(*(self.client.post(path, json=body) for body in bodies)))
+
+    async def _startup(self) -> None:
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        self._lifespan = asyncio.get_running_loop().create_task(
+            self.app(scope, self._inbox.get, self._outbox.put)  # type: ignore[arg-type]
+        )
+        await self._inbox.put({"type": "lifespan.startup"})
+        assert (await self._outbox.get())["type"] == "lifespan.startup.complete"
+
+    async def _shutdown(self) -> None:
+        await self.client.aclose()
+        if self._lifespan is None:
+            return
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        assert (await self._outbox.get())["type"] == "lifespan.shutdown.complete"
+        await self._lifespan
+
+
+@contextlib.contextmanager
+def in_process(app: ServingApp) -> Iterator[InProcessServer]:
+    server = InProcessServer(app)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class ServeProcess:
+    """`modeldeploy serve` as a child process on a free port of 127.0.0.1."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [MODELDEPLOY, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.url, timeout=5.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    code, errors = self.finish()
+                    raise AssertionError(f"modeldeploy serve exited with {code}: {errors}")
+                with contextlib.suppress(httpx.TransportError):
+                    if client.get("/v2/health/ready").status_code == 200:
+                        return
+                time.sleep(0.05)
+        raise AssertionError(f"modeldeploy serve was not ready within {timeout} s")
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def finish(self, timeout: float = 60.0) -> tuple[int, str]:
+        """Wait for the process to exit; its exit code and what it wrote to stderr."""
+        _, errors = self.process.communicate(timeout=timeout)
+        return self.process.returncode, errors
+
+    def close(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+            self.process.communicate(timeout=30)
