@@ -1,0 +1,235 @@
+"""Desired objects: a ModelDeployment's spec and the operator settings in, plain dicts out.
+
+Pure functions, one per kind of object, tested with plain data. What they return is the
+whole truth about what the operator wants; the apply step compares it with the cluster and
+writes only what differs.
+
+The serving pod: an init container runs `modeldeploy fetch` (verifying the digest) into an
+emptyDir; the server reads it from there. Both run as a non-root user with a read-only
+root filesystem, no privilege escalation, no capabilities and the RuntimeDefault seccomp
+profile: the Kubernetes "restricted" pod security standard.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import urllib.parse
+from typing import Any
+
+from modeldeploy_operator.api import GROUP, KIND, VERSION, ModelDeploymentSpec
+from modeldeploy_operator.settings import Settings
+
+Obj = dict[str, Any]
+
+TRACK_LABEL = f"{GROUP}/track"
+NAME_LABEL = f"{GROUP}/deployment"
+DIGEST_ANNOTATION = f"{GROUP}/sha256"
+MANAGED_BY = "modeldeploy"
+SERVER_PORT = 8080
+SERVICE_PORT = 80
+USER_ID = 65532
+MODELS_DIR = "/models"
+PVC_DIR = "/mnt/model-claim"
+FETCH_CONTAINER = "fetch-model"
+SERVER_CONTAINER = "server"
+
+
+def owner_reference(meta: Obj) -> Obj:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def selector_labels(name: str, track: str) -> dict[str, str]:
+    return {"app.kubernetes.io/instance": name, NAME_LABEL: name, TRACK_LABEL: track}
+
+
+def common_labels(name: str, version: str, track: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modeldeploy-server",
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/version": version,
+        **selector_labels(name, track),
+    }
+
+
+def deployment_name(name: str, track: str) -> str:
+    return f"{name}-{track}"
+
+
+def model_file(uri: str) -> str:
+    """The file name the fetch step writes: the last path segment of the URI."""
+    return posixpath.basename(urllib.parse.urlparse(uri).path.rstrip("/")) or "model.onnx"
+
+
+def _restricted_container() -> Obj:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _fetch_source(uri: str) -> tuple[str, list[Obj], list[Obj]]:
+    """(what the fetch step reads, extra volumes, extra mounts); a pvc is mounted read-only."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme != "pvc":
+        return uri, [], []
+    volume = {"name": "model-claim", "persistentVolumeClaim": {"claimName": parsed.netloc, "readOnly": True}}
+    mount = {"name": "model-claim", "mountPath": PVC_DIR, "readOnly": True}
+    return f"{PVC_DIR}/{parsed.path.lstrip('/')}", [volume], [mount]
+
+
+def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
+    model = spec.model
+    source, volumes, mounts = _fetch_source(model.uri)
+    fetch_args = ["fetch", source, "--dest", MODELS_DIR]
+    if model.sha256:
+        fetch_args += ["--sha256", model.sha256]
+    fetch: Obj = {
+        "name": FETCH_CONTAINER,
+        "image": spec.serving.image or settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": fetch_args,
+        "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *mounts],
+        "securityContext": _restricted_container(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+    if model.credentials_secret:
+        fetch["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
+    ready_path = f"/v2/models/{name}/ready"
+    batching = spec.serving.batching
+    server: Obj = {
+        "name": SERVER_CONTAINER,
+        "image": spec.serving.image or settings.serving_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "args": [
+            "serve",
+            "--model",
+            f"{MODELS_DIR}/{model_file(source)}",
+            "--name",
+            name,
+            "--version",
+            model.version,
+            "--port",
+            str(SERVER_PORT),
+            "--threads",
+            str(spec.serving.threads),
+            "--max-batch-size",
+            str(batching.max_batch_size),
+            "--max-batch-delay-us",
+            str(batching.max_delay_micros),
+        ],
+        "env": [{"name": "MODELDEPLOY_TRACK", "value": track}],
+        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "startupProbe": _probe(ready_path, period=2, failures=150),
+        "readinessProbe": _probe(ready_path, period=5, failures=2),
+        "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
+        "resources": {
+            "requests": spec.resources.requests or settings.default_requests,
+            "limits": spec.resources.limits or settings.default_limits,
+        },
+        "volumeMounts": [
+            {"name": "models", "mountPath": MODELS_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 (an emptyDir, the pod's own)
+        ],
+        "securityContext": _restricted_container(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    return {
+        "metadata": {
+            "labels": common_labels(name, model.version, track),
+            "annotations": {
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(SERVER_PORT),
+                "prometheus.io/path": "/metrics",
+                DIGEST_ANNOTATION: model.sha256 or "",
+            },
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": USER_ID,
+                "runAsGroup": USER_ID,
+                "fsGroup": USER_ID,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "initContainers": [fetch],
+            "containers": [server],
+            "volumes": [
+                {"name": "models", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+                *volumes,
+            ],
+            "terminationGracePeriodSeconds": 40,
+        },
+    }
+
+
+def _probe(path: str, period: int, failures: int) -> Obj:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "failureThreshold": failures,
+        "timeoutSeconds": 2,
+    }
+
+
+def build_deployment(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str = "stable") -> Obj:
+    name = meta["name"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": deployment_name(name, track),
+            "namespace": meta["namespace"],
+            "labels": common_labels(name, spec.model.version, track),
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector_labels(name, track)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "revisionHistoryLimit": 3,
+            "template": build_pod_template(name, spec, settings, track),
+        },
+    }
+
+
+def build_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
+    """One Service for the model: it selects every track, so replica counts split traffic."""
+    name = meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {
+                "app.kubernetes.io/name": "modeldeploy-server",
+                "app.kubernetes.io/managed-by": MANAGED_BY,
+                "app.kubernetes.io/instance": name,
+            },
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/instance": name, NAME_LABEL: name},
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def inference_url(name: str, namespace: str, settings: Settings) -> str:
+    return f"http://{name}.{namespace}.svc.{settings.cluster_domain}/v2/models/{name}/infer"

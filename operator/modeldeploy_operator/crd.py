@@ -1,0 +1,220 @@
+"""The ModelDeployment CRD, generated from the API models in api.py.
+
+pydantic writes JSON Schema; the API server wants a structural OpenAPI v3 schema: no $ref,
+no anyOf for optional fields, numeric bounds in the OpenAPI spelling, defaults on nested
+objects so the API server fills them in. This module does that translation and adds what a
+schema cannot carry: subresources, printer columns, the status schema.
+
+    python -m modeldeploy_operator.crd > crds/modeldeployment.yaml
+
+A test regenerates the file and fails when the committed copy differs.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from modeldeploy_operator import api
+
+_DROP = {"title", "additionalProperties_false"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline $refs and collapse Optional[X] (anyOf X | null) into X."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = _resolve(defs[node["$ref"].split("/")[-1]], defs)
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return {**target, **_resolve(extra, defs)}
+    if "anyOf" in node:
+        options = [option for option in node["anyOf"] if option.get("type") != "null"]
+        if len(options) == 1:
+            merged = {**_resolve(options[0], defs), **{k: v for k, v in node.items() if k != "anyOf"}}
+            if merged.get("default", 0) is None:
+                del merged["default"]
+            return _resolve(merged, defs)
+    return {key: _resolve(value, defs) for key, value in node.items() if key != "$defs"}
+
+
+def _structural(node: Any) -> Any:
+    """OpenAPI v3 spelling, no titles, and `default: {}` on objects whose fields have defaults."""
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "title" or (key == "additionalProperties" and value is False):
+            continue
+        if key == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = value, True
+        elif key == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = value, True
+        else:
+            out[key] = _structural(value)
+    if out.get("type") == "object" and "properties" in out:
+        required = set(out.get("required", []))
+        for name, prop in out["properties"].items():
+            if prop.get("type") == "object" and "default" not in prop and name not in required and "properties" in prop:
+                prop["default"] = {}
+    return out
+
+
+def _with_factory_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """pydantic leaves default_factory values out of the schema; put them in."""
+    for name, field in model.model_fields.items():
+        alias = field.alias or name
+        prop = schema.get("properties", {}).get(alias)
+        if prop is None or field.default_factory is None:
+            continue
+        value = field.default_factory()  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
+            _with_factory_defaults(type(value), prop)
+        elif "default" not in prop:
+            prop["default"] = value
+
+
+def spec_schema() -> dict[str, Any]:
+    raw = api.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
+    schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
+    _with_factory_defaults(api.ModelDeploymentSpec, schema)
+    result: dict[str, Any] = _structural(schema)
+    return result
+
+
+STATUS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "What the operator observed; written only by the operator.",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "observedGeneration": {"type": "integer", "description": "The generation this status describes."},
+        "phase": {
+            "type": "string",
+            "enum": ["Pending", "Progressing", "Ready", "Degraded"],
+            "description": "Pending, Progressing, Ready or Degraded.",
+        },
+        "replicas": {"type": "integer", "description": "Serving pods of the stable version (for kubectl scale)."},
+        "readyReplicas": {"type": "integer", "description": "Stable serving pods that are ready."},
+        "selector": {"type": "string", "description": "Label selector of the stable pods (for kubectl scale, HPA)."},
+        "url": {"type": "string", "description": "The in-cluster URL of the model's inference endpoint."},
+        "stable": {
+            "type": "object",
+            "description": "The version serving all traffic outside a rollout.",
+            "properties": {
+                "version": {"type": "string"},
+                "revision": {"type": "integer"},
+                "uri": {"type": "string"},
+                "sha256": {"type": "string"},
+                "replicas": {"type": "integer"},
+                "readyReplicas": {"type": "integer"},
+            },
+        },
+        "conditions": {
+            "type": "array",
+            "description": "Ready; Reconciling and Stalled while something is abnormal (kstatus).",
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+            "items": {
+                "type": "object",
+                "required": ["type", "status"],
+                "properties": {
+                    "type": {"type": "string"},
+                    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                    "reason": {"type": "string"},
+                    "message": {"type": "string"},
+                    "lastTransitionTime": {"type": "string", "format": "date-time"},
+                    "observedGeneration": {"type": "integer"},
+                },
+            },
+        },
+    },
+}
+
+ROOT_DESCRIPTION = "A model served with ONNX Runtime, rolled out as canaries, watched for drift."
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version", "description": "Stable version"},
+    {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version", "description": "Canary version"},
+    {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.actualWeight", "description": "Canary %"},
+    {"name": "Drift", "type": "string", "jsonPath": ".status.drift.score", "description": "Drift score"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "spec": {
+            "group": api.GROUP,
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.SINGULAR,
+                "shortNames": api.SHORT_NAMES,
+                "categories": ["all", "modeldeploy"],
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": ROOT_DESCRIPTION,
+                            "required": ["spec"],
+                            "x-kubernetes-validations": [
+                                api.cel(
+                                    f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
+                                    f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
+                                    "it names the model's Service and Deployments",
+                                )
+                            ],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema(),
+                                "status": STATUS_SCHEMA,
+                            },
+                        }
+                    },
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                }
+            ],
+        },
+    }
+
+
+def render() -> str:
+    header = "# Generated by `python -m modeldeploy_operator.crd` from operator/modeldeploy_operator/api.py.\n"
+    return (
+        header
+        + "# Do not edit: change the API models and regenerate.\n"
+        + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    )
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())

@@ -1,0 +1,112 @@
+"""kopf registrations: watch caches (indexes) and the events that trigger a reconcile.
+
+Only wiring here. ModelDeployments and their Deployments, Services and pods are kept in
+kopf indexes (in-memory watch caches, filled before any handler runs), so a reconcile reads
+nothing from the API server; any change to a ModelDeployment or to one of its objects
+queues that ModelDeployment for a reconcile (reconcile.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from modeldeploy_operator import metrics
+from modeldeploy_operator.api import GROUP, PLURAL, VERSION
+from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL
+from modeldeploy_operator.health import start_health_server
+from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.reconcile import Children, Key, Memory, Queue, reconcile
+
+OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods")
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    settings.posting.enabled = False  # events are posted on transitions by reconcile.py
+    settings.execution.max_workers = 16
+    settings.watching.server_timeout = 600
+    memo.kube = Kube.connect()
+    memo.memory = Memory()
+    memo.indexes = {}
+    memo.queue = Queue(lambda key: _reconcile(memo, key))
+    memo.health = await start_health_server(memo.settings.health_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: Any, **_: Any) -> None:
+    await memo.health.cleanup()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def model_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", name): dict(body)}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def owned_deployments(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", labels.get(NAME_LABEL, "")): dict(body)}
+
+
+@kopf.index("v1", "services", labels=OWNED)
+def owned_services(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", labels.get("app.kubernetes.io/instance", "")): dict(body)}
+
+
+@kopf.index("v1", "pods", labels=OWNED)
+def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", labels.get(NAME_LABEL, "")): dict(body)}
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def model_deployment_changed(type: str, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    metrics.MODEL_DEPLOYMENTS.set(len(kwargs["model_deployments"]))
+    if type == "DELETED":
+        memo.memory.forget((namespace or "", name))
+        return
+    memo.queue.trigger((namespace or "", name))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+async def deployment_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
+
+
+@kopf.on.event("v1", "services", labels=OWNED)
+async def service_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    memo.queue.trigger((namespace or "", labels.get("app.kubernetes.io/instance", "")))
+
+
+@kopf.on.event("v1", "pods", labels=OWNED)
+async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
+
+
+def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
+    if not memo.indexes:
+        memo.indexes = {name: kwargs[name] for name in INDEXES}
+
+
+def _first(index: kopf.Index[Key, Any], key: Key) -> Any:
+    store = index.get(key)
+    return next(iter(store), None) if store is not None else None
+
+
+async def _reconcile(memo: Any, key: Key) -> None:
+    indexes = memo.indexes
+    body = _first(indexes["model_deployments"], key)
+    if body is None:
+        return  # deleted meanwhile, or an object whose owner is gone
+    children = Children(
+        deployment=_first(indexes["owned_deployments"], key),
+        service=_first(indexes["owned_services"], key),
+        pods=list(indexes["owned_pods"].get(key, [])),
+    )
+    await reconcile(body, children, memo.settings, memo.kube, memo.memory)

@@ -1,0 +1,106 @@
+"""The operator's one seam to the Kubernetes API: apply, patch status, post events.
+
+Everything here is a thin call; deciding what to send happens elsewhere. Calls are made
+with the official client in a worker thread, so the kopf event loop never blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any, cast
+
+import kubernetes
+from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
+
+from modeldeploy_operator import metrics
+from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+FIELD_MANAGER = "modeldeploy"
+Obj = dict[str, Any]
+
+
+class Kube:
+    def __init__(self, client: ApiClient) -> None:
+        self.client = client
+        self.apps = AppsV1Api(client)
+        self.core = CoreV1Api(client)
+        self.custom = CustomObjectsApi(client)
+        self.events = EventsV1Api(client)
+        self.writes = 0  # counted for the benchmark and the operator's metrics
+
+    @classmethod
+    def connect(cls) -> Kube:
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        return cls(ApiClient())
+
+    async def apply(self, desired: Obj) -> None:
+        """Server-side apply: create or update, taking back fields someone else changed."""
+        await asyncio.to_thread(self._apply, desired)
+
+    def _apply(self, desired: Obj) -> None:
+        meta = desired["metadata"]
+        patch: Any
+        if desired["kind"] == "Deployment":
+            patch = self.apps.patch_namespaced_deployment
+        elif desired["kind"] == "Service":
+            patch = self.core.patch_namespaced_service
+        else:
+            raise ValueError(f"cannot apply a {desired['kind']}")
+        self.writes += 1
+        metrics.API_WRITES.labels(desired["kind"]).inc()
+        patch(
+            meta["name"],
+            meta["namespace"],
+            desired,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        def call() -> None:
+            self.writes += 1
+            metrics.API_WRITES.labels("status").inc()
+            self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+            )
+
+        await asyncio.to_thread(call)
+
+    async def post_event(self, owner: Obj, kind: str, reason: str, message: str) -> None:
+        """A Kubernetes Event on the ModelDeployment (kubectl describe shows it)."""
+        meta = owner["metadata"]
+        now = datetime.datetime.now(datetime.UTC)
+        body = {
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reportingController": f"{GROUP}/operator",
+            "reportingInstance": "modeldeploy-operator",
+            "action": "Reconcile",
+            "type": kind,
+            "reason": reason,
+            "note": message[:1024],
+            "regarding": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+        }
+
+        def call() -> None:
+            self.writes += 1
+            metrics.API_WRITES.labels("Event").inc()
+            self.events.create_namespaced_event(meta["namespace"], cast(Any, body))
+
+        try:
+            await asyncio.to_thread(call)
+        except kubernetes.client.ApiException as error:  # an event is never worth failing a reconcile
+            log.warning("could not post event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], error.reason)
