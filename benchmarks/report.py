@@ -1,0 +1,148 @@
+"""Medians of the repeats, the ratios the serving issue sets targets for, and the markdown tables."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+ORDER = ["bare", "ours", "ours-no-telemetry", "ours-no-batching", "mlserver-onnx", "mlserver-sklearn"]
+# Measured on the random forest at concurrency 16 on another machine (the serving issue).
+PEERS_ELSEWHERE = {"mlserver-sklearn": 160, "mlserver-onnx": 1900, "bare": 4400}
+
+
+def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["model"], run["server"], run["concurrency"]), []).append(run)
+    summary = []
+    for (model, server, concurrency), group in groups.items():
+        rps = [r["rps"] for r in group]
+        summary.append(
+            {
+                "model": model,
+                "server": server,
+                "label": group[0]["label"],
+                "concurrency": concurrency,
+                "repeats": len(group),
+                "rps": statistics.median(rps),
+                "rps_min": min(rps),
+                "rps_max": max(rps),
+                "p50_ms": statistics.median(r["p50_ms"] for r in group),
+                "p99_ms": statistics.median(r["p99_ms"] for r in group),
+                "errors": sum(r["errors"] for r in group),
+            }
+        )
+    return summary
+
+
+def _point(summary: list[dict[str, Any]], model: str, server: str, concurrency: int) -> dict[str, Any] | None:
+    return next(
+        (s for s in summary if (s["model"], s["server"], s["concurrency"]) == (model, server, concurrency)), None
+    )
+
+
+def ratios(summary: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each target of the serving issue, per model: the value, the target and whether it was met."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in sorted({s["model"] for s in summary}):
+
+        def p(server: str, c: int, model: str = model) -> dict[str, Any] | None:
+            return _point(summary, model, server, c)
+
+        checks: dict[str, Any] = {}
+        ours16, ml16, bare16 = p("ours", 16), p("mlserver-onnx", 16), p("bare", 16)
+        if ours16 and ml16:
+            value = ours16["rps"] / ml16["rps"]
+            checks["ours_vs_mlserver_onnx_c16"] = {"value": value, "target": ">= 2.5", "met": value >= 2.5}
+        if ours16 and bare16:
+            value = ours16["rps"] / bare16["rps"]
+            checks["ours_vs_bare_c16"] = {"value": value, "target": ">= 0.85", "met": value >= 0.85}
+        ours1, bare1 = p("ours", 1), p("bare", 1)
+        if ours1 and bare1:
+            value = ours1["p99_ms"] - bare1["p99_ms"]
+            checks["p99_c1_minus_bare_ms"] = {"value": value, "target": "<= 1.0 ms", "met": value <= 1.0}
+        ours64, bare64 = p("ours", 64), p("bare", 64)
+        if ours64 and bare64:
+            value = ours64["rps"] / bare64["rps"]
+            checks["ours_vs_bare_c64"] = {"value": value, "target": ">= 1.5 (random forest)", "met": value >= 1.5}
+            difference = ours64["p99_ms"] - bare64["p99_ms"]
+            checks["p99_c64_minus_bare_ms"] = {"value": difference, "target": "<= 0 ms", "met": difference <= 0}
+        for c in (16, 64):
+            on, off = p("ours", c), p("ours-no-telemetry", c)
+            if on and off:
+                value = 1 - on["rps"] / off["rps"]
+                checks[f"telemetry_cost_c{c}"] = {"value": value, "target": "< 0.10", "met": value < 0.10}
+            nobatch = p("ours-no-batching", c)
+            if on and nobatch:
+                checks[f"batching_gain_c{c}"] = {"value": on["rps"] / nobatch["rps"], "target": "-", "met": None}
+        out[model] = checks
+    return out
+
+
+NAMES = {
+    "ours_vs_mlserver_onnx_c16": "ours / MLServer-ONNX, req/s at c16",
+    "ours_vs_bare_c16": "ours / bare, req/s at c16",
+    "p99_c1_minus_bare_ms": "p99 at c1, ours minus bare (ms)",
+    "ours_vs_bare_c64": "ours (batching) / bare, req/s at c64",
+    "p99_c64_minus_bare_ms": "p99 at c64, ours minus bare (ms)",
+    "telemetry_cost_c16": "telemetry cost at c16 (1 - on/off)",
+    "telemetry_cost_c64": "telemetry cost at c64 (1 - on/off)",
+    "batching_gain_c16": "batching on / off, req/s at c16",
+    "batching_gain_c64": "batching on / off, req/s at c64",
+}
+
+
+def _cell(point: dict[str, Any] | None) -> str:
+    if point is None:
+        return "-"
+    text = f"{point['rps']:,.0f} / {point['p50_ms']:.2f} / {point['p99_ms']:.2f}"
+    return text + (f" ({point['errors']} errors)" if point["errors"] else "")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    summary = results["summary"]
+    concurrencies = sorted({s["concurrency"] for s in summary})
+    lines = [
+        f"Command: `{results['command']}`  ",
+        f"Started {results['started']}, finished {results['finished']}; load before: `{results['machine']['uptime']}`",
+        "",
+    ]
+    for model in sorted({s["model"] for s in summary}):
+        limit = results["limit"].get(model, {})
+        lines += [
+            f"### breast-cancer {model}: req/s / p50 ms / p99 ms (median of {max(s['repeats'] for s in summary)})",
+            "",
+            "| server | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
+            "|---|" + "---|" * len(concurrencies),
+        ]
+        if limit:
+            lines.append(
+                f"| limit: InferenceSession.run, 1 thread | {limit['calls_per_s']:,.0f} calls/s "
+                f"({limit['us_per_call']:.0f} us) | 32 rows: {limit['batch32_calls_per_s']:,.0f} calls/s "
+                f"= {limit['batch32_requests_per_s']:,.0f} req/s |" + " |" * max(0, len(concurrencies) - 2)
+            )
+        for server in ORDER:
+            points = [_point(summary, model, server, c) for c in concurrencies]
+            if any(points):
+                label = next(p["label"] for p in points if p)
+                lines.append(f"| {label} | " + " | ".join(_cell(p) for p in points) + " |")
+        lines.append("")
+    lines += [
+        "### Targets",
+        "",
+        "| ratio | target | " + " | ".join(results["ratios"]) + " |",
+        "|---|---|" + "---|" * len(results["ratios"]),
+    ]
+    for key, name in NAMES.items():
+        cells, target = [], "-"
+        for model in results["ratios"]:
+            check = results["ratios"][model].get(key)
+            if check is None:
+                cells.append("-")
+                continue
+            target = check["target"]
+            mark = "" if check["met"] is None else (" met" if check["met"] else " **missed**")
+            cells.append(f"{check['value']:.2f}{mark}")
+        lines.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,141 @@
+"""The servers under test: how each is started, pinned to its core, checked and stopped.
+
+Every server gets the same model file (or, for MLServer's scikit-learn runtime, the same
+fitted estimator as a joblib file), listens on 127.0.0.1, runs on core 0 only, and is
+asked one inference before any load, which must answer 200.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+SERVER_CORE = "0"
+
+
+@dataclass
+class Server:
+    key: str  # short name used in results, e.g. "ours", "bare"
+    label: str  # the name shown in tables
+    command: list[str]
+    port: int
+    infer_path: str
+    ready_path: str
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.infer_path}"
+
+    def start(self, logs: Path, nice: int) -> None:
+        self.log = logs / f"{self.key}-{self.port}.log"
+        prefix = ["taskset", "-c", SERVER_CORE] + (["nice", "-n", str(nice)] if nice else [])
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                prefix + self.command,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env},
+                start_new_session=True,  # its own process group, so stop() ends its children too
+            )
+
+    def wait_ready(self, body: bytes, timeout: float = 180.0) -> bytes:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.process.returncode}; see {self.log}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{self.label} was not ready after {timeout:.0f} s; see {self.log}")
+        request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return bytes(answer.read())
+        except urllib.error.HTTPError as error:
+            raise RuntimeError(f"{self.label} answered {error.code} to the payload: {error.read()[:300]!r}") from None
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def ours(key: str, label: str, model: Path, name: str, port: int, *flags: str) -> Server:
+    modeldeploy = Path(sys.executable).parent / "modeldeploy"
+    command = [str(modeldeploy), "serve", "--model", str(model), "--name", name, "--host", "127.0.0.1"]
+    return Server(
+        key,
+        label,
+        [*command, "--port", str(port), "--threads", "1", *flags],
+        port,
+        f"/v2/models/{name}/infer",
+        "/v2/health/ready",
+    )
+
+
+def bare(model: Path, name: str, port: int, starlette: Path) -> Server:
+    command = [sys.executable, str(HERE / "bare_endpoint.py"), "--model", str(model), "--name", name]
+    return Server(
+        "bare",
+        "bare endpoint",
+        [*command, "--port", str(port)],
+        port,
+        f"/v2/models/{name}/infer",
+        "/v2/health/ready",
+        env={"PYTHONPATH": str(starlette)},
+    )
+
+
+def mlserver(
+    key: str, label: str, venv: Path, folder: Path, name: str, port: int, workers: int, settings: dict[str, object]
+) -> Server:
+    """MLServer serving one model from folder/name/, configured by files the way its docs show."""
+    model_dir = folder / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "http_port": port,
+                "grpc_port": port + 1,
+                "metrics_port": port + 2,
+                "parallel_workers": workers,
+                "debug": False,  # debug also turns on uvicorn's per-request access log
+                "load_models_at_startup": True,
+            }
+        )
+    )
+    (model_dir / "model-settings.json").write_text(json.dumps({"name": name, **settings}))
+    shutil.copy(HERE / "mlserver_onnx_runtime.py", model_dir / "mlserver_onnx_runtime.py")
+    return Server(
+        key,
+        label,
+        [str(venv / "bin" / "mlserver"), "start", str(folder)],
+        port,
+        f"/v2/models/{name}/infer",
+        f"/v2/models/{name}/ready",
+        env={"PYTHONPATH": str(model_dir)},
+    )
