@@ -162,3 +162,36 @@ class ServeProcess:
         if self.process.returncode is None:
             self.process.kill()
             self.process.communicate(timeout=30)
+
+
+def scrape(text: str, name: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of one metric family in a /metrics page: (sample name, labels, value)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        if family.name == name:
+            return [(s.name, s.labels, s.value) for s in family.samples]
+    raise AssertionError(f"no metric {name} on the page")
+
+
+def buckets(text: str, name: str, **labels: str) -> dict[float, float]:
+    """One histogram's cumulative buckets (le -> count) for the series with these labels."""
+    found = {
+        float(sample_labels["le"]): value
+        for sample, sample_labels, value in scrape(text, name)
+        if sample.endswith("_bucket") and all(sample_labels.get(k) == v for k, v in labels.items())
+    }
+    assert found, f"no {name} series with {labels}"
+    return found
+
+
+def value(text: str, sample_name: str, **labels: str) -> float:
+    """The value of the one sample with this name and (at least) these labels."""
+    family = sample_name.removesuffix("_total").removesuffix("_sum").removesuffix("_count")
+    matches = [
+        v
+        for s, sample_labels, v in scrape(text, family)
+        if s == sample_name and all(sample_labels.get(k) == want for k, want in labels.items())
+    ]
+    assert len(matches) == 1, f"{len(matches)} samples {sample_name} with {labels}"
+    return matches[0]

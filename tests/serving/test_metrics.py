@@ -1,0 +1,180 @@
+"""/metrics after known requests: counts recomputed here with numpy from the same rows.
+
+Feature and prediction histograms must use the profile's bin edges as their le bounds
+and count exactly what a direct computation counts; nulls go to the missing counter.
+Every name comes from modeldeploy_serving.telemetry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.model import Model, load_model
+from modeldeploy_serving.server import ServeOptions, build_app
+
+from tests.conftest import ExampleModels
+from tests.serving.graphs import typed_model
+from tests.serving.harness import InProcessServer, buckets, in_process, infer_body, output, scrape, value
+
+BASE = {t.LABEL_MODEL: "breast-cancer", t.LABEL_VERSION: "1", t.LABEL_TRACK: t.STABLE}
+
+
+def expected_buckets(values: np.ndarray, edges: list[float]) -> dict[float, float]:
+    """Prometheus buckets by definition: how many finite values are <= each bound."""
+    finite = values[np.isfinite(values)]
+    counts = {edge: float(np.count_nonzero(finite <= edge)) for edge in edges}
+    return {**counts, float("inf"): float(finite.size)}
+
+
+def with_nulls(rows: np.ndarray, cells: list[tuple[int, int]]) -> list[Any]:
+    data: list[Any] = rows.astype(np.float64).tolist()
+    for row, column in cells:
+        data[row][column] = None
+    return data
+
+
+def test_feature_histograms_count_what_numpy_counts(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    server = serve(cancer_v1)
+    first, second = cancer_rows[:40], cancer_rows[300:325] * 1.5  # some beyond the reference range
+    nulls = [(0, 0), (3, 0), (7, 12), (20, 29)]
+    body = {"inputs": [{"name": "input", "shape": [40, 30], "datatype": "FP32", "data": with_nulls(first, nulls)}]}
+    assert server.infer(body).status_code == 200
+    assert server.infer(infer_body(second)).status_code == 200
+
+    seen = np.vstack([first, second]).astype(np.float64)
+    for row, column in nulls:
+        seen[row, column] = np.nan
+    text = server.metrics()
+    assert cancer_v1.profile is not None
+    for feature in cancer_v1.profile.features:
+        labels = {**BASE, t.LABEL_FEATURE: feature.name}
+        column = seen[:, feature.column]
+        assert buckets(text, t.FEATURE_VALUE, **labels) == expected_buckets(column, feature.edges), feature.name
+        if feature.edges[0] >= 0:  # prometheus-client leaves out _count and _sum when a bound is negative
+            assert value(text, f"{t.FEATURE_VALUE}_count", **labels) == np.isfinite(column).sum()
+            assert value(text, f"{t.FEATURE_VALUE}_sum", **labels) == pytest.approx(np.nansum(column), rel=1e-9)
+        assert value(text, f"{t.FEATURE_MISSING}_total", **labels) == np.isnan(column).sum()
+        assert value(text, f"{t.FEATURE_INVALID}_total", **labels) == 0
+    assert value(text, f"{t.FEATURE_MISSING}_total", **BASE, feature="mean radius") == 2
+    assert value(text, t.FEATURES_UNTRACKED, **BASE) == 0
+    # The reference data falls inside the reference range: the open first bin stays empty.
+    for feature in cancer_v1.profile.features:
+        labels = {**BASE, t.LABEL_FEATURE: feature.name}
+        assert buckets(text, t.FEATURE_VALUE, **labels)[feature.edges[0]] == 0
+
+
+def test_numbers_beyond_fp32_become_infinite_and_are_counted_as_invalid(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    server = serve(cancer_v1)
+    data: list[Any] = cancer_rows[:2].astype(np.float64).tolist()
+    data[0][1], data[1][1], data[1][2] = 1e39, -(10**39), 3.0e38
+    response = server.infer({"inputs": [{"name": "input", "shape": [2, 30], "datatype": "FP32", "data": data}]})
+    assert response.status_code == 200, response.text
+    text = server.metrics()
+    assert value(text, f"{t.FEATURE_INVALID}_total", **BASE, feature="mean texture") == 2
+    assert value(text, f"{t.FEATURE_INVALID}_total", **BASE, feature="mean perimeter") == 0
+    assert buckets(text, t.FEATURE_VALUE, **BASE, feature="mean texture")[float("inf")] == 0
+    assert buckets(text, t.FEATURE_VALUE, **BASE, feature="mean perimeter")[float("inf")] == 2
+
+
+def test_prediction_counts_match_the_predictions(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    server = serve(cancer_v1)
+    responses = [server.infer(infer_body(cancer_rows[i : i + 30])) for i in range(0, 150, 30)]
+    labels = np.concatenate([output(r, "label") for r in responses])
+    # Back to the float32 the server counted (JSON carries its shortest decimal form).
+    probabilities = np.vstack([output(r, "probabilities") for r in responses]).astype(np.float32).astype(np.float64)
+    text = server.metrics()
+    for cls in ("0", "1"):
+        count = value(text, f"{t.PREDICTION_CLASS}_total", **BASE, output="label", **{t.LABEL_CLASS: cls})
+        assert count == np.count_nonzero(labels == int(cls))
+    assert cancer_v1.profile is not None
+    scores = [o for o in cancer_v1.profile.outputs if o.kind == "scores"]
+    assert [o.label for o in scores] == ["0", "1"]
+    for score in scores:
+        got = buckets(text, t.PREDICTION_VALUE, **BASE, output="probabilities", **{t.LABEL_CLASS: score.label})
+        assert got == expected_buckets(probabilities[:, score.column or 0], score.edges)
+
+
+def test_regression_predictions_are_binned_on_the_profile_edges(
+    serve: Callable[..., InProcessServer], diabetes_v1: Model, diabetes_rows: np.ndarray
+) -> None:
+    server = serve(diabetes_v1)
+    response = server.infer(infer_body(diabetes_rows[:100]))
+    predictions = output(response, "variable").astype(np.float32).astype(np.float64).reshape(-1)
+    assert diabetes_v1.profile is not None
+    (variable,) = diabetes_v1.profile.outputs
+    base = {t.LABEL_MODEL: "diabetes", t.LABEL_VERSION: "1", t.LABEL_TRACK: t.STABLE}
+    got = buckets(server.metrics(), t.PREDICTION_VALUE, **base, output="variable")
+    assert got == expected_buckets(predictions, variable.edges)
+
+
+def test_request_batch_and_row_counters(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray, example_models: ExampleModels
+) -> None:
+    server = serve(cancer_v1)
+    for rows in (1, 2, 3):
+        server.infer(infer_body(cancer_rows[:rows]))
+    server.infer({"inputs": []})
+    text = server.metrics()
+    assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_OK) == 3
+    assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_INVALID) == 1
+    assert value(text, f"{t.REQUEST_DURATION}_count", **BASE) == 4
+    assert value(text, f"{t.INFERENCE_DURATION}_count", **BASE) == 3
+    assert value(text, f"{t.BATCH_SIZE}_sum", **BASE) == 6
+    assert value(text, f"{t.ROWS}_total", **BASE) == 6
+    sha256 = example_models.sha256("breast-cancer", "1")
+    assert value(text, t.MODEL_INFO, **BASE, sha256=sha256, profile="v1") == 1
+
+
+def test_track_and_version_labels_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, example_models: ExampleModels, cancer_rows: np.ndarray
+) -> None:
+    monkeypatch.setenv(t.TRACK_ENV, t.CANARY)
+    path = example_models.path("breast-cancer", "2")
+    with in_process(build_app(ServeOptions(model=str(path), name="breast-cancer", version="2"), path)) as server:
+        server.infer(infer_body(cancer_rows[:5]))
+        text = server.metrics()
+    canary = {t.LABEL_MODEL: "breast-cancer", t.LABEL_VERSION: "2", t.LABEL_TRACK: t.CANARY}
+    assert value(text, f"{t.REQUESTS}_total", **canary, outcome=t.OUTCOME_OK) == 1
+    series = [
+        (name, labels)
+        for family in (t.FEATURE_VALUE, t.PREDICTION_CLASS, t.BATCH_SIZE)
+        for name, labels, _ in scrape(text, family)
+    ]
+    assert series and all(labels[t.LABEL_TRACK] == t.CANARY and labels[t.LABEL_VERSION] == "2" for _, labels in series)
+
+
+def test_track_passed_to_the_app(serve: Callable[..., InProcessServer], cancer_v1: Model) -> None:
+    text = serve(cancer_v1, track=t.CANARY).metrics()
+    assert value(text, f"{t.REQUESTS}_total", **{**BASE, t.LABEL_TRACK: t.CANARY}, outcome=t.OUTCOME_OK) == 0
+
+
+def test_a_model_without_profile_exports_no_data_histograms(
+    serve: Callable[..., InProcessServer], tmp_path: Path
+) -> None:
+    server = serve(load_model(typed_model("FP32", tmp_path / "plain.onnx"), "plain", "1"))
+    server.infer({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    text = server.metrics()
+    assert scrape(text, t.FEATURE_VALUE) == []
+    assert value(text, t.MODEL_INFO, model="plain", profile="none") == 1
+    assert value(text, f"{t.ROWS}_total", model="plain") == 1
+
+
+def test_telemetry_off_counts_nothing(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    server = serve(cancer_v1, telemetry=False)
+    assert server.infer(infer_body(cancer_rows[:3])).status_code == 200
+    text = server.metrics()
+    assert value(text, f"{t.ROWS}_total", **BASE) == 0
+    assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_OK) == 0
