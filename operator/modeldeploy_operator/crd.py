@@ -12,6 +12,7 @@ A test regenerates the file and fails when the committed copy differs.
 
 from __future__ import annotations
 
+import copy
 import sys
 from typing import Any
 
@@ -44,7 +45,7 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def _structural(node: Any) -> Any:
-    """OpenAPI v3 spelling, no titles, and `default: {}` on objects whose fields have defaults."""
+    """OpenAPI v3 spelling, no titles, and a default on optional objects so nested defaults apply."""
     if isinstance(node, list):
         return [_structural(item) for item in node]
     if not isinstance(node, dict):
@@ -62,9 +63,25 @@ def _structural(node: Any) -> Any:
     if out.get("type") == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, prop in out["properties"].items():
-            if prop.get("type") == "object" and "default" not in prop and name not in required and "properties" in prop:
-                prop["default"] = {}
+            if (
+                prop.get("type") == "object"
+                and "default" not in prop
+                and name not in required
+                and "properties" in prop
+                and not prop.get("required")
+            ):
+                prop["default"] = _filled(prop)
     return out
+
+
+def _filled(schema: dict[str, Any]) -> dict[str, Any]:
+    """An object's default with its fields' defaults written out.
+
+    The API server checks a default against the schema as written, without applying the
+    nested defaults first: `{}` would fail a CEL rule that reads a defaulted field (drift's
+    window >= interval), and an object with required fields cannot have a default at all.
+    """
+    return {name: copy.deepcopy(prop["default"]) for name, prop in schema["properties"].items() if "default" in prop}
 
 
 def _with_factory_defaults(model: type[BaseModel], schema: dict[str, Any]) -> None:

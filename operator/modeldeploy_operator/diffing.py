@@ -26,7 +26,7 @@ _SUFFIXES = {
 
 
 def quantity(text: str) -> Decimal | None:
-    number = text.rstrip("mkMGTi")
+    number = text.rstrip("mkKMGTi")
     suffix = text[len(number) :]
     if suffix not in _SUFFIXES:
         return None

@@ -1,0 +1,314 @@
+"""The desired Deployment, pod template and Service, from plain spec data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.builders import (
+    FETCH_CONTAINER,
+    MODELS_DIR,
+    NAME_LABEL,
+    PVC_DIR,
+    SERVER_CONTAINER,
+    TRACK_LABEL,
+    build_deployment,
+    build_pod_template,
+    build_service,
+    inference_url,
+    model_file,
+)
+from modeldeploy_operator.settings import Settings
+
+DIGEST = "0123456789abcdef" * 4
+META = {"name": "fraud", "namespace": "ml", "uid": "3f0c1f9e-0000-4000-8000-000000000001"}
+SETTINGS = Settings(serving_image="registry.example/modeldeploy:1.2.3")
+
+URIS = [
+    "s3://models/fraud/7/model.onnx",
+    "https://models.example.test/fraud/7/model.onnx",
+    "file:///opt/models/fraud.onnx",
+    "/opt/models/fraud.onnx",
+    "pvc://model-store/fraud/7/model.onnx",
+]
+# The restricted pod security standard allows only these volume types.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
+
+
+def spec(uri: str = URIS[0], **extra: Any) -> ModelDeploymentSpec:
+    model = {"uri": uri, "version": "7", **extra.pop("model", {})}
+    return ModelDeploymentSpec.model_validate({"model": model, **extra})
+
+
+def pod(uri: str = URIS[0], track: str = "stable", **extra: Any) -> dict[str, Any]:
+    return build_pod_template("fraud", spec(uri, **extra), SETTINGS, track)
+
+
+def containers(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    all_containers = template["spec"]["initContainers"] + template["spec"]["containers"]
+    return {c["name"]: c for c in all_containers}
+
+
+def fetch_of(template: dict[str, Any]) -> dict[str, Any]:
+    return containers(template)[FETCH_CONTAINER]
+
+
+def server_of(template: dict[str, Any]) -> dict[str, Any]:
+    return containers(template)[SERVER_CONTAINER]
+
+
+# The restricted pod security standard, field by field ----------------------------------
+
+CONTAINER_FIELDS = [
+    ("allowPrivilegeEscalation", False),
+    ("readOnlyRootFilesystem", True),
+    ("runAsNonRoot", True),
+    ("capabilities", {"drop": ["ALL"]}),
+    ("seccompProfile", {"type": "RuntimeDefault"}),
+]
+
+
+@pytest.mark.parametrize("uri", URIS)
+@pytest.mark.parametrize("container", [FETCH_CONTAINER, SERVER_CONTAINER])
+@pytest.mark.parametrize(("field", "value"), CONTAINER_FIELDS)
+def test_every_container_is_restricted(uri: str, container: str, field: str, value: Any) -> None:
+    assert containers(pod(uri))[container]["securityContext"][field] == value
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("runAsNonRoot", True), ("runAsUser", 65532), ("seccompProfile", {"type": "RuntimeDefault"})],
+)
+def test_pod_security_context_is_restricted(field: str, value: Any) -> None:
+    assert pod()["spec"]["securityContext"][field] == value
+
+
+@pytest.mark.parametrize("uri", URIS)
+def test_no_privileged_pod_fields(uri: str) -> None:
+    template = pod(uri)
+    pod_spec = template["spec"]
+    for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not pod_spec.get(forbidden)
+    for container in containers(template).values():
+        context = container["securityContext"]
+        assert not context.get("privileged")
+        assert context["capabilities"].get("add", []) == []
+        assert all("hostPort" not in port for port in container.get("ports", []))
+    assert pod_spec["automountServiceAccountToken"] is False
+
+
+@pytest.mark.parametrize("uri", URIS)
+def test_only_restricted_volume_types(uri: str) -> None:
+    for volume in pod(uri)["spec"]["volumes"]:
+        kinds = set(volume) - {"name"}
+        assert "hostPath" not in kinds
+        assert kinds <= RESTRICTED_VOLUMES, volume
+
+
+# The fetch step -------------------------------------------------------------------------
+
+
+def test_fetch_verifies_the_digest_when_given() -> None:
+    args = fetch_of(pod(model={"sha256": DIGEST}))["args"]
+    assert args[args.index("--sha256") + 1] == DIGEST
+
+
+def test_fetch_without_a_digest_has_no_sha256_flag() -> None:
+    args = fetch_of(pod())["args"]
+    assert "--sha256" not in args
+    assert args == ["fetch", URIS[0], "--dest", MODELS_DIR]
+
+
+@pytest.mark.parametrize("uri", URIS)
+def test_server_reads_the_file_the_fetch_step_writes(uri: str) -> None:
+    template = pod(uri)
+    fetch, server = fetch_of(template), server_of(template)
+    dest = fetch["args"][fetch["args"].index("--dest") + 1]
+    model_path = server["args"][server["args"].index("--model") + 1]
+    assert model_path == f"{dest}/{model_file(uri)}"
+    assert {"name": "models", "mountPath": MODELS_DIR, "readOnly": True} in server["volumeMounts"]
+    assert {"name": "models", "mountPath": MODELS_DIR} in fetch["volumeMounts"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "name"),
+    [
+        ("s3://models/fraud/7/model.onnx", "model.onnx"),
+        ("https://host/a/fraud.onnx?X-Amz-Signature=abc", "fraud.onnx"),
+        ("https://host/", "model.onnx"),
+        ("/opt/m.onnx", "m.onnx"),
+    ],
+)
+def test_model_file_is_the_last_path_segment(uri: str, name: str) -> None:
+    assert model_file(uri) == name
+
+
+@pytest.mark.parametrize("uri", [u for u in URIS if u.startswith(("s3://", "https://"))])
+def test_credentials_go_only_into_the_fetch_step(uri: str) -> None:
+    template = pod(uri, model={"credentialsSecret": "s3-reader"})
+    assert fetch_of(template)["envFrom"] == [{"secretRef": {"name": "s3-reader"}}]
+    server = server_of(template)
+    assert "envFrom" not in server
+    assert all("valueFrom" not in item for item in server.get("env", []))
+    assert "s3-reader" not in repr(server)
+    assert all("secret" not in volume for volume in template["spec"]["volumes"])
+
+
+def test_no_credentials_no_env_from() -> None:
+    template = pod()
+    assert all("envFrom" not in c for c in containers(template).values())
+
+
+def test_pvc_is_mounted_read_only_and_fetched_from_the_mount() -> None:
+    template = pod("pvc://model-store/fraud/7/model.onnx")
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["model-claim"]["persistentVolumeClaim"] == {"claimName": "model-store", "readOnly": True}
+    fetch = fetch_of(template)
+    assert {"name": "model-claim", "mountPath": PVC_DIR, "readOnly": True} in fetch["volumeMounts"]
+    assert fetch["args"][1] == f"{PVC_DIR}/fraud/7/model.onnx"
+    assert all(m["name"] != "model-claim" for m in server_of(template)["volumeMounts"])
+
+
+@pytest.mark.parametrize("uri", [u for u in URIS if not u.startswith("pvc://")])
+def test_other_schemes_mount_no_claim(uri: str) -> None:
+    template = pod(uri)
+    assert all("persistentVolumeClaim" not in v for v in template["spec"]["volumes"])
+    assert fetch_of(template)["args"][1] == uri
+
+
+# The server -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe"])
+def test_readiness_probes_ask_the_model(probe: str) -> None:
+    server = server_of(pod())
+    assert server[probe]["httpGet"] == {"path": "/v2/models/fraud/ready", "port": "http"}
+
+
+def test_liveness_probe_asks_the_server() -> None:
+    assert server_of(pod())["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+
+
+def test_server_args_follow_the_spec() -> None:
+    args = server_of(pod(serving={"threads": 4, "batching": {"maxBatchSize": 8, "maxDelayMicros": 250}}))["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert args[0] == "serve"
+    assert flags == {
+        "--model": f"{MODELS_DIR}/model.onnx",
+        "--name": "fraud",
+        "--version": "7",
+        "--port": "8080",
+        "--threads": "4",
+        "--max-batch-size": "8",
+        "--max-batch-delay-us": "250",
+    }
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({}, {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}),
+        (
+            {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+            {"requests": {"cpu": "2", "memory": "2Gi"}, "limits": {"memory": "4Gi"}},
+        ),
+    ],
+)
+def test_resources_default_to_the_operator_settings(resources: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert server_of(pod(resources=resources))["resources"] == expected
+
+
+@pytest.mark.parametrize(("image", "expected"), [(None, SETTINGS.serving_image), ("mine:1", "mine:1")])
+def test_image_from_spec_or_settings(image: str | None, expected: str) -> None:
+    template = pod(serving={"image": image} if image else {})
+    assert {c["image"] for c in containers(template).values()} == {expected}
+
+
+def test_scrape_annotations() -> None:
+    annotations = pod(model={"sha256": DIGEST})["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "8080"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    assert annotations["modeldeploy.dev/sha256"] == DIGEST
+
+
+# Labels, owners, the Deployment and the Service ----------------------------------------
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_labels(track: str) -> None:
+    labels = pod(track=track)["metadata"]["labels"]
+    assert labels == {
+        "app.kubernetes.io/name": "modeldeploy-server",
+        "app.kubernetes.io/component": "model-server",
+        "app.kubernetes.io/managed-by": "modeldeploy",
+        "app.kubernetes.io/version": "7",
+        "app.kubernetes.io/instance": "fraud",
+        NAME_LABEL: "fraud",
+        TRACK_LABEL: track,
+    }
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_deployment(track: str) -> None:
+    deployment = build_deployment(META, spec(replicas=3), SETTINGS, track)
+    assert deployment["metadata"]["name"] == f"fraud-{track}"
+    assert deployment["metadata"]["namespace"] == "ml"
+    assert deployment["spec"]["replicas"] == 3
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector[TRACK_LABEL] == track
+    assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert "app.kubernetes.io/version" not in selector, "a new version must not need a new selector"
+    # An old pod goes only once a new one is ready: the old version keeps serving a bad rollout.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+
+
+@pytest.mark.parametrize(
+    "build", [lambda: build_deployment(META, spec(), SETTINGS), lambda: build_service(META, spec())]
+)
+def test_owned_by_the_model_deployment(build: Any) -> None:
+    assert build()["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "name": "fraud",
+            "uid": META["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def test_scaled_to_zero() -> None:
+    assert build_deployment(META, spec(replicas=0), SETTINGS)["spec"]["replicas"] == 0
+
+
+def test_service_selects_both_tracks() -> None:
+    service = build_service(META, spec())
+    selector = service["spec"]["selector"]
+    for track in ("stable", "canary"):
+        assert selector.items() <= pod(track=track)["metadata"]["labels"].items()
+    assert TRACK_LABEL not in selector
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service["metadata"]["name"] == "fraud"
+
+
+def test_service_does_not_select_another_model() -> None:
+    other = build_pod_template("fraud-v2", spec(), SETTINGS, "stable")["metadata"]["labels"]
+    assert not build_service(META, spec())["spec"]["selector"].items() <= other.items()
+
+
+def test_inference_url() -> None:
+    assert inference_url("fraud", "ml", Settings(cluster_domain="corp.local")) == (
+        "http://fraud.ml.svc.corp.local/v2/models/fraud/infer"
+    )
