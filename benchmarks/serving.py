@@ -143,6 +143,7 @@ def machine() -> dict[str, Any]:
         "uptime": sh("uptime"),
         "other_busy_processes": sh("ps -eo pcpu,comm --sort=-pcpu --no-headers | head -5"),
         "commit": sh(f"git -C {HERE.parent} rev-parse --short HEAD"),
+        "uncommitted_serving_changes": sh(f"git -C {HERE.parent} status --porcelain serving/"),
         "versions": environments.project_versions(),
     }
 
