@@ -123,7 +123,13 @@ def quantile_edges(values: FloatArray, bins: int = DEFAULT_BINS) -> list[float]:
         raise ProfileError("no finite reference values to bin")
     quantiles = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1))
     edges = np.unique(quantiles)
-    edges[0] = np.nextafter(edges[0], -np.inf)
+    below = np.nextafter(edges[0], -np.inf)
+    if quantiles[1] == quantiles[0]:
+        # The smallest value carries a bin's worth of the data (a discrete or constant
+        # feature): keep it as an edge, so its bin is (below, min] and not merged upwards.
+        edges = np.concatenate([[below], edges])
+    else:
+        edges[0] = below
     return [float(edge) for edge in edges]
 
 
