@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 DEFAULT_IMAGE = "ghcr.io/modeldeploy/modeldeploy:0.1.0"
 
 
@@ -38,14 +39,14 @@ class Settings:
         return not self.namespaces
 
 
-def _resources(text: str, option: str) -> dict[str, str]:
+def _resources(text: str, option: str, variable: str) -> dict[str, str]:
     """'cpu=100m,memory=256Mi' -> {'cpu': '100m', 'memory': '256Mi'}."""
     result: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         name, _, quantity = item.partition("=")
         if name not in ("cpu", "memory", "ephemeral-storage") or not QUANTITY.match(quantity):
             raise SettingsError(
-                f"{option}: {item!r} is not NAME=QUANTITY with NAME cpu, memory or ephemeral-storage "
+                f"{option} ({variable}): {item!r} is not NAME=QUANTITY with NAME cpu, memory or ephemeral-storage "
                 "and a quantity like 100m or 256Mi"
             )
         result[name] = quantity
@@ -80,21 +81,33 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
     namespaces = tuple(n.strip() for n in (value("--namespaces") or "").split(",") if n.strip())
     for namespace in namespaces:
         if not NAMESPACE.match(namespace):
-            raise SettingsError(f"--namespaces (MODELDEPLOY_NAMESPACES): {namespace!r} is not a namespace name")
+            raise SettingsError(
+                f"--namespaces (MODELDEPLOY_NAMESPACES): {namespace!r} is not a namespace name; expected "
+                "comma-separated names of lowercase letters, digits and '-', e.g. ml,ml-staging"
+            )
     policy = value("--image-pull-policy") or defaults.image_pull_policy
     if policy not in ("Always", "IfNotPresent", "Never"):
         raise SettingsError(
             f"--image-pull-policy (MODELDEPLOY_IMAGE_PULL_POLICY): {policy!r} is not Always, IfNotPresent or Never"
         )
     port_text = value("--health-port") or str(defaults.health_port)
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
         raise SettingsError(f"--health-port (MODELDEPLOY_HEALTH_PORT): {port_text!r} is not a port from 1 to 65535")
     log_format = value("--log-format") or defaults.log_format
     if log_format not in ("json", "text"):
         raise SettingsError(f"--log-format (MODELDEPLOY_LOG_FORMAT): {log_format!r} is not json or text")
     image = value("--serving-image") or defaults.serving_image
     if not image.strip() or any(c.isspace() for c in image):
-        raise SettingsError(f"--serving-image (MODELDEPLOY_SERVING_IMAGE): {image!r} is not an image reference")
+        raise SettingsError(
+            f"--serving-image (MODELDEPLOY_SERVING_IMAGE): {image!r} is not an image reference; expected "
+            f"REGISTRY/NAME:TAG without spaces, e.g. {DEFAULT_IMAGE}"
+        )
+    domain = value("--cluster-domain") or defaults.cluster_domain
+    if len(domain) > 253 or not DOMAIN.match(domain):
+        raise SettingsError(
+            f"--cluster-domain (MODELDEPLOY_CLUSTER_DOMAIN): {domain!r} is not a DNS domain; expected "
+            "lowercase labels separated by dots, e.g. cluster.local"
+        )
     requests = value("--default-requests")
     limits = value("--default-limits")
     return Settings(
@@ -102,10 +115,16 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         serving_image=image,
         image_pull_policy=policy,
         default_requests=(
-            _resources(requests, "--default-requests") if requests is not None else defaults.default_requests
+            _resources(requests, "--default-requests", "MODELDEPLOY_DEFAULT_REQUESTS")
+            if requests is not None
+            else defaults.default_requests
         ),
-        default_limits=_resources(limits, "--default-limits") if limits is not None else defaults.default_limits,
-        cluster_domain=value("--cluster-domain") or defaults.cluster_domain,
+        default_limits=(
+            _resources(limits, "--default-limits", "MODELDEPLOY_DEFAULT_LIMITS")
+            if limits is not None
+            else defaults.default_limits
+        ),
+        cluster_domain=domain,
         health_port=int(port_text),
         log_format=log_format,
     )

@@ -34,6 +34,11 @@ def _statuses(pod: Obj, key: str) -> list[Obj]:
 
 
 def _terminated_message(container: Obj) -> str | None:
+    """Why the container last failed, unless it works now: the kubelet keeps lastState for
+    the pod's life, so a fetch retried to success or a server restarted once is not failing."""
+    now = (container.get("state") or {}).get("terminated") or {}
+    if container.get("ready") or (now and now.get("exitCode", 0) == 0):
+        return None
     for state_key in ("state", "lastState"):
         terminated = (container.get(state_key) or {}).get("terminated")
         if terminated and terminated.get("exitCode", 0) != 0:
