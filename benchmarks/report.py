@@ -5,7 +5,16 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-ORDER = ["bare", "ours", "ours-no-telemetry", "ours-no-batching", "mlserver-onnx", "mlserver-sklearn"]
+ORDER = [
+    "bare",
+    "ours",
+    "ours-no-telemetry",
+    "ours-no-batching",
+    "mlserver-onnx",
+    "mlserver-sklearn",
+    "whatif-inline",
+    "whatif-inline-deferred",
+]
 # Measured on the random forest at concurrency 16 on another machine (the serving issue).
 PEERS_ELSEWHERE = {"mlserver-sklearn": 160, "mlserver-onnx": 1900, "bare": 4400}
 

@@ -73,6 +73,21 @@ class Server:
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"{self.label} answered {error.code} to the payload: {error.read()[:300]!r}") from None
 
+    def batch_counters(self) -> dict[str, float] | None:
+        """Our server's batch and inference-time counters from /metrics (None for the others)."""
+        if not self.key.startswith(("ours", "whatif")):
+            return None
+        wanted = ("batch_size_sum", "batch_size_count", "inference_duration_seconds_sum")
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        counters = {}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0]
+            for suffix in wanted:
+                if name.endswith(suffix):
+                    counters[suffix] = float(line.rsplit(" ", 1)[1])
+        return counters
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -95,6 +110,13 @@ def ours(key: str, label: str, model: Path, name: str, port: int, *flags: str) -
         f"/v2/models/{name}/infer",
         "/v2/health/ready",
     )
+
+
+def whatif(key: str, label: str, patches: str, model: Path, name: str, port: int) -> Server:
+    """Our server with proposed changes patched in by whatif_server.py."""
+    server = ours(key, label, model, name, port)
+    server.command = [sys.executable, str(HERE / "whatif_server.py"), patches, *server.command[1:]]
+    return server
 
 
 def bare(model: Path, name: str, port: int, starlette: Path) -> Server:

@@ -34,7 +34,16 @@ import training
 
 HERE = Path(__file__).resolve().parent
 NAME = "breast-cancer"
-ALL_SERVERS = ["bare", "ours", "ours-no-telemetry", "ours-no-batching", "mlserver-onnx", "mlserver-sklearn"]
+ALL_SERVERS = [
+    "bare",
+    "ours",
+    "ours-no-telemetry",
+    "ours-no-batching",
+    "mlserver-onnx",
+    "mlserver-sklearn",
+    "whatif-inline",
+    "whatif-inline-deferred",
+]
 
 
 def build_servers(
@@ -52,6 +61,11 @@ def build_servers(
             built.append(servers.ours(key, "ours, --no-telemetry", onnx, NAME, p, "--no-telemetry"))
         elif key == "ours-no-batching":
             built.append(servers.ours(key, "ours, --max-batch-size 1", onnx, NAME, p, "--max-batch-size", "1"))
+        elif key == "whatif-inline":
+            built.append(servers.whatif(key, "what if: calls inline", "inline", onnx, NAME, p))
+        elif key == "whatif-inline-deferred":
+            label = "what if: inline + deferred histograms"
+            built.append(servers.whatif(key, label, "inline,deferred", onnx, NAME, p))
         elif key in ("mlserver-onnx", "mlserver-sklearn"):
             folder = args.work / f"{key}-v{version}"
             if key == "mlserver-onnx":
@@ -107,7 +121,9 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
         for repeat in range(args.repeats):
             for server in running:
                 for connections in args.concurrency:
+                    before = server.batch_counters()
                     result = load.wrk(server.url, body, connections, args.seconds, args.nice)
+                    result["batches"] = batches(before, server.batch_counters(), result["requests"])
                     runs.append(
                         {
                             "model": f"v{version}",
@@ -121,7 +137,13 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
                     print(
                         f"  v{version} {server.label:34} c{connections:<3} #{repeat}: {result['rps']:8.0f} req/s"
                         f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
-                        + (f"  ERRORS {result['errors']}" if result["errors"] else ""),
+                        + (f"  ERRORS {result['errors']}" if result["errors"] else "")
+                        + (
+                            f"  {result['batches']['requests_per_batch']:.1f} req/batch,"
+                            f" {result['batches']['us_per_call']:.0f} us/call"
+                            if result["batches"]
+                            else ""
+                        ),
                         flush=True,
                     )
                     time.sleep(0.3)
@@ -129,6 +151,19 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
         for server in running:
             server.stop()
     return runs
+
+
+def batches(before: dict[str, float] | None, after: dict[str, float] | None, requests: int) -> dict[str, float] | None:
+    """What our server's batcher did during one run: requests per batch and time per ONNX Runtime call."""
+    if not before or not after or after["batch_size_count"] == before["batch_size_count"]:
+        return None
+    count = after["batch_size_count"] - before["batch_size_count"]
+    return {
+        "requests_per_batch": requests / count,
+        "us_per_call": 1e6
+        * (after["inference_duration_seconds_sum"] - before["inference_duration_seconds_sum"])
+        / count,
+    }
 
 
 def machine() -> dict[str, Any]:
