@@ -1,0 +1,336 @@
+"""The project's container image, built without Docker and cached by content.
+
+The Dockerfile at the repository root is the recipe for users with Docker; this module
+makes an image with the same contents on machines without a Docker engine (ours, CI):
+
+    layer 1  base   Debian bookworm minbase + python3 (3.11) + python3-venv + CA
+                    certificates, user 65532 (rootfs.py; cached by the recipe alone)
+    layer 2  deps   a venv at /opt/modeldeploy with the [serving,operator] dependencies,
+                    pinned by requirements/constraints.txt (cached by pyproject.toml,
+                    the constraints and the base)
+    layer 3  project  the modeldeploy wheel, installed into that venv (a few hundred KB)
+
+Wheels are gathered by the host's pip (CPython 3.11 on glibc, like the image), so the
+host's pip configuration (index, certificates) is used and the image never needs a
+compiler or the network; inside the image's root filesystem pip installs offline.
+
+Public surface, for the launcher, the tests and people:
+- `project_image(repo_root) -> (reference, archive)`: builds when needed.
+- `import_project_image(repo_root, run_dir)`: the same, then imported into the cluster's
+  containerd (through containerd.import_archive) unless it is already there.
+- `python -m e2e.cluster.images build` prints the reference (`--archive` also the path).
+
+Caches live in ${XDG_CACHE_HOME:-~/.cache}/modeldeploy/images/: base-<key>/,
+deps-<key>/ and <key>/image.tar, where <key> hashes the inputs of that stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import fcntl
+import hashlib
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from e2e.cluster import oci, rootfs, settings
+
+RECIPE = "1"
+"""Bump when this recipe changes what ends up in the deps or project layers."""
+BASE_RECIPE = "1"
+"""Bump when rootfs.build_base changes what ends up in the base layer."""
+
+NAME = "modeldeploy.local/modeldeploy"
+VENV = "/opt/modeldeploy"
+EXTRAS = "serving,operator"
+SOURCES = ("serving", "operator")
+"""The source folders whose content goes into the image (and so into its key)."""
+PROJECT_FILES = ("pyproject.toml", "README.md", "requirements/constraints.txt")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Log = rootfs.Log
+
+
+def images_dir() -> Path:
+    return settings.cache_dir() / "images"
+
+
+def _digest(*parts: bytes) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(hashlib.sha256(part).digest())
+    return hasher.hexdigest()
+
+
+def base_key() -> str:
+    recipe = {"recipe": BASE_RECIPE, "suite": rootfs.SUITE, "packages": rootfs.PACKAGES, "user": rootfs.USER_ID}
+    return _digest(json.dumps(recipe, sort_keys=True).encode())
+
+
+def deps_key(repo_root: Path) -> str:
+    return _digest(
+        base_key().encode(), RECIPE.encode(),
+        (repo_root / "pyproject.toml").read_bytes(), (repo_root / "requirements/constraints.txt").read_bytes(),
+    )
+
+
+def source_files(repo_root: Path) -> list[Path]:
+    """The files under SOURCES that the wheel is built from (no caches, no build output)."""
+    files = []
+    for folder in SOURCES:
+        for path in sorted((repo_root / folder).rglob("*")):
+            relative = path.relative_to(repo_root)
+            if path.is_file() and not any(
+                part == "__pycache__" or part.endswith(".egg-info") for part in relative.parts
+            ) and path.suffix != ".pyc":
+                files.append(relative)
+    return files
+
+
+def project_key(repo_root: Path) -> str:
+    parts = [deps_key(repo_root).encode()]
+    for relative in source_files(repo_root):
+        parts += [str(relative).encode(), (repo_root / relative).read_bytes()]
+    return _digest(*parts)
+
+
+def reference_for(key: str) -> str:
+    return f"{NAME}:{key[:12]}"
+
+
+def project_image(repo_root: Path = REPO_ROOT, log: Log = print) -> tuple[str, Path]:
+    """The image reference and its OCI archive for the sources in `repo_root`, built
+    (or partly rebuilt from the cached base and deps layers) when not cached yet."""
+    repo_root = repo_root.resolve()
+    key = project_key(repo_root)
+    reference, archive = reference_for(key), images_dir() / key / "image.tar"
+    if archive.exists():
+        return reference, archive
+    with _build_lock():
+        if not archive.exists():
+            started = time.monotonic()
+            _build(repo_root, key, log)
+            log(f"image {reference} built in {time.monotonic() - started:.0f}s: {archive}")
+    return reference, archive
+
+
+def import_project_image(run_dir: Path | None = None, repo_root: Path = REPO_ROOT, log: Log = print) -> str:
+    """Build the image when needed and import it into the cluster's containerd; return
+    the reference pods use (with imagePullPolicy IfNotPresent or Never)."""
+    from e2e.cluster import containerd
+
+    reference, archive = project_image(repo_root, log=log)
+    if not containerd.has_image(reference, run_dir):
+        containerd.import_archive(archive, NAME, run_dir)
+    return reference
+
+
+@contextmanager
+def _build_lock() -> Iterator[None]:
+    """One build at a time per cache folder (two pytest sessions, a launcher and a test)."""
+    images_dir().mkdir(parents=True, exist_ok=True)
+    with (images_dir() / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fresh(folder: Path) -> Path:
+    """`folder`.partial, emptied: built there, renamed to `folder` when complete."""
+    partial = folder.with_name(folder.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    return partial
+
+
+def _build(repo_root: Path, key: str, log: Log) -> None:
+    rootfs.ensure_host_tools(log=log)
+    base = _ensure_base(log)
+    with tempfile.TemporaryDirectory(prefix="modeldeploy-image-") as tmp:
+        scratch = Path(tmp)
+        deps_folder = images_dir() / f"deps-{deps_key(repo_root)}"
+        _gather_wheels(repo_root, scratch / "wheels", with_dependencies=not deps_folder.exists(), log=log)
+        deps = _ensure_deps(base, deps_folder, scratch, log)
+        _build_project(base, deps, images_dir() / key, key, scratch, log)
+
+
+def _ensure_base(log: Log) -> Path:
+    """base-<key>/: rootfs/ (the Debian tree, kept for chroots) and its layer."""
+    folder = images_dir() / f"base-{base_key()}"
+    if folder.exists():
+        return folder
+    started = time.monotonic()
+    partial = _fresh(folder)
+    rootfs.build_base(partial / "rootfs", log=log)
+    log("packing the base layer")
+    layer = oci.write_layer(partial / "rootfs", partial / "layer.tar.gz", f"debootstrap {rootfs.SUITE} + python3")
+    layer.save(partial / "layer.json")
+    partial.rename(folder)
+    log(f"base built in {time.monotonic() - started:.0f}s")
+    return folder
+
+
+def _layer(folder: Path) -> oci.Layer:
+    """A cached stage's layer (its blob path follows the folder, wherever that is now)."""
+    layer = oci.Layer.load(folder / "layer.json")
+    return dataclasses.replace(layer, path=str(folder / "layer.tar.gz"))
+
+
+def _gather_wheels(repo_root: Path, wheels: Path, with_dependencies: bool, log: Log) -> None:
+    """The project's wheel (built from a clean copy of the hashed sources) and, when the
+    deps layer must be built, every dependency's wheel, into `wheels`."""
+    if sys.version_info[:2] != (3, 11) or platform.system() != "Linux" or sys.implementation.name != "cpython":
+        raise RuntimeError(
+            "the image's wheels are gathered by this interpreter's pip, so it must be CPython 3.11 on Linux "
+            f"like the image; this is {sys.implementation.name} {platform.python_version()} on {platform.system()}. "
+            "Run it from the project's virtual environment (make venv; .venv/bin/python -m e2e.cluster.images build)"
+        )
+    source = wheels.parent / "source"
+    for name in PROJECT_FILES:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / name, source / name)
+    for relative in source_files(repo_root):
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo_root / relative, source / relative)
+    wheels.mkdir(parents=True)
+    shutil.copy2(repo_root / "requirements/constraints.txt", wheels / "constraints.txt")
+    log("gathering wheels" if with_dependencies else "building the project wheel")
+    command = [
+        sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels),
+        "--constraint", str(wheels / "constraints.txt"), f"{source}[{EXTRAS}]",
+    ]
+    if not with_dependencies:
+        command.insert(command.index("--wheel-dir"), "--no-deps")
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+
+
+def _project_wheel(wheels: Path) -> str:
+    [wheel] = sorted(wheels.glob("modeldeploy-*.whl"))
+    return f"/mnt/wheels/{wheel.name}"
+
+
+def _pip(*args: str) -> list[str]:
+    return [f"{VENV}/bin/python", "-m", "pip", "--no-cache-dir", "--disable-pip-version-check", *args]
+
+
+def _ensure_deps(base: Path, folder: Path, scratch: Path, log: Log) -> Path:
+    """deps-<key>/: tree/ (tree/opt/modeldeploy is the venv) and its layer."""
+    if folder.exists():
+        return folder
+    started = time.monotonic()
+    partial = _fresh(folder)
+    venv = partial / "tree" / VENV.lstrip("/")
+    venv.mkdir(parents=True)
+    for parent in venv.relative_to(partial).parents[:-1]:
+        (partial / parent).chmod(0o755)
+    binds = {"/mnt": scratch, VENV: venv, "/tmp": _empty(scratch / "tmp")}
+    log(f"installing the dependencies into {VENV}")
+    steps = [
+        ("creating the venv", ["/usr/bin/python3", "-m", "venv", VENV]),
+        ("installing the dependencies", _pip(
+            "install", "--no-index", "--find-links", "/mnt/wheels", "--root-user-action=ignore",
+            "--constraint", "/mnt/wheels/constraints.txt", f"{_project_wheel(scratch / 'wheels')}[{EXTRAS}]",
+        )),
+        # The project itself goes into its own thin layer; this one keeps only what it needs.
+        ("removing the project from the deps layer",
+         _pip("uninstall", "--yes", "--root-user-action=ignore", "modeldeploy")),
+        ("checking the dependencies", _pip("check")),
+    ]
+    for what, argv in steps:
+        rootfs.run_in_root(base / "rootfs", argv, binds=binds, what=what)
+    log("packing the deps layer")
+    layer = oci.write_layer(partial / "tree", partial / "layer.tar.gz", f"venv at {VENV} with [{EXTRAS}]")
+    layer.save(partial / "layer.json")
+    partial.rename(folder)
+    log(f"deps built in {time.monotonic() - started:.0f}s")
+    return folder
+
+
+def _empty(folder: Path) -> Path:
+    folder.mkdir(mode=0o1777, parents=True, exist_ok=True)
+    folder.chmod(0o1777)
+    return folder
+
+
+def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path, log: Log) -> None:
+    """<key>/image.tar: base, deps and the project layer, configured, one tag."""
+    partial = _fresh(folder)
+    tree = scratch / "layer"
+    tree.mkdir(mode=0o755)
+    binds = {"/mnt": scratch, VENV: deps / "tree" / VENV.lstrip("/"), "/tmp": _empty(scratch / "tmp")}
+    argv = _pip(
+        "install", "--no-deps", "--no-index", "--root-user-action=ignore", "--root", "/mnt/layer",
+        _project_wheel(scratch / "wheels"),
+    )
+    rootfs.run_in_root(base / "rootfs", argv, binds=binds, what="installing the project")
+    project = oci.write_layer(tree, scratch / "project.tar.gz", "the modeldeploy wheel")
+    layers = [_layer(base), _layer(deps), project]
+    reference = reference_for(key)
+    oci.write_archive(
+        partial / "image.tar", key[:12], layers,
+        user=f"{rootfs.USER_ID}:{rootfs.USER_ID}",
+        entrypoint=["modeldeploy"],
+        cmd=["--help"],
+        env={
+            "PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": rootfs.HOME,
+            "LANG": "C.UTF-8",
+            "PYTHONUNBUFFERED": "1",
+        },
+        workdir=rootfs.HOME,
+        ports=["8080/tcp"],
+        labels={"org.opencontainers.image.title": "modeldeploy", "dev.modeldeploy.image-key": key},
+    )
+    compressed = sum(layer.size for layer in layers)
+    unpacked = sum(layer.unpacked_size for layer in layers)
+    info = {
+        "reference": reference,
+        "layers": [{"comment": layer.comment, "compressed_bytes": layer.size, "unpacked_bytes": layer.unpacked_size}
+                   for layer in layers],
+        "compressed_bytes": compressed,
+        "unpacked_bytes": unpacked,
+    }
+    (partial / "image.json").write_text(json.dumps(info, indent=2) + "\n")
+    partial.rename(folder)
+    log(f"image size: {compressed / 1e6:.0f} MB compressed, {unpacked / 1e6:.0f} MB unpacked "
+        f"(project layer {project.size / 1e3:.0f} kB)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m e2e.cluster.images", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="build the project image if needed and print its reference")
+    build.add_argument("--repo-root", type=Path, default=REPO_ROOT)
+    build.add_argument("--archive", action="store_true", help="also print the OCI archive's path")
+    load = commands.add_parser("import", help="build if needed and import into the local cluster's containerd")
+    load.add_argument("--repo-root", type=Path, default=REPO_ROOT)
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    if args.command == "build":
+        reference, archive = project_image(args.repo_root, log=log)
+        print(reference)
+        if args.archive:
+            print(archive)
+    else:
+        print(import_project_image(repo_root=args.repo_root, log=log))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
