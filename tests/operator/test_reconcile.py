@@ -1,0 +1,515 @@
+"""One reconcile, stepped call by call against a fake of our own I/O seam (kube.Kube).
+
+The fake records what the operator would send; `Cluster` plays the API server's part by
+echoing applied objects back with its defaults, canonical quantities, a resourceVersion
+and a status, as the watch caches would show them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import kubernetes
+import pytest
+from modeldeploy_operator import reconcile as reconcile_module
+from modeldeploy_operator.reconcile import Children, Memory, Queue, reconcile
+from modeldeploy_operator.settings import Settings
+
+Obj = dict[str, Any]
+SETTINGS = Settings(serving_image="registry.example/modeldeploy:1.2.3")
+DIGEST = "0123456789abcdef" * 4
+
+
+@dataclass
+class FakeKube:
+    """Records every write; optionally refuses applies with an API error."""
+
+    applied: list[Obj] = field(default_factory=list)
+    statuses: list[Obj] = field(default_factory=list)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    refuse: kubernetes.client.ApiException | None = None
+
+    async def apply(self, desired: Obj) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.applied.append(copy.deepcopy(desired))
+
+    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+        self.statuses.append(copy.deepcopy(status))
+
+    async def post_event(self, owner: Obj, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    @property
+    def writes(self) -> int:
+        return len(self.applied) + len(self.statuses) + len(self.events)
+
+    def clear(self) -> None:
+        self.applied.clear()
+        self.statuses.clear()
+        self.events.clear()
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a status patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+# How the API server writes quantities back.
+CANONICAL = {"0.5": "500m", "1024Mi": "1Gi", "100.5Mi": "102912Ki"}
+
+
+def canonical(node: Any, under_resources: bool = False) -> Any:
+    if isinstance(node, dict):
+        return {k: canonical(v, under_resources or k == "resources") for k, v in node.items()}
+    if isinstance(node, list):
+        return [canonical(item, under_resources) for item in node]
+    return CANONICAL.get(node, node) if under_resources and isinstance(node, str) else node
+
+
+class Cluster:
+    """The API server's side: stored objects as a watch would deliver them."""
+
+    def __init__(self, spec: Obj) -> None:
+        self.version = 100
+        self.body: Obj = {
+            "apiVersion": "modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {
+                "name": "fraud",
+                "namespace": "ml",
+                "uid": "3f0c1f9e-0000-4000-8000-000000000001",
+                "generation": 1,
+                "resourceVersion": self.next_version(),
+            },
+            "spec": spec,
+        }
+        self.deployment: Obj | None = None
+        self.service: Obj | None = None
+        self.pods: list[Obj] = []
+
+    def next_version(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    def children(self) -> Children:
+        return Children(copy.deepcopy(self.deployment), copy.deepcopy(self.service), copy.deepcopy(self.pods))
+
+    def take(self, kube: FakeKube) -> None:
+        """Store what the operator wrote, with defaults and new resourceVersions."""
+        for desired in kube.applied:
+            stored = canonical(copy.deepcopy(desired))
+            stored["metadata"].update(resourceVersion=self.next_version(), uid="child-uid", generation=1)
+            if desired["kind"] == "Deployment":
+                stored["spec"]["progressDeadlineSeconds"] = 600
+                pod_spec = stored["spec"]["template"]["spec"]
+                pod_spec.update(restartPolicy="Always", dnsPolicy="ClusterFirst", schedulerName="default-scheduler")
+                for container in pod_spec["containers"] + pod_spec["initContainers"]:
+                    container["terminationMessagePath"] = "/dev/termination-log"
+                    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                        if probe in container:
+                            container[probe].update(successThreshold=1)
+                            container[probe]["httpGet"]["scheme"] = "HTTP"
+                stored["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+                stored["status"] = {"observedGeneration": 1}
+                self.deployment = stored
+            else:
+                stored["spec"].update(clusterIP="10.96.0.17", clusterIPs=["10.96.0.17"], sessionAffinity="None")
+                self.service = stored
+        for status in kube.statuses:
+            self.body["status"] = merge_patch(self.body.get("status"), status)
+            self.body["metadata"]["resourceVersion"] = self.next_version()
+        kube.clear()
+
+    def pods_ready(self) -> None:
+        """The Deployment controller and kubelet did their part: every replica ready."""
+        assert self.deployment is not None
+        replicas = self.deployment["spec"]["replicas"]
+        labels = self.deployment["spec"]["template"]["metadata"]["labels"]
+        self.deployment["status"] = {
+            "observedGeneration": self.deployment["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}],
+        }
+        self.deployment["metadata"]["resourceVersion"] = self.next_version()
+        ready = {"conditions": [{"type": "Ready", "status": "True"}]}
+        self.pods = [
+            {"metadata": {"name": f"fraud-stable-{i}", "labels": labels}, "status": ready} for i in range(replicas)
+        ]
+
+    def edit_spec(self, **changes: Any) -> None:
+        self.body["spec"] = {**self.body["spec"], **changes}
+        self.body["metadata"]["generation"] += 1
+        self.body["metadata"]["resourceVersion"] = self.next_version()
+
+
+def spec(**extra: Any) -> Obj:
+    return {
+        "model": {"uri": "s3://models/fraud/7/model.onnx", "version": "7", "sha256": DIGEST},
+        "replicas": 2,
+        "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "100.5Mi"}},
+        **extra,
+    }
+
+
+def run(cluster: Cluster, kube: FakeKube, memory: Memory | None = None) -> None:
+    asyncio.run(reconcile(copy.deepcopy(cluster.body), cluster.children(), SETTINGS, kube, memory or Memory()))  # type: ignore[arg-type]
+
+
+def ready_condition(status: Obj) -> Obj:
+    return next(c for c in status["conditions"] if c["type"] == "Ready")
+
+
+def converged() -> tuple[Cluster, FakeKube, Memory]:
+    """A ModelDeployment whose objects exist, pods are ready and status says Ready."""
+    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    cluster.pods_ready()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    return cluster, kube, memory
+
+
+# First reconcile, then nothing ---------------------------------------------------------
+
+
+def test_first_reconcile_applies_service_and_deployment_and_writes_status() -> None:
+    cluster, kube = Cluster(spec()), FakeKube()
+    run(cluster, kube)
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [
+        ("Service", "fraud"),
+        ("Deployment", "fraud-stable"),
+    ]
+    (status,) = kube.statuses
+    assert status["phase"] == "Pending"
+    assert status["observedGeneration"] == 1
+    assert status["url"] == "http://fraud.ml.svc.cluster.local/v2/models/fraud/infer"
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {
+        "Ready": ("False", "Creating"),
+        "Reconciling": ("True", "Creating"),
+    }
+    assert kube.events == [("Normal", "Creating", "creating the serving Deployment")]
+
+
+def test_ready_once_pods_are_ready() -> None:
+    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    cluster.pods_ready()
+    run(cluster, kube, memory)
+    assert kube.applied == [], "the echoed objects (defaults, 500m, 1Gi) equal what was applied"
+    (status,) = kube.statuses
+    assert status["phase"] == "Ready"
+    assert [c["type"] for c in status["conditions"]] == ["Ready"]
+    assert status["stable"] == {
+        "version": "7",
+        "uri": "s3://models/fraud/7/model.onnx",
+        "sha256": DIGEST,
+        "replicas": 2,
+        "readyReplicas": 2,
+        "revision": 1,
+    }
+    assert (
+        status["selector"]
+        == "app.kubernetes.io/instance=fraud,modeldeploy.dev/deployment=fraud,modeldeploy.dev/track=stable"
+    )
+    assert kube.events == [("Normal", "Serving", "version 7: 2 of 2 replicas ready")]
+
+
+@pytest.mark.parametrize("fresh_memory", [False, True], ids=["same-process", "after-restart"])
+def test_an_idle_reconcile_writes_nothing(fresh_memory: bool) -> None:
+    cluster, kube, memory = converged()
+    for _ in range(3):
+        run(cluster, kube, Memory() if fresh_memory else memory)
+    assert (kube.applied, kube.statuses, kube.events) == ([], [], [])
+
+
+def test_a_manual_edit_is_put_back() -> None:
+    cluster, kube, memory = converged()
+    assert cluster.deployment is not None
+    cluster.deployment["spec"]["replicas"] = 5
+    cluster.deployment["metadata"]["resourceVersion"] = cluster.next_version()
+    run(cluster, kube, memory)
+    assert [o["kind"] for o in kube.applied] == ["Deployment"]
+    assert kube.applied[0]["spec"]["replicas"] == 2
+
+
+def test_a_spec_change_is_applied_once() -> None:
+    cluster, kube, memory = converged()
+    cluster.edit_spec(replicas=3)
+    run(cluster, kube, memory)
+    assert [o["spec"]["replicas"] for o in kube.applied] == [3]
+    run(cluster, kube, memory)  # the watch has not delivered the new Deployment yet
+    assert len(kube.applied) == 1
+
+
+# Memory: a watch cache behind our own writes -------------------------------------------
+
+
+def test_memory_prevents_a_duplicate_apply_and_status_while_the_cache_lags() -> None:
+    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    assert (len(kube.applied), len(kube.statuses), len(kube.events)) == (2, 1, 1)
+    run(cluster, kube, memory)  # same (empty) children, same body: the caches have not caught up
+    assert (len(kube.applied), len(kube.statuses), len(kube.events)) == (2, 1, 1)
+
+
+def test_without_memory_a_lagging_cache_would_write_twice() -> None:
+    """The control for the test above: it is the Memory that saves the writes."""
+    cluster, kube = Cluster(spec()), FakeKube()
+    run(cluster, kube, Memory())
+    run(cluster, kube, Memory())
+    assert len(kube.applied) == 4
+
+
+def test_memory_forgets_a_deleted_resource() -> None:
+    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    memory.forget(("ml", "fraud"))
+    run(cluster, kube, memory)  # recreated under the same name
+    assert len(kube.applied) == 4
+
+
+# Invalid specs and refused applies ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("bad", "field_path"),
+    [
+        ({"replicas": -1}, "spec.replicas"),
+        ({"model": {"uri": "ftp://models/fraud.onnx", "version": "7"}}, "spec.model.uri"),
+        ({"model": {"uri": "s3://m/f.onnx", "version": "7", "sha256": "abc"}}, "spec.model.sha256"),
+        ({"serving": {"batching": {"maxBatchSize": 0}}}, "spec.serving.batching.maxBatchSize"),
+        ({"rollout": {"interval": "soon"}}, "spec.rollout.interval"),
+    ],
+)
+def test_an_invalid_spec_is_stalled_naming_the_field(bad: Obj, field_path: str) -> None:
+    cluster, kube = Cluster(spec(**bad)), FakeKube()
+    run(cluster, kube)
+    assert kube.applied == []
+    (status,) = kube.statuses
+    assert status["phase"] == "Degraded"
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert set(conditions) == {"Ready", "Stalled"}
+    for kind, expected in (("Ready", "False"), ("Stalled", "True")):
+        assert (conditions[kind]["status"], conditions[kind]["reason"]) == (expected, "InvalidSpec")
+        assert conditions[kind]["message"].startswith(f"{field_path}: ")
+    ((kind, reason, message),) = kube.events
+    assert (kind, reason) == ("Warning", "InvalidSpec")
+    assert message.startswith(field_path)
+
+
+def test_an_invalid_spec_is_reported_once() -> None:
+    cluster, kube = Cluster(spec(replicas=-1)), FakeKube()
+    run(cluster, kube)
+    cluster.take(kube)
+    run(cluster, kube)
+    run(cluster, kube)
+    assert kube.writes == 0
+
+
+def test_fixing_an_invalid_spec_recovers() -> None:
+    cluster, kube, memory = Cluster(spec(replicas=-1)), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    cluster.edit_spec(replicas=1)
+    run(cluster, kube, memory)
+    assert len(kube.applied) == 2
+    (status,) = kube.statuses
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Reconciling"]  # Stalled is gone
+    assert status["observedGeneration"] == 2
+
+
+def refusal(status: int, message: str) -> kubernetes.client.ApiException:
+    return kubernetes.client.ApiException(
+        status=status,
+        reason="Unprocessable Entity" if status == 422 else "Error",
+        body=json.dumps({"message": message}),
+    )
+
+
+def test_a_refused_apply_is_stalled_with_the_api_servers_message() -> None:
+    cluster = Cluster(spec())
+    kube = FakeKube(refuse=refusal(422, 'Service "fraud" is invalid: spec.ports[0].port: Invalid value'))
+    run(cluster, kube)
+    (status,) = kube.statuses
+    ready = ready_condition(status)
+    assert (ready["reason"], status["phase"]) == ("ApplyFailed", "Degraded")
+    assert ready["message"] == (
+        'Service fraud: Unprocessable Entity: Service "fraud" is invalid: spec.ports[0].port: Invalid value'
+    )
+
+
+@pytest.mark.parametrize("code", [500, 503, 409])
+def test_a_transient_api_error_raises_for_a_retry_without_writing_status(code: int) -> None:
+    cluster, kube = Cluster(spec()), FakeKube(refuse=refusal(code, "etcd leader changed"))
+    with pytest.raises(kubernetes.client.ApiException):
+        run(cluster, kube)
+    assert kube.statuses == []
+
+
+# Events on transitions only --------------------------------------------------------------
+
+
+def test_events_only_on_transitions_not_on_progress() -> None:
+    cluster, kube, memory = Cluster(spec(replicas=3)), FakeKube(), Memory()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    assert cluster.deployment is not None
+    events: list[tuple[str, str, str]] = []
+    for ready in (0, 1, 2):  # pods come up one by one: Ready False/RollingOut with a new message each time
+        cluster.deployment["status"] = {
+            "observedGeneration": 1,
+            "replicas": 3,
+            "updatedReplicas": 3,
+            "readyReplicas": ready,
+            "availableReplicas": ready,
+        }
+        cluster.deployment["metadata"]["resourceVersion"] = cluster.next_version()
+        run(cluster, kube, memory)
+        events += kube.events
+        assert len(kube.statuses) == 1, "the message changed: status is written"
+        cluster.take(kube)
+    assert events == [("Normal", "RollingOut", "version 7: 0 of 3 replicas updated and ready")]
+    cluster.pods_ready()
+    run(cluster, kube, memory)
+    assert kube.events == [("Normal", "Serving", "version 7: 3 of 3 replicas ready")]
+
+
+def test_a_failure_posts_a_warning_once() -> None:
+    cluster, kube, memory = converged()
+    cluster.edit_spec(model={"uri": "s3://models/fraud/8/model.onnx", "version": "8", "sha256": DIGEST})
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    assert cluster.deployment is not None
+    init = {
+        "name": "fetch-model",
+        "ready": False,
+        "restartCount": 2,
+        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+        "lastState": {"terminated": {"exitCode": 5, "message": "fetch failed (digest-mismatch): sha256 mismatch"}},
+    }
+    labels = {**cluster.pods[0]["metadata"]["labels"], "app.kubernetes.io/version": "8"}
+    cluster.pods.append(
+        {"metadata": {"name": "fraud-stable-new", "labels": labels}, "status": {"initContainerStatuses": [init]}}
+    )
+    events: list[tuple[str, str, str]] = []
+    statuses: list[Obj] = []
+    for _ in range(3):  # the pod's back-offs keep triggering reconciles
+        cluster.deployment["metadata"]["resourceVersion"] = cluster.next_version()
+        run(cluster, kube, memory)
+        events += kube.events
+        statuses += kube.statuses
+        cluster.take(kube)
+    assert [e for e in events if e[0] == "Warning"] == [
+        (
+            "Warning",
+            "FetchFailed",
+            "version 8: fetch failed (digest-mismatch): sha256 mismatch; version 7 keeps serving",
+        )
+    ]
+    assert len(statuses) == 1
+    status = statuses[0]
+    assert status["phase"] == "Degraded"
+    assert status["stable"]["version"] == "7"
+
+
+# The queue ------------------------------------------------------------------------------
+
+
+def test_queue_coalesces_many_triggers_into_one_rerun() -> None:
+    runs: list[tuple[str, str]] = []
+    release = asyncio.Event()
+
+    async def main() -> None:
+        async def work(key: tuple[str, str]) -> None:
+            runs.append(key)
+            await release.wait()
+
+        queue = Queue(work)
+        queue.trigger(("ml", "fraud"))
+        await asyncio.sleep(0)  # the first run starts and waits
+        for _ in range(50):
+            queue.trigger(("ml", "fraud"))
+        release.set()
+        await queue.drain()
+
+    asyncio.run(main())
+    assert runs == [("ml", "fraud"), ("ml", "fraud")]
+
+
+def test_queue_runs_each_resource_on_its_own() -> None:
+    runs: list[tuple[str, str]] = []
+
+    async def main() -> None:
+        async def work(key: tuple[str, str]) -> None:
+            runs.append(key)
+
+        queue = Queue(work)
+        for name in ("a", "b", "a", "c", "b"):
+            queue.trigger(("ml", name))
+        await queue.drain()
+
+    asyncio.run(main())
+    assert sorted(runs) == [("ml", "a"), ("ml", "b"), ("ml", "c")]
+
+
+def test_queue_reruns_a_trigger_that_came_after_the_run() -> None:
+    runs = 0
+
+    async def main() -> None:
+        async def work(key: tuple[str, str]) -> None:
+            nonlocal runs
+            runs += 1
+
+        queue = Queue(work)
+        queue.trigger(("ml", "fraud"))
+        await queue.drain()
+        queue.trigger(("ml", "fraud"))
+        await queue.drain()
+
+    asyncio.run(main())
+    assert runs == 2
+
+
+def test_queue_retries_a_failed_reconcile_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    waits: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(reconcile_module.asyncio, "sleep", no_wait)
+    attempts = 0
+
+    async def main() -> None:
+        async def work(key: tuple[str, str]) -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts < 4:
+                raise RuntimeError("the API server is restarting")
+
+        queue = Queue(work)
+        queue.trigger(("ml", "fraud"))
+        await queue.drain()
+
+    asyncio.run(main())
+    assert attempts == 4
+    assert waits == [1.0, 2.0, 4.0]
