@@ -29,6 +29,7 @@ PROFILE_FORMAT = "modeldeploy.dev/profile"
 PROFILE_VERSION = 1
 DEFAULT_BINS = 10
 SCORE_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 0.0, 0.1, ... 1.0
+PROBABILITY_SLACK = 1e-5  # how far past [0, 1] a column may stray and still be binned as a probability
 
 FloatArray = npt.NDArray[np.float64]
 OutputKind = Literal["classes", "scores", "values"]
@@ -185,7 +186,8 @@ def profile_output(name: str, values: npt.NDArray[Any], bins: int = DEFAULT_BINS
         ]
     numbers = values.astype(np.float64)
     if numbers.ndim == 2 and numbers.shape[1] > 1:
-        in_unit_range = bool(np.all((numbers >= 0.0) & (numbers <= 1.0)))
+        # Probabilities summed in float32 (a tree ensemble's votes) stray a few ulps past 0 and 1.
+        in_unit_range = bool(np.all((numbers >= -PROBABILITY_SLACK) & (numbers <= 1.0 + PROBABILITY_SLACK)))
         result = []
         for column in range(numbers.shape[1]):
             edges = list(SCORE_EDGES) if in_unit_range else quantile_edges(numbers[:, column], bins)

@@ -107,6 +107,13 @@ def test_outputs_are_profiled_by_kind() -> None:
     assert [o.label for o in named if o.kind == "scores"] == ["cat", "dog"]
 
 
+def test_probabilities_a_few_ulps_outside_zero_and_one_are_still_scores() -> None:
+    summed = np.array([[-1.1920929e-07, 1.0000001], [0.5, 0.5]], dtype=np.float32)  # a forest's float32 votes
+    assert [o.edges for o in profile_output("probabilities", summed)] == [list(SCORE_EDGES)] * 2
+    not_probabilities = np.array([[-3.0, 4.0], [0.5, 0.5]])
+    assert [o.edges[0] for o in profile_output("margins", not_probabilities)] != [0.0, 0.0]
+
+
 def sample_profile() -> Profile:
     return Profile(
         rows=4,

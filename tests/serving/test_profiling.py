@@ -1,0 +1,209 @@
+"""`modeldeploy profile`: the profile written into the model, read back, is the data's.
+
+Proportions are recomputed here from the stored edges by counting (how many values are
+<= each edge), not with the code under test; the class shares and score bins come from a
+direct ONNX Runtime run on the same rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import subprocess
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from modeldeploy_serving.cli import main
+from modeldeploy_serving.model import load_model
+from modeldeploy_serving.profile import PROFILE_KEY, SCORE_EDGES, Profile
+
+from tests.conftest import ExampleModels
+from tests.serving.harness import MODELDEPLOY
+
+
+def read_profile(path: Path) -> Profile:
+    props = {prop.key: prop.value for prop in onnx.load(str(path)).metadata_props}
+    return Profile.from_json(props[PROFILE_KEY])
+
+
+def shares_by_counting(values: np.ndarray, edges: list[float]) -> list[float]:
+    """Right-closed bin shares: the differences of the counts of values <= each edge."""
+    finite = values[np.isfinite(values)]
+    below = [0, *(int(np.count_nonzero(finite <= edge)) for edge in edges), finite.size]
+    return [(high - low) / finite.size for low, high in itertools.pairwise(below)]
+
+
+def write_csv(path: Path, header: list[str], rows: np.ndarray) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows.tolist())
+    return path
+
+
+@pytest.fixture(scope="module")
+def header(example_models: ExampleModels) -> list[str]:
+    with example_models.reference_csv("breast-cancer").open() as handle:
+        return next(csv.reader(handle))
+
+
+def test_profile_command_round_trip(
+    tmp_path: Path, example_models: ExampleModels, cancer_rows: np.ndarray, header: list[str]
+) -> None:
+    rows = cancer_rows[::2][:150]  # float32 values, written as the decimals a user would have
+    data = write_csv(tmp_path / "reference.csv", header, rows.astype(np.float64))
+    model = example_models.path("breast-cancer", "2")
+    out = tmp_path / "profiled.onnx"
+    result = subprocess.run(
+        [MODELDEPLOY, "profile", "--model", str(model), "--data", str(data), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{out}: 30 features and 3 outputs profiled from 150 rows"
+
+    profile = read_profile(out)
+    assert profile.rows == 150
+    assert [f.name for f in profile.features] == header
+    seen = rows.astype(np.float64)
+    for feature in profile.features:
+        column = seen[:, feature.column]
+        edges = np.asarray(feature.edges)
+        assert np.all(np.diff(edges) > 0), feature.name
+        assert edges[0] < column.min() and edges[-1] == column.max(), feature.name
+        assert feature.proportions == pytest.approx(shares_by_counting(column, feature.edges), abs=1e-12)
+        assert feature.proportions[0] == 0.0, "reference data fell below its own range"
+        assert feature.proportions[-1] == 0.0, "reference data fell above its own range"
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    labels, probabilities = session.run(["label", "probabilities"], {"input": rows})
+    by_name = {(o.name, o.label): o for o in profile.outputs}
+    classes, counts = np.unique(labels, return_counts=True)
+    assert by_name["label", ""].classes == [str(c) for c in classes]
+    assert by_name["label", ""].proportions == pytest.approx(list(counts / counts.sum()))
+    for column, label in enumerate(["0", "1"]):
+        score = by_name["probabilities", label]
+        assert score.edges == list(SCORE_EDGES)
+        expected = shares_by_counting(probabilities[:, column].astype(np.float64), score.edges)
+        assert score.proportions == pytest.approx(expected, abs=1e-12)
+
+    # The model itself is untouched, and the server reads the same profile back through ONNX Runtime.
+    assert onnx.load(str(out)).graph == onnx.load(str(model)).graph
+    assert load_model(out, "breast-cancer", "2").profile == profile
+
+
+def test_profiling_a_model_with_its_own_reference_data_rewrites_the_same_bytes(
+    tmp_path: Path, example_models: ExampleModels
+) -> None:
+    for name, version in [("breast-cancer", "1"), ("diabetes", "1")]:
+        out = tmp_path / f"{name}.onnx"
+        model = example_models.path(name, version)
+        assert (
+            main(
+                ["profile", "--model", str(model), "--data", str(example_models.reference_csv(name)), "--out", str(out)]
+            )
+            == 0
+        )
+        assert out.read_bytes() == model.read_bytes()
+
+
+def test_profile_from_npy_matches_the_csv(tmp_path: Path, example_models: ExampleModels, header: list[str]) -> None:
+    model = example_models.path("breast-cancer", "1")
+    rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1)[:80]
+    np.save(tmp_path / "data.npy", rows)
+    write_csv(tmp_path / "data.csv", header, rows)
+    for data in ("data.npy", "data.csv"):
+        assert (
+            main(
+                [
+                    "profile",
+                    "--model",
+                    str(model),
+                    "--data",
+                    str(tmp_path / data),
+                    "--out",
+                    str(tmp_path / f"{data}.onnx"),
+                ]
+            )
+            == 0
+        )
+    from_npy, from_csv = read_profile(tmp_path / "data.npy.onnx"), read_profile(tmp_path / "data.csv.onnx")
+    assert [f.name for f in from_npy.features][:2] == ["input[0]", "input[1]"]
+    assert [(f.edges, f.proportions) for f in from_npy.features] == [
+        (f.edges, f.proportions) for f in from_csv.features
+    ]
+    assert from_npy.outputs == from_csv.outputs
+
+
+def test_profile_is_deterministic(tmp_path: Path, example_models: ExampleModels) -> None:
+    model = example_models.path("breast-cancer", "2")
+    data = example_models.reference_csv("breast-cancer")
+    for out in ("a.onnx", "b.onnx"):
+        assert (
+            main(["profile", "--model", str(model), "--data", str(data), "--out", str(tmp_path / out), "--bins", "7"])
+            == 0
+        )
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert len(read_profile(tmp_path / "a.onnx").features[0].edges) == 8
+
+
+def test_training_twice_writes_identical_bytes(
+    tmp_path: Path, example_models: ExampleModels, training_script: ModuleType
+) -> None:
+    training_script.train(tmp_path)
+    files = sorted(p.name for p in example_models.folder.iterdir())
+    assert files == sorted(p.name for p in tmp_path.iterdir())
+    for name in files:
+        assert (tmp_path / name).read_bytes() == (example_models.folder / name).read_bytes(), name
+
+
+def test_the_example_models_are_the_ones_the_issue_asks_for(example_models: ExampleModels) -> None:
+    assert [(e["name"], e["version"], e["task"]) for e in example_models.entries] == [
+        ("breast-cancer", "1", "classification"),
+        ("breast-cancer", "2", "classification"),
+        ("breast-cancer", "3", "classification"),
+        ("diabetes", "1", "regression"),
+    ]
+    for entry in example_models.entries:
+        profile = read_profile(example_models.folder / entry["file"])
+        assert profile.rows > 300
+        # Every classifier bins its probabilities on the same fixed edges, so a canary's
+        # predictions compare with the stable model's bin by bin.
+        scores = [o.edges for o in profile.outputs if o.kind == "scores"]
+        assert scores == ([list(SCORE_EDGES)] * 2 if entry["task"] == "classification" else [])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("five.csv", "--data {data}: ... has 5 columns but the model's numeric inputs take 30 features (input)"),
+        ("words.csv", "--data {data}: every cell below the header must be a number"),
+        ("header.csv", "--data {data}: expected a header row and at least one data row"),
+        ("data.txt", "--data {data}: expected a .csv or .npy file"),
+        ("cube.npy", "--data {data}: expected a 2-d array, got shape (2, 2, 2)"),
+    ],
+)
+def test_profile_command_errors(
+    tmp_path: Path, example_models: ExampleModels, capsys: pytest.CaptureFixture[str], data: str, message: str
+) -> None:
+    (tmp_path / "five.csv").write_text("a,b,c,d,e\n1,2,3,4,5\n")
+    (tmp_path / "words.csv").write_text("a,b\n1,two\n")
+    (tmp_path / "header.csv").write_text("a,b\n")
+    (tmp_path / "data.txt").write_text("1 2\n")
+    np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
+    model = example_models.path("breast-cancer", "1")
+    code = main(["profile", "--model", str(model), "--data", str(tmp_path / data), "--out", str(tmp_path / "o.onnx")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    head, _, tail = message.format(data=tmp_path / data).partition("...")
+    if tail:
+        assert error.startswith("modeldeploy profile: --data has") and error.endswith(tail.strip()), error
+    else:
+        assert error.startswith(f"modeldeploy profile: {head}"), error
+    assert not (tmp_path / "o.onnx").exists()
