@@ -11,6 +11,7 @@ also written where Kubernetes reads a container's termination message.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import random
 import tempfile
@@ -145,7 +146,9 @@ def _error_detail(error: urllib.error.HTTPError) -> str:
 
 def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None, uri: str) -> None:
     source = opener()
+    announced = _announced_size(source)
     digest = hashlib.sha256()
+    size = 0
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with source, os.fdopen(handle, "wb") as sink:
@@ -153,8 +156,12 @@ def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None
                 while chunk := source.read(CHUNK):
                     digest.update(chunk)
                     sink.write(chunk)
-            except (TimeoutError, ConnectionError, urllib.error.URLError) as error:
-                raise _Transient(f"the download broke off: {error}") from None
+                    size += len(chunk)
+            except (TimeoutError, ConnectionError, urllib.error.URLError, http.client.IncompleteRead) as error:
+                raise _Transient(f"the download broke off: {error!r}") from None
+        # http.client ends a body cut short without an error: only the length tells.
+        if announced is not None and size != announced:
+            raise _Transient(f"the download broke off after {size} of {announced} bytes")
         actual = digest.hexdigest()
         if expected is not None and actual != expected:
             raise FetchError("digest-mismatch", f"{uri}: sha256 mismatch: expected {expected}, got {actual}")
@@ -162,6 +169,13 @@ def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
+
+
+def _announced_size(source: BinaryIO) -> int | None:
+    """The Content-Length of an HTTP response; None for a file or a chunked response."""
+    headers = getattr(source, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
 def write_termination_message(message: str) -> None:

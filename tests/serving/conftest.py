@@ -11,7 +11,7 @@ from modeldeploy_serving.app import ServingApp
 from modeldeploy_serving.model import Model, load_model
 
 from tests.conftest import ExampleModels
-from tests.serving.harness import InProcessServer
+from tests.serving.harness import InProcessServer, ModelHost
 
 
 def reference_rows(models: ExampleModels, name: str) -> np.ndarray:
@@ -65,3 +65,11 @@ def cancer_server(cancer_v1: Model) -> Iterator[InProcessServer]:
     server = InProcessServer(ServingApp(cancer_v1))
     yield server
     server.close()
+
+
+@pytest.fixture(scope="module")
+def model_host(example_models: ExampleModels) -> Iterator[ModelHost]:
+    """breast-cancer v1 on a local HTTP server, with paths that fail in every way."""
+    host = ModelHost(example_models.path("breast-cancer", "1").read_bytes())
+    yield host
+    host.close()

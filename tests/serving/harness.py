@@ -195,3 +195,62 @@ def value(text: str, sample_name: str, **labels: str) -> float:
     ]
     assert len(matches) == 1, f"{len(matches)} samples {sample_name} with {labels}"
     return matches[0]
+
+
+class ModelHost:
+    """A local HTTP server that serves a model file and every way a download can go wrong.
+
+    /NAME              the file
+    /missing/NAME      404                 /forbidden/NAME   403
+    /flaky/NAME        503 twice, then the file
+    /down/NAME         503 always
+    /truncated/NAME    half the file, then the connection drops (every time)
+    /truncated-once/NAME  half the file the first time, then the file
+    """
+
+    def __init__(self, content: bytes) -> None:
+        import http.server
+        import threading
+        from collections import Counter
+
+        self.content = content
+        self.hits: Counter[str] = Counter()
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                host.hits[self.path] += 1
+                kind = self.path.rsplit("/", 1)[0].strip("/")
+                count = host.hits[self.path]
+                if kind == "missing":
+                    self.send_error(404)
+                elif kind == "forbidden":
+                    self.send_error(403)
+                elif kind == "down" or (kind == "flaky" and count <= 2):
+                    self.send_error(503)
+                elif kind == "truncated" or (kind == "truncated-once" and count == 1):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(host.content)))
+                    self.end_headers()
+                    self.wfile.write(host.content[: len(host.content) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                else:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(host.content)))
+                    self.end_headers()
+                    self.wfile.write(host.content)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="model-host", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
