@@ -1,0 +1,149 @@
+"""Builds the Kubernetes, etcd, pause and helm binaries from Go modules, once.
+
+Kubernetes publishes no binaries we can download here, and `go install` refuses
+k8s.io/kubernetes, so the components are compiled from the wrapper module in ./go
+(see its go.mod). A cold build takes many minutes on two cores, so the result goes to a
+cache outside the repository, keyed by a hash of everything that affects it (module
+files, sources, versions, flags, Go version); a warm call only checks a stamp file.
+
+All Kubernetes components are one multi-call binary (`k8s`), reached through
+symlinks named after each component; pause, helm and hello (a tiny HTTP server for
+the cluster's own proof tests) are separate binaries.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from e2e.cluster import settings
+
+STAMP = ".complete"
+BUILD_DATE = "2026-01-01T00:00:00Z"
+"""Fixed, so that a rebuild of the same inputs gives the same binary and cache key."""
+
+
+def go_binary() -> str:
+    """The Go toolchain to build with; the machine's own, never a downloaded one."""
+    found = shutil.which("go") or "/usr/local/go/bin/go"
+    if not Path(found).exists():
+        raise RuntimeError(
+            "No Go toolchain found on PATH or at /usr/local/go/bin/go; "
+            "install Go 1.24 or newer to build the local cluster's binaries."
+        )
+    return found
+
+
+def go_env() -> dict[str, str]:
+    """The environment for every go command: local toolchain only, module mode."""
+    env = dict(os.environ)
+    env.update(GOTOOLCHAIN="local", GOFLAGS="-mod=mod -buildvcs=false", CGO_ENABLED="0")
+    return env
+
+
+def version_ldflags() -> str:
+    """-X flags so that `kubectl version` and the components report the real version."""
+    major, minor = settings.KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    values = {
+        "gitVersion": settings.KUBERNETES_VERSION,
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "buildDate": BUILD_DATE,
+    }
+    flags = ["-s", "-w"]
+    for package in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {package}.{key}={value}" for key, value in values.items()]
+    return " ".join(flags)
+
+
+def helm_ldflags() -> str:
+    """As helm's Makefile: its version, and the Kubernetes version its checks assume."""
+    major, minor = settings.KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    flags = ["-s", "-w", f"-X helm.sh/helm/v3/internal/version.version={settings.HELM_VERSION}"]
+    for package in ("helm.sh/helm/v3/pkg/lint/rules", "helm.sh/helm/v3/pkg/chartutil"):
+        flags += [f"-X {package}.k8sVersionMajor={major}", f"-X {package}.k8sVersionMinor={minor}"]
+    return " ".join(flags)
+
+
+def cache_key() -> str:
+    """A hash of every input of the build; a change to any of them means a new build."""
+    digest = hashlib.sha256()
+    go_version = subprocess.run(
+        [go_binary(), "version"], capture_output=True, text=True, check=True, env=go_env()
+    ).stdout
+    for part in (settings.KUBERNETES_VERSION, settings.HELM_VERSION, go_version):
+        digest.update(part.encode())
+    digest.update(version_ldflags().encode() + helm_ldflags().encode())
+    for path in sorted(settings.GO_MODULE_DIR.rglob("*")):
+        if path.is_file() and path.suffix in (".go", ".mod", ".sum"):
+            digest.update(str(path.relative_to(settings.GO_MODULE_DIR)).encode())
+            digest.update(path.read_bytes())
+    return f"{settings.KUBERNETES_VERSION}-{digest.hexdigest()[:12]}"
+
+
+def bin_dir() -> Path:
+    """The cached bin folder for the current inputs (it may not be built yet)."""
+    return settings.cache_dir() / "k8s" / cache_key() / "bin"
+
+
+def ensure_binaries(log: Callable[[str], None] = print) -> Path:
+    """Return the bin folder, building it first when the cache has no complete copy."""
+    target = bin_dir()
+    if (target / STAMP).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second launcher waits for the first build
+        if (target / STAMP).exists():
+            return target
+        staging = target.parent / "bin.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        started = time.monotonic()
+        log(f"building Kubernetes {settings.KUBERNETES_VERSION} binaries into {target}")
+        log("(a cold build takes 15-30 minutes on two cores; later runs reuse it)")
+        _build(staging, log)
+        for name in settings.COMPONENTS:
+            (staging / name).symlink_to("k8s")
+        (staging / STAMP).write_text(f"built in {time.monotonic() - started:.0f}s\n")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        log(f"binaries built in {time.monotonic() - started:.0f}s")
+    return target
+
+
+def _build(out: Path, log: Callable[[str], None]) -> None:
+    module = settings.GO_MODULE_DIR
+    steps = [
+        ("k8s", module, ["./cmd/k8s"], version_ldflags()),
+        ("pause", module, ["./cmd/pause"], "-s -w"),
+        ("hello", module, ["./cmd/hello"], "-s -w"),
+        ("helm", module / "helm", ["helm.sh/helm/v3/cmd/helm"], helm_ldflags()),
+    ]
+    for name, cwd, packages, ldflags in steps:
+        log(f"  go build {name} ...")
+        started = time.monotonic()
+        command = ["nice", go_binary(), "build", "-trimpath", "-tags", "notest"]
+        command += ["-ldflags", ldflags, "-o", str(out / name), *packages]
+        result = subprocess.run(command, cwd=cwd, env=go_env(), capture_output=True, text=True)
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+            raise RuntimeError(f"go build of {name} failed (in {cwd}):\n{tail}")
+        log(f"  go build {name}: {time.monotonic() - started:.0f}s")
+
+
+def main() -> None:
+    """`python -m e2e.cluster.binaries`: build (or find) the binaries, print the folder."""
+    print(ensure_binaries(log=lambda line: print(line, file=sys.stderr)))
+
+
+if __name__ == "__main__":
+    main()
