@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from e2e.cluster.pytest_plugin import Cluster
-from tests.operator.conftest import OperatorLauncher, wait_for
+from e2e.operator_fixtures import OperatorLauncher, wait_for
 
 URI = "https://models.example.test/breast-cancer/1/model.onnx"
 DIGEST = "a" * 64

@@ -1,4 +1,4 @@
-"""Fixtures for running the real operator process against the local cluster's API server."""
+"""Fixtures that run the real operator process against the local cluster (a pytest plugin)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 
 from e2e.cluster.pytest_plugin import Cluster
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "modeldeployment.yaml"
 
 
