@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -83,4 +85,16 @@ def serve(options: ServeOptions) -> None:
             log_level="warning",
             timeout_graceful_shutdown=options.graceful_seconds,
         )
-        uvicorn.Server(config).run()
+        # uvicorn drains on SIGTERM (or SIGINT) and then raises the signal again, which would
+        # kill the process with it after a clean drain. A no-op handler of ours is what it
+        # restores and re-raises into, so a drained server returns and exits 0.
+        previous = {signum: signal.signal(signum, _drained) for signum in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+def _drained(signum: int, frame: FrameType | None) -> None:
+    """The signal uvicorn re-raises after it drained in-flight requests: nothing left to do."""
