@@ -73,6 +73,9 @@ state = "{base / "state"}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
+  # This machine's root may not lower oom_score_adj (no CAP_SYS_RESOURCE); without
+  # this, runc fails every sandbox ("failed to update /proc/self/oom_score_adj").
+  restrict_oom_score_adj = true
   [{cri}.containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -80,6 +83,7 @@ state = "{base / "state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
+        Root = "{base / 'runc'}"
   [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{run_dir / "cni" / "net.d"}"

@@ -126,6 +126,8 @@ def start(run_dir: Path, bin_dir: Path, supervisor: Supervisor, log=print) -> Co
             "kubernetes.default.svc.cluster.local",
         ),
     )
+    front_proxy_ca = certs.Authority.create(pki / "front-proxy")
+    front_proxy = front_proxy_ca.issue("front-proxy-client", "front-proxy-client")
     admin = ca.issue("admin", "modeldeploy-admin", ("system:masters",))
     kubelet_client = ca.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
     write_kubeconfig(plane.admin_kubeconfig, plane.server, ca.pair.cert, admin, "admin")

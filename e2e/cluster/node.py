@@ -12,6 +12,7 @@ swap allowed, cgroup v1 allowed, eviction and image garbage collection nearly of
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def set_sysctls(run_dir: Path) -> None:
     """Enable forwarding and bridge netfilter; remember old values for `down`."""
     saved = run_dir / "sysctl-before.json"
     before = {}
-    subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
+    if not Path("/proc/sys/net/bridge").exists() and shutil.which("modprobe"):
+        subprocess.run(["modprobe", "br_netfilter"], capture_output=True)
     for key, value in SYSCTLS.items():
         path = Path("/proc/sys") / key.replace(".", "/")
         if path.exists():

@@ -1,0 +1,257 @@
+"""Proof that the local cluster is a real Kubernetes, not a stand-in.
+
+Control-plane tier: admission runs CEL rules from a CRD, RBAC refuses a service
+account without rights, the garbage collector deletes children of a deleted owner.
+Full tier: a Deployment becomes Available, its pods answer on their pod IPs and through
+a ClusterIP Service from the host, and a deleted pod is replaced.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from e2e.cluster import containerd, settings
+from e2e.cluster.pytest_plugin import Cluster
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; fail with `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except ApiException as error:
+            last = error
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+# --- control-plane tier ------------------------------------------------------------
+
+
+def _widget_crd(group: str) -> dict[str, Any]:
+    spec_schema = {
+        "type": "object",
+        "properties": {
+            "replicas": {"type": "integer"},
+            "maxReplicas": {"type": "integer"},
+        },
+        "x-kubernetes-validations": [{
+            "rule": "self.replicas <= self.maxReplicas",
+            "message": "replicas must not exceed maxReplicas",
+        }],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object", "properties": {"spec": spec_schema}}},
+            }],
+        },
+    }
+
+
+def test_crd_cel_rule_rejects_a_bad_object(control_plane: Cluster, namespace: str) -> None:
+    group = f"t{uuid.uuid4().hex[:8]}.e2e.modeldeploy.dev"
+    with control_plane.api_client() as api:
+        extensions = client.ApiextensionsV1Api(api)
+        extensions.create_custom_resource_definition(_widget_crd(group))
+        try:
+            eventually(
+                lambda: any(c.type == "Established" and c.status == "True" for c in
+                            extensions.read_custom_resource_definition(
+                                f"widgets.{group}").status.conditions or []),
+                what="the CRD to be established",
+            )
+            objects = client.CustomObjectsApi(api)
+
+            def create(name: str, replicas: int) -> Any:
+                body = {"apiVersion": f"{group}/v1", "kind": "Widget",
+                        "metadata": {"name": name},
+                        "spec": {"replicas": replicas, "maxReplicas": 3}}
+                return objects.create_namespaced_custom_object(
+                    group, "v1", namespace, "widgets", body)
+
+            eventually(lambda: create("good", 2), what="the good object to be accepted")
+            with pytest.raises(ApiException) as refused:
+                create("bad", 5)
+            assert refused.value.status == 422
+            assert "replicas must not exceed maxReplicas" in refused.value.body
+        finally:
+            extensions.delete_custom_resource_definition(f"widgets.{group}")
+
+
+def test_rbac_refuses_a_service_account_without_rights(
+    control_plane: Cluster, namespace: str
+) -> None:
+    with control_plane.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespaced_service_account(
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody")))
+        token = core.create_namespaced_service_account_token(
+            "nobody", namespace, client.AuthenticationV1TokenRequest(
+                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+        ).status.token
+        as_nobody = client.Configuration()
+        as_nobody.host = api.configuration.host
+        as_nobody.ssl_ca_cert = api.configuration.ssl_ca_cert
+        as_nobody.api_key = {"authorization": f"Bearer {token}"}
+        with client.ApiClient(as_nobody) as nobody_api:
+            nobody = client.CoreV1Api(nobody_api)
+            with pytest.raises(ApiException) as refused:
+                nobody.list_namespaced_config_map(namespace)
+            assert refused.value.status == 403
+            assert f"system:serviceaccount:{namespace}:nobody" in refused.value.body
+
+            # The token itself is good: granting the right makes the same call pass.
+            rbac = client.RbacAuthorizationV1Api(api)
+            rbac.create_namespaced_role(namespace, client.V1Role(
+                metadata=client.V1ObjectMeta(name="read-config"),
+                rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
+                                           verbs=["list"])]))
+            rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
+                metadata=client.V1ObjectMeta(name="nobody-reads-config"),
+                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io",
+                                          kind="Role", name="read-config"),
+                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="nobody",
+                                               namespace=namespace)]))
+            eventually(lambda: nobody.list_namespaced_config_map(namespace) is not None,
+                       timeout=10, what="the role binding to take effect")
+
+
+def test_deleting_an_owner_garbage_collects_its_children(
+    control_plane: Cluster, namespace: str
+) -> None:
+    with control_plane.api_client() as api:
+        core = client.CoreV1Api(api)
+        owner = core.create_namespaced_config_map(
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner")))
+        reference = client.V1OwnerReference(
+            api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+        for i in range(3):
+            core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"child-{i}", owner_references=[reference])))
+        core.delete_namespaced_config_map("owner", namespace)
+
+        def children_gone() -> bool:
+            names = {c.metadata.name for c in core.list_namespaced_config_map(namespace).items}
+            return not any(n.startswith("child-") for n in names)
+
+        eventually(children_gone, timeout=90, what="the garbage collector to delete children")
+
+
+# --- full tier ---------------------------------------------------------------------
+
+HELLO_IMAGE = "localhost/modeldeploy/hello:local"
+PORT = 8080
+
+
+def workload_image(cluster: Cluster) -> str:
+    """The image the full-tier proof runs: a tiny static HTTP server built with the
+    cluster's binaries and imported into its containerd."""
+    return containerd.ensure_binary_image(
+        cluster.run_dir, cluster.bin_dir / "hello", HELLO_IMAGE, settings.cache_dir())
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=3) as response:
+        return str(response.read().decode())
+
+
+def _ready_pods(core: Any, namespace: str) -> list[Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector="app=hello").items
+    return [p for p in pods if p.metadata.deletion_timestamp is None and p.status.pod_ip
+            and any(c.type == "Ready" and c.status == "True"
+                    for c in p.status.conditions or [])]
+
+
+@pytest.fixture
+def hello(cluster: Cluster, namespace: str) -> Any:
+    """A two-replica Deployment and a ClusterIP Service in front of it, Available."""
+    image = workload_image(cluster)
+    labels = {"app": "hello"}
+    container = client.V1Container(
+        name="hello", image=image, image_pull_policy="IfNotPresent",
+        ports=[client.V1ContainerPort(container_port=PORT)],
+        readiness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path="/", port=PORT), period_seconds=1),
+    )
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="hello"),
+        spec=client.V1DeploymentSpec(
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[container])),
+        ),
+    )
+    service = client.V1Service(
+        metadata=client.V1ObjectMeta(name="hello"),
+        spec=client.V1ServiceSpec(selector=labels, ports=[
+            client.V1ServicePort(port=80, target_port=PORT)]),
+    )
+    with cluster.api_client() as api:
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+        apps.create_namespaced_deployment(namespace, deployment)
+        core.create_namespaced_service(namespace, service)
+
+        def available() -> bool:
+            status = apps.read_namespaced_deployment_status("hello", namespace).status
+            return any(c.type == "Available" and c.status == "True"
+                       for c in status.conditions or []) and status.ready_replicas == 2
+
+        eventually(available, timeout=120, what="Deployment hello to become Available")
+        yield apps, core
+
+
+def test_deployment_serves_on_pod_ips_and_through_its_service(
+    hello: Any, namespace: str
+) -> None:
+    apps, core = hello
+    pods = _ready_pods(core, namespace)
+    assert len(pods) == 2
+    for pod in pods:
+        assert _get(f"http://{pod.status.pod_ip}:{PORT}/") == f"hello from {pod.metadata.name}\n"
+
+    cluster_ip = core.read_namespaced_service("hello", namespace).spec.cluster_ip
+    assert cluster_ip.startswith(settings.SERVICE_SUBNET.split(".")[0] + ".")
+    served_by = {
+        eventually(lambda: _get(f"http://{cluster_ip}:80/"), timeout=30,
+                   what=f"the Service at {cluster_ip} to answer")
+        for _ in range(20)
+    }
+    assert served_by <= {f"hello from {p.metadata.name}\n" for p in pods}
+
+
+def test_deleting_a_pod_brings_a_new_one(hello: Any, namespace: str) -> None:
+    apps, core = hello
+    victim = _ready_pods(core, namespace)[0]
+    core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
+
+    def replaced() -> list[Any]:
+        pods = _ready_pods(core, namespace)
+        names = {p.metadata.name for p in pods}
+        return pods if len(pods) == 2 and victim.metadata.name not in names else []
+
+    new_pods = eventually(replaced, timeout=90, what="a replacement pod to become Ready")
+    for pod in new_pods:
+        assert _get(f"http://{pod.status.pod_ip}:{PORT}/").startswith("hello from")
