@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# The modeldeploy image: one command, `modeldeploy`, with its subcommands
+# (`serve`, `fetch`, `profile`, and `operator` once the operator lands).
+#
+#   docker build -t modeldeploy:dev .
+#   docker run --rm modeldeploy:dev --help
+#
+# Machines without a Docker engine build an image with the same contents (Debian's
+# Python 3.11, a venv at /opt/modeldeploy, user 65532) with
+# `python -m e2e.cluster.images build`; see docs/image.md.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---- build: a venv with the pinned dependencies, then the project ----------------------
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python3 -m venv /opt/modeldeploy
+WORKDIR /src
+
+# The dependencies first (their own cached step): the [serving,operator] extras listed in
+# pyproject.toml, pinned by the constraints file. A source change does not reinstall them.
+COPY pyproject.toml ./
+COPY requirements/constraints.txt requirements/
+RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print("\n".join(extras["serving"] + extras["operator"]))' > /tmp/dependencies.txt \
+ && /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt --requirement /tmp/dependencies.txt
+
+# Then the project itself (.dockerignore keeps everything else out of the context).
+COPY . .
+RUN /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt '.[serving,operator]' \
+ && /opt/modeldeploy/bin/pip check
+
+# ---- runtime: the same base, the venv, a non-root user; no compilers, no sources -------
+FROM ${PYTHON_IMAGE}
+RUN getent passwd 65532 >/dev/null \
+ || { groupadd --gid 65532 nonroot \
+      && useradd --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot; }
+COPY --from=build /opt/modeldeploy /opt/modeldeploy
+ENV PATH=/opt/modeldeploy/bin:$PATH \
+    HOME=/home/nonroot \
+    LANG=C.UTF-8 \
+    PYTHONUNBUFFERED=1
+USER 65532:65532
+WORKDIR /home/nonroot
+EXPOSE 8080
+ENTRYPOINT ["modeldeploy"]
+CMD ["--help"]
