@@ -37,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,6 +56,8 @@ SOURCES = ("serving", "operator")
 """The source folders whose content goes into the image (and so into its key)."""
 PROJECT_FILES = ("pyproject.toml", "README.md", "requirements/constraints.txt")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+KEEP_IMAGES = 4
+"""Project images kept in the cache (the newest); older ones and unused stages are removed."""
 
 Log = rootfs.Log
 
@@ -76,9 +79,20 @@ def base_key() -> str:
 
 
 def deps_key(repo_root: Path) -> str:
+    """Keyed by what decides the dependencies, not by the whole pyproject.toml, so a new
+    lint rule or test marker does not reinstall them."""
+    with (repo_root / "pyproject.toml").open("rb") as file:
+        pyproject = tomllib.load(file)
+    project = pyproject.get("project", {})
+    extras = project.get("optional-dependencies", {})
+    decides = {
+        "requires-python": project.get("requires-python"),
+        "dependencies": project.get("dependencies", []),
+        "extras": {name: extras.get(name, []) for name in EXTRAS.split(",")},
+    }
     return _digest(
-        base_key().encode(), RECIPE.encode(),
-        (repo_root / "pyproject.toml").read_bytes(), (repo_root / "requirements/constraints.txt").read_bytes(),
+        base_key().encode(), RECIPE.encode(), json.dumps(decides, sort_keys=True).encode(),
+        (repo_root / "requirements/constraints.txt").read_bytes(),
     )
 
 
@@ -96,7 +110,7 @@ def source_files(repo_root: Path) -> list[Path]:
 
 
 def project_key(repo_root: Path) -> str:
-    parts = [deps_key(repo_root).encode()]
+    parts = [deps_key(repo_root).encode(), (repo_root / "pyproject.toml").read_bytes()]
     for relative in source_files(repo_root):
         parts += [str(relative).encode(), (repo_root / relative).read_bytes()]
     return _digest(*parts)
@@ -119,7 +133,24 @@ def project_image(repo_root: Path = REPO_ROOT, log: Log = print) -> tuple[str, P
             started = time.monotonic()
             _build(repo_root, key, log)
             log(f"image {reference} built in {time.monotonic() - started:.0f}s: {archive}")
+            _prune(keep={key, f"deps-{deps_key(repo_root)}", f"base-{base_key()}"})
     return reference, archive
+
+
+def _prune(keep: set[str]) -> None:
+    """Keep the stages in `keep`, the newest KEEP_IMAGES images and the two newest deps
+    stages (another work tree may use them); remove the rest."""
+
+    def newest_first(paths: list[Path]) -> list[Path]:
+        return sorted(paths, key=lambda path: path.stat().st_mtime, reverse=True)
+
+    folders = [path for path in images_dir().iterdir() if path.is_dir() and not path.name.endswith(".partial")]
+    stale = newest_first([path for path in folders if (path / "image.tar").exists()])[KEEP_IMAGES:]
+    stale += newest_first([path for path in folders if path.name.startswith("deps-")])[2:]
+    stale += [path for path in folders if path.name.startswith("base-")]
+    for path in stale:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def import_project_image(run_dir: Path | None = None, repo_root: Path = REPO_ROOT, log: Log = print) -> str:
