@@ -22,8 +22,16 @@ ONNX_TYPES = {
     "INT32": TensorProto.INT32,
     "INT64": TensorProto.INT64,
     "BOOL": TensorProto.BOOL,
+    "BYTES": TensorProto.STRING,
 }
-NUMPY_TYPES = {"FP32": np.float32, "FP64": np.float64, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
+NUMPY_TYPES = {
+    "FP32": np.float32,
+    "FP64": np.float64,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "BYTES": np.object_,
+}
 
 
 def _save(graph: onnx.GraphProto, path: Path) -> Path:
@@ -34,10 +42,13 @@ def _save(graph: onnx.GraphProto, path: Path) -> Path:
 
 
 def typed_model(datatype: str, path: Path, columns: int = 3) -> Path:
-    """x [batch, columns] of datatype -> y = x + 1 (numbers) or not x (BOOL), and z = x."""
+    """x [batch, columns] of datatype -> y = x + 1 (numbers), not x (BOOL) or x (BYTES), and z = x."""
     onnx_type = ONNX_TYPES[datatype]
     if datatype == "BOOL":
         nodes = [helper.make_node("Not", ["x"], ["y"])]
+        initializers = []
+    elif datatype == "BYTES":
+        nodes = [helper.make_node("Identity", ["x"], ["y"])]
         initializers = []
     else:
         nodes = [helper.make_node("Add", ["x", "one"], ["y"])]

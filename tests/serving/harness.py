@@ -129,6 +129,7 @@ class ServeProcess:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_answers: list[int] = []  # statuses of /v2/health/ready until it said 200
         self.process = subprocess.Popen(
             [MODELDEPLOY, "serve", "--host", "127.0.0.1", "--port", str(self.port), *args],
             stdout=subprocess.PIPE,
@@ -145,7 +146,8 @@ class ServeProcess:
                     code, errors = self.finish()
                     raise AssertionError(f"modeldeploy serve exited with {code}: {errors}")
                 with contextlib.suppress(httpx.TransportError):
-                    if client.get("/v2/health/ready").status_code == 200:
+                    self.ready_answers.append(client.get("/v2/health/ready").status_code)
+                    if self.ready_answers[-1] == 200:
                         return
                 time.sleep(0.05)
         raise AssertionError(f"modeldeploy serve was not ready within {timeout} s")

@@ -39,6 +39,8 @@ def canary_process(example_models: ExampleModels) -> Iterator[ServeProcess]:
 def test_serves_predictions_over_http(
     canary_process: ServeProcess, example_models: ExampleModels, cancer_rows: np.ndarray
 ) -> None:
+    # The port opens only once the model is loaded and warmed up: never a "not ready" answer.
+    assert canary_process.ready_answers == [200]
     with httpx.Client(base_url=canary_process.url, timeout=30) as client:
         assert client.get("/v2/health/live").json() == {"live": True}
         assert client.get("/v2/models/breast-cancer/ready").json() == {"name": "breast-cancer", "ready": True}
