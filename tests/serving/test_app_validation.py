@@ -8,6 +8,7 @@ lets escape, so a crash fails the test).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,21 @@ def test_no_path_gets_a_5xx(cancer_server: InProcessServer, path: tuple[str, str
     response = cancer_server.request(method, "".join(path))
     assert response.status_code < 500
     assert response.status_code == 200 or response.json()["error"]
+
+
+def test_a_failure_of_the_server_itself_is_a_500_counted_as_error(
+    serve: Callable[..., InProcessServer], cancer_v1: Model
+) -> None:
+    model = copy.copy(cancer_v1)
+
+    def broken_run(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise RuntimeError("the session is gone")  # what no request can cause: the server's own failure
+
+    model.run = broken_run  # type: ignore[method-assign]
+    server = serve(model)
+    response = server.infer(one_row())
+    assert response.status_code == 500
+    assert response.json() == {"error": "inference failed: RuntimeError: the session is gone"}
+    labels = 'model="breast-cancer",outcome="error",track="stable",version="1"'
+    assert f"{t.REQUESTS}_total{{{labels}}} 1.0" in server.metrics()
+    assert server.get("/v2/health/live").status_code == 200

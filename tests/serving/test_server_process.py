@@ -100,7 +100,7 @@ def test_sigterm_drains_requests_in_flight_then_exits_0(example_models: ExampleM
         with ThreadPoolExecutor(clients) as pool:
             futures = [pool.submit(post_in_two_halves, process.port, body, sent, go_on) for body in bodies]
             sent.wait(timeout=30)
-            time.sleep(0.5)  # let the server read every request's headers
+            time.sleep(1.0)  # let the server read every request's headers
             process.terminate()
             time.sleep(0.2)
             assert process.process.poll() is None, "the server exited with requests in flight"
