@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import Model, load_model
+from modeldeploy_serving.profiling import profile_model
 from modeldeploy_serving.server import ServeOptions, build_app
 
 from tests.conftest import ExampleModels
@@ -178,3 +180,35 @@ def test_telemetry_off_counts_nothing(
     text = server.metrics()
     assert value(text, f"{t.ROWS}_total", **BASE) == 0
     assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_OK) == 0
+
+
+def test_classes_outside_the_profile_count_as_other(
+    serve: Callable[..., InProcessServer], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
+) -> None:
+    source = example_models.path("breast-cancer", "1")
+    labels = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(
+        ["label"], {"input": cancer_rows}
+    )[0]
+    ones, zeros = cancer_rows[labels == 1], cancer_rows[labels == 0]
+    np.save(tmp_path / "only-ones.npy", ones.astype(np.float64))
+    profiled = tmp_path / "profiled.onnx"
+    profile_model(source, tmp_path / "only-ones.npy", profiled)  # a reference in which class 0 never occurs
+    server = serve(load_model(profiled, "breast-cancer", "1"))
+    server.infer(infer_body(zeros[:7]))
+    server.infer(infer_body(ones[:3]))
+    text = server.metrics()
+    assert value(text, f"{t.PREDICTION_CLASS}_total", **BASE, output="label", **{t.LABEL_CLASS: "1"}) == 3
+    assert value(text, f"{t.PREDICTION_CLASS}_total", **BASE, output="label", **{t.LABEL_CLASS: "other"}) == 7
+
+
+def test_feature_series_are_capped(serve: Callable[..., InProcessServer], tmp_path: Path) -> None:
+    columns = t.MAX_FEATURES + 6
+    model = typed_model("FP32", tmp_path / "wide.onnx", columns=columns)
+    np.save(tmp_path / "wide.npy", np.random.default_rng(3).normal(size=(200, columns)))
+    profile_model(model, tmp_path / "wide.npy", tmp_path / "wide-profiled.onnx")
+    server = serve(load_model(tmp_path / "wide-profiled.onnx", "wide", "1"))
+    server.infer({"inputs": [{"name": "x", "shape": [1, columns], "datatype": "FP32", "data": [0.5] * columns}]})
+    text = server.metrics()
+    features = {labels[t.LABEL_FEATURE] for name, labels, _ in scrape(text, t.FEATURE_MISSING)}
+    assert features == {f"x[{i}]" for i in range(t.MAX_FEATURES)}
+    assert value(text, t.FEATURES_UNTRACKED, model="wide") == 6
