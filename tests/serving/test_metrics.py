@@ -186,9 +186,8 @@ def test_classes_outside_the_profile_count_as_other(
     serve: Callable[..., InProcessServer], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
 ) -> None:
     source = example_models.path("breast-cancer", "1")
-    labels = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(
-        ["label"], {"input": cancer_rows}
-    )[0]
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    (labels,) = session.run(["label"], {"input": cancer_rows})
     ones, zeros = cancer_rows[labels == 1], cancer_rows[labels == 0]
     np.save(tmp_path / "only-ones.npy", ones.astype(np.float64))
     profiled = tmp_path / "profiled.onnx"
