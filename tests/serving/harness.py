@@ -4,6 +4,8 @@ InProcessServer runs the ASGI app on an event loop in a background thread, with 
 lifespan started the way uvicorn starts it, and talks to it through httpx's ASGI
 transport: real requests and responses, no sockets. ServeProcess runs the console script
 on a free port, for the tests that are about the process (signals, exit codes, HTTP).
+ModelHost is a real HTTP server for fetching, with paths that fail in each way a download
+can; scrape() and friends read a /metrics page with prometheus-client's own parser.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.server
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ import httpx
 import numpy as np
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from modeldeploy_serving.app import ServingApp
+from prometheus_client.parser import text_string_to_metric_families
 
 MODELDEPLOY = str(Path(sys.executable).with_name("modeldeploy"))
 
@@ -168,8 +174,6 @@ class ServeProcess:
 
 def scrape(text: str, name: str) -> list[tuple[str, dict[str, str], float]]:
     """The samples of one metric family in a /metrics page: (sample name, labels, value)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     for family in text_string_to_metric_families(text):
         if family.name == name:
             return [(s.name, s.labels, s.value) for s in family.samples]
@@ -211,10 +215,6 @@ class ModelHost:
     """
 
     def __init__(self, content: bytes) -> None:
-        import http.server
-        import threading
-        from collections import Counter
-
         self.content = content
         self.hits: Counter[str] = Counter()
         host = self
