@@ -2,23 +2,28 @@
 
 Control-plane tier: admission runs CEL rules from a CRD, RBAC refuses a service
 account without rights, the garbage collector deletes children of a deleted owner.
-Full tier: a Deployment becomes Available, its pods answer on their pod IPs and through
-a ClusterIP Service from the host, and a deleted pod is replaced.
+Full tier: a Deployment of the project image becomes Available and serves predictions on
+its pod IPs and through a ClusterIP Service; pods reach Services and the API server; a
+deleted pod is replaced.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from e2e.cluster import containerd, settings
+from e2e.cluster import containerd, images, settings
 from e2e.cluster.pytest_plugin import Cluster
 
 
@@ -31,7 +36,7 @@ def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "") ->
             last = check()
             if last:
                 return last
-        except ApiException as error:
+        except (ApiException, OSError) as error:  # OSError: connection refused, reset
             last = error
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
@@ -160,13 +165,15 @@ def test_deleting_an_owner_garbage_collects_its_children(
 
 # --- full tier ---------------------------------------------------------------------
 
-HELLO_IMAGE = "localhost/modeldeploy/hello:local"
+REPO = Path(__file__).resolve().parents[1]
+HELLO_IMAGE = "localhost/modeldeploy/hello"
 PORT = 8080
+MODEL = "breast-cancer"
 
 
-def workload_image(cluster: Cluster) -> str:
-    """The image the full-tier proof runs: a tiny static HTTP server built with the
-    cluster's binaries and imported into its containerd."""
+def hello_image(cluster: Cluster) -> str:
+    """A tiny static HTTP server (cmd/hello in the cluster's Go module), imported into the
+    node's containerd: it proves the cluster without depending on the project image."""
     return containerd.ensure_binary_image(
         cluster.run_dir, cluster.bin_dir / "hello", HELLO_IMAGE, settings.cache_dir())
 
@@ -176,79 +183,132 @@ def _get(url: str) -> str:
         return str(response.read().decode())
 
 
-def _ready_pods(core: Any, namespace: str) -> list[Any]:
-    pods = core.list_namespaced_pod(namespace, label_selector="app=hello").items
+def _ready_pods(core: Any, namespace: str, app: str) -> list[Any]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
     return [p for p in pods if p.metadata.deletion_timestamp is None and p.status.pod_ip
             and any(c.type == "Ready" and c.status == "True"
                     for c in p.status.conditions or [])]
 
 
-@pytest.fixture
-def hello(cluster: Cluster, namespace: str) -> Any:
-    """A two-replica Deployment and a ClusterIP Service in front of it, Available."""
-    image = workload_image(cluster)
-    labels = {"app": "hello"}
+def _deploy(api: Any, namespace: str, app: str, pod: client.V1PodSpec, replicas: int) -> None:
+    """Create a Deployment and a ClusterIP Service (port 80 -> PORT), wait for Available."""
+    labels = {"app": app}
+    apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+    apps.create_namespaced_deployment(namespace, client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=app),
+        spec=client.V1DeploymentSpec(
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels),
+                                              spec=pod)),
+    ))
+    core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name=app),
+        spec=client.V1ServiceSpec(selector=labels, ports=[
+            client.V1ServicePort(port=80, target_port=PORT)]),
+    ))
+
+    def available() -> bool:
+        status = apps.read_namespaced_deployment_status(app, namespace).status
+        return any(c.type == "Available" and c.status == "True"
+                   for c in status.conditions or []) and status.ready_replicas == replicas
+
+    eventually(available, timeout=180, what=f"Deployment {app} to become Available")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example models (examples/train.py), readable by the image's non-root user."""
+    out = tmp_path_factory.mktemp("models")
+    subprocess.run([sys.executable, str(REPO / "examples" / "train.py"), "--out", str(out)],
+                   check=True, capture_output=True)
+    out.chmod(0o755)
+    return out
+
+
+def test_project_image_serves_predictions_on_pod_ips_and_through_a_service(
+    cluster: Cluster, namespace: str, models: Path
+) -> None:
+    image = images.import_project_image(cluster.run_dir)
     container = client.V1Container(
-        name="hello", image=image, image_pull_policy="IfNotPresent",
+        name="serve", image=image, image_pull_policy="IfNotPresent",
+        args=["serve", "--model", f"/models/{MODEL}-v1.onnx", "--name", MODEL,
+              "--version", "1", "--host", "0.0.0.0", "--port", str(PORT)],
+        ports=[client.V1ContainerPort(container_port=PORT)],
+        readiness_probe=client.V1Probe(
+            http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=PORT),
+            period_seconds=1),
+        volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models",
+                                            read_only=True)],
+    )
+    pod = client.V1PodSpec(containers=[container], volumes=[client.V1Volume(
+        name="models", host_path=client.V1HostPathVolumeSource(
+            path=str(models), type="Directory"))])
+    with cluster.api_client() as api:
+        _deploy(api, namespace, "serve", pod, replicas=2)
+        core = client.CoreV1Api(api)
+        pods = _ready_pods(core, namespace, "serve")
+        assert len(pods) == 2
+        for ready in pods:
+            _get(f"http://{ready.status.pod_ip}:{PORT}/v2/health/ready")
+
+        cluster_ip = core.read_namespaced_service("serve", namespace).spec.cluster_ip
+        body = (models / f"{MODEL}-request.json").read_bytes()
+
+        def predict() -> dict[str, Any]:
+            request = urllib.request.Request(
+                f"http://{cluster_ip}/v2/models/{MODEL}/infer", data=body,
+                headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return dict(json.load(response))
+
+        answer = eventually(predict, timeout=30, what=f"a prediction through {cluster_ip}")
+        assert answer["model_name"] == MODEL
+        assert answer["outputs"]
+
+
+@pytest.fixture
+def hello(cluster: Cluster, namespace: str) -> Iterator[Any]:
+    """Two pods of the hello server behind a ClusterIP Service, Available."""
+    container = client.V1Container(
+        name="hello", image=hello_image(cluster), image_pull_policy="IfNotPresent",
         ports=[client.V1ContainerPort(container_port=PORT)],
         readiness_probe=client.V1Probe(
             http_get=client.V1HTTPGetAction(path="/", port=PORT), period_seconds=1),
     )
-    deployment = client.V1Deployment(
-        metadata=client.V1ObjectMeta(name="hello"),
-        spec=client.V1DeploymentSpec(
-            replicas=2,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels),
-                spec=client.V1PodSpec(containers=[container])),
-        ),
-    )
-    service = client.V1Service(
-        metadata=client.V1ObjectMeta(name="hello"),
-        spec=client.V1ServiceSpec(selector=labels, ports=[
-            client.V1ServicePort(port=80, target_port=PORT)]),
-    )
     with cluster.api_client() as api:
-        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-        apps.create_namespaced_deployment(namespace, deployment)
-        core.create_namespaced_service(namespace, service)
-
-        def available() -> bool:
-            status = apps.read_namespaced_deployment_status("hello", namespace).status
-            return any(c.type == "Available" and c.status == "True"
-                       for c in status.conditions or []) and status.ready_replicas == 2
-
-        eventually(available, timeout=120, what="Deployment hello to become Available")
-        yield apps, core
+        _deploy(api, namespace, "hello", client.V1PodSpec(containers=[container]), 2)
+        yield client.CoreV1Api(api)
 
 
-def test_deployment_serves_on_pod_ips_and_through_its_service(
-    hello: Any, namespace: str
+def test_pods_reach_services_and_the_api_server(
+    cluster: Cluster, hello: Any, namespace: str
 ) -> None:
-    apps, core = hello
-    pods = _ready_pods(core, namespace)
-    assert len(pods) == 2
+    pods = _ready_pods(hello, namespace, "hello")
     for pod in pods:
         assert _get(f"http://{pod.status.pod_ip}:{PORT}/") == f"hello from {pod.metadata.name}\n"
+    cluster_ip = hello.read_namespaced_service("hello", namespace).spec.cluster_ip
+    names = {f"hello from {p.metadata.name}\n" for p in pods}
+    assert eventually(lambda: _get(f"http://{cluster_ip}/"), timeout=30,
+                      what=f"the Service at {cluster_ip} to answer the host") in names
 
-    cluster_ip = core.read_namespaced_service("hello", namespace).spec.cluster_ip
-    assert cluster_ip.startswith(settings.SERVICE_SUBNET.split(".")[0] + ".")
-    served_by = {
-        eventually(lambda: _get(f"http://{cluster_ip}:80/"), timeout=30,
-                   what=f"the Service at {cluster_ip} to answer")
-        for _ in range(20)
-    }
-    assert served_by <= {f"hello from {p.metadata.name}\n" for p in pods}
+    # From inside a pod (through kubectl exec, so the API server reaches the kubelet):
+    # the Service, and the API server through the `kubernetes` Service.
+    inside = pods[0].metadata.name
+    answer = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get",
+                             f"http://{cluster_ip}/")
+    assert answer in names
+    health = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", "-k",
+                             f"https://{settings.KUBERNETES_SERVICE_IP}/livez")
+    assert health == "ok"
 
 
 def test_deleting_a_pod_brings_a_new_one(hello: Any, namespace: str) -> None:
-    apps, core = hello
-    victim = _ready_pods(core, namespace)[0]
-    core.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
+    victim = _ready_pods(hello, namespace, "hello")[0]
+    hello.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)
 
     def replaced() -> list[Any]:
-        pods = _ready_pods(core, namespace)
+        pods = _ready_pods(hello, namespace, "hello")
         names = {p.metadata.name for p in pods}
         return pods if len(pods) == 2 and victim.metadata.name not in names else []
 

@@ -52,7 +52,7 @@ def has_image(reference: str, run_dir: Path | None = None) -> bool:
     return reference in result.stdout.split()
 
 
-def write_config(run_dir: Path) -> Path:
+def write_config(run_dir: Path, sandbox_image: str) -> Path:
     """containerd's config: private paths, cgroupfs (runc's default), our CNI and pause."""
     base = folder(run_dir)
     config = base / "config.toml"
@@ -69,7 +69,7 @@ state = "{base / "state"}"
   path = "{base / "opt"}"
 
 [{cri}]
-  sandbox_image = "{settings.PAUSE_IMAGE}"
+  sandbox_image = "{sandbox_image}"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
@@ -91,11 +91,11 @@ state = "{base / "state"}"
     return config
 
 
-def start(run_dir: Path, supervisor: Supervisor) -> None:
-    """Start containerd and wait until its socket answers."""
+def start(run_dir: Path, bin_dir: Path, supervisor: Supervisor) -> None:
+    """Start containerd, wait until its socket answers, import the pause image."""
     base = folder(run_dir)
     base.mkdir(parents=True, exist_ok=True)
-    config = write_config(run_dir)
+    config = write_config(run_dir, pause_image(bin_dir))
     supervisor.start("containerd", ["containerd", "--config", str(config)])
     supervisor.wait_for(
         "containerd",
@@ -103,21 +103,27 @@ def start(run_dir: Path, supervisor: Supervisor) -> None:
         ["containerd"],
         30,
     )
+    ensure_binary_image(run_dir, bin_dir / "pause", settings.PAUSE_IMAGE_NAME, settings.cache_dir())
 
 
-def ensure_pause_image(run_dir: Path, bin_dir: Path, cache: Path) -> None:
-    """The sandbox image, from our static pause binary (see ensure_binary_image)."""
-    ensure_binary_image(run_dir, bin_dir / "pause", settings.PAUSE_IMAGE, cache)
+def pause_image(bin_dir: Path) -> str:
+    """The sandbox image reference: our pause binary, tagged by its content."""
+    return binary_image_reference(bin_dir / "pause", settings.PAUSE_IMAGE_NAME)
 
 
-def ensure_binary_image(run_dir: Path, binary: Path, reference: str, cache: Path) -> str:
-    """Import (building once, cached by the binary's hash) an image holding only
-    `binary`, as `reference` (name:tag); return the reference."""
+def binary_image_reference(binary: Path, name: str) -> str:
+    """`name:<hash of binary>`, so a rebuilt binary is never hidden by an older import."""
+    return f"{name}:{hashlib.sha256(binary.read_bytes()).hexdigest()[:12]}"
+
+
+def ensure_binary_image(run_dir: Path, binary: Path, name: str, cache: Path) -> str:
+    """Import (building once, cached) an image holding only `binary` as its entrypoint;
+    return its reference, `name:<hash of binary>`."""
+    reference = binary_image_reference(binary, name)
     if has_image(reference, run_dir):
         return reference
-    name, _, tag = reference.rpartition(":")
-    digest = hashlib.sha256(binary.read_bytes()).hexdigest()[:16]
-    archive = cache / "images" / f"{binary.name}-{digest}.tar"
+    tag = reference.rpartition(":")[2]
+    archive = cache / "images" / f"{binary.name}-{tag}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
         build_single_binary_image(binary, f"/{binary.name}", archive, tag=tag)

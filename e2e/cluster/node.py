@@ -138,8 +138,7 @@ def start(plane: ControlPlane, supervisor: Supervisor, log=print) -> None:
     """Bring up containerd, the pause image, the network, kubelet and kube-proxy."""
     run_dir = plane.run_dir
     log("starting containerd")
-    containerd.start(run_dir, supervisor)
-    containerd.ensure_pause_image(run_dir, plane.bin_dir, settings.cache_dir())
+    containerd.start(run_dir, plane.bin_dir, supervisor)
     write_cni_config(run_dir)
     set_sysctls(run_dir)
 

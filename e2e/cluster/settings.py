@@ -27,8 +27,9 @@ POD_GATEWAY = "10.244.0.1"
 SERVICE_SUBNET = "10.96.0.0/16"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
 
-PAUSE_IMAGE = "localhost/modeldeploy/pause:local"
-"""The sandbox image containerd uses; built from our static pause binary, never pulled."""
+PAUSE_IMAGE_NAME = "localhost/modeldeploy/pause"
+"""The sandbox image containerd uses (tagged by content); built from our static pause
+binary, never pulled."""
 
 COMPONENTS = (
     "etcd",

@@ -47,7 +47,7 @@ var cobraComponents = map[string]func() *cobra.Command{
 func main() {
 	name := filepath.Base(os.Args[0])
 	args := os.Args[1:]
-	if !known(name) && len(args) > 0 && known(args[0]) {
+	if !known(name) && len(args) > 0 {
 		name, args = args[0], args[1:]
 	}
 	// Every component reads os.Args itself (cobra, kubectl's plugin lookup,
