@@ -90,8 +90,13 @@ async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: An
 
 
 def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
+    """Keep the index views where the queue finds them.
+
+    kopf gives each object a shallow copy of the operator's memo, so the dict made at
+    start-up is shared and is filled in place, never replaced.
+    """
     if not memo.indexes:
-        memo.indexes = {name: kwargs[name] for name in INDEXES}
+        memo.indexes.update({name: kwargs[name] for name in INDEXES})
 
 
 def _first(index: kopf.Index[Key, Any], key: Key) -> Any:

@@ -78,7 +78,7 @@ class Kube:
         meta = owner["metadata"]
         now = datetime.datetime.now(datetime.UTC)
         body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"generateName": f"{meta['name']}-", "namespace": meta["namespace"]},
             "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reportingController": f"{GROUP}/operator",
             "reportingInstance": "modeldeploy-operator",

@@ -62,8 +62,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if argv[:1] == ["operator"]:
+    if argv[:1] == ["operator"]:  # kopf configures its own logging
         try:
             from modeldeploy_operator.cli import main as operator_main  # type: ignore[import-not-found,unused-ignore]
         except ImportError as error:
@@ -73,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         result: int = operator_main(argv[1:])
         return result
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return _serve(args)
