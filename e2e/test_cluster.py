@@ -52,10 +52,12 @@ def _widget_crd(group: str) -> dict[str, Any]:
             "replicas": {"type": "integer"},
             "maxReplicas": {"type": "integer"},
         },
-        "x-kubernetes-validations": [{
-            "rule": "self.replicas <= self.maxReplicas",
-            "message": "replicas must not exceed maxReplicas",
-        }],
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.replicas <= self.maxReplicas",
+                "message": "replicas must not exceed maxReplicas",
+            }
+        ],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
@@ -65,11 +67,14 @@ def _widget_crd(group: str) -> dict[str, Any]:
             "group": group,
             "scope": "Namespaced",
             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-            "versions": [{
-                "name": "v1", "served": True, "storage": True,
-                "schema": {"openAPIV3Schema": {
-                    "type": "object", "properties": {"spec": spec_schema}}},
-            }],
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec_schema}}},
+                }
+            ],
         },
     }
 
@@ -81,19 +86,22 @@ def test_crd_cel_rule_rejects_a_bad_object(control_plane: Cluster, namespace: st
         extensions.create_custom_resource_definition(_widget_crd(group))
         try:
             eventually(
-                lambda: any(c.type == "Established" and c.status == "True" for c in
-                            extensions.read_custom_resource_definition(
-                                f"widgets.{group}").status.conditions or []),
+                lambda: any(
+                    c.type == "Established" and c.status == "True"
+                    for c in extensions.read_custom_resource_definition(f"widgets.{group}").status.conditions or []
+                ),
                 what="the CRD to be established",
             )
             objects = client.CustomObjectsApi(api)
 
             def create(name: str, replicas: int) -> Any:
-                body = {"apiVersion": f"{group}/v1", "kind": "Widget",
-                        "metadata": {"name": name},
-                        "spec": {"replicas": replicas, "maxReplicas": 3}}
-                return objects.create_namespaced_custom_object(
-                    group, "v1", namespace, "widgets", body)
+                body = {
+                    "apiVersion": f"{group}/v1",
+                    "kind": "Widget",
+                    "metadata": {"name": name},
+                    "spec": {"replicas": replicas, "maxReplicas": 3},
+                }
+                return objects.create_namespaced_custom_object(group, "v1", namespace, "widgets", body)
 
             eventually(lambda: create("good", 2), what="the good object to be accepted")
             with pytest.raises(ApiException) as refused:
@@ -104,16 +112,16 @@ def test_crd_cel_rule_rejects_a_bad_object(control_plane: Cluster, namespace: st
             extensions.delete_custom_resource_definition(f"widgets.{group}")
 
 
-def test_rbac_refuses_a_service_account_without_rights(
-    control_plane: Cluster, namespace: str
-) -> None:
+def test_rbac_refuses_a_service_account_without_rights(control_plane: Cluster, namespace: str) -> None:
     with control_plane.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespaced_service_account(
-            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody")))
+            namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="nobody"))
+        )
         token = core.create_namespaced_service_account_token(
-            "nobody", namespace, client.AuthenticationV1TokenRequest(
-                spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
+            "nobody",
+            namespace,
+            client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600)),
         ).status.token
         as_nobody = client.Configuration()
         as_nobody.host = api.configuration.host
@@ -128,32 +136,40 @@ def test_rbac_refuses_a_service_account_without_rights(
 
             # The token itself is good: granting the right makes the same call pass.
             rbac = client.RbacAuthorizationV1Api(api)
-            rbac.create_namespaced_role(namespace, client.V1Role(
-                metadata=client.V1ObjectMeta(name="read-config"),
-                rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"],
-                                           verbs=["list"])]))
-            rbac.create_namespaced_role_binding(namespace, client.V1RoleBinding(
-                metadata=client.V1ObjectMeta(name="nobody-reads-config"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io",
-                                          kind="Role", name="read-config"),
-                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="nobody",
-                                               namespace=namespace)]))
-            eventually(lambda: nobody.list_namespaced_config_map(namespace) is not None,
-                       timeout=10, what="the role binding to take effect")
+            rbac.create_namespaced_role(
+                namespace,
+                client.V1Role(
+                    metadata=client.V1ObjectMeta(name="read-config"),
+                    rules=[client.V1PolicyRule(api_groups=[""], resources=["configmaps"], verbs=["list"])],
+                ),
+            )
+            rbac.create_namespaced_role_binding(
+                namespace,
+                client.V1RoleBinding(
+                    metadata=client.V1ObjectMeta(name="nobody-reads-config"),
+                    role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="read-config"),
+                    subjects=[client.RbacV1Subject(kind="ServiceAccount", name="nobody", namespace=namespace)],
+                ),
+            )
+            eventually(
+                lambda: nobody.list_namespaced_config_map(namespace) is not None,
+                timeout=10,
+                what="the role binding to take effect",
+            )
 
 
-def test_deleting_an_owner_garbage_collects_its_children(
-    control_plane: Cluster, namespace: str
-) -> None:
+def test_deleting_an_owner_garbage_collects_its_children(control_plane: Cluster, namespace: str) -> None:
     with control_plane.api_client() as api:
         core = client.CoreV1Api(api)
         owner = core.create_namespaced_config_map(
-            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner")))
-        reference = client.V1OwnerReference(
-            api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
+            namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="owner"))
+        )
+        reference = client.V1OwnerReference(api_version="v1", kind="ConfigMap", name="owner", uid=owner.metadata.uid)
         for i in range(3):
-            core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-                metadata=client.V1ObjectMeta(name=f"child-{i}", owner_references=[reference])))
+            core.create_namespaced_config_map(
+                namespace,
+                client.V1ConfigMap(metadata=client.V1ObjectMeta(name=f"child-{i}", owner_references=[reference])),
+            )
         core.delete_namespaced_config_map("owner", namespace)
 
         def children_gone() -> bool:
@@ -174,8 +190,7 @@ MODEL = "breast-cancer"
 def hello_image(cluster: Cluster) -> str:
     """A tiny static HTTP server (cmd/hello in the cluster's Go module), imported into the
     node's containerd: it proves the cluster without depending on the project image."""
-    return containerd.ensure_binary_image(
-        cluster.run_dir, cluster.bin_dir / "hello", HELLO_IMAGE, settings.cache_dir())
+    return containerd.ensure_binary_image(cluster.run_dir, cluster.bin_dir / "hello", HELLO_IMAGE, settings.cache_dir())
 
 
 def _get(url: str) -> str:
@@ -185,33 +200,44 @@ def _get(url: str) -> str:
 
 def _ready_pods(core: Any, namespace: str, app: str) -> list[Any]:
     pods = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
-    return [p for p in pods if p.metadata.deletion_timestamp is None and p.status.pod_ip
-            and any(c.type == "Ready" and c.status == "True"
-                    for c in p.status.conditions or [])]
+    return [
+        p
+        for p in pods
+        if p.metadata.deletion_timestamp is None
+        and p.status.pod_ip
+        and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    ]
 
 
 def _deploy(api: Any, namespace: str, app: str, pod: client.V1PodSpec, replicas: int) -> None:
     """Create a Deployment and a ClusterIP Service (port 80 -> PORT), wait for Available."""
     labels = {"app": app}
     apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
-    apps.create_namespaced_deployment(namespace, client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=app),
-        spec=client.V1DeploymentSpec(
-            replicas=replicas,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels),
-                                              spec=pod)),
-    ))
-    core.create_namespaced_service(namespace, client.V1Service(
-        metadata=client.V1ObjectMeta(name=app),
-        spec=client.V1ServiceSpec(selector=labels, ports=[
-            client.V1ServicePort(port=80, target_port=PORT)]),
-    ))
+    apps.create_namespaced_deployment(
+        namespace,
+        client.V1Deployment(
+            metadata=client.V1ObjectMeta(name=app),
+            spec=client.V1DeploymentSpec(
+                replicas=replicas,
+                selector=client.V1LabelSelector(match_labels=labels),
+                template=client.V1PodTemplateSpec(metadata=client.V1ObjectMeta(labels=labels), spec=pod),
+            ),
+        ),
+    )
+    core.create_namespaced_service(
+        namespace,
+        client.V1Service(
+            metadata=client.V1ObjectMeta(name=app),
+            spec=client.V1ServiceSpec(selector=labels, ports=[client.V1ServicePort(port=80, target_port=PORT)]),
+        ),
+    )
 
     def available() -> bool:
         status = apps.read_namespaced_deployment_status(app, namespace).status
-        return any(c.type == "Available" and c.status == "True"
-                   for c in status.conditions or []) and status.ready_replicas == replicas
+        return (
+            any(c.type == "Available" and c.status == "True" for c in status.conditions or [])
+            and status.ready_replicas == replicas
+        )
 
     eventually(available, timeout=180, what=f"Deployment {app} to become Available")
 
@@ -220,8 +246,9 @@ def _deploy(api: Any, namespace: str, app: str, pod: client.V1PodSpec, replicas:
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example models (examples/train.py), readable by the image's non-root user."""
     out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, str(REPO / "examples" / "train.py"), "--out", str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples" / "train.py"), "--out", str(out)], check=True, capture_output=True
+    )
     out.chmod(0o755)
     return out
 
@@ -231,19 +258,34 @@ def test_project_image_serves_predictions_on_pod_ips_and_through_a_service(
 ) -> None:
     image = images.import_project_image(cluster.run_dir)
     container = client.V1Container(
-        name="serve", image=image, image_pull_policy="IfNotPresent",
-        args=["serve", "--model", f"/models/{MODEL}-v1.onnx", "--name", MODEL,
-              "--version", "1", "--host", "0.0.0.0", "--port", str(PORT)],
+        name="serve",
+        image=image,
+        image_pull_policy="IfNotPresent",
+        args=[
+            "serve",
+            "--model",
+            f"/models/{MODEL}-v1.onnx",
+            "--name",
+            MODEL,
+            "--version",
+            "1",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(PORT),
+        ],
         ports=[client.V1ContainerPort(container_port=PORT)],
         readiness_probe=client.V1Probe(
-            http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=PORT),
-            period_seconds=1),
-        volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models",
-                                            read_only=True)],
+            http_get=client.V1HTTPGetAction(path="/v2/health/ready", port=PORT), period_seconds=1
+        ),
+        volume_mounts=[client.V1VolumeMount(name="models", mount_path="/models", read_only=True)],
     )
-    pod = client.V1PodSpec(containers=[container], volumes=[client.V1Volume(
-        name="models", host_path=client.V1HostPathVolumeSource(
-            path=str(models), type="Directory"))])
+    pod = client.V1PodSpec(
+        containers=[container],
+        volumes=[
+            client.V1Volume(name="models", host_path=client.V1HostPathVolumeSource(path=str(models), type="Directory"))
+        ],
+    )
     with cluster.api_client() as api:
         _deploy(api, namespace, "serve", pod, replicas=2)
         core = client.CoreV1Api(api)
@@ -257,8 +299,8 @@ def test_project_image_serves_predictions_on_pod_ips_and_through_a_service(
 
         def predict() -> dict[str, Any]:
             request = urllib.request.Request(
-                f"http://{cluster_ip}/v2/models/{MODEL}/infer", data=body,
-                headers={"Content-Type": "application/json"})
+                f"http://{cluster_ip}/v2/models/{MODEL}/infer", data=body, headers={"Content-Type": "application/json"}
+            )
             with urllib.request.urlopen(request, timeout=5) as response:
                 return dict(json.load(response))
 
@@ -271,35 +313,38 @@ def test_project_image_serves_predictions_on_pod_ips_and_through_a_service(
 def hello(cluster: Cluster, namespace: str) -> Iterator[Any]:
     """Two pods of the hello server behind a ClusterIP Service, Available."""
     container = client.V1Container(
-        name="hello", image=hello_image(cluster), image_pull_policy="IfNotPresent",
+        name="hello",
+        image=hello_image(cluster),
+        image_pull_policy="IfNotPresent",
         ports=[client.V1ContainerPort(container_port=PORT)],
-        readiness_probe=client.V1Probe(
-            http_get=client.V1HTTPGetAction(path="/", port=PORT), period_seconds=1),
+        readiness_probe=client.V1Probe(http_get=client.V1HTTPGetAction(path="/", port=PORT), period_seconds=1),
     )
     with cluster.api_client() as api:
         _deploy(api, namespace, "hello", client.V1PodSpec(containers=[container]), 2)
         yield client.CoreV1Api(api)
 
 
-def test_pods_reach_services_and_the_api_server(
-    cluster: Cluster, hello: Any, namespace: str
-) -> None:
+def test_pods_reach_services_and_the_api_server(cluster: Cluster, hello: Any, namespace: str) -> None:
     pods = _ready_pods(hello, namespace, "hello")
     for pod in pods:
         assert _get(f"http://{pod.status.pod_ip}:{PORT}/") == f"hello from {pod.metadata.name}\n"
     cluster_ip = hello.read_namespaced_service("hello", namespace).spec.cluster_ip
     names = {f"hello from {p.metadata.name}\n" for p in pods}
-    assert eventually(lambda: _get(f"http://{cluster_ip}/"), timeout=30,
-                      what=f"the Service at {cluster_ip} to answer the host") in names
+    assert (
+        eventually(
+            lambda: _get(f"http://{cluster_ip}/"), timeout=30, what=f"the Service at {cluster_ip} to answer the host"
+        )
+        in names
+    )
 
     # From inside a pod (through kubectl exec, so the API server reaches the kubelet):
     # the Service, and the API server through the `kubernetes` Service.
     inside = pods[0].metadata.name
-    answer = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get",
-                             f"http://{cluster_ip}/")
+    answer = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", f"http://{cluster_ip}/")
     assert answer in names
-    health = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", "-k",
-                             f"https://{settings.KUBERNETES_SERVICE_IP}/livez")
+    health = cluster.kubectl(
+        "exec", "-n", namespace, inside, "--", "/hello", "get", "-k", f"https://{settings.KUBERNETES_SERVICE_IP}/livez"
+    )
     assert health == "ok"
 
 

@@ -83,7 +83,7 @@ state = "{base / "state"}"
       runtime_type = "io.containerd.runc.v2"
       [{cri}.containerd.runtimes.runc.options]
         SystemdCgroup = false
-        Root = "{base / 'runc'}"
+        Root = "{base / "runc"}"
   [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{run_dir / "cni" / "net.d"}"

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from e2e.cluster import certs, settings
 from e2e.cluster.processes import Supervisor
+from e2e.cluster.settings import Log
 
 CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -105,7 +106,7 @@ class ControlPlane:
             return bool(r.status == 200)
 
 
-def start(run_dir: Path, bin_dir: Path, supervisor: Supervisor, log=print) -> ControlPlane:
+def start(run_dir: Path, bin_dir: Path, supervisor: Supervisor, log: Log = print) -> ControlPlane:
     """Generate certificates, start the four components, return when all are healthy."""
     pki = run_dir / "pki"
     ca = certs.Authority.create(pki)
@@ -177,6 +178,15 @@ def start(run_dir: Path, bin_dir: Path, supervisor: Supervisor, log=print) -> Co
             f"--kubelet-client-certificate={kubelet_client.cert}",
             f"--kubelet-client-key={kubelet_client.key}",
             "--kubelet-preferred-address-types=InternalIP,Hostname",
+            # The aggregation layer's front proxy; also silences the controller-manager's
+            # and scheduler's complaints about a missing request-header CA.
+            f"--requestheader-client-ca-file={front_proxy_ca.pair.cert}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front_proxy.cert}",
+            f"--proxy-client-key-file={front_proxy.key}",
             "--profiling=false",
             "--v=1",
         ],

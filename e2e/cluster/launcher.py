@@ -18,6 +18,7 @@ from pathlib import Path
 from e2e.cluster import binaries, controlplane, node, settings, system, teardown
 from e2e.cluster.controlplane import CONTROL_PLANE, ControlPlane
 from e2e.cluster.processes import Supervisor
+from e2e.cluster.settings import Log
 
 KEEP_ON_UP = {"containerd"}
 """Kept between runs: containerd's image store, so imported images survive `down`."""
@@ -59,7 +60,7 @@ def healthy(run_dir: Path, state: State) -> bool:
         return False
 
 
-def up(control_plane_only: bool = False, run_dir: Path | None = None, log=print) -> State:
+def up(control_plane_only: bool = False, run_dir: Path | None = None, log: Log = print) -> State:
     """Bring the cluster up (or reuse it) and return its state."""
     run_dir = run_dir or settings.run_dir()
     started = time.monotonic()
@@ -116,7 +117,7 @@ def _fresh_run_dir(run_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def down(run_dir: Path | None = None, log=print) -> None:
+def down(run_dir: Path | None = None, log: Log = print) -> None:
     """Stop everything `up` started in `run_dir` and remove what it made on the host."""
     run_dir = run_dir or settings.run_dir()
     if not run_dir.exists():

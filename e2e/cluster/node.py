@@ -19,6 +19,7 @@ from pathlib import Path
 from e2e.cluster import certs, containerd, settings
 from e2e.cluster.controlplane import ControlPlane, free_port, write_kubeconfig
 from e2e.cluster.processes import Supervisor
+from e2e.cluster.settings import Log
 
 NODE = ("containerd", "kubelet", "kube-proxy")
 
@@ -134,7 +135,7 @@ def _proxy_config(run_dir: Path, kubeconfig: Path) -> Path:
     return path
 
 
-def start(plane: ControlPlane, supervisor: Supervisor, log=print) -> None:
+def start(plane: ControlPlane, supervisor: Supervisor, log: Log = print) -> None:
     """Bring up containerd, the pause image, the network, kubelet and kube-proxy."""
     run_dir = plane.run_dir
     log("starting containerd")

@@ -34,11 +34,11 @@ TIERS = {"control_plane": "controlplane", "cluster": "cluster"}
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "controlplane: needs the local API server (no node); "
-        "brought up by the control_plane fixture")
+        "markers", "controlplane: needs the local API server (no node); brought up by the control_plane fixture"
+    )
     config.addinivalue_line(
-        "markers", "cluster: needs the full local cluster with a node that runs pods; "
-        "brought up by the cluster fixture")
+        "markers", "cluster: needs the full local cluster with a node that runs pods; brought up by the cluster fixture"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,7 +64,10 @@ class Cluster:
         """Run kubectl against this cluster and return its standard output."""
         result = subprocess.run(
             [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args],
-            capture_output=True, text=True, input=input, timeout=120,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=120,
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
@@ -74,11 +77,11 @@ class Cluster:
         """A `kubernetes` ApiClient for the admin user (system:masters)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        return config.new_client_from_config(config_file=str(self.kubeconfig))  # type: ignore[no-untyped-call]
 
     @property
     def server(self) -> str:
-        return self.api_client().configuration.host
+        return str(self.api_client().configuration.host)
 
 
 class _Provider:

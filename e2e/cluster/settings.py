@@ -8,7 +8,11 @@ environment variables (MODELDEPLOY_CLUSTER_DIR, XDG_CACHE_HOME) without touching
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+
+Log = Callable[[str], None]
+"""Where the launcher reports progress: print, or a logger's method."""
 
 KUBERNETES_VERSION = "v1.34.10"
 """The pinned Kubernetes patch: 1.34 is the last minor whose kubelet runs on cgroup v1."""

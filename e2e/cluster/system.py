@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from e2e.cluster.settings import Log
+
 CONTROL_PLANE_NEEDS = {"ip": "iproute2"}
 NODE_NEEDS = {
     "containerd": "containerd",
@@ -34,7 +36,7 @@ def missing_packages(node: bool) -> list[str]:
     return sorted({package for what, package in needs.items() if not _present(what)})
 
 
-def ensure_packages(node: bool, log=print) -> None:
+def ensure_packages(node: bool, log: Log = print) -> None:
     """apt-get install whatever of the packages above is missing (needs root)."""
     packages = missing_packages(node)
     if not packages:

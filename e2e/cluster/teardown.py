@@ -17,9 +17,11 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 from e2e.cluster import containerd, settings
 from e2e.cluster.processes import Supervisor
+from e2e.cluster.settings import Log
 
 NETNS_DIR = Path("/run/netns")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -37,7 +39,7 @@ def snapshot(run_dir: Path) -> None:
         target.write_text(json.dumps(before, indent=1))
 
 
-def down(run_dir: Path, supervisor: Supervisor, bin_dir: Path | None, log=print) -> None:
+def down(run_dir: Path, supervisor: Supervisor, bin_dir: Path | None, log: Log = print) -> None:
     """Stop every recorded process and remove what the node made on the host."""
     for name in ("kubelet", "kube-proxy"):
         supervisor.stop(name)
@@ -63,7 +65,7 @@ def down(run_dir: Path, supervisor: Supervisor, bin_dir: Path | None, log=print)
     (run_dir / "sysctl-before.json").unlink(missing_ok=True)
 
 
-def _load_before(run_dir: Path) -> dict:
+def _load_before(run_dir: Path) -> dict[str, Any]:
     try:
         return dict(json.loads((run_dir / "host-before.json").read_text()))
     except (OSError, ValueError):
@@ -98,7 +100,7 @@ def _cgroup_dirs() -> list[Path]:
 
 def _kill_pod_processes() -> None:
     for _ in range(20):
-        pids = set()
+        pids: set[int] = set()
         for folder in _cgroup_dirs():
             try:
                 pids.update(int(p) for p in (folder / "cgroup.procs").read_text().split())
@@ -203,13 +205,16 @@ def _remove_iptables(tool: str, before: list[str] | None) -> None:
                 return True
         return tag in rule
 
-    script, table, deletes, drops = [], "", [], []
+    script: list[str] = []
+    deletes: list[str] = []
+    drops: list[str] = []
+    table = ""
 
     def flush() -> None:
         if deletes or drops:
             script.extend([f"*{table}", *deletes, *drops, "COMMIT"])
 
-    for line in saved.splitlines() + ["*"]:
+    for line in [*saved.splitlines(), "*"]:
         if line.startswith("*"):
             flush()
             table, deletes, drops = line[1:], [], []
