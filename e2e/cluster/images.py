@@ -127,6 +127,7 @@ def project_image(repo_root: Path = REPO_ROOT, log: Log = print) -> tuple[str, P
     key = project_key(repo_root)
     reference, archive = reference_for(key), images_dir() / key / "image.tar"
     if archive.exists():
+        archive.parent.touch()  # recently used: pruned last
         return reference, archive
     with _build_lock():
         if not archive.exists():
