@@ -60,8 +60,9 @@ def bundle(image: tuple[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example models, readable by the image's non-root user."""
     out = tmp_path_factory.mktemp("models")
-    subprocess.run([sys.executable, str(REPO / "examples/train.py"), "--out", str(out)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "examples/train.py"), "--out", str(out)], check=True, capture_output=True
+    )
     out.chmod(0o755)
     return out
 
@@ -82,14 +83,18 @@ def container(bundle: Path, args: Sequence[str], models: Path | None = None) -> 
     config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
     if models is not None:
         config["mounts"].append(
-            {"destination": "/models", "type": "bind", "source": str(models), "options": ["rbind", "ro"]})
+            {"destination": "/models", "type": "bind", "source": str(models), "options": ["rbind", "ro"]}
+        )
     (bundle / "config.json").write_text(json.dumps(config))
     state = bundle.parent / "runc-state"
     name = f"modeldeploy-image-test-{uuid.uuid4().hex[:8]}"
     runc = ["runc", "--root", str(state)]
     process = subprocess.Popen(
         [*runc, "run", "--bundle", str(bundle), name],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         yield process
@@ -123,8 +128,10 @@ def test_both_subcommands_are_there(bundle: Path) -> None:
 
 def test_fetch_verifies_a_model_as_the_non_root_user(bundle: Path, models: Path) -> None:
     entry = json.loads((models / "models.json").read_text())[0]
-    script = (f"modeldeploy fetch file:///models/{entry['file']} --dest /tmp/fetched --sha256 {entry['sha256']} "
-              f"&& sha256sum /tmp/fetched/{entry['file']}")
+    script = (
+        f"modeldeploy fetch file:///models/{entry['file']} --dest /tmp/fetched --sha256 {entry['sha256']} "
+        f"&& sha256sum /tmp/fetched/{entry['file']}"
+    )
     assert entry["sha256"] in run(bundle, ["sh", "-c", script], models)
 
 
@@ -134,20 +141,34 @@ def test_no_compiler_in_the_image(bundle: Path) -> None:
 
 def test_the_image_serves_a_prediction(bundle: Path, models: Path) -> None:
     port = _free_port()
-    args = ["modeldeploy", "serve", "--model", "/models/breast-cancer-v1.onnx", "--name", "breast-cancer",
-            "--version", "1", "--host", "127.0.0.1", "--port", str(port)]
+    args = [
+        "modeldeploy",
+        "serve",
+        "--model",
+        "/models/breast-cancer-v1.onnx",
+        "--name",
+        "breast-cancer",
+        "--version",
+        "1",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     base = f"http://127.0.0.1:{port}"
     with container(bundle, args, models) as process:
         _wait_ready(f"{base}/v2/health/ready", process)
         body = (models / "breast-cancer-request.json").read_bytes()
-        request = urllib.request.Request(f"{base}/v2/models/breast-cancer/infer", data=body,
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{base}/v2/models/breast-cancer/infer", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
         with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
             metrics = response.read().decode()
-        subprocess.run(["runc", "--root", str(bundle.parent / "runc-state"), "kill",
-                        _container_name(process), "TERM"], check=True)
+        subprocess.run(
+            ["runc", "--root", str(bundle.parent / "runc-state"), "kill", _container_name(process), "TERM"], check=True
+        )
         output, _ = process.communicate(timeout=30)
     assert answer["model_name"] == "breast-cancer"
     assert answer["outputs"], answer

@@ -28,7 +28,9 @@ def test_shellcheck_is_clean() -> None:
         pytest.fail("shellcheck is not installed: apt-get install shellcheck (`make test` installs it)")
     result = subprocess.run(
         [shellcheck, "--external-sources", "--severity=style", *map(str, SCRIPTS)],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert result.returncode == 0, f"shellcheck found problems:\n{result.stdout}{result.stderr}"
 

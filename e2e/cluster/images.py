@@ -91,7 +91,9 @@ def deps_key(repo_root: Path) -> str:
         "extras": {name: extras.get(name, []) for name in EXTRAS.split(",")},
     }
     return _digest(
-        base_key().encode(), RECIPE.encode(), json.dumps(decides, sort_keys=True).encode(),
+        base_key().encode(),
+        RECIPE.encode(),
+        json.dumps(decides, sort_keys=True).encode(),
         (repo_root / "requirements/constraints.txt").read_bytes(),
     )
 
@@ -102,9 +104,11 @@ def source_files(repo_root: Path) -> list[Path]:
     for folder in SOURCES:
         for path in sorted((repo_root / folder).rglob("*")):
             relative = path.relative_to(repo_root)
-            if path.is_file() and not any(
-                part == "__pycache__" or part.endswith(".egg-info") for part in relative.parts
-            ) and path.suffix != ".pyc":
+            if (
+                path.is_file()
+                and not any(part == "__pycache__" or part.endswith(".egg-info") for part in relative.parts)
+                and path.suffix != ".pyc"
+            ):
                 files.append(relative)
     return files
 
@@ -239,8 +243,16 @@ def _gather_wheels(repo_root: Path, wheels: Path, with_dependencies: bool, log: 
     shutil.copy2(repo_root / "requirements/constraints.txt", wheels / "constraints.txt")
     log("gathering wheels" if with_dependencies else "building the project wheel")
     command = [
-        sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels),
-        "--constraint", str(wheels / "constraints.txt"), f"{source}[{EXTRAS}]",
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--wheel-dir",
+        str(wheels),
+        "--constraint",
+        str(wheels / "constraints.txt"),
+        f"{source}[{EXTRAS}]",
     ]
     if not with_dependencies:
         command.insert(command.index("--wheel-dir"), "--no-deps")
@@ -272,13 +284,24 @@ def _ensure_deps(base: Path, folder: Path, scratch: Path, log: Log) -> Path:
     log(f"installing the dependencies into {VENV}")
     steps = [
         ("creating the venv", ["/usr/bin/python3", "-m", "venv", VENV]),
-        ("installing the dependencies", _pip(
-            "install", "--no-index", "--find-links", "/mnt/wheels", "--root-user-action=ignore",
-            "--constraint", "/mnt/wheels/constraints.txt", f"{_project_wheel(scratch / 'wheels')}[{EXTRAS}]",
-        )),
+        (
+            "installing the dependencies",
+            _pip(
+                "install",
+                "--no-index",
+                "--find-links",
+                "/mnt/wheels",
+                "--root-user-action=ignore",
+                "--constraint",
+                "/mnt/wheels/constraints.txt",
+                f"{_project_wheel(scratch / 'wheels')}[{EXTRAS}]",
+            ),
+        ),
         # The project itself goes into its own thin layer; this one keeps only what it needs.
-        ("removing the project from the deps layer",
-         _pip("uninstall", "--yes", "--root-user-action=ignore", "modeldeploy")),
+        (
+            "removing the project from the deps layer",
+            _pip("uninstall", "--yes", "--root-user-action=ignore", "modeldeploy"),
+        ),
         ("checking the dependencies", _pip("check")),
     ]
     for what, argv in steps:
@@ -304,7 +327,12 @@ def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path
     tree.mkdir(mode=0o755)
     binds = {"/mnt": scratch, VENV: deps / "tree" / VENV.lstrip("/"), "/tmp": _empty(scratch / "tmp")}
     argv = _pip(
-        "install", "--no-deps", "--no-index", "--root-user-action=ignore", "--root", "/mnt/layer",
+        "install",
+        "--no-deps",
+        "--no-index",
+        "--root-user-action=ignore",
+        "--root",
+        "/mnt/layer",
         _project_wheel(scratch / "wheels"),
     )
     rootfs.run_in_root(base / "rootfs", argv, binds=binds, what="installing the project")
@@ -312,7 +340,9 @@ def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path
     layers = [_layer(base), _layer(deps), project]
     reference = reference_for(key)
     oci.write_archive(
-        partial / "image.tar", key[:12], layers,
+        partial / "image.tar",
+        key[:12],
+        layers,
         user=f"{rootfs.USER_ID}:{rootfs.USER_ID}",
         entrypoint=["modeldeploy"],
         cmd=["--help"],
@@ -330,15 +360,19 @@ def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path
     unpacked = sum(layer.unpacked_size for layer in layers)
     info = {
         "reference": reference,
-        "layers": [{"comment": layer.comment, "compressed_bytes": layer.size, "unpacked_bytes": layer.unpacked_size}
-                   for layer in layers],
+        "layers": [
+            {"comment": layer.comment, "compressed_bytes": layer.size, "unpacked_bytes": layer.unpacked_size}
+            for layer in layers
+        ],
         "compressed_bytes": compressed,
         "unpacked_bytes": unpacked,
     }
     (partial / "image.json").write_text(json.dumps(info, indent=2) + "\n")
     partial.rename(folder)
-    log(f"image size: {compressed / 1e6:.0f} MB compressed, {unpacked / 1e6:.0f} MB unpacked "
-        f"(project layer {project.size / 1e3:.0f} kB)")
+    log(
+        f"image size: {compressed / 1e6:.0f} MB compressed, {unpacked / 1e6:.0f} MB unpacked "
+        f"(project layer {project.size / 1e3:.0f} kB)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

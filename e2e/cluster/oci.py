@@ -70,9 +70,18 @@ def write_layer(root: Path, blob: Path, comment: str) -> Layer:
     into `blob`, and return its description."""
     names = sorted(entry.name for entry in root.iterdir())
     command = [
-        "tar", "--create", "--file=-", "--directory", str(root), "--sort=name", "--numeric-owner",
-        "--format=posix", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
-        "--xattrs", "--", *names,
+        "tar",
+        "--create",
+        "--file=-",
+        "--directory",
+        str(root),
+        "--sort=name",
+        "--numeric-owner",
+        "--format=posix",
+        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+        "--xattrs",
+        "--",
+        *names,
     ]
     diff_id, unpacked = hashlib.sha256(), 0
     partial = blob.with_name(blob.name + ".partial")
@@ -89,8 +98,12 @@ def write_layer(root: Path, blob: Path, comment: str) -> Layer:
         raise RuntimeError(f"{' '.join(command[:6])} … failed with exit {tar.returncode}")
     partial.replace(blob)
     return Layer(
-        path=str(blob), digest=f"sha256:{writer.hash.hexdigest()}", diff_id=f"sha256:{diff_id.hexdigest()}",
-        size=writer.size, unpacked_size=unpacked, comment=comment,
+        path=str(blob),
+        digest=f"sha256:{writer.hash.hexdigest()}",
+        diff_id=f"sha256:{diff_id.hexdigest()}",
+        size=writer.size,
+        unpacked_size=unpacked,
+        comment=comment,
     )
 
 
@@ -143,8 +156,21 @@ def write_archive(
         (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
         partial = archive.with_name(archive.name + ".partial")
         subprocess.run(
-            ["tar", "--create", f"--file={partial}", "--directory", str(layout), "--sort=name",
-             "--owner=0", "--group=0", "--numeric-owner", "--mode=a+r", "oci-layout", "index.json", "blobs"],
+            [
+                "tar",
+                "--create",
+                f"--file={partial}",
+                "--directory",
+                str(layout),
+                "--sort=name",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                "--mode=a+r",
+                "oci-layout",
+                "index.json",
+                "blobs",
+            ],
             check=True,
         )
         partial.replace(archive)

@@ -94,7 +94,7 @@ def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:
 
 
 def _one_line_sources(text: str) -> list[tuple[str, list[str]]]:
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for line in text.splitlines():
         words = re.sub(r"\[[^]]*\]", "", line.split("#", 1)[0]).split()
         if len(words) >= 3 and words[0] == "deb":
@@ -103,7 +103,7 @@ def _one_line_sources(text: str) -> list[tuple[str, list[str]]]:
 
 
 def _deb822_sources(text: str) -> list[tuple[str, list[str]]]:
-    found = []
+    found: list[tuple[str, list[str]]] = []
     for stanza in re.split(r"\n\s*\n", text):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
@@ -122,8 +122,12 @@ def build_base(target: Path, log: Log = print) -> None:
     mirror = debian_mirror()
     log(f"debootstrap {SUITE} (minbase + {', '.join(PACKAGES)}) from {mirror}")
     command = [
-        "debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-        SUITE, str(target), mirror,
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(PACKAGES)}",
+        SUITE,
+        str(target),
+        mirror,
     ]
     # debootstrap mounts /proc and /sys inside the target itself; in a private mount
     # namespace those mounts cannot outlive it, whatever happens.
@@ -171,7 +175,7 @@ def run_in_root(
 ) -> None:
     """Run `argv` chrooted into `root`, with /proc, /dev and `binds` (path in root ->
     host folder) mounted in a private mount namespace that ends with the command."""
-    script = ['set -e', 'root="$1"; shift', 'mount -t proc proc "$root/proc"', 'mount --rbind /dev "$root/dev"']
+    script = ["set -e", 'root="$1"; shift', 'mount -t proc proc "$root/proc"', 'mount --rbind /dev "$root/dev"']
     args: list[str] = [str(root)]
     for index, (inside, host) in enumerate((binds or {}).items()):
         mount_point = root / inside.lstrip("/")
