@@ -117,7 +117,17 @@ def ensure_binaries(log: Callable[[str], None] = print) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
         log(f"binaries built in {time.monotonic() - started:.0f}s")
+        _prune(keep=target.parent)
     return target
+
+
+def _prune(keep: Path, count: int = 2) -> None:
+    """Remove all but the `count` newest builds (each is a few hundred MB)."""
+    builds = [p for p in keep.parent.iterdir() if p.is_dir() and (p / "bin" / STAMP).exists()]
+    builds.sort(key=lambda p: (p / "bin" / STAMP).stat().st_mtime, reverse=True)
+    for old in builds[count:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def _build(out: Path, log: Callable[[str], None]) -> None:

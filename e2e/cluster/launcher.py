@@ -9,9 +9,12 @@ broken one; a failed `up` cleans up after itself before it raises.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -60,9 +63,23 @@ def healthy(run_dir: Path, state: State) -> bool:
         return False
 
 
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """One up or down at a time per run folder (two test sessions may share a cluster)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(control_plane_only: bool = False, run_dir: Path | None = None, log: Log = print) -> State:
     """Bring the cluster up (or reuse it) and return its state."""
     run_dir = run_dir or settings.run_dir()
+    with _locked(run_dir):
+        return _up(control_plane_only, run_dir, log)
+
+
+def _up(control_plane_only: bool, run_dir: Path, log: Log) -> State:
     started = time.monotonic()
     want_node = not control_plane_only
     state = State.load(run_dir)
@@ -70,9 +87,9 @@ def up(control_plane_only: bool = False, run_dir: Path | None = None, log: Log =
         if state.node or not want_node:
             log(f"cluster already up ({run_dir})")
             return state
-    elif state is not None or (run_dir / "pids").exists():
+    elif state is not None or Supervisor(run_dir).recorded():
         log("found a stopped or broken cluster; cleaning it up first")
-        down(run_dir, log=log)
+        _down(run_dir, log)
         state = None
 
     system.ensure_packages(node=want_node, log=log)
@@ -93,7 +110,7 @@ def up(control_plane_only: bool = False, run_dir: Path | None = None, log: Log =
             node.start(state.plane(run_dir), supervisor, log=log)
     except BaseException:
         log(f"up failed; stopping what was started (logs stay in {run_dir / 'logs'})")
-        down(run_dir, log=log)
+        _down(run_dir, log)
         raise
     log(f"cluster up in {time.monotonic() - started:.1f}s; KUBECONFIG={run_dir / 'admin.kubeconfig'}")
     return state
@@ -120,6 +137,11 @@ def _fresh_run_dir(run_dir: Path) -> None:
 def down(run_dir: Path | None = None, log: Log = print) -> None:
     """Stop everything `up` started in `run_dir` and remove what it made on the host."""
     run_dir = run_dir or settings.run_dir()
+    with _locked(run_dir):
+        _down(run_dir, log)
+
+
+def _down(run_dir: Path, log: Log) -> None:
     if not run_dir.exists():
         return
     state = State.load(run_dir)
