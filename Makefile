@@ -8,7 +8,11 @@ STAMP := $(VENV)/.installed
 MODELS ?= build/models
 PORT ?= 8080
 
-.PHONY: demo test lint venv models clean
+# Debian packages the tests need; the cluster launcher installs its own (containerd, runc,
+# CNI plugins, iptables, umoci, debootstrap) when missing. Installed only when run as root.
+SYSTEM_PACKAGES := shellcheck debootstrap umoci runc
+
+.PHONY: demo test lint venv models clean system-packages
 
 venv: $(STAMP)
 
@@ -35,7 +39,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint
+system-packages:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "make test needs these Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+test: system-packages lint
 	$(BIN)/python -m pytest
 
 clean:
