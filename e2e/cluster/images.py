@@ -51,6 +51,10 @@ BASE_RECIPE = "1"
 
 NAME = "modeldeploy.local/modeldeploy"
 VENV = "/opt/modeldeploy"
+MODELS_DIR = f"{VENV}/models"
+"""The example models (examples/train.py) ship in the image, so a cluster without network
+access can serve them with file:// URIs; a copy stays next to the archive for the tests."""
+TRAINING_SCRIPT = "examples/train.py"
 EXTRAS = "serving,operator"
 SOURCES = ("serving", "operator")
 """The source folders whose content goes into the image (and so into its key)."""
@@ -114,7 +118,11 @@ def source_files(repo_root: Path) -> list[Path]:
 
 
 def project_key(repo_root: Path) -> str:
-    parts = [deps_key(repo_root).encode(), (repo_root / "pyproject.toml").read_bytes()]
+    parts = [
+        deps_key(repo_root).encode(),
+        (repo_root / "pyproject.toml").read_bytes(),
+        (repo_root / TRAINING_SCRIPT).read_bytes(),
+    ]
     for relative in source_files(repo_root):
         parts += [str(relative).encode(), (repo_root / relative).read_bytes()]
     return _digest(*parts)
@@ -198,7 +206,7 @@ def _build(repo_root: Path, key: str, log: Log) -> None:
         deps_folder = images_dir() / f"deps-{deps_key(repo_root)}"
         _gather_wheels(repo_root, scratch / "wheels", with_dependencies=not deps_folder.exists(), log=log)
         deps = _ensure_deps(base, deps_folder, scratch, log)
-        _build_project(base, deps, images_dir() / key, key, scratch, log)
+        _build_project(repo_root, base, deps, images_dir() / key, key, scratch, log)
 
 
 def _ensure_base(log: Log) -> Path:
@@ -320,7 +328,47 @@ def _empty(folder: Path) -> Path:
     return folder
 
 
-def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path, log: Log) -> None:
+def _train_examples(repo_root: Path, out: Path, log: Log) -> None:
+    """examples/train.py with this interpreter (the project's venv has its dev extras)."""
+    log("training the example models")
+    result = subprocess.run(
+        [sys.executable, str(repo_root / TRAINING_SCRIPT), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{TRAINING_SCRIPT} failed:\n{result.stdout}{result.stderr}")
+    for path in out.iterdir():
+        path.chmod(0o644)
+
+
+def example_models_folder(repo_root: Path = REPO_ROOT) -> Path:
+    """The copy of the image's example models kept beside its archive (built if needed)."""
+    _, archive = project_image(repo_root)
+    return archive.parent / "models"
+
+
+def example_models_manifest(repo_root: Path = REPO_ROOT) -> list[dict[str, str]]:
+    """models.json of the example models inside the image: name, version, file, sha256."""
+    entries: list[dict[str, str]] = json.loads((example_models_folder(repo_root) / "models.json").read_text())
+    return entries
+
+
+def example_model_path(file: str, repo_root: Path = REPO_ROOT) -> Path:
+    return example_models_folder(repo_root) / file
+
+
+def example_request_rows(name: str = "breast-cancer", repo_root: Path = REPO_ROOT) -> list[list[float]]:
+    """The rows of the sample request that examples/train.py writes for a model."""
+    request = json.loads((example_models_folder(repo_root) / f"{name}-request.json").read_text())
+    tensor = request["inputs"][0]
+    width = tensor["shape"][1]
+    data = tensor["data"]
+    return [data[i : i + width] for i in range(0, len(data), width)]
+
+
+def _build_project(repo_root: Path, base: Path, deps: Path, folder: Path, key: str, scratch: Path, log: Log) -> None:
     """<key>/image.tar: base, deps and the project layer, configured, one tag."""
     partial = _fresh(folder)
     tree = scratch / "layer"
@@ -336,7 +384,11 @@ def _build_project(base: Path, deps: Path, folder: Path, key: str, scratch: Path
         _project_wheel(scratch / "wheels"),
     )
     rootfs.run_in_root(base / "rootfs", argv, binds=binds, what="installing the project")
-    project = oci.write_layer(tree, scratch / "project.tar.gz", "the modeldeploy wheel")
+    models = tree / MODELS_DIR.lstrip("/")
+    models.mkdir(mode=0o755, parents=True)
+    _train_examples(repo_root, models, log)
+    shutil.copytree(models, partial / "models")
+    project = oci.write_layer(tree, scratch / "project.tar.gz", "the modeldeploy wheel and the example models")
     layers = [_layer(base), _layer(deps), project]
     reference = reference_for(key)
     oci.write_archive(
