@@ -31,12 +31,21 @@ COPY . .
 RUN /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt '.[serving,operator]' \
  && /opt/modeldeploy/bin/pip check
 
+# ---- examples: the example models, trained from scikit-learn's data sets ---------------
+# They ship in the image at /opt/modeldeploy/models so a cluster can serve them with
+# file:// URIs without any model store (examples/*.yaml use them).
+FROM build AS examples
+RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print("\n".join(e for e in extras["dev"] if e.startswith(("scikit-learn", "skl2onnx"))))' > /tmp/training.txt \
+ && /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt --requirement /tmp/training.txt \
+ && /opt/modeldeploy/bin/python examples/train.py --out /models
+
 # ---- runtime: the same base, the venv, a non-root user; no compilers, no sources -------
 FROM ${PYTHON_IMAGE}
 RUN getent passwd 65532 >/dev/null \
  || { groupadd --gid 65532 nonroot \
       && useradd --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot; }
 COPY --from=build /opt/modeldeploy /opt/modeldeploy
+COPY --from=examples /models /opt/modeldeploy/models
 ENV PATH=/opt/modeldeploy/bin:$PATH \
     HOME=/home/nonroot \
     LANG=C.UTF-8 \
