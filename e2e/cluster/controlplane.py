@@ -20,6 +20,7 @@ import subprocess
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from e2e.cluster import certs, settings
 from e2e.cluster.processes import Supervisor
@@ -98,11 +99,19 @@ class ControlPlane:
     def bin(self, name: str) -> str:
         return str(self.bin_dir / name)
 
-    def readyz(self, path: str = "/readyz") -> bool:
-        """True when the API server answers `path` with 200 to the admin user."""
+    def get_json(self, path: str) -> dict[str, Any]:
+        """GET `path` from the API server as the admin user; the decoded JSON body."""
+        with urllib.request.urlopen(self.server + path, context=self._tls(), timeout=2) as response:
+            return dict(json.load(response))
+
+    def _tls(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         context.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
-        with urllib.request.urlopen(self.server + path, context=context, timeout=2) as r:
+        return context
+
+    def readyz(self, path: str = "/readyz") -> bool:
+        """True when the API server answers `path` with 200 to the admin user."""
+        with urllib.request.urlopen(self.server + path, context=self._tls(), timeout=2) as r:
             return bool(r.status == 200)
 
 
@@ -239,4 +248,4 @@ def _http_ok(url: str) -> bool:
 
 
 def _default_service_account(plane: ControlPlane) -> bool:
-    return plane.readyz("/api/v1/namespaces/default/serviceaccounts/default")
+    return bool(plane.get_json("/api/v1/namespaces/default/serviceaccounts/default"))

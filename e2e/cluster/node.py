@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.request
 from pathlib import Path
 
 from e2e.cluster import certs, containerd, settings
@@ -186,17 +187,18 @@ def start(plane: ControlPlane, supervisor: Supervisor, log: Log = print) -> None
     )
     watch = ("kube-apiserver", *NODE)
     supervisor.wait_for(f"node {node} Ready", lambda: node_ready(plane), watch, 90)
+    # kube-proxy answers /healthz once it has written the Service rules at least once.
+    healthz = json.loads((run_dir / "kube-proxy-config.json").read_text())["healthzBindAddress"]
+    supervisor.wait_for("kube-proxy", lambda: _http_ok(f"http://{healthz}/healthz"), watch, 60)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return bool(response.status == 200)
 
 
 def node_ready(plane: ControlPlane) -> bool:
     """True when the node object reports the Ready condition as True."""
-    import ssl
-    import urllib.request
-
-    context = ssl.create_default_context(cafile=str(plane.pki / "ca.crt"))
-    context.load_cert_chain(str(plane.pki / "admin.crt"), str(plane.pki / "admin.key"))
-    url = f"{plane.server}/api/v1/nodes/{settings.NODE_NAME}"
-    with urllib.request.urlopen(url, context=context, timeout=2) as response:
-        node = json.load(response)
+    node = plane.get_json(f"/api/v1/nodes/{settings.NODE_NAME}")
     conditions = node.get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
