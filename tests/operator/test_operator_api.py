@@ -13,13 +13,17 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from modeldeploy_operator.api import ModelDeploymentSpec
 
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 
+REPO = Path(__file__).resolve().parents[2]
 URI = "https://models.example.test/breast-cancer/1/model.onnx"
 DIGEST = "a" * 64
 
@@ -257,3 +261,14 @@ def test_bad_settings_stop_the_operator_at_start() -> None:
     assert result.returncode == 2
     expected = "--image-pull-policy (MODELDEPLOY_IMAGE_PULL_POLICY): 'Sometimes' is not Always, IfNotPresent or Never"
     assert expected in result.stderr
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_examples_are_accepted_by_the_api_server(crd_installed: Cluster, namespace: str, example: Path) -> None:
+    crd_installed.kubectl("-n", namespace, "apply", "--dry-run=server", "-f", str(example))
+
+
+def test_examples_are_valid_model_deployments() -> None:
+    for example in sorted((REPO / "examples").glob("*.yaml")):
+        body = yaml.safe_load(example.read_text())
+        ModelDeploymentSpec.model_validate(body["spec"])
