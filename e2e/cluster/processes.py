@@ -17,6 +17,10 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes this Python process started: kept so they are reaped when they exit, and
+so Popen does not warn about a child still running when its object is collected."""
+
 
 class ComponentDied(RuntimeError):
     """A cluster component exited while the launcher was waiting on the cluster."""
@@ -56,6 +60,7 @@ class Supervisor:
                 start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
+        _children[process.pid] = process
         record = {"pid": process.pid, "start": _start_time(process.pid), "argv": list(argv)}
         (self.pids / f"{name}.json").write_text(json.dumps(record))
         return process.pid
@@ -74,6 +79,8 @@ class Supervisor:
         except (OSError, ValueError):
             return None
         pid = int(record["pid"])
+        if pid in _children and _children[pid].poll() is not None:
+            return None  # ours, exited and now reaped
         if _start_time(pid) != record["start"]:
             return None
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
