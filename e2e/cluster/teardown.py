@@ -190,42 +190,44 @@ def _chains(saved: str) -> set[str]:
 
 
 def _remove_iptables(tool: str, before: list[str] | None) -> None:
-    """Delete chains (KUBE-*, CNI-*) created since the snapshot, the rules jumping to
-    them, and rules tagged with our CNI network's name."""
     if before is None:
         return
-    saved = _save(tool)
+    script = cleanup_script(_save(tool), before, settings.NETWORK_NAME)
+    if script:
+        subprocess.run([f"{tool}-restore", "--noflush"], input=script, text=True, capture_output=True)
+
+
+def cleanup_script(saved: str, before: list[str], network: str) -> str:
+    """The iptables-restore --noflush input that undoes what the node added, given
+    iptables-save output now and the 'table/chain' names that existed before.
+
+    Deleted: chains named KUBE-* or CNI-* that did not exist before (flushed first, so
+    they can reference each other), the rules in other chains that jump to them, and
+    rules the CNI plugins tagged with our network's name. Nothing else is touched.
+    """
     owned = {c for c in _chains(saved) - set(before) if c.split("/", 1)[1].startswith(OWNED_CHAIN_PREFIXES)}
-    tag = f'name: \\"{settings.NETWORK_NAME}\\"'
+    tag = f'name: \\"{network}\\"'
 
     def ours(table: str, rule: str) -> bool:
         words = rule.split()
         for flag in ("-j", "-g"):
-            if flag in words and f"{table}/{words[words.index(flag) + 1]}" in owned:
+            if flag in words[:-1] and f"{table}/{words[words.index(flag) + 1]}" in owned:
                 return True
         return tag in rule
 
     script: list[str] = []
-    deletes: list[str] = []
-    drops: list[str] = []
-    table = ""
-
-    def flush() -> None:
-        if deletes or drops:
-            script.extend([f"*{table}", *deletes, *drops, "COMMIT"])
-
+    table, deletes = "", list[str]()
     for line in [*saved.splitlines(), "*"]:
         if line.startswith("*"):
-            flush()
-            table, deletes, drops = line[1:], [], []
             chains = sorted(c.split("/", 1)[1] for c in owned if c.startswith(table + "/"))
-            drops = [f"-F {c}" for c in chains] + [f"-X {c}" for c in chains]
+            if deletes or chains:
+                script += [f"*{table}", *deletes, *(f"-F {c}" for c in chains), *(f"-X {c}" for c in chains), "COMMIT"]
+            table, deletes = line[1:], []
         elif line.startswith("-A "):
             chain = line.split()[1]
             if f"{table}/{chain}" not in owned and ours(table, line):
                 deletes.append("-D " + line[3:])
-    if script:
-        subprocess.run([f"{tool}-restore", "--noflush"], input="\n".join(script) + "\n", text=True, capture_output=True)
+    return "\n".join(script) + "\n" if script else ""
 
 
 def _remove_cgroups() -> None:
