@@ -111,9 +111,18 @@ def _cell(point: dict[str, Any] | None) -> str:
 def markdown(results: dict[str, Any]) -> str:
     summary = results["summary"]
     concurrencies = sorted({s["concurrency"] for s in summary})
+    loads = [r["loadavg_1min"] for r in results["runs"] if "loadavg_1min" in r]
+    load_text = (
+        f"; 1-minute load average during the runs: median {statistics.median(loads):.2f}, max {max(loads):.2f}"
+        if loads
+        else ""
+    )
     lines = [
         f"Command: `{results['command']}`  ",
-        f"Started {results['started']}, finished {results['finished']}; load before: `{results['machine']['uptime']}`",
+        f"Started {results['started']}, finished {results['finished']}  ",
+        f"Machine: {results['machine']['cpu']}, {results['machine']['cores']} cores"
+        + load_text
+        + f"; at the end: `{results['machine'].get('uptime_at_end', results['machine'].get('uptime'))}`",
         "",
     ]
     for model in sorted({s["model"] for s in summary}):

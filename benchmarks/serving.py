@@ -124,6 +124,7 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
                     before = server.batch_counters()
                     result = load.wrk(server.url, body, connections, args.seconds, args.nice)
                     result["batches"] = batches(before, server.batch_counters(), result["requests"])
+                    result["loadavg_1min"] = os.getloadavg()[0]
                     runs.append(
                         {
                             "model": f"v{version}",
@@ -175,7 +176,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "uptime": sh("uptime"),
+        "uptime_at_end": sh("uptime"),
         "other_busy_processes": sh("ps -eo pcpu,comm --sort=-pcpu --no-headers | head -5"),
         "commit": sh(f"git -C {HERE.parent} rev-parse --short HEAD"),
         "uncommitted_serving_changes": sh(f"git -C {HERE.parent} status --porcelain serving/"),
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     command = " ".join([".venv/bin/python", "benchmarks/serving.py", *(sys.argv[1:] if argv is None else argv)])
     environments.ensure_wrk()
     started = datetime.datetime.now(datetime.UTC)
+    load_at_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="modeldeploy-bench-") as scratch:
         args.work = Path(scratch)
         args.logs = args.work / "logs"
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": {"loadavg_at_start": load_at_start, **machine()},
         "settings": {k: v for k, v in vars(args).items() if k not in ("work", "logs", "out")},
         "payload": payload,
         "parity": parity,
