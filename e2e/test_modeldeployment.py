@@ -28,16 +28,22 @@ def serving_image(cluster: Cluster) -> str:
 
 
 def mdep(name: str, version: str, sha256: str, replicas: int = 1) -> str:
-    return json.dumps({
-        "apiVersion": "modeldeploy.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx", "version": version, "sha256": sha256},
-            "replicas": replicas,
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-        },
-    })
+    return json.dumps(
+        {
+            "apiVersion": "modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name},
+            "spec": {
+                "model": {
+                    "uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx",
+                    "version": version,
+                    "sha256": sha256,
+                },
+                "replicas": replicas,
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            },
+        }
+    )
 
 
 def get(kube: Cluster, namespace: str, *what: str) -> Any:
@@ -47,10 +53,19 @@ def get(kube: Cluster, namespace: str, *what: str) -> Any:
 def predict(kube: Cluster, namespace: str, name: str, rows: np.ndarray) -> dict[str, Any]:
     """POST to the model's Service ClusterIP from the host (kube-proxy routes it)."""
     ip = get(kube, namespace, "service", name)["spec"]["clusterIP"]
-    body = {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
-                        "data": rows.astype(np.float32).reshape(-1).tolist()}]}
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.astype(np.float32).reshape(-1).tolist(),
+            }
+        ]
+    }
     request = urllib.request.Request(
-        f"http://{ip}/v2/models/{name}/infer", data=json.dumps(body).encode(),
+        f"http://{ip}/v2/models/{name}/infer",
+        data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
@@ -90,8 +105,9 @@ def test_model_deployment_serves_then_a_bad_digest_stalls_while_the_old_version_
 
     # Version 2 with the digest of another file: the fetch step refuses it.
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("cancer", "2", digest["3"]))
-    message = wait_for("Stalled with the fetch step's message", lambda: stalled_message(kube, namespace, "cancer"),
-                       timeout=180)
+    message = wait_for(
+        "Stalled with the fetch step's message", lambda: stalled_message(kube, namespace, "cancer"), timeout=180
+    )
     assert "digest-mismatch" in message and f"expected {digest['3']}" in message, message
     status = get(kube, namespace, "mdep", "cancer")["status"]
     assert status["phase"] == "Degraded"
