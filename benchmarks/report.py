@@ -39,6 +39,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p50_ms": statistics.median(r["p50_ms"] for r in group),
                 "p99_ms": statistics.median(r["p99_ms"] for r in group),
                 "errors": sum(r["errors"] for r in group),
+                "cpu_us_per_request": statistics.median(r.get("cpu_us_per_request", float("nan")) for r in group),
             }
         )
     return summary
@@ -144,6 +145,19 @@ def markdown(results: dict[str, Any]) -> str:
             if any(points):
                 label = next(p["label"] for p in points if p)
                 lines.append(f"| {label} | " + " | ".join(_cell(p) for p in points) + " |")
+        lines += [
+            "",
+            f"Server CPU time per request, us (user + system, all its threads; median), breast-cancer {model}:",
+            "",
+            "| server | " + " | ".join(f"c{c}" for c in concurrencies) + " |",
+            "|---|" + "---|" * len(concurrencies),
+        ]
+        for server in ORDER:
+            points = [_point(summary, model, server, c) for c in concurrencies]
+            if any(points):
+                label = next(p["label"] for p in points if p)
+                cells = [f"{p['cpu_us_per_request']:.0f}" if p else "-" for p in points]
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
         "### Targets",

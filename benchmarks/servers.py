@@ -73,6 +73,23 @@ class Server:
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"{self.label} answered {error.code} to the payload: {error.read()[:300]!r}") from None
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) used so far by the server's processes, all threads included.
+
+        Throughput on a shared machine depends on what else runs; CPU time per request does
+        much less, so it is recorded beside every run.
+        """
+        assert self.process is not None
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # a process that ended while we looked
+            if int(fields[2]) == self.process.pid:  # the process group
+                total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+        return total / os.sysconf("SC_CLK_TCK")
+
     def batch_counters(self) -> dict[str, float] | None:
         """Our server's batch and inference-time counters from /metrics (None for the others)."""
         if not self.key.startswith(("ours", "whatif")):

@@ -121,8 +121,9 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
         for repeat in range(args.repeats):
             for server in running:
                 for connections in args.concurrency:
-                    before = server.batch_counters()
+                    before, cpu = server.batch_counters(), server.cpu_seconds()
                     result = load.wrk(server.url, body, connections, args.seconds, args.nice)
+                    result["cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - cpu) / max(1, result["requests"])
                     result["batches"] = batches(before, server.batch_counters(), result["requests"])
                     result["loadavg_1min"] = os.getloadavg()[0]
                     runs.append(
@@ -137,6 +138,7 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
                     )
                     print(
                         f"  v{version} {server.label:34} c{connections:<3} #{repeat}: {result['rps']:8.0f} req/s"
+                        f"  cpu {result['cpu_us_per_request']:5.0f} us/req"
                         f"  p50 {result['p50_ms']:6.2f} ms  p99 {result['p99_ms']:6.2f} ms"
                         + (f"  ERRORS {result['errors']}" if result["errors"] else "")
                         + (
