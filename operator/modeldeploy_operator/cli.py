@@ -23,6 +23,8 @@ def main(argv: Sequence[str]) -> int:
         log_prefix=False,
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    # kopf logs every handled watch event at INFO; ours are triggers, worth no line each.
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from modeldeploy_operator import handlers  # noqa: F401, PLC0415  (importing registers the handlers)
 
     kopf.run(
