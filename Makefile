@@ -12,7 +12,7 @@ PORT ?= 8080
 # CNI plugins, iptables, umoci, debootstrap) when missing. Installed only when run as root.
 SYSTEM_PACKAGES := shellcheck debootstrap umoci runc
 
-.PHONY: demo test lint venv models clean system-packages
+.PHONY: demo cluster-demo test lint venv models clean system-packages
 
 venv: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: models
 	@echo "Stop with Ctrl-C."
 	@echo
 	$(BIN)/modeldeploy serve --model $(MODELS)/breast-cancer-v1.onnx --name breast-cancer --version 1 --port $(PORT)
+
+# The operator on the local cluster (root; the first run builds Kubernetes from Go modules).
+cluster-demo: $(STAMP)
+	bash examples/cluster-demo.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
