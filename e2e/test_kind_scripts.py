@@ -15,6 +15,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 KIND = REPO / "e2e" / "kind"
 SCRIPTS = sorted(KIND.glob("*.sh"))
+DEMOS = sorted((REPO / "examples").glob("*.sh"))  # shellchecked with them
 ENTRY_POINTS = ("up.sh", "test.sh", "down.sh")
 
 
@@ -27,7 +28,7 @@ def test_shellcheck_is_clean() -> None:
     if shellcheck is None:
         pytest.fail("shellcheck is not installed: apt-get install shellcheck (`make test` installs it)")
     result = subprocess.run(
-        [shellcheck, "--external-sources", "--severity=style", *map(str, SCRIPTS)],
+        [shellcheck, "--external-sources", "--severity=style", *map(str, SCRIPTS + DEMOS)],
         capture_output=True,
         text=True,
         cwd=REPO,
