@@ -126,7 +126,7 @@ def _fresh_run_dir(run_dir: Path) -> None:
         else:
             entry.unlink()
     (run_dir / "containerd").mkdir(exist_ok=True)
-    for name in ("state", "opt", "containerd.sock", "containerd.sock.ttrpc"):
+    for name in ("state", "opt", "runc", "containerd.sock", "containerd.sock.ttrpc"):
         path = run_dir / "containerd" / name
         if path.is_dir():
             shutil.rmtree(path)
