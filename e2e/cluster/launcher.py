@@ -144,9 +144,7 @@ def down(run_dir: Path | None = None, log: Log = print) -> None:
 def _down(run_dir: Path, log: Log) -> None:
     if not run_dir.exists():
         return
-    state = State.load(run_dir)
-    bin_dir = Path(state.bin_dir) if state else None
-    teardown.down(run_dir, Supervisor(run_dir), bin_dir, log=log)
+    teardown.down(run_dir, Supervisor(run_dir), log=log)
     (run_dir / "state.json").unlink(missing_ok=True)
 
 

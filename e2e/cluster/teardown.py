@@ -39,24 +39,29 @@ def snapshot(run_dir: Path) -> None:
         target.write_text(json.dumps(before, indent=1))
 
 
-def down(run_dir: Path, supervisor: Supervisor, bin_dir: Path | None, log: Log = print) -> None:
-    """Stop every recorded process and remove what the node made on the host."""
+def down(run_dir: Path, supervisor: Supervisor, log: Log = print) -> None:
+    """Stop every recorded process and remove what the node made on the host.
+
+    Host-wide clean-up (pod processes in kubepods cgroups, the bridge, iptables) runs only
+    when this run folder's `up` started a node (its snapshot exists), so a control-plane
+    `down` never touches a node that something else runs on this machine.
+    """
+    before = _load_before(run_dir)
     for name in ("kubelet", "kube-proxy"):
         supervisor.stop(name)
     if supervisor.pid("containerd") is not None:
         _remove_containers(run_dir)
-    _kill_pod_processes()
+    if before:
+        _kill_pod_processes()
     supervisor.stop("containerd")
     _kill_shims(run_dir)
-    if bin_dir is not None and (run_dir / "kube-proxy-config.json").exists():
-        subprocess.run([str(bin_dir / "kube-proxy"), "--cleanup"], capture_output=True)
-    before = _load_before(run_dir)
     _unmount_under(run_dir)
-    _remove_netns(before.get("netns"))
-    _remove_network_devices()
-    for tool in ("iptables", "ip6tables"):
-        _remove_iptables(tool, before.get("chains", {}).get(tool))
-    _remove_cgroups()
+    if before:
+        _remove_netns(before.get("netns"))
+        _remove_network_devices()
+        for tool in ("iptables", "ip6tables"):
+            _remove_iptables(tool, before.get("chains", {}).get(tool))
+        _remove_cgroups()
     _restore_sysctls(run_dir)
     for name in reversed(supervisor.recorded()):
         log(f"stopping {name}")
