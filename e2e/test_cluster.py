@@ -348,6 +348,17 @@ def test_pods_reach_services_and_the_api_server(cluster: Cluster, hello: Any, na
     assert health == "ok"
 
 
+def test_service_names_resolve_inside_pods(cluster: Cluster, hello: Any, namespace: str) -> None:
+    inside = _ready_pods(hello, namespace, "hello")[0].metadata.name
+    names = {f"hello from {p.metadata.name}\n" for p in _ready_pods(hello, namespace, "hello")}
+    for url in ("http://hello/", f"http://hello.{namespace}.svc.cluster.local/"):
+        assert cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", url) in names
+    health = cluster.kubectl(
+        "exec", "-n", namespace, inside, "--", "/hello", "get", "-k", "https://kubernetes.default/livez"
+    )
+    assert health == "ok"
+
+
 def test_deleting_a_pod_brings_a_new_one(hello: Any, namespace: str) -> None:
     victim = _ready_pods(hello, namespace, "hello")[0]
     hello.delete_namespaced_pod(victim.metadata.name, namespace, grace_period_seconds=0)

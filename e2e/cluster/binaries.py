@@ -1,4 +1,4 @@
-"""Builds the Kubernetes, etcd, pause and helm binaries from Go modules, once.
+"""Builds the Kubernetes, etcd, CoreDNS, pause and helm binaries from Go modules, once.
 
 Kubernetes publishes no binaries we can download here, and `go install` refuses
 k8s.io/kubernetes, so the components are compiled from the wrapper module in ./go
@@ -7,8 +7,9 @@ cache outside the repository, keyed by a hash of everything that affects it (mod
 files, sources, versions, flags, Go version); a warm call only checks a stamp file.
 
 All Kubernetes components are one multi-call binary (`k8s`), reached through
-symlinks named after each component; pause, helm and hello (a tiny HTTP server for
-the cluster's own proof tests) are separate binaries.
+symlinks named after each component. Separate binaries: pause, hello (a tiny HTTP
+server for the cluster's own proof tests), and helm and coredns, each from its own
+module because they pin other k8s.io versions.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def _build(out: Path, log: Callable[[str], None]) -> None:
         ("k8s", module, ["./cmd/k8s"], version_ldflags()),
         ("pause", module, ["./cmd/pause"], "-s -w"),
         ("hello", module, ["./cmd/hello"], "-s -w"),
+        ("coredns", module / "coredns", ["."], "-s -w"),
         ("helm", module / "helm", ["helm.sh/helm/v3/cmd/helm"], helm_ldflags()),
     ]
     for name, cwd, packages, ldflags in steps:

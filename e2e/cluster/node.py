@@ -17,12 +17,12 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from e2e.cluster import certs, containerd, settings
+from e2e.cluster import certs, containerd, dns, settings
 from e2e.cluster.controlplane import ControlPlane, free_port, write_kubeconfig
 from e2e.cluster.processes import Supervisor
 from e2e.cluster.settings import Log
 
-NODE = ("containerd", "kubelet", "kube-proxy")
+NODE = ("containerd", "coredns", "kubelet", "kube-proxy")
 
 SYSCTLS = {
     "net.ipv4.ip_forward": "1",
@@ -111,6 +111,7 @@ def _kubelet_config(run_dir: Path, plane: ControlPlane, serving: certs.Pair) -> 
         "maxPods": 110,
         "protectKernelDefaults": False,
         "makeIPTablesUtilChains": True,
+        **dns.kubelet_settings(),
     }
     path = run_dir / "kubelet-config.json"
     path.write_text(json.dumps(config, indent=2))
@@ -162,6 +163,8 @@ def start(plane: ControlPlane, supervisor: Supervisor, log: Log = print) -> None
         run_dir / "kube-proxy.kubeconfig", plane.server, ca.pair.cert, proxy_client, "kube-proxy"
     )
 
+    log("starting coredns")
+    dns.start(plane, supervisor)
     log(f"starting kubelet (node {node})")
     supervisor.start(
         "kubelet",
