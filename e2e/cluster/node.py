@@ -1,4 +1,4 @@
-"""The worker node: CNI network, kubelet and kube-proxy on top of containerd.
+"""The worker node: CNI network, CoreDNS, kubelet and kube-proxy on top of containerd.
 
 One node, named settings.NODE_NAME, on the host itself. Pods get addresses on a Linux
 bridge from the Debian CNI plugins (bridge with host-local IPAM, portmap, loopback);
