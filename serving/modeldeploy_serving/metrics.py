@@ -19,6 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
 
+FLUSH_ROWS = 1024  # rows kept before they are counted (or fewer, at every scrape)
+
 
 def _bucket_bounds(edges: list[float]) -> list[str]:
     return [repr(float(edge)) for edge in edges] + ["+Inf"]
@@ -147,6 +149,8 @@ class _DataTelemetry:
         outputs = profile.outputs if profile else []
         tracked = features[: t.MAX_FEATURES]
         self.untracked = len(features) - len(tracked)
+        self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        self._pending_rows = 0
         self.features = {
             name: _feature_group([f for f in tracked if f.input == name])
             for name in dict.fromkeys(f.input for f in tracked)
@@ -162,6 +166,33 @@ class _DataTelemetry:
                 self.predictions[name] = _output_group(group[: t.MAX_CLASSES])
 
     def observe(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
+        """Keep the batch for counting later, with others: see flush()."""
+        if not (self.features or self.predictions or self.classes):
+            return
+        self._pending.append((inputs, outputs))
+        self._pending_rows += next(iter(inputs.values())).shape[0]
+        if self._pending_rows >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Count every batch kept since the last flush, in one pass.
+
+        A numpy call costs microseconds whatever its size, so counting a batch of one row
+        costs as much as a batch of a thousand. Batches are kept (references, no copies)
+        until FLUSH_ROWS rows are waiting or /metrics is scraped, then counted together.
+        """
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if not pending:
+            return
+        try:
+            inputs, outputs = _stack([p[0] for p in pending]), _stack([p[1] for p in pending])
+        except ValueError:  # batches whose non-batch dimensions differ: one at a time
+            for one_inputs, one_outputs in pending:
+                self._count(one_inputs, one_outputs)
+            return
+        self._count(inputs, outputs)
+
+    def _count(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> None:
         for name, group in self.features.items():
             group.observe(inputs[name])
         for name, binned in self.predictions.items():
@@ -175,6 +206,7 @@ class _DataTelemetry:
         return []
 
     def collect(self) -> Iterator[Metric]:
+        self.flush()
         base_names = list(t.BASE_LABELS)
         values = HistogramMetricFamily(
             t.FEATURE_VALUE,
@@ -212,6 +244,12 @@ class _DataTelemetry:
         )
         untracked.add_metric(list(self.base), float(self.untracked))
         yield from (values, missing, invalid, predictions, classes, untracked)
+
+
+def _stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    if len(batches) == 1:
+        return batches[0]
+    return {name: np.concatenate([batch[name] for batch in batches]) for name in batches[0]}
 
 
 def _feature_group(features: list[FeatureProfile]) -> _Binned:

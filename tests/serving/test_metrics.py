@@ -211,3 +211,29 @@ def test_feature_series_are_capped(serve: Callable[..., InProcessServer], tmp_pa
     features = {labels[t.LABEL_FEATURE] for name, labels, _ in scrape(text, t.FEATURE_MISSING)}
     assert features == {f"x[{i}]" for i in range(t.MAX_FEATURES)}
     assert value(text, t.FEATURES_UNTRACKED, model="wide") == 6
+
+
+def test_batches_are_counted_together_once_enough_rows_wait(example_models: ExampleModels) -> None:
+    """Counting is deferred to amortise numpy's per-call cost; it never loses a row."""
+    from modeldeploy_serving.metrics import FLUSH_ROWS, ServerMetrics
+
+    model = load_model(example_models.path("breast-cancer", "1"), "breast-cancer", "1")
+    metrics = ServerMetrics("breast-cancer", "1", "stable", model.sha256, model.profile)
+    rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1, dtype=np.float32)
+    names = [spec.name for spec in model.outputs]
+    group = metrics.data.features["input"]
+
+    def observe(block: np.ndarray) -> None:
+        outputs = dict(zip(names, model.run(names, {"input": block}), strict=True))
+        metrics.observe_batch({"input": block}, outputs, 0.001)
+
+    observe(rows[:10])
+    assert group.counts.sum() == 0  # kept, not yet counted
+    while metrics.data._pending_rows < FLUSH_ROWS - 10:
+        observe(rows[:10])
+    observe(rows[:10])  # crosses the threshold: everything waiting is counted
+    counted = group.counts.sum() // len(group.labels)
+    assert counted == metrics.rows._value.get() and metrics.data._pending_rows == 0
+    observe(rows[:3])
+    list(metrics.data.collect())  # a scrape counts what waits
+    assert group.counts.sum() // len(group.labels) == counted + 3
