@@ -13,7 +13,6 @@ ORDER = [
     "mlserver-onnx",
     "mlserver-sklearn",
     "whatif-inline",
-    "whatif-inline-deferred",
 ]
 # Measured on the random forest at concurrency 16 on another machine (the serving issue).
 PEERS_ELSEWHERE = {"mlserver-sklearn": 160, "mlserver-onnx": 1900, "bare": 4400}

@@ -42,7 +42,6 @@ ALL_SERVERS = [
     "mlserver-onnx",
     "mlserver-sklearn",
     "whatif-inline",
-    "whatif-inline-deferred",
 ]
 
 
@@ -63,9 +62,6 @@ def build_servers(
             built.append(servers.ours(key, "ours, --max-batch-size 1", onnx, NAME, p, "--max-batch-size", "1"))
         elif key == "whatif-inline":
             built.append(servers.whatif(key, "what if: calls inline", "inline", onnx, NAME, p))
-        elif key == "whatif-inline-deferred":
-            label = "what if: inline + deferred histograms"
-            built.append(servers.whatif(key, label, "inline,deferred", onnx, NAME, p))
         elif key in ("mlserver-onnx", "mlserver-sklearn"):
             folder = args.work / f"{key}-v{version}"
             if key == "mlserver-onnx":
@@ -211,6 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     environments.ensure_wrk()
     started = datetime.datetime.now(datetime.UTC)
     load_at_start = os.getloadavg()
+    serving_at_start = machine()["uncommitted_serving_changes"]
     with tempfile.TemporaryDirectory(prefix="modeldeploy-bench-") as scratch:
         args.work = Path(scratch)
         args.logs = args.work / "logs"
@@ -229,7 +226,11 @@ def main(argv: list[str] | None = None) -> None:
         "command": command,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"loadavg_at_start": load_at_start, **machine()},
+        "machine": {
+            "loadavg_at_start": load_at_start,
+            "uncommitted_serving_changes_at_start": serving_at_start,
+            **machine(),
+        },
         "settings": {k: v for k, v in vars(args).items() if k not in ("work", "logs", "out")},
         "payload": payload,
         "parity": parity,
