@@ -19,6 +19,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from e2e.cluster import system
+
 SUITE = "bookworm"
 PACKAGES = ("python3", "python3-venv", "ca-certificates")
 """python3 is 3.11 in bookworm; python3-venv brings ensurepip so the venv has pip."""
@@ -54,17 +56,7 @@ Log = Callable[[str], None]
 def ensure_host_tools(tools: Mapping[str, str] = HOST_TOOLS, log: Log = print) -> None:
     """apt-get install the Debian packages of whichever `tools` are missing (needs root)."""
     missing = sorted({package for tool, package in tools.items() if shutil.which(tool) is None})
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise PermissionError(
-            f"building the image needs the Debian packages {missing}; "
-            f"install them (apt-get install -y {' '.join(missing)}) or run as root"
-        )
-    log(f"installing Debian packages: {' '.join(missing)}")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-    subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env)
+    system.apt_install(missing, "building the image", log)
 
 
 def debian_mirror(apt_dir: Path = Path("/etc/apt")) -> str:

@@ -38,13 +38,17 @@ def missing_packages(node: bool) -> list[str]:
 
 def ensure_packages(node: bool, log: Log = print) -> None:
     """apt-get install whatever of the packages above is missing (needs root)."""
-    packages = missing_packages(node)
+    apt_install(missing_packages(node), "the local cluster", log)
+
+
+def apt_install(packages: list[str], needed_by: str, log: Log = print) -> None:
+    """apt-get install these Debian packages (needs root); nothing when the list is empty."""
     if not packages:
         return
     if os.geteuid() != 0:
         raise PermissionError(
-            f"missing Debian packages {packages}; install them "
-            f"(apt-get install -y {' '.join(packages)}) or run the launcher as root"
+            f"{needed_by} needs the Debian packages {packages}; install them "
+            f"(apt-get install -y {' '.join(packages)}) or run as root"
         )
     log(f"installing Debian packages: {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
