@@ -7,6 +7,7 @@ from typing import Any
 TARGET_RATIO = 2.0
 TARGET_RSS_MIB = 250
 TARGET_IDLE_CPU = 5.0
+_CPU_PARTS = ("operator", "bench client", "kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler")
 
 
 def _mark(ok: bool) -> str:
@@ -45,6 +46,22 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {o['rss_peak_mib']} MiB | {o['rss_idle_mib']} MiB | {o['idle_cpu_percent']}% "
                 f"| {o['idle_writes']:g} | {o['loadavg']} |"
             )
+        if all("cpu_seconds" in size["floor"] for size in results["sizes"]):
+            lines += [
+                "",
+                "CPU seconds spent while the writes ran (floor) and from the first create to done (operator): "
+                "a busy machine stretches wall time far more than CPU time.",
+                "",
+                "| N | phase | total | " + " | ".join(_CPU_PARTS) + " |",
+                "|---|---|---|" + "---|" * len(_CPU_PARTS),
+            ]
+            for size in results["sizes"]:
+                for phase, cpu in (
+                    ("floor", size["floor"]["cpu_seconds"]),
+                    ("operator", size["operator"]["cpu_seconds_to_done"]),
+                ):
+                    parts = " | ".join(f"{cpu[p]:g}" if p in cpu else "" for p in _CPU_PARTS)
+                    lines.append(f"| {size['floor']['n']} | {phase} | {cpu['total']:g} | {parts} |")
         lines += ["", "Targets:", ""]
         for size in results["sizes"]:
             f, o = size["floor"], size["operator"]

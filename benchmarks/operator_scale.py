@@ -26,6 +26,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -139,6 +140,22 @@ class Operator:
             self.process.wait()
 
 
+def cluster_pids(cluster_dir: Path) -> dict[str, int]:
+    """The control plane's processes, as the launcher recorded them."""
+    return {path.stem: json.loads(path.read_text())["pid"] for path in sorted((cluster_dir / "pids").glob("*.json"))}
+
+
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the control plane, the operator (when given) and this process."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {name: cpu_seconds(pid) for name, pid in pids.items()} | {"bench client": own.ru_utime + own.ru_stime}
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    used = {name: round(after[name] - before[name], 1) for name in after}
+    return used | {"total": round(sum(used.values()), 1)}
+
+
 def mib(kib: int) -> float:
     return round(kib / MIB, 1)
 
@@ -221,7 +238,7 @@ def settle(operator: Operator, quiet: float, timeout: float) -> float:
     return round(last_change - started, 1)
 
 
-def floor(bulk: Bulk, n: int, namespace: str) -> Obj:
+def floor(bulk: Bulk, n: int, namespace: str, pids: dict[str, int]) -> Obj:
     bulk.create_namespace(namespace)
     created_at = time.monotonic()
     created = create_model_deployments(bulk, namespace, n)
@@ -234,8 +251,9 @@ def floor(bulk: Bulk, n: int, namespace: str) -> Obj:
         for desired in (build_service(meta, spec), build_deployment(meta, spec, settings)):
             writes.append(lambda desired=desired: bulk.create(desired))
         writes.append(lambda meta=meta, status=status: bulk.patch_status(namespace, meta["name"], status))
-    before, load = bulk.server_writes(), loadavg()
+    before, load, cpu = bulk.server_writes(), loadavg(), cpu_snapshot(pids)
     floor_s = timed(lambda: bulk.run_all(writes))
+    cpu = cpu_used(cpu, cpu_snapshot(pids))
     server = delta(bulk.server_writes(), before)
     counts = progress(bulk, namespace)
     if counts[3] != n:
@@ -246,6 +264,7 @@ def floor(bulk: Bulk, n: int, namespace: str) -> Obj:
         "floor_s": round(floor_s, 2),
         "model_deployments_create_s": round(create_s, 2),
         "server_writes": server,
+        "cpu_seconds": cpu,
         "loadavg": load,
     }
     result["namespace_delete_s"] = round(bulk.delete_namespace(namespace), 1)
@@ -260,11 +279,14 @@ def operator_run(bulk: Bulk, n: int, namespace: str, args: argparse.Namespace, r
         time.sleep(3)  # watches established
         start_rss = memory_kib(operator.pid)["VmRSS"]
         writes_before, server_before, load = operator.writes(), bulk.server_writes(), loadavg()
+        pids = args.pids | {"operator": operator.pid}
         with RssSampler(operator.pid) as sampler:
+            cpu = cpu_snapshot(pids)
             started = time.monotonic()
             create_model_deployments(bulk, namespace, n)
             apply_s = time.monotonic() - started
             done = wait_done(bulk, namespace, n, started, args.poll, args.timeout)
+            cpu = cpu_used(cpu, cpu_snapshot(pids))
             writes_at_done = delta(operator.writes(), writes_before)
             settled_after = settle(operator, args.settle_quiet, args.timeout)
         peak_kib = max(sampler.peak_kib, memory_kib(operator.pid)["VmHWM"])
@@ -288,6 +310,7 @@ def operator_run(bulk: Bulk, n: int, namespace: str, args: argparse.Namespace, r
         "server_writes": server,
         "server_check": {k: server.get(k, 0.0) for k in OPERATOR_WRITES} | {"operator's events in namespace": ours},
         "settled_s_after_done": settled_after,
+        "cpu_seconds_to_done": cpu,
         "rss_before_mib": mib(start_rss),
         "rss_peak_mib": mib(peak_kib),
         "rss_samples": sampler.samples,
@@ -431,15 +454,16 @@ def main(argv: list[str] | None = None) -> None:
             check=True,
         )
         bulk = Bulk(args.kubeconfig, args.threads)
+        args.pids = cluster_pids(args.cluster_dir)
         results["versions"] = versions(bulk) | {"kopf_in_use": kopf_in_use(args.kopf_path)}
         results["settings"] = {k: str(v) for k, v in vars(args).items()}
         results["sizes"] = []
         if args.only == "all":
-            results["warmup"] = floor(bulk, 50, "bench-warmup")  # a cold API server is slower at first
+            results["warmup"] = floor(bulk, 50, "bench-warmup", args.pids)  # a cold API server is slower at first
             for n in [int(s) for s in args.sizes.split(",")]:
                 results["sizes"].append(
                     {
-                        "floor": floor(bulk, n, f"bench-floor-{n}"),
+                        "floor": floor(bulk, n, f"bench-floor-{n}", args.pids),
                         "operator": operator_run(bulk, n, f"bench-operator-{n}", args, run_dir),
                     }
                 )
