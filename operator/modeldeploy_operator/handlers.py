@@ -43,22 +43,22 @@ async def stop(memo: Any, **_: Any) -> None:
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def model_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", name): dict(body)}
+    return {(namespace or "", name): _slim(body)}
 
 
 @kopf.index("apps", "v1", "deployments", labels=OWNED)
 def owned_deployments(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", labels.get(NAME_LABEL, "")): dict(body)}
+    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim(body)}
 
 
 @kopf.index("v1", "services", labels=OWNED)
 def owned_services(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", labels.get("app.kubernetes.io/instance", "")): dict(body)}
+    return {(namespace or "", labels.get("app.kubernetes.io/instance", "")): _slim(body)}
 
 
 @kopf.index("v1", "pods", labels=OWNED)
 def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", labels.get(NAME_LABEL, "")): dict(body)}
+    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -87,6 +87,16 @@ async def service_changed(namespace: str | None, labels: Mapping[str, str], memo
 async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
     _keep_indexes(memo, kwargs)
     memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
+
+
+def _slim(body: kopf.Body) -> dict[str, Any]:
+    """What a reconcile reads of an object, without managedFields.
+
+    managedFields is often the largest part of an object and no decision reads it; with a
+    thousand ModelDeployments, keeping it would be most of the operator's memory.
+    """
+    metadata = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
+    return {**dict(body), "metadata": metadata}
 
 
 def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import json
 import logging
 import time
@@ -102,19 +103,25 @@ class Memory:
     cause the same write twice. Per resource: (kind, name) -> (what we sent, the
     resourceVersion of the object we sent it over)."""
 
-    applied: dict[Key, dict[tuple[str, str], tuple[Obj, str | None]]] = field(default_factory=dict)
-    statuses: dict[Key, tuple[Obj, str | None]] = field(default_factory=dict)
+    applied: dict[Key, dict[tuple[str, str], tuple[str, str | None]]] = field(default_factory=dict)
+    statuses: dict[Key, tuple[str, str | None]] = field(default_factory=dict)
 
     def seen(self, key: Key, desired: Obj, actual: Obj | None) -> bool:
         last = self.applied.get(key, {}).get((desired["kind"], desired["metadata"]["name"]))
-        return last is not None and last[0] == desired and last[1] == _version(actual)
+        return last is not None and last[0] == _fingerprint(desired) and last[1] == _version(actual)
 
     def remember(self, key: Key, desired: Obj, actual: Obj | None) -> None:
-        self.applied.setdefault(key, {})[(desired["kind"], desired["metadata"]["name"])] = (desired, _version(actual))
+        entry = (_fingerprint(desired), _version(actual))
+        self.applied.setdefault(key, {})[(desired["kind"], desired["metadata"]["name"])] = entry
 
     def forget(self, key: Key) -> None:
         self.applied.pop(key, None)
         self.statuses.pop(key, None)
+
+
+def _fingerprint(obj: Obj) -> str:
+    """A short digest of an object: what Memory keeps instead of the object itself."""
+    return hashlib.blake2b(json.dumps(obj, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 def _version(obj: Obj | None) -> str | None:
@@ -147,9 +154,9 @@ async def reconcile(body: Obj, children: Children, settings: Settings, kube: Kub
     previous = body.get("status") or {}
     changed = differs(status, previous) or len(status.get("conditions", [])) != len(previous.get("conditions", []))
     last = memory.statuses.get(key)
-    if changed and not (last is not None and last[0] == status and last[1] == _version(body)):
+    if changed and not (last is not None and last == (_fingerprint(status), _version(body))):
         await kube.patch_status(meta["namespace"], meta["name"], status)
-        memory.statuses[key] = (status, _version(body))
+        memory.statuses[key] = (_fingerprint(status), _version(body))
         await _post_transition(kube, body, previous, status)
 
 
