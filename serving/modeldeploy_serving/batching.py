@@ -14,6 +14,7 @@ than the call), and on a worker thread when they are long, so health checks keep
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,6 +26,7 @@ import numpy as np
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
 ObserveFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], float], None]
 INLINE_BELOW_SECONDS = 0.001
+RECENT_CALLS = 15  # calls whose median decides where the next one runs
 
 
 class InferenceError(RuntimeError):
@@ -63,7 +65,7 @@ class Batcher:
         self._queue: deque[_Pending] = deque()
         self._arrived = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-        self._call_seconds = 0.0  # moving average of one call
+        self._recent: deque[float] = deque([0.0], maxlen=RECENT_CALLS)  # seconds of recent calls
         self._worker: asyncio.Task[None] | None = None
         self.expected = 0  # requests being read or parsed that will reach submit() soon
 
@@ -152,18 +154,25 @@ class Batcher:
                 item.future.set_result({name: split[index] for name, split in parts.items()})
 
     async def _call(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        started = time.perf_counter()
-        if self._call_seconds < INLINE_BELOW_SECONDS:
-            results = self._run_safely(inputs)
+        """One ONNX Runtime call: on the event loop when calls are short, else on the worker thread.
+
+        The decision uses the median of recent calls, each timed inside the call alone (not
+        the hand-off to the thread, which waits for the GIL while the loop parses requests),
+        so a single slow call on a busy machine cannot push every later call off the loop.
+        """
+        if statistics.median(self._recent) < INLINE_BELOW_SECONDS:
+            results, seconds = self._run_safely(inputs)
         else:
-            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run_safely, inputs)
-        seconds = time.perf_counter() - started
-        self._call_seconds = 0.8 * self._call_seconds + 0.2 * seconds if self._call_seconds else seconds
+            loop = asyncio.get_running_loop()
+            results, seconds = await loop.run_in_executor(self._executor, self._run_safely, inputs)
+        self._recent.append(seconds)
         return dict(zip(self._output_names, results, strict=True)), seconds
 
-    def _run_safely(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run_safely(self, inputs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], float]:
+        started = time.perf_counter()
         try:
-            return self._run(self._output_names, inputs)
+            results = self._run(self._output_names, inputs)
         except Exception as error:  # ONNX Runtime raises its own exception types
             kind = type(error).__name__
             raise InferenceError(f"{kind}: {error}", bad_input=kind in ("InvalidArgument", "InvalidGraph")) from error
+        return results, time.perf_counter() - started

@@ -175,3 +175,32 @@ def test_batcher_runs_requests_alone_when_an_output_is_not_batch_major() -> None
     results = submit_all(batcher, [{"x": np.ones(2)}, {"x": np.ones(3)}])
     assert recorder.calls == [5, 2, 3]
     assert [r["total"].item() for r in results if isinstance(r, dict)] == [2.0, 3.0]
+
+
+@pytest.mark.parametrize(("outlier_at", "slow_calls", "expected"), [(3, 0, "inline"), (None, 40, "thread")])
+def test_short_calls_stay_on_the_event_loop_and_long_ones_move_to_a_thread(
+    outlier_at: int | None, slow_calls: int, expected: str
+) -> None:
+    """Where a call runs follows the median of recent calls: one slow call moves nothing."""
+    import threading
+
+    where: list[str] = []
+    calls = 0
+
+    def run(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        nonlocal calls
+        calls += 1
+        where.append("thread" if threading.current_thread() is not threading.main_thread() else "inline")
+        if calls == outlier_at or calls <= slow_calls:
+            time.sleep(0.005)  # 5 ms: well over the 1 ms a call may take on the loop
+        return [feeds["x"]]
+
+    async def main() -> None:
+        batcher = Batcher(run, ["y"], None, max_batch_size=1, max_delay_seconds=0)
+        batcher.start()
+        for _ in range(60):
+            await batcher.submit({"x": np.zeros((1, 1))}, 1)
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert where[-10:] == ["inline"] * 10 if expected == "inline" else where[20:40] == ["thread"] * 20, where
