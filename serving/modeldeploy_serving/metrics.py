@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
 
-FLUSH_ROWS = 1024  # rows kept before they are counted (or fewer, at every scrape)
+FLUSH_ROWS = 256  # rows kept before they are counted together (or fewer, at every scrape)
 
 
 def _bucket_bounds(edges: list[float]) -> list[str]:
@@ -62,8 +62,11 @@ class _Binned:
         finite = np.isfinite(values)
         self.missing += nan.sum(axis=0)
         self.invalid += (~finite & ~nan).sum(axis=0)
-        # Right-closed bins: the bin index is the number of edges strictly below the value.
-        bins = (values[:, :, None] > self.edges[None, :, :]).sum(axis=2)
+        # Right-closed bins: the bin index is the number of edges strictly below the value,
+        # which is what searchsorted(side="left") returns; one call per column, not per value.
+        bins = np.empty(values.shape, dtype=np.intp)
+        for column in range(values.shape[1]):
+            bins[:, column] = np.searchsorted(self.edges[column], values[:, column], side="left")
         width = self.counts.shape[1]
         flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
@@ -87,8 +90,17 @@ class _Classes:
     counts: dict[str, int]
 
     def observe(self, array: np.ndarray) -> None:
-        labels, counts = np.unique(array.reshape(-1).astype(str), return_counts=True)
-        for label, count in zip(labels.tolist(), counts.tolist(), strict=True):
+        flat = array.reshape(-1)
+        if flat.dtype.kind in "iu" and flat.size and flat.min() >= 0 and flat.max() < 4096:
+            per_label = np.bincount(flat)  # integer labels: no strings, no sort
+            present = np.flatnonzero(per_label)
+            self._add([str(label) for label in present.tolist()], per_label[present].tolist())
+            return
+        labels, counts = np.unique(flat.astype(str), return_counts=True)
+        self._add([str(label) for label in labels.tolist()], counts.tolist())
+
+    def _add(self, labels: list[str], counts: list[int]) -> None:
+        for label, count in zip(labels, counts, strict=True):
             key = label if label in self.counts else "other"
             self.counts[key] = self.counts.get(key, 0) + count
 
