@@ -25,6 +25,12 @@ def markdown(results: dict[str, Any]) -> str:
         f"at end {results['loadavg_at_end']}.",
         "",
     ]
+    codes = {size["operator"].get("operator_code") for size in results.get("sizes", [])}
+    if results.get("leak"):
+        codes.add(results["leak"].get("operator_code"))
+    codes.discard(None)
+    if codes:
+        lines += [f"Operator code (commit when each operator started): {', '.join(sorted(codes))}.", ""]
     if results.get("sizes"):
         lines += [
             "| N | floor: 3N writes | operator: apply to done | ratio | ratio vs floor + creating the MDs "

@@ -272,8 +272,20 @@ def floor(bulk: Bulk, n: int, namespace: str, pids: dict[str, int]) -> Obj:
     return result
 
 
+def operator_code() -> str:
+    """The commit and any uncommitted change under operator/, read when an operator starts:
+    the operator may change in the repo while a run goes on."""
+
+    def git(*command: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *command], capture_output=True, text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "operator/")
+    return git("rev-parse", "--short", "HEAD") + (f" + uncommitted: {dirty}" if dirty else "")
+
+
 def operator_run(bulk: Bulk, n: int, namespace: str, args: argparse.Namespace, run_dir: Path) -> Obj:
     bulk.create_namespace(namespace)
+    code = operator_code()
     operator = Operator.start(args.kubeconfig, namespace, run_dir / f"operator-{namespace}.log", args.kopf_path)
     try:
         time.sleep(3)  # watches established
@@ -301,6 +313,7 @@ def operator_run(bulk: Bulk, n: int, namespace: str, args: argparse.Namespace, r
     total = sum(writes.values())
     result = {
         "n": n,
+        "operator_code": code,
         "apply_s": round(apply_s, 2),
         **{k: v for k, v in done.items() if k != "timeline"},
         "writes": writes,
@@ -348,6 +361,7 @@ def idle_minute(bulk: Bulk, operator: Operator, seconds: float) -> Obj:
 def leak(bulk: Bulk, args: argparse.Namespace, run_dir: Path) -> Obj:
     namespace = "bench-leak"
     bulk.create_namespace(namespace)
+    code = operator_code()
     operator = Operator.start(args.kubeconfig, namespace, run_dir / "operator-leak.log", args.kopf_path)
     rounds: list[Obj] = []
     try:
@@ -381,6 +395,7 @@ def leak(bulk: Bulk, args: argparse.Namespace, run_dir: Path) -> Obj:
     after = [r["rss_after_delete_mib"] for r in rounds]
     return {
         "size": args.leak_size,
+        "operator_code": code,
         "rss_baseline_mib": mib(baseline),
         "rounds": rounds,
         "growth_first_to_last_round_mib": round(after[-1] - after[0], 1),
