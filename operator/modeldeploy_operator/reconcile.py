@@ -105,6 +105,7 @@ class Memory:
 
     applied: dict[Key, dict[tuple[str, str], tuple[str, str | None]]] = field(default_factory=dict)
     statuses: dict[Key, tuple[str, str | None]] = field(default_factory=dict)
+    ready: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)  # Ready's last Event
 
     def seen(self, key: Key, desired: Obj, actual: Obj | None) -> bool:
         last = self.applied.get(key, {}).get((desired["kind"], desired["metadata"]["name"]))
@@ -117,6 +118,7 @@ class Memory:
     def forget(self, key: Key) -> None:
         self.applied.pop(key, None)
         self.statuses.pop(key, None)
+        self.ready.pop(key, None)
 
 
 def _fingerprint(obj: Obj) -> str:
@@ -157,7 +159,7 @@ async def reconcile(body: Obj, children: Children, settings: Settings, kube: Kub
     if changed and not (last is not None and last == (_fingerprint(status), _version(body))):
         await kube.patch_status(meta["namespace"], meta["name"], status)
         memory.statuses[key] = (_fingerprint(status), _version(body))
-        await _post_transition(kube, body, previous, status)
+        await _post_transition(kube, body, previous, status, memory.ready, key)
 
 
 def _api_message(error: kubernetes.client.ApiException) -> str:
@@ -168,11 +170,17 @@ def _api_message(error: kubernetes.client.ApiException) -> str:
     return message
 
 
-async def _post_transition(kube: Kube, body: Obj, previous: Obj, status: Obj) -> None:
+async def _post_transition(
+    kube: Kube, body: Obj, previous: Obj, status: Obj, posted: dict[Key, tuple[str | None, str | None]], key: Key
+) -> None:
+    """An Event when Ready's status or reason changes, compared with what this process last
+    posted when it has posted before (the watch cache can lag behind its own last write)."""
     before = condition(previous.get("conditions") or [], READY) or {}
     after = condition(status["conditions"], READY) or {}
-    if (before.get("status"), before.get("reason")) == (after.get("status"), after.get("reason")):
+    state = (after.get("status"), after.get("reason"))
+    if posted.get(key, (before.get("status"), before.get("reason"))) == state:
         return
+    posted[key] = state
     kind = "Normal" if after.get("status") == "True" or after.get("reason") in ("Creating", "RollingOut") else "Warning"
     await kube.post_event(body, kind, after.get("reason", "Unknown"), after.get("message", ""))
 
