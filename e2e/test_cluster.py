@@ -352,7 +352,17 @@ def test_service_names_resolve_inside_pods(cluster: Cluster, hello: Any, namespa
     inside = _ready_pods(hello, namespace, "hello")[0].metadata.name
     names = {f"hello from {p.metadata.name}\n" for p in _ready_pods(hello, namespace, "hello")}
     for url in ("http://hello/", f"http://hello.{namespace}.svc.cluster.local/"):
-        assert cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", url) in names
+        # CoreDNS learns a new Service from its watch a moment after it is created; until
+        # then the short name falls through to the host's search domains. Wait for it.
+        def answer(url: str = url) -> str | None:
+            result = subprocess.run(
+                [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
+                 "exec", "-n", namespace, inside, "--", "/hello", "get", url],
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            return result.stdout if result.stdout in names else None
+
+        eventually(answer, timeout=30, what=f"{url} to reach the hello Service from a pod")
     health = cluster.kubectl(
         "exec", "-n", namespace, inside, "--", "/hello", "get", "-k", "https://kubernetes.default/livez"
     )
