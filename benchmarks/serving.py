@@ -34,15 +34,7 @@ import training
 
 HERE = Path(__file__).resolve().parent
 NAME = "breast-cancer"
-ALL_SERVERS = [
-    "bare",
-    "ours",
-    "ours-no-telemetry",
-    "ours-no-batching",
-    "mlserver-onnx",
-    "mlserver-sklearn",
-    "whatif-inline",
-]
+ALL_SERVERS = report.ORDER  # every server, in the order the tables list them
 
 
 def build_servers(
