@@ -217,12 +217,9 @@ def _ensure_base(log: Log) -> Path:
     started = time.monotonic()
     partial = _fresh(folder)
     rootfs.build_base(partial / "rootfs", log=log)
-    log("packing the base layer")
-    layer = oci.write_layer(partial / "rootfs", partial / "layer.tar.gz", f"debootstrap {rootfs.SUITE} + python3")
-    layer.save(partial / "layer.json")
-    partial.rename(folder)
-    log(f"base built in {time.monotonic() - started:.0f}s")
-    return folder
+    return _finish_stage(
+        partial / "rootfs", partial, folder, "base", f"debootstrap {rootfs.SUITE} + python3", started, log
+    )
 
 
 def _layer(folder: Path) -> oci.Layer:
@@ -314,11 +311,16 @@ def _ensure_deps(base: Path, folder: Path, scratch: Path, log: Log) -> Path:
     ]
     for what, argv in steps:
         rootfs.run_in_root(base / "rootfs", argv, binds=binds, what=what)
-    log("packing the deps layer")
-    layer = oci.write_layer(partial / "tree", partial / "layer.tar.gz", f"venv at {VENV} with [{EXTRAS}]")
+    return _finish_stage(partial / "tree", partial, folder, "deps", f"venv at {VENV} with [{EXTRAS}]", started, log)
+
+
+def _finish_stage(tree: Path, partial: Path, folder: Path, stage: str, comment: str, started: float, log: Log) -> Path:
+    """Pack a cached stage's tree as its layer, then move the stage into place (atomically)."""
+    log(f"packing the {stage} layer")
+    layer = oci.write_layer(tree, partial / "layer.tar.gz", comment)
     layer.save(partial / "layer.json")
     partial.rename(folder)
-    log(f"deps built in {time.monotonic() - started:.0f}s")
+    log(f"{stage} built in {time.monotonic() - started:.0f}s")
     return folder
 
 
