@@ -83,7 +83,7 @@ class Operator:
                 [
                     sys.executable,
                     "-m",
-                    "modeldeploy_serving.cli",
+                    "modeldeploy_cli",
                     "operator",
                     "--namespaces",
                     namespace,

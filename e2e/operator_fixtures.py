@@ -93,7 +93,7 @@ class OperatorLauncher:
         }
         with log.open("wb") as sink:
             process = subprocess.Popen(
-                [sys.executable, "-m", "modeldeploy_serving.cli", "operator", *extra],
+                [sys.executable, "-m", "modeldeploy_cli", "operator", *extra],
                 env=env,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

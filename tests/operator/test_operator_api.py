@@ -252,7 +252,7 @@ def test_converges_after_being_killed_mid_reconcile(operators: OperatorLauncher,
 
 def test_bad_settings_stop_the_operator_at_start() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy_serving.cli", "operator", "--image-pull-policy", "Sometimes"],
+        [sys.executable, "-m", "modeldeploy_cli", "operator", "--image-pull-policy", "Sometimes"],
         capture_output=True,
         text=True,
         timeout=60,

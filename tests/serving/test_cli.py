@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from modeldeploy_cli.main import main
 from modeldeploy_serving import __version__
-from modeldeploy_serving.cli import main
 
 from tests.serving.harness import MODELDEPLOY
 

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from modeldeploy_serving.cli import main
+from modeldeploy_cli.main import main
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import PROFILE_KEY, SCORE_EDGES, Profile
 

@@ -1,4 +1,8 @@
-"""The `modeldeploy` command: serve, fetch, profile, and operator (with the [operator] extra)."""
+"""The `modeldeploy` command: serve, fetch, profile, and operator (with the [operator] extra).
+
+Arguments are parsed here; the work is imported lazily from the package that does it, so
+`modeldeploy fetch` in an init container does not load ONNX Runtime or kopf.
+"""
 
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["operator"]:  # kopf configures its own logging
         try:
-            from modeldeploy_operator.cli import main as operator_main  # type: ignore[import-not-found,unused-ignore]
+            from modeldeploy_operator.cli import main as operator_main
         except ImportError as error:
             print(
                 f"modeldeploy operator: not installed ({error}); pip install 'modeldeploy[operator]'", file=sys.stderr
