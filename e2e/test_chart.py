@@ -83,7 +83,8 @@ def test_operator_installed_by_the_chart_serves_a_model(
         return answer.strip() == "yes"
 
     assert can("patch", "deployments") and can("patch", "modeldeployments", namespace, "--subresource=status")
-    assert not can("delete", "deployments") and not can("get", "secrets") and not can("update", "modeldeployments")
+    assert can("delete", "deployments")  # a finished canary is deleted
+    assert not can("delete", "pods") and not can("get", "secrets") and not can("update", "modeldeployments")
     assert not can("patch", "deployments", where="default")  # only the namespaces it watches
 
     example = (REPO / "examples" / "breast-cancer.yaml").read_text()

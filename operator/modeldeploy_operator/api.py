@@ -9,9 +9,10 @@ enforces. Cross-field rules that a schema cannot say are CEL rules, attached wit
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 GROUP = "modeldeploy.dev"
@@ -27,6 +28,16 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like 90s, 5m, 1h30m or 500ms (DURATION_PATTERN); ValueError otherwise."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m or 500ms")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(ms|s|m|h)", text))
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
@@ -238,36 +249,104 @@ class ModelDeploymentSpec(_Model):
 
 
 # Status -------------------------------------------------------------------------------
+# The CRD's status schema and the status tables in docs/modeldeployment.md are generated
+# from these models (crd.py, docs.py); the reconcile writes what they dump, whole.
 
 
 class Condition(_Model):
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str = ""
-    last_transition_time: str
-    observed_generation: int | None = None
+    """A kstatus-style condition."""
+
+    type: Annotated[str, Field(description="Ready, Reconciling, Stalled or DriftDetected.")]
+    status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
+    reason: Annotated[str, Field(description="Why, in one word; docs/modeldeployment.md lists every reason.")]
+    message: Annotated[str, Field(description="What happened, for a person.")] = ""
+    last_transition_time: Annotated[
+        str, Field(description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"})
+    ]
+    observed_generation: Annotated[
+        int | None, Field(description="The metadata.generation the condition was decided for.")
+    ] = None
 
 
 class TrackStatus(_Model):
-    version: str | None = None
-    revision: int | None = None
-    uri: str | None = None
-    sha256: str | None = None
-    replicas: int = 0
-    ready_replicas: int = 0
+    """What one track's Deployment serves, read from its pod template and its pods."""
+
+    version: Annotated[
+        str | None,
+        Field(
+            description="The model version the ready pods serve (their version label); without ready pods, "
+            "the pod template's."
+        ),
+    ] = None
+    revision: Annotated[int | None, Field(description="The Deployment's revision.")] = None
+    uri: Annotated[
+        str | None,
+        Field(
+            description="The model file the pod template fetches; absent while the ready pods serve another "
+            "version than the template's."
+        ),
+    ] = None
+    sha256: Annotated[str | None, Field(description="The digest the pod template verifies, when it verifies one.")] = (
+        None
+    )
+    replicas: Annotated[int, Field(description="The Deployment's pods.")] = 0
+    ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
 
 
 class ModelDeploymentStatus(_Model):
-    """What the operator observed; written only by the operator."""
+    """What the operator observed; written only by the operator, whole, and only when it changes."""
 
-    model_config = ConfigDict(extra="allow")
+    observed_generation: Annotated[
+        int | None,
+        Field(description="The `metadata.generation` this status describes; older: not caught up yet."),
+    ] = None
+    phase: Annotated[
+        Literal["Pending", "Progressing", "Ready", "Degraded"] | None,
+        Field(description="`Pending`, `Progressing`, `Ready` or `Degraded`."),
+    ] = None
+    replicas: Annotated[
+        int | None, Field(description="Serving pods of the stable Deployment (the scale subresource reads it).")
+    ] = None
+    ready_replicas: Annotated[int | None, Field(description="Of those, the ready ones.")] = None
+    selector: Annotated[
+        str | None,
+        Field(description="The stable pods' label selector, for `kubectl scale` and a HorizontalPodAutoscaler."),
+    ] = None
+    url: Annotated[
+        str | None,
+        Field(
+            description="The in-cluster inference endpoint: "
+            "`http://NAME.NAMESPACE.svc.CLUSTER_DOMAIN/v2/models/NAME/infer`."
+        ),
+    ] = None
+    stable: Annotated[
+        TrackStatus | None,
+        Field(description="What the stable Deployment serves: all traffic outside a rollout."),
+    ] = None
+    conditions: Annotated[
+        list[Condition],
+        Field(
+            default_factory=list,
+            description="Ready; Reconciling and Stalled while something is abnormal (kstatus).",
+            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        ),
+    ]
 
-    observed_generation: int | None = None
-    phase: Literal["Pending", "Progressing", "Ready", "Degraded"] | None = None
-    replicas: int | None = None
-    ready_replicas: int | None = None
-    selector: str | None = None
-    url: str | None = None
-    stable: TrackStatus | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    def dump(self) -> dict[str, Any]:
+        """The status as the API server stores it: camelCase, without unset fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def spec_problem(error: ValidationError) -> str:
+    """The first validation error as 'spec.a.b: message (got value)'."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in ("spec", *first["loc"]))
+    return f"{where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def parse_spec(raw: dict[str, Any] | None) -> tuple[ModelDeploymentSpec | None, str | None]:
+    """(spec, None), or (None, what is wrong with it naming the field)."""
+    try:
+        return ModelDeploymentSpec.model_validate(raw or {}), None
+    except ValidationError as error:
+        return None, spec_problem(error)

@@ -23,7 +23,9 @@ Obj = dict[str, Any]
 
 TRACK_LABEL = f"{GROUP}/track"
 NAME_LABEL = f"{GROUP}/deployment"
+VERSION_LABEL = "app.kubernetes.io/version"
 DIGEST_ANNOTATION = f"{GROUP}/sha256"
+URI_ANNOTATION = f"{GROUP}/uri"
 MANAGED_BY = "modeldeploy"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
@@ -54,7 +56,7 @@ def common_labels(name: str, version: str, track: str) -> dict[str, str]:
         "app.kubernetes.io/name": "modeldeploy-server",
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/version": version,
+        VERSION_LABEL: version,
         **selector_labels(name, track),
     }
 
@@ -153,6 +155,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
                 "prometheus.io/port": str(SERVER_PORT),
                 "prometheus.io/path": "/metrics",
                 DIGEST_ANNOTATION: model.sha256 or "",
+                URI_ANNOTATION: model.uri,
             },
         },
         "spec": {
@@ -207,28 +210,48 @@ def build_deployment(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, t
     }
 
 
-def build_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
-    """One Service for the model: it selects every track, so replica counts split traffic."""
+def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None) -> Obj:
+    """The model's Service `NAME`, selecting every track so that ready replica counts split
+    the traffic; or, with a track, `NAME-TRACK` selecting only that track's pods, a backend
+    for weighted routing (an HTTPRoute's backendRefs)."""
     name = meta["name"]
+    labels = {
+        "app.kubernetes.io/name": "modeldeploy-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/instance": name,
+    }
+    selector = {"app.kubernetes.io/instance": name, NAME_LABEL: name}
+    if track is not None:
+        labels[TRACK_LABEL] = track
+        selector[TRACK_LABEL] = track
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": name,
+            "name": name if track is None else deployment_name(name, track),
             "namespace": meta["namespace"],
-            "labels": {
-                "app.kubernetes.io/name": "modeldeploy-server",
-                "app.kubernetes.io/managed-by": MANAGED_BY,
-                "app.kubernetes.io/instance": name,
-            },
+            "labels": labels,
             "ownerReferences": [owner_reference(meta)],
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": {"app.kubernetes.io/instance": name, NAME_LABEL: name},
+            "selector": selector,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def build_children(meta: Obj, spec: ModelDeploymentSpec, settings: Settings) -> list[Obj]:
+    """Every object a ModelDeployment wants, in the order they are applied.
+
+    The Service first, so the pods have a name to be reached by as soon as they are ready;
+    per-track Services only when an HTTPRoute splits traffic by weight between them.
+    """
+    wanted = [build_service(meta, spec)]
+    if spec.rollout.traffic.http_route is not None:
+        wanted.append(build_service(meta, spec, "stable"))
+    wanted.append(build_deployment(meta, spec, settings, "stable"))
+    return wanted
 
 
 def inference_url(name: str, namespace: str, settings: Settings) -> str:

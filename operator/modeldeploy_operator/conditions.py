@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy_operator.reasons import Reason, event_type
+
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
@@ -24,7 +26,7 @@ class Wanted:
 
     type: str
     status: str  # "True", "False" or "Unknown"
-    reason: str
+    reason: Reason
     message: str = ""
 
 
@@ -33,9 +35,9 @@ def merge_conditions(
 ) -> list[dict[str, Any]]:
     """The new conditions list: wanted ones, with transition times kept where status held.
 
-    Conditions of other types that the reconciler does not own (e.g. DriftDetected,
-    written by the drift loop) are kept as they are; Reconciling and Stalled that are not
-    wanted are removed.
+    Conditions of other types that are not wanted this time (e.g. DriftDetected while drift
+    is not evaluated) are kept as they are; Reconciling and Stalled that are not wanted are
+    removed.
     """
     by_type = {c.get("type"): c for c in previous}
     wanted_types = {w.type for w in wanted}
@@ -46,7 +48,7 @@ def merge_conditions(
         entry: dict[str, Any] = {
             "type": item.type,
             "status": item.status,
-            "reason": item.reason,
+            "reason": item.reason.name,
             "message": item.message,
             "lastTransitionTime": since,
         }
@@ -63,3 +65,34 @@ def merge_conditions(
 
 def condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
     return next((c for c in conditions if c.get("type") == kind), None)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the ModelDeployment."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+def ready_transition(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], last_posted: tuple[str | None, str | None] | None
+) -> Event | None:
+    """The Event for a change of Ready's status or reason, if there is one.
+
+    Compared with what this process last posted when it has posted before (the watch cache
+    can lag behind its own last write), else with the previous status. A move between two
+    progress reasons with Ready staying False (Creating to RollingOut) is not worth an Event:
+    at a thousand resources it was a quarter of all writes.
+    """
+    old = condition(before, READY) or {}
+    new = condition(after, READY) or {}
+    state = (new.get("status"), new.get("reason"))
+    previous = last_posted if last_posted is not None else (old.get("status"), old.get("reason"))
+    if previous == state:
+        return None
+    kind = event_type(new.get("reason"))
+    if previous[0] == state[0] == "False" and kind == "Normal" and event_type(previous[1]) == "Normal":
+        return None
+    return Event(kind, new.get("reason") or "Unknown", new.get("message", ""))

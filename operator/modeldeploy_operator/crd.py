@@ -2,8 +2,9 @@
 
 pydantic writes JSON Schema; the API server wants a structural OpenAPI v3 schema: no $ref,
 no anyOf for optional fields, numeric bounds in the OpenAPI spelling, defaults on nested
-objects so the API server fills them in. This module does that translation and adds what a
-schema cannot carry: subresources, printer columns, the status schema.
+objects so the API server fills them in (but none in status, which the operator writes
+whole). This module does that translation for the spec and the status models and adds what
+a schema cannot carry: subresources and printer columns.
 
     python -m modeldeploy_operator.crd > crds/modeldeployment.yaml
 
@@ -106,53 +107,21 @@ def spec_schema() -> dict[str, Any]:
     return result
 
 
-STATUS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "description": "What the operator observed; written only by the operator.",
-    "x-kubernetes-preserve-unknown-fields": True,
-    "properties": {
-        "observedGeneration": {"type": "integer", "description": "The generation this status describes."},
-        "phase": {
-            "type": "string",
-            "enum": ["Pending", "Progressing", "Ready", "Degraded"],
-            "description": "Pending, Progressing, Ready or Degraded.",
-        },
-        "replicas": {"type": "integer", "description": "Serving pods of the stable version (for kubectl scale)."},
-        "readyReplicas": {"type": "integer", "description": "Stable serving pods that are ready."},
-        "selector": {"type": "string", "description": "Label selector of the stable pods (for kubectl scale, HPA)."},
-        "url": {"type": "string", "description": "The in-cluster URL of the model's inference endpoint."},
-        "stable": {
-            "type": "object",
-            "description": "The version serving all traffic outside a rollout.",
-            "properties": {
-                "version": {"type": "string"},
-                "revision": {"type": "integer"},
-                "uri": {"type": "string"},
-                "sha256": {"type": "string"},
-                "replicas": {"type": "integer"},
-                "readyReplicas": {"type": "integer"},
-            },
-        },
-        "conditions": {
-            "type": "array",
-            "description": "Ready; Reconciling and Stalled while something is abnormal (kstatus).",
-            "x-kubernetes-list-type": "map",
-            "x-kubernetes-list-map-keys": ["type"],
-            "items": {
-                "type": "object",
-                "required": ["type", "status"],
-                "properties": {
-                    "type": {"type": "string"},
-                    "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
-                    "reason": {"type": "string"},
-                    "message": {"type": "string"},
-                    "lastTransitionTime": {"type": "string", "format": "date-time"},
-                    "observedGeneration": {"type": "integer"},
-                },
-            },
-        },
-    },
-}
+def _without_defaults(node: Any) -> Any:
+    """The status schema carries no defaults: the API server would fill them into a status
+    that the operator writes whole, and report fields the operator never set."""
+    if isinstance(node, list):
+        return [_without_defaults(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {key: _without_defaults(value) for key, value in node.items() if key != "default"}
+
+
+def status_schema() -> dict[str, Any]:
+    raw = api.ModelDeploymentStatus.model_json_schema(by_alias=True, mode="serialization")
+    schema: dict[str, Any] = _without_defaults(_structural(_resolve(raw, raw.get("$defs", {}))))
+    return schema
+
 
 ROOT_DESCRIPTION = "A model served with ONNX Runtime, rolled out as canaries, watched for drift."
 
@@ -205,7 +174,7 @@ def build_crd() -> dict[str, Any]:
                                 "kind": {"type": "string"},
                                 "metadata": {"type": "object"},
                                 "spec": spec_schema(),
-                                "status": STATUS_SCHEMA,
+                                "status": status_schema(),
                             },
                         }
                     },

@@ -18,7 +18,10 @@ from modeldeploy_operator.api import GROUP, PLURAL, VERSION
 from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL
 from modeldeploy_operator.health import start_health_server
 from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.reconcile import Children, Key, Memory, Queue, reconcile
+from modeldeploy_operator.queue import Queue
+from modeldeploy_operator.reconcile import reconcile
+from modeldeploy_operator.status import Children
+from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods")
@@ -30,7 +33,7 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.execution.max_workers = 16
     settings.watching.server_timeout = 600
     memo.kube = Kube.connect()
-    memo.memory = Memory()
+    memo.writes = LastWrites()
     memo.indexes = {}
     memo.queue = Queue(lambda key: _reconcile(memo, key))
     memo.health = await start_health_server(memo.settings.health_port)
@@ -58,7 +61,7 @@ def owned_services(namespace: str | None, labels: Mapping[str, str], body: kopf.
 
 @kopf.index("v1", "pods", labels=OWNED)
 def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim(body)}
+    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim_pod(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -66,7 +69,8 @@ async def model_deployment_changed(type: str, namespace: str | None, name: str, 
     _keep_indexes(memo, kwargs)
     metrics.MODEL_DEPLOYMENTS.set(len(kwargs["model_deployments"]))
     if type == "DELETED":
-        memo.memory.forget((namespace or "", name))
+        memo.writes.forget((namespace or "", name))
+        memo.queue.forget((namespace or "", name))
         return
     memo.queue.trigger((namespace or "", name))
 
@@ -99,6 +103,20 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
     return {**dict(body), "metadata": metadata}
 
 
+def _slim_pod(body: kopf.Body) -> dict[str, Any]:
+    """What a reconcile reads of a pod: its labels, whether it is going away, its IP and
+    status; not its spec, which the pod template already says."""
+    meta = body.get("metadata", {})
+    return {
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "labels", "deletionTimestamp", "resourceVersion")
+            if key in meta
+        },
+        "status": dict(body.get("status", {})),
+    }
+
+
 def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
     """Keep the index views where the queue finds them.
 
@@ -109,19 +127,17 @@ def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
         memo.indexes.update({name: kwargs[name] for name in INDEXES})
 
 
-def _first(index: kopf.Index[Key, Any], key: Key) -> Any:
+def _all(index: kopf.Index[Key, Any], key: Key) -> list[Any]:
     store = index.get(key)
-    return next(iter(store), None) if store is not None else None
+    return list(store) if store is not None else []
 
 
-async def _reconcile(memo: Any, key: Key) -> None:
+async def _reconcile(memo: Any, key: Key) -> float | None:
     indexes = memo.indexes
-    body = _first(indexes["model_deployments"], key)
+    body = next(iter(_all(indexes["model_deployments"], key)), None)
     if body is None:
-        return  # deleted meanwhile, or an object whose owner is gone
-    children = Children(
-        deployment=_first(indexes["owned_deployments"], key),
-        service=_first(indexes["owned_services"], key),
-        pods=list(indexes["owned_pods"].get(key, [])),
+        return None  # deleted meanwhile, or an object whose owner is gone
+    children = Children.group(
+        _all(indexes["owned_deployments"], key), _all(indexes["owned_services"], key), _all(indexes["owned_pods"], key)
     )
-    await reconcile(body, children, memo.settings, memo.kube, memo.memory)
+    return await reconcile(body, children, memo.settings, memo.kube, memo.writes)

@@ -63,12 +63,37 @@ class Kube:
             _content_type="application/apply-patch+yaml",
         )
 
-    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+    async def delete(self, obj: Obj) -> None:
+        """Delete a child no longer wanted (a finished canary, an unused per-track Service)."""
+        meta = obj["metadata"]
+        delete: Any
+        if obj["kind"] == "Deployment":
+            delete = self.apps.delete_namespaced_deployment
+        elif obj["kind"] == "Service":
+            delete = self.core.delete_namespaced_service
+        else:
+            raise ValueError(f"cannot delete a {obj['kind']}")
+
+        def call() -> None:
+            self.writes += 1
+            metrics.API_WRITES.labels(f"{obj['kind']} delete").inc()
+            try:
+                delete(meta["name"], meta["namespace"], propagation_policy="Background")
+            except kubernetes.client.ApiException as error:
+                if error.status != 404:  # already gone is what we wanted
+                    raise
+
+        await asyncio.to_thread(call)
+
+    async def replace_status(self, namespace: str, name: str, status: Obj) -> None:
+        """Write the whole status: a JSON patch that sets /status, so a field the new status
+        no longer has (a finished canary, a digest taken out of the spec) is removed too."""
+
         def call() -> None:
             self.writes += 1
             metrics.API_WRITES.labels("status").inc()
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": status}
+                GROUP, VERSION, namespace, PLURAL, name, [{"op": "add", "path": "/status", "value": status}]
             )
 
         await asyncio.to_thread(call)

@@ -12,3 +12,6 @@ RECONCILE_SECONDS = Histogram(
 )
 API_WRITES = Counter("modeldeploy_operator_api_writes", "Writes sent to the Kubernetes API.", ["kind"])
 MODEL_DEPLOYMENTS = Gauge("modeldeploy_operator_model_deployments", "ModelDeployments watched.")
+WAKE_UPS = Counter(
+    "modeldeploy_operator_wake_ups", "Reconciles started by a timed wake-up (a step's interval, a resync)."
+)

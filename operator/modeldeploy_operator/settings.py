@@ -13,6 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from modeldeploy_operator.api import parse_duration
+
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -33,6 +35,7 @@ class Settings:
     cluster_domain: str = "cluster.local"
     health_port: int = 8081
     log_format: str = "json"
+    resync_seconds: float = 0.0  # 0: no periodic reconcile beyond watch events and planned wake-ups
 
     @property
     def all_namespaces(self) -> bool:
@@ -63,6 +66,10 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--cluster-domain": ("MODELDEPLOY_CLUSTER_DOMAIN", "DNS domain of Services in status.url"),
     "--health-port": ("MODELDEPLOY_HEALTH_PORT", "port of /healthz and /metrics"),
     "--log-format": ("MODELDEPLOY_LOG_FORMAT", "json or text"),
+    "--resync-interval": (
+        "MODELDEPLOY_RESYNC_INTERVAL",
+        "reconcile every resource this often even without a change, e.g. 10m; 0 (default) turns it off",
+    ),
 }
 
 
@@ -108,6 +115,14 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
             f"--cluster-domain (MODELDEPLOY_CLUSTER_DOMAIN): {domain!r} is not a DNS domain; expected "
             "lowercase labels separated by dots, e.g. cluster.local"
         )
+    resync_text = value("--resync-interval") or "0"
+    try:
+        resync = 0.0 if resync_text == "0" else parse_duration(resync_text)
+    except ValueError:
+        raise SettingsError(
+            f"--resync-interval (MODELDEPLOY_RESYNC_INTERVAL): {resync_text!r} is not a duration; expected "
+            "0 (off) or a number with ms, s, m or h, e.g. 10m or 1h30m"
+        ) from None
     requests = value("--default-requests")
     limits = value("--default-limits")
     return Settings(
@@ -127,4 +142,5 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         cluster_domain=domain,
         health_port=int(port_text),
         log_format=log_format,
+        resync_seconds=resync,
     )

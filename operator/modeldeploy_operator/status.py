@@ -1,7 +1,8 @@
 """A ModelDeployment's status, decided from what its Deployment and pods show.
 
-Pure: it reads plain dicts as the API server returns them. Failures are never silent: a
-fetch step that failed (missing object, refused access, digest mismatch) shows up as
+Pure: it reads plain dicts as the API server returns them (the watch caches' copies),
+grouped per track, and returns the whole new status as a model. Failures are never silent:
+a fetch step that failed (missing object, refused access, digest mismatch) shows up as
 Stalled with the fetch step's own termination message, and so do image pull failures and a
 crashing server. Pods of the previous version keep serving meanwhile (the Deployment never
 takes an old pod down before a new one is ready), and status.stable says which version that is.
@@ -9,19 +10,75 @@ takes an old pod down before a new one is ready), and status.stable says which v
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from modeldeploy_operator.builders import FETCH_CONTAINER, SERVER_CONTAINER, selector_labels
-from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted
+from modeldeploy_operator import reasons
+from modeldeploy_operator.api import Condition, ModelDeploymentSpec, ModelDeploymentStatus, TrackStatus
+from modeldeploy_operator.builders import (
+    DIGEST_ANNOTATION,
+    FETCH_CONTAINER,
+    SERVER_CONTAINER,
+    TRACK_LABEL,
+    URI_ANNOTATION,
+    VERSION_LABEL,
+    inference_url,
+    selector_labels,
+)
+from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted, merge_conditions
+from modeldeploy_operator.reasons import Reason
+from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]
 IMAGE_FAILURES = ("ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName")
 
 
+@dataclass
+class Track:
+    """One track's Deployment and pods, as the watch caches hold them."""
+
+    deployment: Obj | None = None
+    pods: list[Obj] = field(default_factory=list)
+
+
+@dataclass
+class Children:
+    """A ModelDeployment's objects, per track: `stable` and `canary` Deployments with their
+    pods, and Services by track ("" for the Service that selects every track)."""
+
+    tracks: dict[str, Track] = field(default_factory=dict)
+    services: dict[str, Obj] = field(default_factory=dict)
+
+    def track(self, name: str) -> Track:
+        return self.tracks.get(name) or Track()
+
+    @classmethod
+    def group(cls, deployments: list[Obj], services: list[Obj], pods: list[Obj]) -> Children:
+        """Sort a resource's objects into tracks by their track label."""
+        tracks: dict[str, Track] = {}
+        for deployment in deployments:
+            tracks.setdefault(_track_of(deployment), Track()).deployment = deployment
+        for pod in pods:
+            tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
+        return cls(tracks, {_track_of(service): service for service in services})
+
+    def objects(self) -> list[Obj]:
+        """Every Deployment and Service, for finding the ones no longer wanted."""
+        deployments = [t.deployment for t in self.tracks.values() if t.deployment is not None]
+        return [*deployments, *self.services.values()]
+
+
+def _track_of(obj: Obj) -> str:
+    track: str = ((obj.get("metadata") or {}).get("labels") or {}).get(TRACK_LABEL, "")
+    return track
+
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded"]
+
+
 @dataclass(frozen=True)
 class Observed:
-    phase: str
+    phase: Phase
     conditions: list[Wanted]
     replicas: int
     ready_replicas: int
@@ -47,23 +104,26 @@ def _terminated_message(container: Obj) -> str | None:
     return None
 
 
-def pod_failure(pods: list[Obj]) -> tuple[str, str] | None:
+def pod_failure(pods: list[Obj]) -> tuple[Reason, str] | None:
     """(reason, message) of the first failure that will not fix itself, if any pod shows one."""
     for pod in pods:
         for container in _statuses(pod, "initContainerStatuses") + _statuses(pod, "containerStatuses"):
             waiting = (container.get("state") or {}).get("waiting") or {}
             if waiting.get("reason") in IMAGE_FAILURES:
-                return "ImagePullFailed", f"{container.get('name')}: {waiting.get('message') or waiting['reason']}"
+                return (
+                    reasons.IMAGE_PULL_FAILED,
+                    f"{container.get('name')}: {waiting.get('message') or waiting['reason']}",
+                )
         for container in _statuses(pod, "initContainerStatuses"):
             if container.get("name") == FETCH_CONTAINER:
                 message = _terminated_message(container)
                 if message:
-                    return "FetchFailed", message
+                    return reasons.FETCH_FAILED, message
         for container in _statuses(pod, "containerStatuses"):
             if container.get("name") == SERVER_CONTAINER and container.get("restartCount", 0) > 0:
                 message = _terminated_message(container)
                 if message:
-                    return "ServerCrashing", f"the server exited: {message}"
+                    return reasons.SERVER_CRASHING, f"the server exited: {message}"
     return None
 
 
@@ -75,7 +135,7 @@ def _ready(pod: Obj) -> bool:
 def serving_version(pods: list[Obj]) -> str | None:
     """The model version of the ready pods, preferring the most common one."""
     versions = [
-        ((pod.get("metadata") or {}).get("labels") or {}).get("app.kubernetes.io/version")
+        ((pod.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
         for pod in pods
         if _ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
@@ -89,8 +149,8 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
         return Observed(
             "Pending",
             [
-                Wanted(READY, "False", "Creating", "creating the serving Deployment"),
-                Wanted(RECONCILING, "True", "Creating", "creating the serving Deployment"),
+                Wanted(READY, "False", reasons.CREATING, "creating the serving Deployment"),
+                Wanted(RECONCILING, "True", reasons.CREATING, "creating the serving Deployment"),
             ],
             0,
             0,
@@ -106,7 +166,7 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
     if failure is None:
         for item in status.get("conditions") or []:
             if item.get("type") == "Progressing" and item.get("reason") == "ProgressDeadlineExceeded":
-                failure = ("ProgressDeadlineExceeded", item.get("message", "the rollout made no progress"))
+                failure = (reasons.PROGRESS_DEADLINE_EXCEEDED, item.get("message", "the rollout made no progress"))
     replicas = int(status.get("replicas") or 0)
     if failure is not None:
         reason, message = failure
@@ -126,14 +186,17 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
         message = f"version {version}: {min(updated, ready)} of {desired} replicas updated and ready"
         return Observed(
             "Progressing",
-            [Wanted(READY, "False", "RollingOut", message), Wanted(RECONCILING, "True", "RollingOut", message)],
+            [
+                Wanted(READY, "False", reasons.ROLLING_OUT, message),
+                Wanted(RECONCILING, "True", reasons.ROLLING_OUT, message),
+            ],
             replicas,
             ready,
             serving,
         )
     return Observed(
         "Ready",
-        [Wanted(READY, "True", "Serving", f"version {version}: {ready} of {desired} replicas ready")],
+        [Wanted(READY, "True", reasons.SERVING, f"version {version}: {ready} of {desired} replicas ready")],
         replicas,
         ready,
         serving or (version if desired == 0 else None),
@@ -142,3 +205,68 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
 
 def selector(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(name, "stable").items())
+
+
+def track_status(track: Track) -> TrackStatus:
+    """What a track's Deployment serves: its pod template, checked against its ready pods.
+
+    The version is the ready pods' (while a new template's pods fail, the old version keeps
+    serving and is reported); the uri and digest are the template's, given only when the
+    ready pods run the template's version, since an older ReplicaSet's are not watched.
+    """
+    deployment = track.deployment or {}
+    template = ((deployment.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    template_version = (template.get("labels") or {}).get(VERSION_LABEL)
+    annotations = template.get("annotations") or {}
+    serving = serving_version(track.pods)
+    same = serving is None or serving == template_version
+    revision = ((deployment.get("metadata") or {}).get("annotations") or {}).get("deployment.kubernetes.io/revision")
+    status = deployment.get("status") or {}
+    return TrackStatus(
+        version=serving or template_version,
+        revision=int(revision) if revision and revision.isdigit() else None,
+        uri=(annotations.get(URI_ANNOTATION) or None) if same else None,
+        sha256=(annotations.get(DIGEST_ANNOTATION) or None) if same else None,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
+    )
+
+
+def _conditions(previous: Obj, wanted: list[Wanted], now: str, generation: int | None) -> list[Condition]:
+    merged = merge_conditions(previous.get("conditions") or [], wanted, now, generation)
+    return [Condition.model_validate(item) for item in merged]
+
+
+def decide_status(
+    body: Obj,
+    spec: ModelDeploymentSpec | None,
+    children: Children,
+    settings: Settings,
+    problem: tuple[Reason, str] | None,
+    now: str,
+) -> ModelDeploymentStatus:
+    """The whole new status of one ModelDeployment, from what was observed this reconcile.
+
+    `problem` is what stopped the reconcile before the children could be trusted: an
+    invalid spec or an apply the API server refused.
+    """
+    meta, previous = body["metadata"], body.get("status") or {}
+    generation = meta.get("generation")
+    if spec is None or problem is not None:
+        reason, message = problem or (reasons.INVALID_SPEC, "invalid spec")
+        wanted = [Wanted(READY, "False", reason, message), Wanted(STALLED, "True", reason, message)]
+        return ModelDeploymentStatus(
+            observed_generation=generation, phase="Degraded", conditions=_conditions(previous, wanted, now, generation)
+        )
+    stable = children.track("stable")
+    observed = observe(stable.deployment, stable.pods, spec.model.version)
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        phase=observed.phase,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        selector=selector(meta["name"]),
+        url=inference_url(meta["name"], meta["namespace"], settings),
+        stable=track_status(stable) if stable.deployment is not None else None,
+        conditions=_conditions(previous, observed.conditions, now, generation),
+    )

@@ -272,3 +272,50 @@ def test_examples_are_valid_model_deployments() -> None:
     for example in sorted((REPO / "examples").glob("*.yaml")):
         body = yaml.safe_load(example.read_text())
         ModelDeploymentSpec.model_validate(body["spec"])
+
+
+def test_a_field_removed_from_the_spec_leaves_status(operators: OperatorLauncher, namespace: str) -> None:
+    """Status is written whole: a digest taken out of the spec disappears from status.stable."""
+    kube = operators.kube
+    operators.start()
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=manifest("fraud"))
+    wait_for(
+        "status.stable.sha256",
+        lambda: (get(kube, namespace, "mdep", "fraud").get("status") or {}).get("stable", {}).get("sha256") == DIGEST,
+    )
+    kube.kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "mdep",
+        "fraud",
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/model/sha256"}]',
+    )
+
+    def digest_gone() -> bool:
+        body = current(kube, namespace, "fraud")
+        stable = body["status"]["stable"]
+        return "sha256" not in stable and stable.get("uri") == URI
+
+    wait_for("status.stable.sha256 to disappear", digest_gone, timeout=90)
+
+
+def test_a_timed_wake_up_reconciles_at_its_time_and_writes_nothing(operators: OperatorLauncher, namespace: str) -> None:
+    """With --resync-interval each resource is reconciled again on the queue's timer, once per
+    interval, and an unchanged resource costs no write."""
+    kube = operators.kube
+    operator = operators.start("--resync-interval", "2s")
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=manifest("fraud"))
+    current(kube, namespace, "fraud")
+    time.sleep(3)  # let the first reconciles settle
+    writes = operator.metric("modeldeploy_operator_api_writes_total")
+    wake_ups = operator.metric("modeldeploy_operator_wake_ups_total")
+    reconciles = operator.metric("modeldeploy_operator_reconciles_total")
+    time.sleep(9)
+    woke = operator.metric("modeldeploy_operator_wake_ups_total") - wake_ups
+    ran = operator.metric("modeldeploy_operator_reconciles_total") - reconciles
+    assert 3 <= woke <= 5, f"{woke} wake-ups in 9 s at a 2 s interval"
+    assert woke <= ran <= woke + 1, f"{ran} reconciles for {woke} wake-ups: one each"
+    assert operator.metric("modeldeploy_operator_api_writes_total") == writes, "nothing changed: nothing written"

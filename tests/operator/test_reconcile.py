@@ -15,9 +15,10 @@ from typing import Any
 
 import kubernetes
 import pytest
-from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.reconcile import Children, Memory, Queue, reconcile
+from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.settings import Settings
+from modeldeploy_operator.status import Children
+from modeldeploy_operator.writes import LastWrites
 
 Obj = dict[str, Any]
 SETTINGS = Settings(serving_image="registry.example/modeldeploy:1.2.3")
@@ -29,6 +30,7 @@ class FakeKube:
     """Records every write; optionally refuses applies with an API error."""
 
     applied: list[Obj] = field(default_factory=list)
+    deleted: list[Obj] = field(default_factory=list)
     statuses: list[Obj] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
     refuse: kubernetes.client.ApiException | None = None
@@ -38,7 +40,10 @@ class FakeKube:
             raise self.refuse
         self.applied.append(copy.deepcopy(desired))
 
-    async def patch_status(self, namespace: str, name: str, status: Obj) -> None:
+    async def delete(self, obj: Obj) -> None:
+        self.deleted.append(copy.deepcopy(obj))
+
+    async def replace_status(self, namespace: str, name: str, status: Obj) -> None:
         self.statuses.append(copy.deepcopy(status))
 
     async def post_event(self, owner: Obj, kind: str, reason: str, message: str) -> None:
@@ -46,25 +51,13 @@ class FakeKube:
 
     @property
     def writes(self) -> int:
-        return len(self.applied) + len(self.statuses) + len(self.events)
+        return len(self.applied) + len(self.deleted) + len(self.statuses) + len(self.events)
 
     def clear(self) -> None:
         self.applied.clear()
+        self.deleted.clear()
         self.statuses.clear()
         self.events.clear()
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a status patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 # How the API server writes quantities back.
@@ -105,7 +98,9 @@ class Cluster:
         return str(self.version)
 
     def children(self) -> Children:
-        return Children(copy.deepcopy(self.deployment), copy.deepcopy(self.service), copy.deepcopy(self.pods))
+        deployments = [self.deployment] if self.deployment is not None else []
+        services = [self.service] if self.service is not None else []
+        return Children.group(copy.deepcopy(deployments), copy.deepcopy(services), copy.deepcopy(self.pods))
 
     def take(self, kube: FakeKube) -> None:
         """Store what the operator wrote, with defaults and new resourceVersions."""
@@ -129,7 +124,7 @@ class Cluster:
                 stored["spec"].update(clusterIP="10.96.0.17", clusterIPs=["10.96.0.17"], sessionAffinity="None")
                 self.service = stored
         for status in kube.statuses:
-            self.body["status"] = merge_patch(self.body.get("status"), status)
+            self.body["status"] = copy.deepcopy(status)  # the whole status is replaced
             self.body["metadata"]["resourceVersion"] = self.next_version()
         kube.clear()
 
@@ -167,17 +162,18 @@ def spec(**extra: Any) -> Obj:
     }
 
 
-def run(cluster: Cluster, kube: FakeKube, memory: Memory | None = None) -> None:
-    asyncio.run(reconcile(copy.deepcopy(cluster.body), cluster.children(), SETTINGS, kube, memory or Memory()))  # type: ignore[arg-type]
+def run(cluster: Cluster, kube: FakeKube, memory: LastWrites | None = None) -> float | None:
+    body, children = copy.deepcopy(cluster.body), cluster.children()
+    return asyncio.run(reconcile(body, children, SETTINGS, kube, memory or LastWrites()))  # type: ignore[arg-type]
 
 
 def ready_condition(status: Obj) -> Obj:
     return next(c for c in status["conditions"] if c["type"] == "Ready")
 
 
-def converged() -> tuple[Cluster, FakeKube, Memory]:
+def converged() -> tuple[Cluster, FakeKube, LastWrites]:
     """A ModelDeployment whose objects exist, pods are ready and status says Ready."""
-    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec()), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     cluster.take(kube)
     cluster.pods_ready()
@@ -208,7 +204,7 @@ def test_first_reconcile_applies_service_and_deployment_and_writes_status() -> N
 
 
 def test_ready_once_pods_are_ready() -> None:
-    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec()), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     cluster.take(kube)
     cluster.pods_ready()
@@ -236,7 +232,7 @@ def test_ready_once_pods_are_ready() -> None:
 def test_an_idle_reconcile_writes_nothing(fresh_memory: bool) -> None:
     cluster, kube, memory = converged()
     for _ in range(3):
-        run(cluster, kube, Memory() if fresh_memory else memory)
+        run(cluster, kube, LastWrites() if fresh_memory else memory)
     assert (kube.applied, kube.statuses, kube.events) == ([], [], [])
 
 
@@ -259,11 +255,11 @@ def test_a_spec_change_is_applied_once() -> None:
     assert len(kube.applied) == 1
 
 
-# Memory: a watch cache behind our own writes -------------------------------------------
+# LastWrites: a watch cache behind our own writes -------------------------------------------
 
 
 def test_memory_prevents_a_duplicate_apply_and_status_while_the_cache_lags() -> None:
-    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec()), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     assert (len(kube.applied), len(kube.statuses), len(kube.events)) == (2, 1, 1)
     run(cluster, kube, memory)  # same (empty) children, same body: the caches have not caught up
@@ -273,13 +269,13 @@ def test_memory_prevents_a_duplicate_apply_and_status_while_the_cache_lags() -> 
 def test_without_memory_a_lagging_cache_would_write_twice() -> None:
     """The control for the test above: it is the Memory that saves the writes."""
     cluster, kube = Cluster(spec()), FakeKube()
-    run(cluster, kube, Memory())
-    run(cluster, kube, Memory())
+    run(cluster, kube, LastWrites())
+    run(cluster, kube, LastWrites())
     assert len(kube.applied) == 4
 
 
 def test_memory_forgets_a_deleted_resource() -> None:
-    cluster, kube, memory = Cluster(spec()), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec()), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     memory.forget(("ml", "fraud"))
     run(cluster, kube, memory)  # recreated under the same name
@@ -325,7 +321,7 @@ def test_an_invalid_spec_is_reported_once() -> None:
 
 
 def test_fixing_an_invalid_spec_recovers() -> None:
-    cluster, kube, memory = Cluster(spec(replicas=-1)), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec(replicas=-1)), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     cluster.take(kube)
     cluster.edit_spec(replicas=1)
@@ -368,7 +364,7 @@ def test_a_transient_api_error_raises_for_a_retry_without_writing_status(code: i
 
 
 def test_events_only_on_transitions_not_on_progress() -> None:
-    cluster, kube, memory = Cluster(spec(replicas=3)), FakeKube(), Memory()
+    cluster, kube, memory = Cluster(spec(replicas=3)), FakeKube(), LastWrites()
     run(cluster, kube, memory)
     cluster.take(kube)
     assert cluster.deployment is not None
@@ -386,7 +382,7 @@ def test_events_only_on_transitions_not_on_progress() -> None:
         events += kube.events
         assert len(kube.statuses) == 1, "the message changed: status is written"
         cluster.take(kube)
-    assert events == [("Normal", "RollingOut", "version 7: 0 of 3 replicas updated and ready")]
+    assert events == [], "Creating to RollingOut, Ready still False: progress, not an Event"
     cluster.pods_ready()
     run(cluster, kube, memory)
     assert kube.events == [("Normal", "Serving", "version 7: 3 of 3 replicas ready")]
@@ -430,86 +426,59 @@ def test_a_failure_posts_a_warning_once() -> None:
     assert status["stable"]["version"] == "7"
 
 
-# The queue ------------------------------------------------------------------------------
+# The whole status, per track ---------------------------------------------------------------
 
 
-def test_queue_coalesces_many_triggers_into_one_rerun() -> None:
-    runs: list[tuple[str, str]] = []
-    release = asyncio.Event()
-
-    async def main() -> None:
-        async def work(key: tuple[str, str]) -> None:
-            runs.append(key)
-            await release.wait()
-
-        queue = Queue(work)
-        queue.trigger(("ml", "fraud"))
-        await asyncio.sleep(0)  # the first run starts and waits
-        for _ in range(50):
-            queue.trigger(("ml", "fraud"))
-        release.set()
-        await queue.drain()
-
-    asyncio.run(main())
-    assert runs == [("ml", "fraud"), ("ml", "fraud")]
+def test_a_field_that_no_longer_applies_leaves_status() -> None:
+    cluster, kube, memory = converged()
+    assert cluster.body["status"]["stable"]["sha256"] == DIGEST
+    cluster.edit_spec(model={"uri": "s3://models/fraud/7/model.onnx", "version": "7"})  # no digest any more
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    cluster.pods_ready()
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    assert "sha256" not in cluster.body["status"]["stable"]
+    assert cluster.body["status"]["stable"]["uri"] == "s3://models/fraud/7/model.onnx"
 
 
-def test_queue_runs_each_resource_on_its_own() -> None:
-    runs: list[tuple[str, str]] = []
-
-    async def main() -> None:
-        async def work(key: tuple[str, str]) -> None:
-            runs.append(key)
-
-        queue = Queue(work)
-        for name in ("a", "b", "a", "c", "b"):
-            queue.trigger(("ml", name))
-        await queue.drain()
-
-    asyncio.run(main())
-    assert sorted(runs) == [("ml", "a"), ("ml", "b"), ("ml", "c")]
+def test_stable_says_what_its_deployment_serves_not_what_the_spec_asks() -> None:
+    """While pods of a new template fail, the old version serves: its uri is not the spec's,
+    so status gives the version the ready pods report and no uri it cannot vouch for."""
+    cluster, kube, memory = converged()
+    cluster.edit_spec(model={"uri": "s3://models/fraud/8/model.onnx", "version": "8"})
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    run(cluster, kube, memory)
+    cluster.take(kube)
+    stable = cluster.body["status"]["stable"]
+    assert stable["version"] == "7"
+    assert "uri" not in stable and "sha256" not in stable
 
 
-def test_queue_reruns_a_trigger_that_came_after_the_run() -> None:
-    runs = 0
+def test_an_http_route_gets_a_service_per_track_and_loses_it_when_removed() -> None:
+    cluster, kube, memory = converged()
+    cluster.edit_spec(rollout={"traffic": {"httpRoute": {"name": "fraud"}}})
+    run(cluster, kube, memory)
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [("Service", "fraud-stable")]
+    backend = kube.applied[0]
+    assert backend["spec"]["selector"]["modeldeploy.dev/track"] == "stable"
+    assert backend["metadata"]["labels"]["modeldeploy.dev/track"] == "stable"
+    stored = copy.deepcopy(backend)
+    stored["metadata"]["resourceVersion"] = cluster.next_version()
+    kube.clear()
+    cluster.edit_spec(rollout={})
+    children = cluster.children()
+    children.services["stable"] = stored
+    asyncio.run(reconcile(copy.deepcopy(cluster.body), children, SETTINGS, kube, memory))  # type: ignore[arg-type]
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.deleted] == [("Service", "fraud-stable")]
+    assert kube.applied == []
 
-    async def main() -> None:
-        async def work(key: tuple[str, str]) -> None:
-            nonlocal runs
-            runs += 1
 
-        queue = Queue(work)
-        queue.trigger(("ml", "fraud"))
-        await queue.drain()
-        queue.trigger(("ml", "fraud"))
-        await queue.drain()
-
-    asyncio.run(main())
-    assert runs == 2
-
-
-def test_queue_retries_a_failed_reconcile_with_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
-    waits: list[float] = []
-    real_sleep = asyncio.sleep
-
-    async def no_wait(seconds: float) -> None:
-        waits.append(seconds)
-        await real_sleep(0)
-
-    monkeypatch.setattr(reconcile_module.asyncio, "sleep", no_wait)
-    attempts = 0
-
-    async def main() -> None:
-        async def work(key: tuple[str, str]) -> None:
-            nonlocal attempts
-            attempts += 1
-            if attempts < 4:
-                raise RuntimeError("the API server is restarting")
-
-        queue = Queue(work)
-        queue.trigger(("ml", "fraud"))
-        await queue.drain()
-
-    asyncio.run(main())
-    assert attempts == 4
-    assert waits == [1.0, 2.0, 4.0]
+def test_a_reconcile_asks_for_a_wake_up_only_when_one_is_due() -> None:
+    cluster, kube, _ = converged()
+    assert run(cluster, kube) is None
+    resyncing = Settings(serving_image=SETTINGS.serving_image, resync_seconds=600.0)
+    body, children = copy.deepcopy(cluster.body), cluster.children()
+    assert asyncio.run(reconcile(body, children, resyncing, kube, LastWrites())) == 600.0  # type: ignore[arg-type]
+    assert kube.writes == 0

@@ -19,6 +19,7 @@ BAD = [
     ("--default-requests", "gpu=1", "NAME cpu, memory or ephemeral-storage"),
     ("--default-limits", "memory:1Gi", "NAME=QUANTITY"),
     ("--cluster-domain", "Cluster Local", "lowercase labels separated by dots"),
+    ("--resync-interval", "10 minutes", "0 (off) or a number with ms, s, m or h"),
 ]
 
 
@@ -63,6 +64,7 @@ def test_every_flag_from_the_environment() -> None:
         "MODELDEPLOY_CLUSTER_DOMAIN": "corp.example",
         "MODELDEPLOY_HEALTH_PORT": "9000",
         "MODELDEPLOY_LOG_FORMAT": "text",
+        "MODELDEPLOY_RESYNC_INTERVAL": "1m30s",
     }
     assert set(env) == {variable for variable, _ in OPTIONS.values()}
     assert parse_settings([], env) == Settings(
@@ -73,6 +75,7 @@ def test_every_flag_from_the_environment() -> None:
         default_limits={"memory": "2Gi", "ephemeral-storage": "1Gi"},
         cluster_domain="corp.example",
         health_port=9000,
+        resync_seconds=90.0,
         log_format="text",
     )
     assert not parse_settings([], env).all_namespaces

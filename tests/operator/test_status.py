@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted
+from modeldeploy_operator.reasons import BY_NAME, Reason
 from modeldeploy_operator.status import observe, pod_failure, selector, serving_version
 
 DIGEST_MISMATCH = (
@@ -129,7 +130,12 @@ def fetch_failing(version: str = "8", message: str = DIGEST_MISMATCH) -> dict[st
 
 
 def types(conditions: list[Wanted]) -> dict[str, tuple[str, str]]:
-    return {c.type: (c.status, c.reason) for c in conditions}
+    return {c.type: (c.status, c.reason.name) for c in conditions}
+
+
+def failure(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    found: tuple[Reason, str] | None = pod_failure(pods)
+    return None if found is None else (found[0].name, found[1])
 
 
 def message(conditions: list[Wanted], kind: str) -> str:
@@ -172,7 +178,7 @@ def test_old_pods_still_terminating_is_rolling_out() -> None:
 def test_ready() -> None:
     observed = observe(deployment(), [pod(), pod()], "8")
     assert observed.phase == "Ready"
-    assert observed.conditions == [Wanted(READY, "True", "Serving", "version 8: 2 of 2 replicas ready")]
+    assert observed.conditions == [Wanted(READY, "True", BY_NAME["Serving"], "version 8: 2 of 2 replicas ready")]
     assert (observed.replicas, observed.ready_replicas, observed.serving_version) == (2, 2, "8")
 
 
@@ -215,12 +221,12 @@ def test_fetch_failure_seen_while_the_step_runs_again() -> None:
     """Between back-offs the step runs; its last failure still says why."""
     init = container("fetch-model", ready=False, restarts=4, last=failed(DIGEST_MISMATCH))
     failing = pod(ready=False, init=init, server=container("server", ready=False, state={"waiting": {}}))
-    assert pod_failure([failing]) == ("FetchFailed", DIGEST_MISMATCH)
+    assert failure([failing]) == ("FetchFailed", DIGEST_MISMATCH)
 
 
 def test_fetch_failure_on_its_first_run() -> None:
     init = container("fetch-model", ready=False, state=failed("fetch failed (not-found): s3://m/x.onnx: not found", 3))
-    assert pod_failure([pod(ready=False, init=init)]) == (
+    assert failure([pod(ready=False, init=init)]) == (
         "FetchFailed",
         "fetch failed (not-found): s3://m/x.onnx: not found",
     )
@@ -228,27 +234,27 @@ def test_fetch_failure_on_its_first_run() -> None:
 
 def test_fetch_failure_without_a_message_gives_the_exit_code() -> None:
     init = container("fetch-model", ready=False, restarts=1, state={"waiting": {}}, last=failed("", 137))
-    assert pod_failure([pod(ready=False, init=init)]) == ("FetchFailed", "exit code 137")
+    assert failure([pod(ready=False, init=init)]) == ("FetchFailed", "exit code 137")
 
 
 def test_only_the_last_line_of_a_long_termination_message() -> None:
     init = container(
         "fetch-model", ready=False, state=failed("Traceback ...\n  File x\nfetch failed (unavailable): HTTP 503")
     )
-    assert pod_failure([pod(ready=False, init=init)]) == ("FetchFailed", "fetch failed (unavailable): HTTP 503")
+    assert failure([pod(ready=False, init=init)]) == ("FetchFailed", "fetch failed (unavailable): HTTP 503")
 
 
 def test_a_fetch_that_failed_once_and_then_succeeded_is_not_a_failure() -> None:
     """The kubelet keeps lastState for the pod's life; a completed retry is healthy."""
     init = container("fetch-model", ready=True, restarts=1, state=COMPLETED, last=failed("fetch failed (unavailable)"))
     healthy = pod(init=init)
-    assert pod_failure([healthy]) is None
+    assert failure([healthy]) is None
     assert observe(deployment(replicas=1), [healthy], "8").phase == "Ready"
 
 
 def test_a_server_that_restarted_once_and_is_ready_again_is_not_crashing() -> None:
     server = container("server", ready=True, restarts=1, last={"terminated": {"exitCode": 137, "reason": "OOMKilled"}})
-    assert pod_failure([pod(server=server)]) is None
+    assert failure([pod(server=server)]) is None
 
 
 def test_a_crashing_server() -> None:

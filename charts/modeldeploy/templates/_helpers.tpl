@@ -15,13 +15,14 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments/status"]
   verbs: ["get", "patch", "update"]
-# What a ModelDeployment owns: applied with server-side apply (patch creates).
+# What a ModelDeployment owns: applied with server-side apply (patch creates); deleted when
+# no longer wanted (a finished canary, a per-track Service without an HTTPRoute).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Pods are only read: init-container termination messages, readiness.
 - apiGroups: [""]
   resources: ["pods"]

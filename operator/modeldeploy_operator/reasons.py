@@ -1,0 +1,119 @@
+"""Every condition reason the operator gives, each defined once.
+
+A reason is what `kubectl get mdep -o yaml`, `kubectl describe`, Argo CD and the docs show
+when something happens to a ModelDeployment. Each one carries the Event type it is posted
+with and the line the reference docs print for it (docs/modeldeployment.md is generated
+from this list), so a new reason cannot ship without its documentation or its Event type.
+Code passes these objects around, never the bare strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A condition reason with what it means for Ready, the phase, and its Event."""
+
+    name: str
+    event: Literal["Normal", "Warning"]
+    ready: Literal["True", "False"]
+    also: Literal["Reconciling", "Stalled", "-"]  # the kstatus condition set beside Ready
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded"]
+    doc: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+CREATING = Reason(
+    "Creating",
+    "Normal",
+    "False",
+    "Reconciling",
+    "Pending",
+    "The serving Deployment does not exist yet; it is being created.",
+)
+ROLLING_OUT = Reason(
+    "RollingOut",
+    "Normal",
+    "False",
+    "Reconciling",
+    "Progressing",
+    "Pods of the current spec are starting or old ones are leaving; the message counts updated, ready replicas.",
+)
+SERVING = Reason(
+    "Serving", "Normal", "True", "-", "Ready", "Every replica of the current version is updated and ready."
+)
+FETCH_FAILED = Reason(
+    "FetchFailed",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The fetch step failed: missing object, access refused, digest mismatch, unreachable store. The message is "
+    "the fetch step's own line (its termination message); see [fetch.md](fetch.md). Fix `spec.model`.",
+)
+IMAGE_PULL_FAILED = Reason(
+    "ImagePullFailed",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "A container's image cannot be pulled; check `spec.serving.image` or the operator's `--serving-image`.",
+)
+SERVER_CRASHING = Reason(
+    "ServerCrashing",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The server container exits after starting (e.g. an out-of-memory kill or a model it cannot load); "
+    "the message is its last line. Raise `spec.resources.limits.memory` or fix the model.",
+)
+PROGRESS_DEADLINE_EXCEEDED = Reason(
+    "ProgressDeadlineExceeded",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The Deployment made no progress within its deadline (600 s), e.g. pods that cannot be scheduled.",
+)
+INVALID_SPEC = Reason(
+    "InvalidSpec",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The spec fails the operator's own validation (normally the API server refuses it first); the message "
+    "names the field, e.g. `spec.replicas: Input should be greater than or equal to 0 (got -1)`.",
+)
+APPLY_FAILED = Reason(
+    "ApplyFailed",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The API server refused the Deployment or Service the operator rendered; the message is the API server's.",
+)
+
+ALL: tuple[Reason, ...] = (
+    CREATING,
+    ROLLING_OUT,
+    SERVING,
+    FETCH_FAILED,
+    IMAGE_PULL_FAILED,
+    SERVER_CRASHING,
+    PROGRESS_DEADLINE_EXCEEDED,
+    INVALID_SPEC,
+    APPLY_FAILED,
+)
+BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}
+
+
+def event_type(name: str | None) -> Literal["Normal", "Warning"]:
+    """The Event type for a reason by name; an unknown one (never expected) is a Warning."""
+    reason = BY_NAME.get(name or "")
+    return reason.event if reason is not None else "Warning"
