@@ -80,10 +80,16 @@ class Bulk:
         else:
             raise ValueError(f"cannot create a {desired['kind']}")
 
-    def patch_status(self, namespace: str, name: str, status: Obj) -> None:
-        """The same call the operator makes (modeldeploy_operator.kube.Kube.patch_status)."""
+    def replace_status(self, namespace: str, name: str, status: Obj) -> None:
+        """The same call the operator makes (modeldeploy_operator.kube.Kube.replace_status)."""
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            [{"op": "add", "path": "/status", "value": status}],
+            _preload_content=False,
         )
 
     def create_namespace(self, name: str) -> None:

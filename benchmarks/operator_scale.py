@@ -16,7 +16,8 @@ scheduler; no node, so pods stay Pending and the operator's status says Progress
 3. leak: one operator, rounds of create N / converge / delete all / wait until gone; the
    RSS after each round.
 
-Writes results/operator-scale-<date>.json and .md. See README.md, "The operator at scale".
+Writes results/operator-scale-<date>.md (the summary) and .json.gz (the raw data).
+See README.md, "The operator at scale".
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ sys.path.insert(0, str(HERE))
 
 from kube_bulk import Bulk, delta, model_deployment  # noqa: E402
 from modeldeploy_operator.api import ModelDeploymentSpec  # noqa: E402
-from modeldeploy_operator.builders import build_deployment, build_service, deployment_name  # noqa: E402
-from modeldeploy_operator.reconcile import Children, decide_status, now_iso  # noqa: E402
+from modeldeploy_operator.builders import build_children, deployment_name  # noqa: E402
+from modeldeploy_operator.reconcile import now_iso  # noqa: E402
 from modeldeploy_operator.settings import Settings  # noqa: E402
+from modeldeploy_operator.status import Children, decide_status  # noqa: E402
 from process_stats import RssSampler, cpu_seconds, memory_kib  # noqa: E402
+from raw_results import write_raw  # noqa: E402
 
 Obj = dict[str, Any]
 MIB = 1024
@@ -247,10 +250,10 @@ def floor(bulk: Bulk, n: int, namespace: str, pids: dict[str, int]) -> Obj:
     writes: list[Callable[[], Any]] = []
     for body in created:
         meta, spec = body["metadata"], ModelDeploymentSpec.model_validate(body["spec"])
-        status = decide_status(body, spec, Children(), settings, None, now_iso())
-        for desired in (build_service(meta, spec), build_deployment(meta, spec, settings)):
+        status = decide_status(body, spec, Children(), settings, None, now_iso()).dump()
+        for desired in build_children(meta, spec, settings):
             writes.append(lambda desired=desired: bulk.create(desired))
-        writes.append(lambda meta=meta, status=status: bulk.patch_status(namespace, meta["name"], status))
+        writes.append(lambda meta=meta, status=status: bulk.replace_status(namespace, meta["name"], status))
     before, load, cpu = bulk.server_writes(), loadavg(), cpu_snapshot(pids)
     floor_s = timed(lambda: bulk.run_all(writes))
     cpu = cpu_used(cpu, cpu_snapshot(pids))
@@ -488,14 +491,14 @@ def main(argv: list[str] | None = None) -> None:
         results["loadavg_at_end"] = loadavg()
         if not args.keep_cluster:
             launcher.down(args.cluster_dir)
-    out = HERE / "results" / f"{name}.json"
-    out.write_text(json.dumps(results, indent=1))
+    out = HERE / "results" / name
+    raw = write_raw(out, results)
     from operator_report import markdown
 
     text = markdown(results)
-    out.with_suffix(".md").write_text(text)
+    out.with_name(f"{name}.md").write_text(text)
     print(text)
-    log(f"wrote {out} and {out.with_suffix('.md')}; operator logs in {run_dir}")
+    log(f"wrote {raw} and {out}.md; operator logs in {run_dir}")
 
 
 if __name__ == "__main__":

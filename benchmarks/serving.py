@@ -9,7 +9,7 @@ the limit (InferenceSession.run in a loop), the bare endpoint (bare_endpoint.py)
 with telemetry on, off, and with batching off, MLServer 1.7.1 with its scikit-learn runtime on
 the same fitted estimator, and MLServer with a minimal ONNX Runtime runtime. Servers run on
 core 0, wrk on core 1; each point is the median of the repeats. Writes
-results/serving-<date>.json and results/serving-<date>.md, and prints the table.
+results/serving-<date>.json.gz (raw) and results/serving-<date>.md (summary), and prints the table.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import load
 import report
 import servers
 import training
+from raw_results import write_raw
 
 HERE = Path(__file__).resolve().parent
 NAME = "breast-cancer"
@@ -233,11 +234,11 @@ def main(argv: list[str] | None = None) -> None:
     results["ratios"] = report.ratios(results["summary"])
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"serving-{started:%Y-%m-%d-%H%M}{'-quick' if args.quick else ''}"
-    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    raw = write_raw(stem, results)
     markdown = report.markdown(results)
-    stem.with_suffix(".md").write_text(markdown)
+    stem.with_name(f"{stem.name}.md").write_text(markdown)
     print(markdown)
-    print(f"wrote {stem}.json and {stem}.md")
+    print(f"wrote {raw} and {stem}.md")
 
 
 if __name__ == "__main__":
