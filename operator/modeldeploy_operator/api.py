@@ -163,6 +163,23 @@ class Analysis(_Model):
     min_requests: Annotated[
         int, Field(default=50, ge=1, description="Canary requests needed in an interval before it is judged.")
     ] = 50
+    max_cost_increase: Annotated[
+        float | None,
+        Field(
+            default=None,
+            gt=0,
+            description="Highest canary-over-stable ratio of CPU seconds per 1,000 predictions, e.g. 1.5; "
+            "without it the cost is reported but never fails a step.",
+        ),
+    ] = None
+    dry_run: Annotated[
+        bool,
+        Field(
+            default=False,
+            description="Compute, show and record every check, but never roll back on one (steps still wait "
+            "while a check is Inconclusive).",
+        ),
+    ] = False
 
 
 class HTTPRouteRef(_Model):
@@ -202,6 +219,23 @@ class Rollout(_Model):
     ] = "60s"
     analysis: Annotated[Analysis, Field(default_factory=Analysis, description="The checks at each step.")]
     traffic: Annotated[Traffic, Field(default_factory=Traffic, description="How traffic is split.")]
+    progress_deadline: Annotated[
+        str,
+        Field(
+            default="10m",
+            pattern=DURATION_PATTERN,
+            description="Longest a canary may start, or stay Inconclusive at a step, before it is rolled back "
+            "(reason ProgressDeadlineExceeded).",
+        ),
+    ] = "10m"
+    manual_promotion: Annotated[
+        bool,
+        Field(
+            default=False,
+            description="After the last step passes, wait for `kubectl modeldeploy promote NAME` instead of "
+            "promoting on its own.",
+        ),
+    ] = False
 
 
 class Drift(_Model):
@@ -293,6 +327,85 @@ class TrackStatus(_Model):
     ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
 
 
+CheckName = Literal["signature", "errorRate", "latencyP99", "predictionShift", "cost"]
+CheckResult = Literal["Successful", "Failed", "Inconclusive"]
+
+
+class Check(_Model):
+    """One check of a canary step, with the evidence it was decided on."""
+
+    check: Annotated[CheckName, Field(description="signature, errorRate, latencyP99, predictionShift or cost.")]
+    result: Annotated[
+        CheckResult,
+        Field(description="Successful, Failed, or Inconclusive (too little data: the step waits)."),
+    ]
+    value: Annotated[float | None, Field(description="What was measured; absent when nothing could be.")] = None
+    limit: Annotated[float | None, Field(description="The limit from spec.rollout.analysis; absent without one.")] = (
+        None
+    )
+    samples: Annotated[int, Field(description="Canary requests (or rows) the value was computed from.")] = 0
+    message: Annotated[str, Field(description="The value, limit and samples in words, or why it is Inconclusive.")] = ""
+
+
+class CanaryStatus(_Model):
+    """The rollout under way; removed when it is promoted, rolled back or aborted."""
+
+    revision: Annotated[int, Field(description="This rollout's number, counted per ModelDeployment from 1.")]
+    version: Annotated[str, Field(description="The new version (spec.model.version).")]
+    uri: Annotated[str, Field(description="The new model file.")]
+    sha256: Annotated[str | None, Field(description="Its digest, when the spec gives one.")] = None
+    spec_hash: Annotated[
+        str, Field(description="A digest of what the pods serve (model, serving, resources) for this rollout.")
+    ]
+    step: Annotated[int, Field(description="Index into spec.rollout.steps of the current step.")] = 0
+    requested_weight: Annotated[
+        int, Field(description="Percent of traffic the current step asks for; 0 before any live traffic.")
+    ] = 0
+    actual_weight: Annotated[
+        int, Field(description="Percent of the serving pods behind the Service that are canary pods now.")
+    ] = 0
+    started_at: Annotated[str, Field(description="When the rollout started.")]
+    step_started_at: Annotated[
+        str | None, Field(description="When the current step's weight was verified and its interval began.")
+    ] = None
+    inconclusive_since: Annotated[
+        str | None, Field(description="Since when the step's judgement has been Inconclusive.")
+    ] = None
+    promoting: Annotated[
+        bool, Field(description="Every step passed: the stable Deployment is being updated to the new version.")
+    ] = False
+    handled: Annotated[
+        str, Field(description="The last user command (annotation value) acted on, so each acts once.")
+    ] = ""
+    message: Annotated[str, Field(description="What the rollout is doing or waiting for.")] = ""
+    analysis: list[Check] = Field(default_factory=list, description="The latest judgement of the current step.")
+
+
+class HistoryEntry(_Model):
+    """A finished rollout and why it ended as it did."""
+
+    revision: Annotated[int, Field(description="The rollout's number (status.canary.revision while it ran).")]
+    version: Annotated[str, Field(description="The version rolled out.")]
+    uri: Annotated[str, Field(description="Its model file.")]
+    sha256: Annotated[str | None, Field(description="Its digest, when given.")] = None
+    spec_hash: Annotated[str, Field(description="A digest of what the pods served (model, serving, resources).")]
+    outcome: Annotated[
+        Literal["Promoted", "RolledBack", "Aborted"], Field(description="Promoted, RolledBack or Aborted.")
+    ]
+    reason: Annotated[str, Field(description="The condition reason the outcome was given with.")]
+    message: Annotated[str, Field(description="Why, with the deciding check's value and limit.")] = ""
+    decided_by: Annotated[
+        Literal["analysis", "deadline", "signature", "startup", "user", "spec"],
+        Field(
+            description="What decided: analysis, deadline, signature, startup (the canary never came up), "
+            "user (promote or abort) or spec (a newer spec replaced it)."
+        ),
+    ]
+    analysis: Annotated[list[Check], Field(default_factory=list, description="The last judgement before the decision.")]
+    started_at: Annotated[str, Field(description="When the rollout started.")]
+    finished_at: Annotated[str, Field(description="When it was decided.")]
+
+
 class ModelDeploymentStatus(_Model):
     """What the operator observed; written only by the operator, whole, and only when it changes."""
 
@@ -323,6 +436,13 @@ class ModelDeploymentStatus(_Model):
         TrackStatus | None,
         Field(description="What the stable Deployment serves: all traffic outside a rollout."),
     ] = None
+    canary: Annotated[
+        CanaryStatus | None,
+        Field(description="The rollout under way, present only during one."),
+    ] = None
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="Finished rollouts, newest first, at most 10."
+    )
     conditions: Annotated[
         list[Condition],
         Field(

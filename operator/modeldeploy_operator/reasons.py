@@ -79,7 +79,8 @@ PROGRESS_DEADLINE_EXCEEDED = Reason(
     "False",
     "Stalled",
     "Degraded",
-    "The Deployment made no progress within its deadline (600 s), e.g. pods that cannot be scheduled.",
+    "The Deployment made no progress within its deadline (600 s), e.g. pods that cannot be scheduled; or a canary "
+    "did not start, or stayed Inconclusive, for `spec.rollout.progressDeadline` and was rolled back.",
 )
 INVALID_SPEC = Reason(
     "InvalidSpec",
@@ -99,6 +100,52 @@ APPLY_FAILED = Reason(
     "The API server refused the Deployment or Service the operator rendered; the message is the API server's.",
 )
 
+CANARY_PROGRESSING = Reason(
+    "CanaryProgressing",
+    "Normal",
+    "False",
+    "Reconciling",
+    "Progressing",
+    "A new version is rolling out as a canary: starting, at a step, or being promoted; "
+    "`status.canary` and `kubectl modeldeploy status NAME` say where it is.",
+)
+CANARY_PAUSED = Reason(
+    "CanaryPaused",
+    "Normal",
+    "False",
+    "Reconciling",
+    "Progressing",
+    "A user paused the rollout (`kubectl modeldeploy pause NAME`); steps wait until `resume`.",
+)
+ROLLED_BACK = Reason(
+    "RolledBack",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "A canary check failed; all traffic went back to stable and the canary was removed. The message names the "
+    "check, its value and limit. The same spec is not tried again until it changes or `kubectl modeldeploy "
+    "retry NAME`.",
+)
+SIGNATURE_MISMATCH = Reason(
+    "SignatureMismatch",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "The canary's inputs or outputs (names, datatypes, shapes) differ from stable's; it was rolled back before "
+    "taking a request. The message lists each difference.",
+)
+ABORTED = Reason(
+    "Aborted",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "A user aborted the rollout (`kubectl modeldeploy abort NAME`); stable serves everything. Change the spec or "
+    "`kubectl modeldeploy retry NAME` to try again.",
+)
+
 ALL: tuple[Reason, ...] = (
     CREATING,
     ROLLING_OUT,
@@ -109,6 +156,11 @@ ALL: tuple[Reason, ...] = (
     PROGRESS_DEADLINE_EXCEEDED,
     INVALID_SPEC,
     APPLY_FAILED,
+    CANARY_PROGRESSING,
+    CANARY_PAUSED,
+    ROLLED_BACK,
+    SIGNATURE_MISMATCH,
+    ABORTED,
 )
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}
 

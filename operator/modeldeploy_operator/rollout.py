@@ -1,0 +1,466 @@
+"""The canary rollout as a state machine: what was observed in, the next plan out.
+
+Pure. One call takes the spec, the previous status, what the tracks show now, the user's
+commands (annotations), and, when the previous call asked for them, the signature check and
+the step's judgement; it returns the whole plan: what the stable and canary Deployments
+should be, whether canary pods may take live traffic, the new `status.canary` and
+`status.history`, the condition to show, and when to wake up next. Nothing is decided
+between writes: the reconcile builds, applies and writes what one plan says.
+
+The life of a rollout:
+  start      a spec whose pods would serve something else than stable's creates a canary
+             Deployment (stable untouched), sized for the first step, its pods held out of
+             the Service by a readiness gate;
+  gate       once a canary pod is up, its signature is compared with stable's; a mismatch,
+             a fetch failure or a canary that never comes up rolls back before any request;
+  steps      each step's weight is verified (the canary pods are in the Service), held for
+             the interval, then judged: Failed rolls back at once, Inconclusive waits (up to
+             progressDeadline), Successful moves on;
+  promote    after the last step the stable Deployment is updated to the new spec (a rolling
+             update, the canary still serving); when it is done the canary goes away;
+  held       a rolled back or aborted spec is not tried again until it changes or a retry.
+
+Too little traffic is Inconclusive and never passes; a rollback is recorded in history with
+its evidence, and a rolled back spec is never promoted without a new spec or a retry.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from modeldeploy_operator import reasons
+from modeldeploy_operator.api import (
+    CanaryStatus,
+    Check,
+    HistoryEntry,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    parse_duration,
+)
+from modeldeploy_operator.reasons import Reason
+from modeldeploy_operator.traffic import achieved_weight, canary_replicas, weight_note
+
+HISTORY_LIMIT = 10
+WAIT_FOR_PODS = 10.0  # seconds between looks while pods start (watch events usually come first)
+
+Decider = Literal["analysis", "deadline", "signature", "startup", "user", "spec"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the spec asks the pods to serve."""
+
+    spec_hash: str
+    version: str
+    uri: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the two tracks show now."""
+
+    stable_hash: str | None  # what the stable Deployment serves; None: there is none yet
+    stable_rolled: bool  # every stable pod runs the stable template and is ready
+    stable_ready: int
+    canary_hash: str | None = None  # None: no canary Deployment
+    canary_up: int = 0  # canary pods whose containers are ready
+    canary_serving: int = 0  # canary pods in the Service (readiness gate set, Ready)
+    canary_failure: tuple[Reason, str] | None = None
+
+
+@dataclass(frozen=True)
+class Commands:
+    """A user's commands, from annotations the kubectl plugin sets: each a timestamp, acted on
+    once (when newer than the last one handled); `paused` holds the steps while set."""
+
+    promote: str = ""
+    promote_full: str = ""
+    abort: str = ""
+    retry: str = ""
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    state: Literal["steady", "rolling", "held"]
+    stable: Literal["target", "keep"]  # render stable from the spec, or keep what it serves
+    canary_replicas: int  # 0: no canary Deployment
+    canary_traffic: bool  # canary pods may take live traffic
+    canary: CanaryStatus | None
+    history: list[HistoryEntry]
+    reason: Reason | None = None  # with state rolling or held: the condition to show
+    message: str = ""
+    check_signature: bool = False  # call again with the signature check
+    judge: bool = False  # call again with the step's judgement
+    step_started: bool = False  # a step's interval began now: take the window's first reading
+    requeue_after: float | None = None
+    finished: HistoryEntry | None = None  # the rollout that ended in this call
+
+
+def iso(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()
+
+
+def _newer(command: str, *than: str | None) -> bool:
+    """A command timestamp not yet acted on (timestamps compare as text, same format)."""
+    return bool(command) and all(command > (other or "") for other in than)
+
+
+def _steady(history: list[HistoryEntry], finished: HistoryEntry | None = None) -> Plan:
+    return Plan("steady", "target", 0, False, None, history, finished=finished)
+
+
+def _finish(
+    canary: CanaryStatus,
+    history: list[HistoryEntry],
+    outcome: Literal["Promoted", "RolledBack", "Aborted"],
+    reason: Reason,
+    message: str,
+    decided_by: Decider,
+    now: float,
+    analysis: list[Check] | None = None,
+) -> tuple[HistoryEntry, list[HistoryEntry]]:
+    entry = HistoryEntry(
+        revision=canary.revision,
+        version=canary.version,
+        uri=canary.uri,
+        sha256=canary.sha256,
+        spec_hash=canary.spec_hash,
+        outcome=outcome,
+        reason=reason.name,
+        message=message,
+        decided_by=decided_by,
+        analysis=analysis if analysis is not None else canary.analysis,
+        started_at=canary.started_at,
+        finished_at=iso(now),
+    )
+    return entry, [entry, *history][:HISTORY_LIMIT]
+
+
+def _end(
+    canary: CanaryStatus,
+    history: list[HistoryEntry],
+    outcome: Literal["RolledBack", "Aborted"],
+    reason: Reason,
+    message: str,
+    decided_by: Decider,
+    now: float,
+    analysis: list[Check] | None = None,
+) -> Plan:
+    """Roll back: all traffic to stable at once, the canary removed, the spec held."""
+    entry, kept = _finish(canary, history, outcome, reason, message, decided_by, now, analysis)
+    return Plan("held", "keep", 0, False, None, kept, reason, message, finished=entry)
+
+
+def _start(
+    spec: ModelDeploymentSpec, target: Target, history: list[HistoryEntry], commands: Commands, now: float
+) -> Plan:
+    revision = 1 + max((entry.revision for entry in history), default=0)
+    latest = max(commands.promote, commands.promote_full, commands.abort, commands.retry)
+    canary = CanaryStatus(
+        revision=revision,
+        version=target.version,
+        uri=target.uri,
+        sha256=target.sha256,
+        spec_hash=target.spec_hash,
+        started_at=iso(now),
+        handled=latest,  # commands given before this rollout do not act on it
+        message=f"starting canary version {target.version}: fetching, verifying and loading the model",
+    )
+    replicas = canary_replicas(spec.replicas, spec.rollout.steps[0])
+    return Plan(
+        "rolling",
+        "keep",
+        replicas,
+        False,
+        canary,
+        history,
+        reasons.CANARY_PROGRESSING,
+        canary.message,
+        requeue_after=WAIT_FOR_PODS,
+    )
+
+
+def plan(
+    spec: ModelDeploymentSpec,
+    target: Target,
+    previous: ModelDeploymentStatus,
+    observed: Observed,
+    commands: Commands,
+    now: float,
+    signature: Check | None = None,
+    verdict: list[Check] | None = None,
+    window_lost: bool = False,
+) -> Plan:
+    """The next plan; see the module docstring for the life of a rollout."""
+    history, canary = list(previous.history), previous.canary
+    if observed.stable_hash is None:
+        return _steady(history)  # the first version goes straight to stable
+    if observed.stable_hash == target.spec_hash:
+        return _with_history(_settled(spec, target, canary, history, observed, now), history)
+    last = history[0] if history else None
+    held = (
+        last is not None
+        and last.outcome != "Promoted"
+        and last.spec_hash == target.spec_hash
+        and not _newer(commands.retry, last.finished_at)
+    )
+    if canary is None or canary.spec_hash != target.spec_hash:
+        if canary is not None:  # a newer spec replaces the rollout under way
+            _, history = _finish(
+                canary, history, "Aborted", reasons.ABORTED, f"replaced by version {target.version}", "spec", now
+            )
+        if held and last is not None:
+            return Plan("held", "keep", 0, False, None, history, reasons.BY_NAME[last.reason], last.message)
+        return _start(spec, target, history, commands, now)
+    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost)
+    return _with_history(decided, history)
+
+
+def _with(canary: CanaryStatus, **changes: object) -> CanaryStatus:
+    return canary.model_copy(update=changes)
+
+
+def _with_history(result: Plan, history: list[HistoryEntry]) -> Plan:
+    """A rollout still under way keeps the history as it was."""
+    return replace(result, history=history) if result.state == "rolling" else result
+
+
+def _settled(
+    spec: ModelDeploymentSpec,
+    target: Target,
+    canary: CanaryStatus | None,
+    history: list[HistoryEntry],
+    observed: Observed,
+    now: float,
+) -> Plan:
+    """Stable already serves the target: a promotion finishing, or a spec set back to stable."""
+    if canary is None:
+        return _steady(history)
+    if not canary.promoting:
+        _, kept = _finish(
+            canary, history, "Aborted", reasons.ABORTED, "the spec went back to the stable version", "spec", now
+        )
+        return _steady(kept)
+    if observed.stable_rolled:
+        entry, kept = _finish(
+            canary, history, "Promoted", reasons.SERVING, f"version {canary.version} promoted", "analysis", now
+        )
+        return _steady(kept, entry)
+    message = f"promoting version {target.version}: updating the stable Deployment while the canary serves"
+    return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, stable="target")
+
+
+def _rolling(
+    canary: CanaryStatus,
+    observed: Observed,
+    traffic: bool,
+    message: str,
+    spec: ModelDeploymentSpec,
+    requeue_after: float | None,
+    stable: Literal["target", "keep"] = "keep",
+    reason: Reason = reasons.CANARY_PROGRESSING,
+    check_signature: bool = False,
+    judge: bool = False,
+    step_started: bool = False,
+) -> Plan:
+    actual = achieved_weight(observed.stable_ready, observed.canary_serving) if traffic else 0
+    updated = _with(canary, actual_weight=actual, message=message)
+    replicas = canary_replicas(spec.replicas, spec.rollout.steps[canary.step])
+    return Plan(
+        "rolling",
+        stable,
+        replicas,
+        traffic,
+        updated,
+        [],
+        reason,
+        message,
+        check_signature=check_signature,
+        judge=judge,
+        step_started=step_started,
+        requeue_after=requeue_after,
+    )
+
+
+def _decide(
+    spec: ModelDeploymentSpec,
+    canary: CanaryStatus,
+    history: list[HistoryEntry],
+    observed: Observed,
+    commands: Commands,
+    now: float,
+    signature: Check | None,
+    verdict: list[Check] | None,
+    window_lost: bool,
+) -> Plan:
+    rollout = spec.rollout
+    interval, deadline = parse_duration(rollout.interval), parse_duration(rollout.progress_deadline)
+    if _newer(commands.abort, canary.handled, canary.started_at):
+        return _end(canary, history, "Aborted", reasons.ABORTED, "aborted by a user", "user", now)
+    if observed.canary_failure is not None:
+        reason, why = observed.canary_failure
+        return _end(canary, history, "RolledBack", reason, f"canary version {canary.version}: {why}", "startup", now)
+    if canary.promoting:
+        return _rolling(canary, observed, True, "promoting", spec, WAIT_FOR_PODS, stable="target")
+    if canary.requested_weight == 0:  # before any live traffic
+        return _gate(spec, canary, history, observed, now, signature, deadline)
+    return _step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
+
+
+def _gate(
+    spec: ModelDeploymentSpec,
+    canary: CanaryStatus,
+    history: list[HistoryEntry],
+    observed: Observed,
+    now: float,
+    signature: Check | None,
+    deadline: float,
+) -> Plan:
+    """Up, loaded, and the same signature as stable, before the first request."""
+    if observed.canary_up == 0:
+        waited = now - seconds(canary.started_at)
+        if waited > deadline:
+            message = (
+                f"canary version {canary.version} was not ready within spec.rollout.progressDeadline "
+                f"{spec.rollout.progress_deadline}"
+            )
+            return _end(canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now)
+        message = f"starting canary version {canary.version}: fetching, verifying and loading the model"
+        return _rolling(canary, observed, False, message, spec, min(WAIT_FOR_PODS, deadline - waited + 1))
+    if signature is None:
+        return _rolling(
+            canary, observed, False, "comparing the canary's signature with stable's", spec, None, check_signature=True
+        )
+    if signature.result == "Failed":
+        return _end(
+            canary, history, "RolledBack", reasons.SIGNATURE_MISMATCH, signature.message, "signature", now, [signature]
+        )
+    if signature.result == "Inconclusive":
+        return _rolling(canary, observed, False, signature.message, spec, WAIT_FOR_PODS)
+    first = spec.rollout.steps[0]
+    started = _with(canary, requested_weight=first, analysis=[signature])
+    message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
+    return _rolling(started, observed, True, message, spec, WAIT_FOR_PODS)
+
+
+def _step(
+    spec: ModelDeploymentSpec,
+    canary: CanaryStatus,
+    history: list[HistoryEntry],
+    observed: Observed,
+    commands: Commands,
+    now: float,
+    verdict: list[Check] | None,
+    window_lost: bool,
+    interval: float,
+    deadline: float,
+) -> Plan:
+    steps = spec.rollout.steps
+    index, requested = canary.step, canary.requested_weight
+    label = f"step {index + 1} of {len(steps)}"
+    wanted = canary_replicas(spec.replicas, requested)
+    note = weight_note(
+        requested,
+        achieved_weight(observed.stable_ready, observed.canary_serving),
+        observed.stable_ready,
+        observed.canary_serving,
+    )
+    if _newer(commands.promote_full, canary.handled, canary.started_at):
+        promoted = _with(canary, promoting=True, handled=commands.promote_full)
+        return _rolling(
+            promoted, observed, True, "promoted by a user: updating stable", spec, WAIT_FOR_PODS, stable="target"
+        )
+    if canary.step_started_at is None or window_lost:
+        if observed.canary_serving < wanted:
+            return _rolling(
+                canary,
+                observed,
+                True,
+                f"{label}: waiting for {wanted} canary pod(s) in the Service",
+                spec,
+                WAIT_FOR_PODS,
+            )
+        verified = _with(canary, step_started_at=iso(now), inconclusive_since=None)
+        why = "the operator restarted: the step's window starts again" if window_lost else "weight verified"
+        return _rolling(
+            verified,
+            observed,
+            True,
+            f"{label}: {note}; {why}, judged in {rollout_seconds(interval)}",
+            spec,
+            interval,
+            step_started=True,
+        )
+    if commands.paused:
+        return _rolling(canary, observed, True, f"{label}: {note}; paused", spec, None, reason=reasons.CANARY_PAUSED)
+    user_promote = _newer(commands.promote, canary.handled, canary.started_at)
+    due = seconds(canary.step_started_at) + interval
+    if now < due and not user_promote:
+        return _rolling(
+            canary, observed, True, f"{label}: {note}; judged in {rollout_seconds(due - now)}", spec, due - now
+        )
+    if verdict is None and not user_promote:
+        return _rolling(canary, observed, True, f"{label}: judging", spec, None, judge=True)
+    checks = verdict or canary.analysis
+    failed = [check for check in checks if check.result == "Failed"]
+    if failed and not spec.rollout.analysis.dry_run and not user_promote:
+        first = failed[0]
+        return _end(
+            canary,
+            history,
+            "RolledBack",
+            reasons.ROLLED_BACK,
+            f"{first.check} failed: {first.message}",
+            "analysis",
+            now,
+            checks,
+        )
+    waiting = [check for check in checks if check.result == "Inconclusive"]
+    if waiting and not user_promote:
+        since = canary.inconclusive_since or iso(now)
+        if now - seconds(since) > deadline:
+            message = f"{label} stayed Inconclusive for {spec.rollout.progress_deadline}: {waiting[0].message}"
+            return _end(
+                canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, checks
+            )
+        again = max(5.0, min(interval / 4, 30.0))
+        held = _with(canary, analysis=checks, inconclusive_since=since)
+        return _rolling(
+            held, observed, True, f"{label}: Inconclusive ({waiting[0].message}); waiting for traffic", spec, again
+        )
+    handled = commands.promote if user_promote else canary.handled
+    passed = _with(canary, analysis=checks, inconclusive_since=None, handled=handled)
+    if index + 1 < len(steps):
+        following = steps[index + 1]
+        moved = _with(passed, step=index + 1, requested_weight=following, step_started_at=None)
+        return _rolling(
+            moved, observed, True, f"step {index + 2} of {len(steps)}: {following}% requested", spec, WAIT_FOR_PODS
+        )
+    if spec.rollout.manual_promotion and not user_promote:
+        return _rolling(
+            passed, observed, True, "every step passed; waiting for `kubectl modeldeploy promote`", spec, None
+        )
+    promoting = _with(passed, promoting=True)
+    return _rolling(
+        promoting,
+        observed,
+        True,
+        "every step passed: updating stable to the new version",
+        spec,
+        WAIT_FOR_PODS,
+        stable="target",
+    )
+
+
+def rollout_seconds(value: float) -> str:
+    return f"{max(value, 0):.0f}s"

@@ -1,0 +1,38 @@
+"""Canary weights without a mesh: how many canary pods a weight needs, and what it achieves.
+
+Without an HTTPRoute, the Service spreads requests over every ready pod of both tracks, so
+the weight a canary gets is its share of the serving pods. The stable Deployment keeps all
+its replicas (capacity never drops during a rollout) and the canary gets the fewest pods
+whose share comes closest to the requested weight, at least one. With one stable replica,
+10% cannot be had: one canary pod beside one stable pod is 50%, and status says so.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def canary_replicas(stable_replicas: int, weight: int) -> int:
+    """Canary pods beside `stable_replicas` stable ones for a share nearest `weight` percent."""
+    if weight <= 0:
+        return 0
+    if weight >= 100 or stable_replicas == 0:
+        return max(stable_replicas, 1)
+    wanted = stable_replicas * weight / (100 - weight)
+    return max(1, math.floor(wanted + 0.5))
+
+
+def achieved_weight(stable_serving: int, canary_serving: int) -> int:
+    """The canary's share of the pods taking traffic, in whole percent."""
+    total = stable_serving + canary_serving
+    return 0 if total == 0 else math.floor(100 * canary_serving / total + 0.5)
+
+
+def weight_note(requested: int, achieved: int, stable_serving: int, canary_serving: int) -> str:
+    """Say plainly when the achieved weight is not the requested one, and why."""
+    if requested == achieved:
+        return f"{achieved}% of traffic"
+    return (
+        f"{requested}% requested, {achieved}% achieved: {canary_serving} canary pod(s) beside {stable_serving} "
+        "stable; weights come from pod counts (more replicas, or spec.rollout.traffic.httpRoute, get closer)"
+    )

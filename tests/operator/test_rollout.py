@@ -1,0 +1,273 @@
+"""The rollout state machine, stepped one call at a time on a fake clock with canned checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+from modeldeploy_operator import reasons
+from modeldeploy_operator.api import Check, ModelDeploymentSpec, ModelDeploymentStatus
+from modeldeploy_operator.rollout import Commands, Observed, Plan, Target, iso, plan
+from modeldeploy_operator.traffic import achieved_weight, canary_replicas
+
+T0 = 1_800_000_000.0
+OLD, NEW = "old0000000", "new1111111"
+TARGET = Target(NEW, "8", "s3://models/fraud/8/model.onnx", None)
+
+
+def spec(**rollout: Any) -> ModelDeploymentSpec:
+    return ModelDeploymentSpec.model_validate(
+        {
+            "model": {"uri": TARGET.uri, "version": "8"},
+            "replicas": 2,
+            "rollout": {"steps": [10, 50], "interval": "60s", "progressDeadline": "5m", **rollout},
+        }
+    )
+
+
+def check(name: str, result: str, value: float = 0.0, limit: float = 1.0, samples: int = 100) -> Check:
+    return Check.model_validate(
+        {"check": name, "result": result, "value": value, "limit": limit, "samples": samples, "message": result}
+    )
+
+
+GOOD = [check("errorRate", "Successful"), check("latencyP99", "Successful"), check("predictionShift", "Successful")]
+SHIFTED = [check("errorRate", "Successful"), check("predictionShift", "Failed", 0.9, 0.2)]
+TOO_LITTLE = [check("errorRate", "Inconclusive", samples=3), check("predictionShift", "Inconclusive", samples=3)]
+SIGNATURE_OK = check("signature", "Successful")
+
+
+@dataclass
+class World:
+    """The cluster as the plan would leave it: Deployments follow the plan, pods come up at once
+    unless told otherwise, and status is what the last plan wrote."""
+
+    spec: ModelDeploymentSpec = field(default_factory=spec)
+    now: float = T0
+    status: ModelDeploymentStatus = field(default_factory=ModelDeploymentStatus)
+    stable_hash: str = OLD
+    stable_rolled: bool = True
+    canary_hash: str | None = None
+    canary_pods: int = 0
+    canary_in_service: int = 0
+    canary_failure: tuple[reasons.Reason, str] | None = None
+    pods_start: bool = True
+    commands: Commands = field(default_factory=Commands)
+    plans: list[Plan] = field(default_factory=list)
+
+    def observed(self) -> Observed:
+        return Observed(
+            stable_hash=self.stable_hash,
+            stable_rolled=self.stable_rolled,
+            stable_ready=self.spec.replicas,
+            canary_hash=self.canary_hash,
+            canary_up=self.canary_pods,
+            canary_serving=self.canary_in_service,
+            canary_failure=self.canary_failure,
+        )
+
+    def step(self, signature: Check | None = SIGNATURE_OK, verdict: list[Check] | None = None) -> Plan:
+        """One reconcile: plan, answer what it asks for, and let the cluster follow."""
+        result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now)
+        if result.check_signature:
+            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, signature=signature)
+        if result.judge:
+            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, verdict=verdict)
+        self.plans.append(result)
+        self.status = ModelDeploymentStatus(canary=result.canary, history=result.history)
+        if result.stable == "target":
+            self.stable_hash = NEW
+        self.canary_hash = NEW if result.canary_replicas else None
+        self.canary_pods = result.canary_replicas if self.pods_start else 0
+        self.canary_in_service = self.canary_pods if result.canary_traffic else 0
+        return result
+
+    def wait(self, seconds: float, **answers: Any) -> Plan:
+        self.now += seconds
+        return self.step(**answers)
+
+
+def test_first_version_goes_straight_to_stable() -> None:
+    world = World()
+    result = plan(world.spec, TARGET, world.status, Observed(None, False, 0), Commands(), T0)
+    assert (result.state, result.stable, result.canary_replicas) == ("steady", "target", 0)
+
+
+def test_no_change_is_steady() -> None:
+    world = World(stable_hash=NEW)
+    assert world.step().state == "steady"
+
+
+def test_a_good_version_walks_the_steps_and_is_promoted() -> None:
+    world = World()
+    start = world.step()
+    assert start.state == "rolling" and start.stable == "keep"
+    assert (start.canary_replicas, start.canary_traffic) == (1, False), "pods start out of the Service"
+    gate = world.step()
+    assert gate.canary_traffic and gate.canary is not None and gate.canary.requested_weight == 10
+    assert [c.check for c in gate.canary.analysis] == ["signature"]
+    verified = world.step()
+    assert verified.step_started and verified.canary is not None
+    assert verified.canary.step_started_at == iso(world.now)
+    assert verified.canary.actual_weight == 33, "1 canary pod beside 2 stable: 33%, not 10%"
+    assert "10% requested, 33% achieved" in verified.message
+    assert world.wait(30).judge is False, "not before the interval"
+    next_step = world.wait(30, verdict=GOOD)
+    assert next_step.canary is not None and (next_step.canary.step, next_step.canary.requested_weight) == (1, 50)
+    assert next_step.canary_replicas == canary_replicas(2, 50) == 2
+    world.step()  # weight verified for step 2
+    promoting = world.wait(60, verdict=GOOD)
+    assert promoting.stable == "target" and promoting.canary is not None and promoting.canary.promoting
+    assert promoting.canary_traffic, "the canary keeps serving while stable is updated"
+    world.stable_rolled = False
+    assert world.step().state == "rolling"
+    world.stable_rolled = True
+    done = world.step()
+    assert (done.state, done.canary, done.canary_replicas) == ("steady", None, 0)
+    (entry,) = done.history
+    assert (entry.outcome, entry.version, entry.decided_by, entry.revision) == ("Promoted", "8", "analysis", 1)
+    assert [c.check for c in entry.analysis] == ["errorRate", "latencyP99", "predictionShift"]
+    assert done.finished == entry
+
+
+def test_a_failed_check_rolls_back_at_once_with_its_evidence() -> None:
+    world = World()
+    world.step()
+    world.step()
+    world.step()
+    rolled = world.wait(60, verdict=SHIFTED)
+    assert (rolled.state, rolled.stable, rolled.canary_replicas, rolled.canary) == ("held", "keep", 0, None)
+    assert rolled.reason is reasons.ROLLED_BACK
+    assert rolled.message.startswith("predictionShift failed")
+    (entry,) = rolled.history
+    assert (entry.outcome, entry.decided_by) == ("RolledBack", "analysis")
+    assert entry.analysis == SHIFTED
+    again = world.wait(3600)
+    assert (again.state, again.canary_replicas) == ("held", 0), "the same spec is not retried"
+
+
+def test_retry_starts_the_rolled_back_spec_again() -> None:
+    world = World()
+    for _ in range(3):
+        world.step()
+    world.wait(60, verdict=SHIFTED)
+    world.commands = Commands(retry=iso(world.now + 5))
+    retried = world.wait(10)
+    assert retried.state == "rolling" and retried.canary is not None and retried.canary.revision == 2
+
+
+def test_dry_run_records_a_failure_and_goes_on() -> None:
+    world = World(spec=spec(analysis={"dryRun": True}))
+    for _ in range(3):
+        world.step()
+    moved = world.wait(60, verdict=SHIFTED)
+    assert moved.state == "rolling" and moved.canary is not None and moved.canary.step == 1
+    assert moved.canary.analysis == SHIFTED
+
+
+def test_too_little_traffic_waits_then_hits_the_deadline() -> None:
+    world = World()
+    for _ in range(3):
+        world.step()
+    waiting = world.wait(60, verdict=TOO_LITTLE)
+    assert waiting.state == "rolling" and waiting.canary is not None and waiting.canary.step == 0
+    assert waiting.requeue_after is not None and waiting.requeue_after <= 30
+    for _ in range(20):  # 300 s: at the deadline, not past it
+        assert world.wait(15, verdict=TOO_LITTLE).state == "rolling"
+    ended = world.wait(15, verdict=TOO_LITTLE)
+    assert ended.reason is reasons.PROGRESS_DEADLINE_EXCEEDED and ended.history[0].decided_by == "deadline"
+
+
+def test_a_signature_mismatch_rolls_back_before_any_traffic() -> None:
+    world = World()
+    world.step()
+    mismatch = check("signature", "Failed")
+    mismatch = mismatch.model_copy(update={"message": "inputs.input: datatype FP64, stable FP32"})
+    ended = world.step(signature=mismatch)
+    assert ended.reason is reasons.SIGNATURE_MISMATCH and not ended.canary_traffic
+    assert ended.history[0].message == "inputs.input: datatype FP64, stable FP32"
+    assert all(not p.canary_traffic for p in world.plans)
+
+
+def test_a_canary_that_cannot_fetch_rolls_back_with_the_fetch_message() -> None:
+    world = World(pods_start=False)
+    world.step()
+    world.canary_failure = (reasons.FETCH_FAILED, "fetch failed (digest-mismatch): sha256 mismatch")
+    ended = world.step()
+    assert ended.reason is reasons.FETCH_FAILED
+    assert ended.history[0].message == "canary version 8: fetch failed (digest-mismatch): sha256 mismatch"
+
+
+def test_a_canary_that_never_comes_up_hits_the_deadline() -> None:
+    world = World(pods_start=False)
+    world.step()
+    assert world.wait(299).state == "rolling"
+    ended = world.wait(2)
+    assert ended.reason is reasons.PROGRESS_DEADLINE_EXCEEDED and ended.history[0].decided_by == "deadline"
+
+
+def test_a_newer_spec_replaces_the_canary_and_starts_over() -> None:
+    world = World()
+    for _ in range(3):
+        world.step()
+    newer = Target("newer22222", "9", "s3://models/fraud/9/model.onnx", None)
+    result = plan(world.spec, newer, world.status, world.observed(), Commands(), world.now + 5)
+    assert result.canary is not None and (result.canary.version, result.canary.step) == ("9", 0)
+    assert result.canary.revision == 2
+    assert (result.history[0].outcome, result.history[0].decided_by) == ("Aborted", "spec")
+
+
+def test_abort_pause_and_promote_commands() -> None:
+    world = World()
+    for _ in range(3):
+        world.step()
+    world.commands = Commands(paused=True)
+    paused = world.wait(120)
+    assert paused.reason is reasons.CANARY_PAUSED and not paused.judge
+    world.commands = Commands(promote=iso(world.now + 1))
+    promoted = world.wait(5)
+    assert promoted.canary is not None and promoted.canary.step == 1, "promote moves on without judging"
+    world.commands = replace(world.commands, abort=iso(world.now + 1))
+    aborted = world.wait(5)
+    assert aborted.reason is reasons.ABORTED and aborted.history[0].decided_by == "user"
+
+
+def test_manual_promotion_waits_for_promote_after_the_last_step() -> None:
+    world = World(spec=spec(steps=[50], manualPromotion=True))
+    for _ in range(3):
+        world.step()
+    waiting = world.wait(60, verdict=GOOD)
+    assert waiting.stable == "keep" and "waiting for `kubectl modeldeploy promote`" in waiting.message
+    world.commands = Commands(promote_full=iso(world.now + 1))
+    assert world.wait(1).stable == "target"
+
+
+def test_traffic_arithmetic() -> None:
+    assert [canary_replicas(2, w) for w in (10, 25, 50, 90)] == [1, 1, 2, 18]
+    assert canary_replicas(10, 10) == 1 and achieved_weight(10, 1) == 9
+    assert achieved_weight(1, 1) == 50 and achieved_weight(0, 0) == 0
+
+
+results = st.sampled_from(["Successful", "Failed", "Inconclusive"])
+verdicts = st.lists(
+    st.tuples(st.sampled_from(["errorRate", "latencyP99", "predictionShift"]), results), min_size=1, max_size=3
+)
+
+
+@given(st.lists(st.tuples(st.floats(0, 120), verdicts), max_size=30))
+def test_never_promoted_on_too_little_traffic_and_never_after_a_rollback(moves: list[Any]) -> None:
+    world = World()
+    rolled_back = False
+    for pause, canned in moves:
+        verdict = [check(name, result) for name, result in canned]
+        before = world.status.canary
+        result = world.wait(pause, verdict=verdict)
+        if result.history and result.history[0].outcome == "RolledBack":
+            rolled_back = True
+        if before is not None and result.canary is not None and result.canary.step > before.step:
+            assert not any(c.result == "Inconclusive" for c in verdict), "moved on while Inconclusive"
+            assert not any(c.result == "Failed" for c in verdict)
+        if rolled_back:
+            assert result.stable == "keep" and all(e.outcome != "Promoted" for e in result.history)
