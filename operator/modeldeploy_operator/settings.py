@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -33,6 +34,7 @@ class Settings:
     cluster_domain: str = "cluster.local"
     health_port: int = 8081
     log_format: str = "json"
+    prometheus_url: str = ""  # empty: read telemetry from the pods' /metrics directly
 
     @property
     def all_namespaces(self) -> bool:
@@ -63,7 +65,30 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "--cluster-domain": ("MODELDEPLOY_CLUSTER_DOMAIN", "DNS domain of Services in status.url"),
     "--health-port": ("MODELDEPLOY_HEALTH_PORT", "port of /healthz and /metrics"),
     "--log-format": ("MODELDEPLOY_LOG_FORMAT", "json or text"),
+    "--prometheus-url": (
+        "MODELDEPLOY_PROMETHEUS_URL",
+        "Prometheus server to read serving telemetry from, e.g. http://prometheus.monitoring:9090; "
+        "empty reads each pod's /metrics",
+    ),
 }
+
+
+def _prometheus_url(text: str) -> str:
+    """An http(s) base URL of a Prometheus server, without query or fragment; '' for none."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(
+            f"--prometheus-url (MODELDEPLOY_PROMETHEUS_URL): {text!r} is not a Prometheus URL; expected "
+            "http:// or https://, a host, an optional port and path, e.g. http://prometheus.monitoring:9090"
+        )
+    return text.rstrip("/")
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -127,4 +152,5 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         cluster_domain=domain,
         health_port=int(port_text),
         log_format=log_format,
+        prometheus_url=_prometheus_url(value("--prometheus-url") or ""),
     )

@@ -19,6 +19,11 @@ BAD = [
     ("--default-requests", "gpu=1", "NAME cpu, memory or ephemeral-storage"),
     ("--default-limits", "memory:1Gi", "NAME=QUANTITY"),
     ("--cluster-domain", "Cluster Local", "lowercase labels separated by dots"),
+    ("--prometheus-url", "prometheus:9090", "http:// or https://"),
+    ("--prometheus-url", "ftp://prometheus:9090", "http:// or https://"),
+    ("--prometheus-url", "http://", "a host"),
+    ("--prometheus-url", "http://prometheus:port", "an optional port"),
+    ("--prometheus-url", "http://prometheus:9090/?x=1", "e.g. http://prometheus.monitoring:9090"),
 ]
 
 
@@ -63,6 +68,7 @@ def test_every_flag_from_the_environment() -> None:
         "MODELDEPLOY_CLUSTER_DOMAIN": "corp.example",
         "MODELDEPLOY_HEALTH_PORT": "9000",
         "MODELDEPLOY_LOG_FORMAT": "text",
+        "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090/",
     }
     assert set(env) == {variable for variable, _ in OPTIONS.values()}
     assert parse_settings([], env) == Settings(
@@ -74,6 +80,7 @@ def test_every_flag_from_the_environment() -> None:
         cluster_domain="corp.example",
         health_port=9000,
         log_format="text",
+        prometheus_url="http://prometheus.monitoring:9090",
     )
     assert not parse_settings([], env).all_namespaces
 
@@ -103,6 +110,14 @@ def test_empty_values_mean_the_default() -> None:
     settings = parse_settings([], {"MODELDEPLOY_NAMESPACES": "", "MODELDEPLOY_LOG_FORMAT": ""})
     assert settings.all_namespaces
     assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://prometheus.monitoring:9090", "https://metrics.example/prometheus", "http://[fd00::1]:9090"]
+)
+def test_a_prometheus_url_switches_the_telemetry_source(url: str) -> None:
+    assert Settings().prometheus_url == ""  # the default: scrape each pod's /metrics
+    assert parse_settings(["--prometheus-url", url], {}).prometheus_url == url
 
 
 def test_empty_default_resources_mean_none() -> None:

@@ -8,7 +8,6 @@ Every name comes from modeldeploy_serving.telemetry.
 from __future__ import annotations
 
 import time
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
