@@ -10,7 +10,9 @@ PORT ?= 8080
 
 # Debian packages the tests need; the cluster launcher installs its own (containerd, runc,
 # CNI plugins, iptables, umoci, debootstrap) when missing. Installed only when run as root.
-SYSTEM_PACKAGES := shellcheck debootstrap umoci runc
+# prometheus: the telemetry tests start their own on a free port; the system service the
+# package installs is disabled (on a machine with systemd) so nothing else holds :9090.
+SYSTEM_PACKAGES := shellcheck debootstrap umoci runc prometheus
 
 .PHONY: demo cluster-demo test lint venv models clean system-packages
 
@@ -49,6 +51,9 @@ system-packages:
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then echo "make test needs these Debian packages:$$missing (run as root or install them)"; exit 1; fi; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  case "$$missing" in *prometheus*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter || true; fi;; \
+	  esac; \
 	fi
 
 test: system-packages lint

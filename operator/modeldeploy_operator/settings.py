@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from modeldeploy_operator.api import parse_duration
 
@@ -36,6 +37,7 @@ class Settings:
     health_port: int = 8081
     log_format: str = "json"
     resync_seconds: float = 0.0  # 0: no periodic reconcile beyond watch events and planned wake-ups
+    prometheus_url: str = ""  # empty: read telemetry from the pods' /metrics directly
 
     @property
     def all_namespaces(self) -> bool:
@@ -70,7 +72,30 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "MODELDEPLOY_RESYNC_INTERVAL",
         "reconcile every resource this often even without a change, e.g. 10m; 0 (default) turns it off",
     ),
+    "--prometheus-url": (
+        "MODELDEPLOY_PROMETHEUS_URL",
+        "Prometheus server to read serving telemetry from, e.g. http://prometheus.monitoring:9090; "
+        "empty reads each pod's /metrics",
+    ),
 }
+
+
+def _prometheus_url(text: str) -> str:
+    """An http(s) base URL of a Prometheus server, without query or fragment; '' for none."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(
+            f"--prometheus-url (MODELDEPLOY_PROMETHEUS_URL): {text!r} is not a Prometheus URL; expected "
+            "http:// or https://, a host, an optional port and path, e.g. http://prometheus.monitoring:9090"
+        )
+    return text.rstrip("/")
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -143,4 +168,5 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         health_port=int(port_text),
         log_format=log_format,
         resync_seconds=resync,
+        prometheus_url=_prometheus_url(value("--prometheus-url") or ""),
     )

@@ -9,6 +9,7 @@ Prometheus histograms only when /metrics is scraped. Names come from telemetry.p
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -139,8 +140,12 @@ class ServerMetrics:
         ).labels(*self.base)
         self.rows = Counter(t.ROWS, "Rows inferred.", base_names, registry=self.registry).labels(*self.base)
         Gauge(
-            t.MODEL_INFO, "The served model; always 1.", [*base_names, "sha256", "profile"], registry=self.registry
+            t.MODEL_INFO,
+            "The served model; always 1.",
+            [*base_names, t.LABEL_SHA256, t.LABEL_PROFILE],
+            registry=self.registry,
         ).labels(*self.base, sha256, "v1" if profile else "none").set(1)
+        self.registry.register(_ProcessCpu(self.base))
         self.data = _DataTelemetry(profile, self.base)
         self.registry.register(self.data)
 
@@ -150,6 +155,28 @@ class ServerMetrics:
         self.batch_size.observe(rows)
         self.rows.inc(rows)
         self.data.observe(inputs, outputs)
+
+
+class _ProcessCpu:
+    """CPU seconds of the whole serving process (every thread), labelled like every series.
+
+    The operator divides it by the rows counted over the same window to compare the cost of
+    a canary with stable's. prometheus-client's own process collector is unlabelled and
+    reads /proc (Linux only); time.process_time() is one system call anywhere.
+    """
+
+    def __init__(self, base: tuple[str, ...]) -> None:
+        self.base = base
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            t.PROCESS_CPU, "CPU time of the serving process, user and system.", labels=list(t.BASE_LABELS)
+        )
+        family.add_metric(list(self.base), time.process_time())
+        yield family
 
 
 class _DataTelemetry:

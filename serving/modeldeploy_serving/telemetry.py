@@ -54,6 +54,11 @@ FEATURES_UNTRACKED: Final = "modeldeploy_features_untracked"  # gauge: features 
 PREDICTION_VALUE: Final = "modeldeploy_prediction_value"  # histogram: output, class
 PREDICTION_CLASS: Final = "modeldeploy_prediction_class"  # counter: output, class
 MODEL_INFO: Final = "modeldeploy_model_info"  # gauge 1: sha256, profile
+PROCESS_CPU: Final = "modeldeploy_process_cpu_seconds"  # counter: CPU time of the serving process
+
+# Fixed label values of the model_info gauge.
+LABEL_SHA256: Final = "sha256"
+LABEL_PROFILE: Final = "profile"
 
 REQUEST_DURATION_BUCKETS: Final = (
     0.0005,

@@ -20,6 +20,11 @@ BAD = [
     ("--default-limits", "memory:1Gi", "NAME=QUANTITY"),
     ("--cluster-domain", "Cluster Local", "lowercase labels separated by dots"),
     ("--resync-interval", "10 minutes", "0 (off) or a number with ms, s, m or h"),
+    ("--prometheus-url", "prometheus:9090", "http:// or https://"),
+    ("--prometheus-url", "ftp://prometheus:9090", "http:// or https://"),
+    ("--prometheus-url", "http://", "a host"),
+    ("--prometheus-url", "http://prometheus:port", "an optional port"),
+    ("--prometheus-url", "http://prometheus:9090/?x=1", "e.g. http://prometheus.monitoring:9090"),
 ]
 
 
@@ -65,6 +70,7 @@ def test_every_flag_from_the_environment() -> None:
         "MODELDEPLOY_HEALTH_PORT": "9000",
         "MODELDEPLOY_LOG_FORMAT": "text",
         "MODELDEPLOY_RESYNC_INTERVAL": "1m30s",
+        "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090/",
     }
     assert set(env) == {variable for variable, _ in OPTIONS.values()}
     assert parse_settings([], env) == Settings(
@@ -77,6 +83,7 @@ def test_every_flag_from_the_environment() -> None:
         health_port=9000,
         resync_seconds=90.0,
         log_format="text",
+        prometheus_url="http://prometheus.monitoring:9090",
     )
     assert not parse_settings([], env).all_namespaces
 
@@ -106,6 +113,14 @@ def test_empty_values_mean_the_default() -> None:
     settings = parse_settings([], {"MODELDEPLOY_NAMESPACES": "", "MODELDEPLOY_LOG_FORMAT": ""})
     assert settings.all_namespaces
     assert settings.log_format == "json"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://prometheus.monitoring:9090", "https://metrics.example/prometheus", "http://[fd00::1]:9090"]
+)
+def test_a_prometheus_url_switches_the_telemetry_source(url: str) -> None:
+    assert Settings().prometheus_url == ""  # the default: scrape each pod's /metrics
+    assert parse_settings(["--prometheus-url", url], {}).prometheus_url == url
 
 
 def test_empty_default_resources_mean_none() -> None:

@@ -7,6 +7,7 @@ Every name comes from modeldeploy_serving.telemetry.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,20 @@ def test_request_batch_and_row_counters(
     assert value(text, f"{t.ROWS}_total", **BASE) == 6
     sha256 = example_models.sha256("breast-cancer", "1")
     assert value(text, t.MODEL_INFO, **BASE, sha256=sha256, profile="v1") == 1
+
+
+def test_process_cpu_seconds_count_the_work_done_between_scrapes(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    server = serve(cancer_v1)
+    before = value(server.metrics(), f"{t.PROCESS_CPU}_total", **BASE)
+    spent = time.process_time()
+    for _ in range(20):
+        server.infer(infer_body(cancer_rows[:50]))
+    spent = time.process_time() - spent
+    after = value(server.metrics(), f"{t.PROCESS_CPU}_total", **BASE)
+    # In process, the server's process is this one: the counter moved by what was spent.
+    assert 0 < spent <= after - before
 
 
 def test_track_and_version_labels_come_from_the_environment(

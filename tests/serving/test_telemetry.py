@@ -9,11 +9,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.serving.harness import InProcessServer, infer_body
 
 NAMES = {value for name, value in vars(t).items() if name.isupper() and str(value).startswith("modeldeploy_")}
-EXTRA_LABELS = {t.LABEL_OUTCOME, t.LABEL_FEATURE, t.LABEL_OUTPUT, t.LABEL_CLASS, "le", "sha256", "profile"}
+EXTRA_LABELS = {t.LABEL_OUTCOME, t.LABEL_FEATURE, t.LABEL_OUTPUT, t.LABEL_CLASS, "le", t.LABEL_SHA256, t.LABEL_PROFILE}
 
 
 def test_names_are_distinct_and_prefixed() -> None:
-    assert len(NAMES) == 12
+    assert len(NAMES) == 13
     assert all(not name.endswith("_total") for name in NAMES)  # the exporter adds it to counters
     assert t.TRACKS == (t.STABLE, t.CANARY) == ("stable", "canary")
     assert t.TRACK_ENV == "MODELDEPLOY_TRACK"

@@ -1,0 +1,365 @@
+"""What the serving pods counted between two reads, per track: the input of every judgement.
+
+Canary analysis compares the canary's window with stable's over the same stretch of time,
+and drift detection compares stable's window with the reference profile. Both start from
+the pods' cumulative counters (telemetry.py names them), read by a TelemetrySource. This
+module turns one pod's /metrics page into its counters (a parser that knows only our
+families: several times cheaper than a general one, which matters at 1,000 deployments),
+subtracts two reads of the same pods into a window, and sums the pods of each track.
+
+Counters go back to zero when a pod's process restarts: a pod whose counter start time
+changed, or any of whose counters went down, counts everything it reports now as the
+window's (what it counted before the restart and after the previous read is lost, as
+Prometheus's increase() loses it). A pod that appeared since the previous read counts from
+zero if it started after that read; a pod that vanished is listed, its last counts lost.
+A pod that could not be read, or that has no baseline, makes the window partial: the
+caller must treat a partial window as Inconclusive, never as a pass.
+
+Pure: no I/O, no numpy. Bins are tuples of ints, `numpy.asarray(bins.counts)` away from
+the statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from modeldeploy_serving import telemetry as t
+
+# One series of a pod: (family, extra label values in a fixed order), e.g.
+# (FEATURE_VALUE, "mean radius", "12.5") for a bucket, (REQUESTS, "ok") for a counter.
+Series = tuple[str, ...]
+LE = "le"
+DEFAULT_PORT = 8080
+
+# Sample name -> (family, the extra labels that tell its series apart, in key order).
+FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    f"{t.REQUESTS}_total": (t.REQUESTS, (t.LABEL_OUTCOME,)),
+    f"{t.REQUEST_DURATION}_bucket": (t.REQUEST_DURATION, (LE,)),
+    f"{t.ROWS}_total": (t.ROWS, ()),
+    f"{t.FEATURE_VALUE}_bucket": (t.FEATURE_VALUE, (t.LABEL_FEATURE, LE)),
+    f"{t.FEATURE_MISSING}_total": (t.FEATURE_MISSING, (t.LABEL_FEATURE,)),
+    f"{t.FEATURE_INVALID}_total": (t.FEATURE_INVALID, (t.LABEL_FEATURE,)),
+    f"{t.PREDICTION_VALUE}_bucket": (t.PREDICTION_VALUE, (t.LABEL_OUTPUT, t.LABEL_CLASS, LE)),
+    f"{t.PREDICTION_CLASS}_total": (t.PREDICTION_CLASS, (t.LABEL_OUTPUT, t.LABEL_CLASS)),
+    f"{t.PROCESS_CPU}_total": (t.PROCESS_CPU, ()),
+}
+STARTED = f"{t.REQUESTS}_created"  # when the pod's counters started: changes on a restart
+# Every sample name a read needs, for a source that selects series by name.
+SAMPLE_NAMES: tuple[str, ...] = (*FAMILIES, STARTED, t.MODEL_INFO)
+_WANTED = frozenset(SAMPLE_NAMES)
+
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+_ESCAPE = re.compile(r"\\(.)")
+
+
+class TelemetryError(ValueError):
+    """A page or a set of samples that is not a modeldeploy serving pod's telemetry."""
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A serving pod to read: its name, and the address of its /metrics."""
+
+    name: str
+    ip: str
+    port: int = DEFAULT_PORT
+
+    @property
+    def address(self) -> str:
+        """host:port, as Prometheus writes it in the instance label."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class PodCounters:
+    """One pod's cumulative counters at one read."""
+
+    pod: str
+    model: str
+    version: str
+    track: str
+    sha256: str
+    started: float | None  # the pod's counter start time (seconds since the epoch)
+    values: Mapping[Series, float]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The counters of a set of pods read at one time; a pod that failed has its error instead."""
+
+    at: float  # when the read was made (seconds since the epoch)
+    pods: Mapping[str, PodCounters] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.errors)
+
+
+@dataclass(frozen=True)
+class Bins:
+    """One histogram's counts in a window, bin by bin (not cumulative).
+
+    counts[i] counts values in (edges[i-1], edges[i]]; the last count is above the last
+    edge, so len(counts) == len(edges) + 1.
+    """
+
+    edges: tuple[float, ...]
+    counts: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+
+@dataclass(frozen=True)
+class TrackWindow:
+    """What the pods of one track counted in a window, summed over the pods."""
+
+    track: str
+    versions: tuple[str, ...]  # one, except while a track's pods change version
+    sha256s: tuple[str, ...]
+    pods: tuple[str, ...]
+    requests: Mapping[str, int]  # outcome (ok, invalid, error) -> requests
+    latency: Bins  # request duration, edges in seconds
+    rows: int
+    cpu_seconds: float | None  # None when a pod does not export the CPU counter
+    features: Mapping[str, Bins]  # feature -> values in the profile's bins
+    missing: Mapping[str, int]  # feature -> null / NaN values
+    invalid: Mapping[str, int]  # feature -> infinite values
+    predictions: Mapping[tuple[str, str], Bins]  # (output, class; "" for a regression) -> bins
+    classes: Mapping[str, Mapping[str, int]]  # output -> predicted class -> count
+    mismatched: tuple[str, ...] = ()  # histograms left out: the track's pods bin them differently
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+@dataclass(frozen=True)
+class Window:
+    """The tracks' counts between two readings, and what makes the window incomplete."""
+
+    started_at: float
+    ended_at: float
+    tracks: Mapping[str, TrackWindow]
+    errors: Mapping[str, str]  # pod -> why its counts for the window are unknown
+    restarted: tuple[str, ...] = ()  # pods whose counters reset (counted from zero)
+    appeared: tuple[str, ...] = ()  # pods new since the previous read (counted from zero)
+    vanished: tuple[str, ...] = ()  # pods gone since the previous read (their last counts lost)
+
+    @property
+    def partial(self) -> bool:
+        """Some pod's counts are unknown: the caller judges nothing on a partial window."""
+        return bool(self.errors)
+
+    @property
+    def seconds(self) -> float:
+        return self.ended_at - self.started_at
+
+
+def _labels(text: str) -> dict[str, str]:
+    if "\\" not in text:
+        # No escapes: a value holds no '"', so '",' only ever separates two labels.
+        labels: dict[str, str] = {}
+        for part in text.split('",'):
+            name, _, value = part.partition('="')
+            if name:
+                labels[name.strip()] = value[:-1] if value.endswith('"') else value
+        return labels
+    return {match[1]: _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], match[2]) for match in _LABEL.finditer(text)}
+
+
+def parse_metrics(pod: str, text: str) -> PodCounters:
+    """A serving pod's /metrics page (Prometheus text format) to its counters.
+
+    Reads only the families in FAMILIES (and the counters' start time and the model's
+    digest); every other line costs one dictionary look-up.
+    """
+    samples: list[tuple[str, dict[str, str], float]] = []
+    for line in text.splitlines():
+        if not line or line[0] == "#":
+            continue
+        brace = line.find("{")
+        if brace < 0:
+            continue  # our series all have labels
+        name = line[:brace]
+        if name not in _WANTED:
+            continue
+        close = line.rfind("}")
+        labels = _labels(line[brace + 1 : close])
+        if name == STARTED and labels.get(t.LABEL_OUTCOME) != t.OUTCOME_OK:
+            continue
+        try:
+            value = float(line[close + 1 :].split()[0])
+        except (IndexError, ValueError):
+            raise TelemetryError(f"pod {pod}: {line!r} is not 'name{{labels}} value'") from None
+        samples.append((name, labels, value))
+    return counters_from_samples(pod, samples)
+
+
+def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, str], float]]) -> PodCounters:
+    """One pod's samples (sample name, labels, value), however they were read, to its counters."""
+    values: dict[Series, float] = {}
+    base: tuple[str, str, str] | None = None
+    sha256 = ""
+    started: float | None = None
+    for name, labels, value in samples:
+        identity = (labels.get(t.LABEL_MODEL, ""), labels.get(t.LABEL_VERSION, ""), labels.get(t.LABEL_TRACK, ""))
+        if base is None:
+            base = identity
+        elif identity != base:
+            raise TelemetryError(
+                f"pod {pod}: series of two models or tracks, {'/'.join(base)} and {'/'.join(identity)}; "
+                "expected one model, version and track per pod"
+            )
+        if name == STARTED:
+            started = value
+        elif name == t.MODEL_INFO:
+            sha256 = labels.get(t.LABEL_SHA256, "")
+        else:
+            family, keys = FAMILIES[name]
+            values[(family, *(labels.get(key, "") for key in keys))] = value
+    if base is None or not any(series[0] == t.REQUESTS for series in values):
+        raise TelemetryError(f"pod {pod}: no {t.REQUESTS}_total series; is it a modeldeploy serving pod?")
+    if base[2] not in t.TRACKS:
+        raise TelemetryError(f"pod {pod}: track label {base[2]!r} is not one of {', '.join(t.TRACKS)}")
+    model, version, track = base
+    return PodCounters(pod, model, version, track, sha256, started, values)
+
+
+def _restarted(before: PodCounters, now: PodCounters) -> bool:
+    if before.started is not None and now.started is not None and before.started != now.started:
+        return True
+    if (before.version, before.track) != (now.version, now.track):
+        return True
+    return any(now.values.get(series, 0.0) < value for series, value in before.values.items())
+
+
+def window(previous: Reading, current: Reading) -> Window:
+    """The counts of current's pods since previous, per track."""
+    errors = dict(current.errors)
+    restarted: list[str] = []
+    appeared: list[str] = []
+    deltas: list[tuple[PodCounters, dict[Series, float]]] = []
+    for name, now in current.pods.items():
+        before = previous.pods.get(name)
+        if before is None:
+            if name in previous.errors or (now.started is not None and now.started < previous.at):
+                errors[name] = "no baseline: the pod was running at the previous read but was not read then"
+                continue
+            appeared.append(name)
+            deltas.append((now, dict(now.values)))
+        elif _restarted(before, now):
+            restarted.append(name)
+            deltas.append((now, dict(now.values)))
+        else:
+            old = before.values
+            deltas.append((now, {series: value - old.get(series, 0.0) for series, value in now.values.items()}))
+    vanished = sorted(set(previous.pods) - set(current.pods) - set(current.errors))
+    tracks = {}
+    for track in t.TRACKS:
+        members = [(pod, delta) for pod, delta in deltas if pod.track == track]
+        if members:
+            tracks[track] = track_window(track, members)
+    return Window(
+        started_at=previous.at,
+        ended_at=current.at,
+        tracks=tracks,
+        errors=errors,
+        restarted=tuple(sorted(restarted)),
+        appeared=tuple(sorted(appeared)),
+        vanished=tuple(vanished),
+    )
+
+
+def since_start(current: Reading) -> Window:
+    """Everything the pods counted since they started (a window without a previous read)."""
+    return window(Reading(at=0.0), current)
+
+
+def _bins(cumulative: Mapping[float, float]) -> Bins:
+    bounds = sorted(cumulative)
+    counts: list[int] = []
+    below = 0.0
+    for bound in bounds:
+        counts.append(round(cumulative[bound] - below))
+        below = cumulative[bound]
+    if not bounds or bounds[-1] != math.inf:
+        counts.append(0)
+    return Bins(tuple(b for b in bounds if b != math.inf), tuple(counts))
+
+
+Members = Sequence[Mapping[str, Mapping[Series, float]]]  # per pod: family -> series -> delta
+
+
+def _by_family(delta: Mapping[Series, float]) -> dict[str, dict[Series, float]]:
+    families: dict[str, dict[Series, float]] = {}
+    for series, value in delta.items():
+        families.setdefault(series[0], {})[series] = value
+    return families
+
+
+def _histograms(members: Members, family: str) -> tuple[dict[tuple[str, ...], Bins], list[str]]:
+    """Each histogram of a family, summed over the pods that bin it on the same edges."""
+    per_pod: dict[tuple[str, ...], list[dict[float, float]]] = {}
+    for pod in members:
+        mine: dict[tuple[str, ...], dict[float, float]] = {}
+        for series, value in pod.get(family, {}).items():
+            mine.setdefault(series[1:-1], {})[float(series[-1])] = value
+        for key, cumulative in mine.items():
+            per_pod.setdefault(key, []).append(cumulative)
+    result: dict[tuple[str, ...], Bins] = {}
+    mismatched: list[str] = []
+    for key, pods in per_pod.items():
+        if any(pod.keys() != pods[0].keys() for pod in pods):
+            mismatched.append(f"{family}{{{','.join(key)}}}")
+            continue
+        result[key] = _bins({bound: sum(pod[bound] for pod in pods) for bound in pods[0]})
+    return result, mismatched
+
+
+def _counters(members: Members, family: str) -> dict[tuple[str, ...], int]:
+    sums: dict[tuple[str, ...], float] = {}
+    for pod in members:
+        for series, value in pod.get(family, {}).items():
+            sums[series[1:]] = sums.get(series[1:], 0.0) + value
+    return {key: round(value) for key, value in sums.items()}
+
+
+def track_window(track: str, pods: Sequence[tuple[PodCounters, Mapping[Series, float]]]) -> TrackWindow:
+    """The deltas of one track's pods summed into its window."""
+    members = [_by_family(delta) for _, delta in pods]
+    latency, mismatched = _histograms(members, t.REQUEST_DURATION)
+    features, feature_mismatch = _histograms(members, t.FEATURE_VALUE)
+    predictions, prediction_mismatch = _histograms(members, t.PREDICTION_VALUE)
+    requests = dict.fromkeys(t.OUTCOMES, 0)
+    requests.update({key[0]: count for key, count in _counters(members, t.REQUESTS).items()})
+    classes: dict[str, dict[str, int]] = {}
+    for (output, label), count in _counters(members, t.PREDICTION_CLASS).items():
+        classes.setdefault(output, {})[label] = count
+    cpu = [delta.get((t.PROCESS_CPU,)) for _, delta in pods]
+    return TrackWindow(
+        track=track,
+        versions=tuple(sorted({pod.version for pod, _ in pods})),
+        sha256s=tuple(sorted({pod.sha256 for pod, _ in pods})),
+        pods=tuple(sorted(pod.pod for pod, _ in pods)),
+        requests=requests,
+        latency=latency.get((), _empty_latency()),
+        rows=sum(_counters(members, t.ROWS).values()),
+        cpu_seconds=None if None in cpu else sum(c for c in cpu if c is not None),
+        features={key[0]: bins for key, bins in features.items()},
+        missing={key[0]: count for key, count in _counters(members, t.FEATURE_MISSING).items()},
+        invalid={key[0]: count for key, count in _counters(members, t.FEATURE_INVALID).items()},
+        predictions={(key[0], key[1]): bins for key, bins in predictions.items()},
+        classes=classes,
+        mismatched=tuple(mismatched + feature_mismatch + prediction_mismatch),
+    )
+
+
+def _empty_latency() -> Bins:
+    edges = tuple(float(bound) for bound in t.REQUEST_DURATION_BUCKETS)
+    return Bins(edges, (0,) * (len(edges) + 1))
