@@ -12,6 +12,8 @@ profile: the Kubernetes "restricted" pod security standard.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 import urllib.parse
 from typing import Any
@@ -26,6 +28,10 @@ NAME_LABEL = f"{GROUP}/deployment"
 VERSION_LABEL = "app.kubernetes.io/version"
 DIGEST_ANNOTATION = f"{GROUP}/sha256"
 URI_ANNOTATION = f"{GROUP}/uri"
+SERVING_SPEC_ANNOTATION = f"{GROUP}/serving-spec"  # on a Deployment: what its pods serve, as JSON
+SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
+TRAFFIC_GATE = f"{GROUP}/traffic"  # a canary pod's readiness gate: set by the operator to let traffic in
+PRE_STOP_SECONDS = 5  # a leaving pod keeps answering while kube-proxy forgets it
 MANAGED_BY = "modeldeploy"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
@@ -34,6 +40,28 @@ MODELS_DIR = "/models"
 PVC_DIR = "/mnt/model-claim"
 FETCH_CONTAINER = "fetch-model"
 SERVER_CONTAINER = "server"
+
+
+SERVING_FIELDS = ("model", "serving", "resources")
+"""The parts of a spec that change what the pods serve: changing one starts a rollout."""
+
+
+def serving_spec(spec: ModelDeploymentSpec) -> Obj:
+    """What the pods serve, without defaults (so an operator upgrade that adds a defaulted
+    field does not look like a new version)."""
+    dumped: Obj = spec.model_dump(by_alias=True, exclude_defaults=True, include=set(SERVING_FIELDS), mode="json")
+    return dumped
+
+
+def spec_hash(spec: ModelDeploymentSpec) -> str:
+    text = json.dumps(serving_spec(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=5).hexdigest()
+
+
+def with_serving(spec: ModelDeploymentSpec, serving: Obj) -> ModelDeploymentSpec:
+    """The spec with what the pods serve taken from a Deployment's annotation."""
+    base = spec.model_dump(by_alias=True, exclude=set(SERVING_FIELDS), mode="json")
+    return ModelDeploymentSpec.model_validate({**base, **serving})
 
 
 def owner_reference(meta: Obj) -> Obj:
@@ -91,6 +119,8 @@ def _fetch_source(uri: str) -> tuple[str, list[Obj], list[Obj]]:
 
 
 def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
+    """The serving pod; a canary pod also has a readiness gate, so it takes no live traffic
+    until the operator opens it (after the signature check)."""
     model = spec.model
     source, volumes, mounts = _fetch_source(model.uri)
     fetch_args = ["fetch", source, "--dest", MODELS_DIR]
@@ -146,7 +176,29 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         ],
         "securityContext": _restricted_container(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
+    pod_spec: Obj = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": USER_ID,
+            "runAsGroup": USER_ID,
+            "fsGroup": USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "initContainers": [fetch],
+        "containers": [server],
+        "volumes": [
+            {"name": "models", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *volumes,
+        ],
+        "terminationGracePeriodSeconds": 40,
+    }
+    if track == "canary":
+        pod_spec["readinessGates"] = [{"conditionType": TRAFFIC_GATE}]
     return {
         "metadata": {
             "labels": common_labels(name, model.version, track),
@@ -158,25 +210,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
                 URI_ANNOTATION: model.uri,
             },
         },
-        "spec": {
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": USER_ID,
-                "runAsGroup": USER_ID,
-                "fsGroup": USER_ID,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "initContainers": [fetch],
-            "containers": [server],
-            "volumes": [
-                {"name": "models", "emptyDir": {}},
-                {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-                *volumes,
-            ],
-            "terminationGracePeriodSeconds": 40,
-        },
+        "spec": pod_spec,
     }
 
 
@@ -189,7 +223,10 @@ def _probe(path: str, period: int, failures: int) -> Obj:
     }
 
 
-def build_deployment(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str = "stable") -> Obj:
+def build_deployment(
+    meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str = "stable", replicas: int | None = None
+) -> Obj:
+    """A track's Deployment; `replicas` overrides the spec's (a canary is sized by its step)."""
     name = meta["name"]
     return {
         "apiVersion": "apps/v1",
@@ -198,10 +235,14 @@ def build_deployment(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, t
             "name": deployment_name(name, track),
             "namespace": meta["namespace"],
             "labels": common_labels(name, spec.model.version, track),
+            "annotations": {
+                SERVING_SPEC_ANNOTATION: json.dumps(serving_spec(spec), sort_keys=True, separators=(",", ":")),
+                SPEC_HASH_ANNOTATION: spec_hash(spec),
+            },
             "ownerReferences": [owner_reference(meta)],
         },
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": spec.replicas if replicas is None else replicas,
             "selector": {"matchLabels": selector_labels(name, track)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
@@ -241,16 +282,29 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
     }
 
 
-def build_children(meta: Obj, spec: ModelDeploymentSpec, settings: Settings) -> list[Obj]:
+def build_children(
+    meta: Obj,
+    spec: ModelDeploymentSpec,
+    settings: Settings,
+    stable: ModelDeploymentSpec | None = None,
+    canary_replicas: int = 0,
+) -> list[Obj]:
     """Every object a ModelDeployment wants, in the order they are applied.
 
-    The Service first, so the pods have a name to be reached by as soon as they are ready;
-    per-track Services only when an HTTPRoute splits traffic by weight between them.
+    `stable` is what the stable Deployment keeps serving during a rollout (default: the
+    spec); with `canary_replicas`, a canary Deployment of the spec. The Service comes first,
+    so pods have a name as soon as they are ready; per-track Services only when an
+    HTTPRoute splits traffic by weight between them.
     """
     wanted = [build_service(meta, spec)]
     if spec.rollout.traffic.http_route is not None:
         wanted.append(build_service(meta, spec, "stable"))
-    wanted.append(build_deployment(meta, spec, settings, "stable"))
+        if canary_replicas:
+            wanted.append(build_service(meta, spec, "canary"))
+    stable_spec = spec if stable is None else stable.model_copy(update={"replicas": spec.replicas})
+    wanted.append(build_deployment(meta, stable_spec, settings, "stable"))
+    if canary_replicas:
+        wanted.append(build_deployment(meta, spec, settings, "canary", canary_replicas))
     return wanted
 
 

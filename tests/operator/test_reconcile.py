@@ -117,7 +117,10 @@ class Cluster:
                         if probe in container:
                             container[probe].update(successThreshold=1)
                             container[probe]["httpGet"]["scheme"] = "HTTP"
-                stored["metadata"]["annotations"] = {"deployment.kubernetes.io/revision": "1"}
+                stored["metadata"]["annotations"] = {
+                    **stored["metadata"].get("annotations", {}),
+                    "deployment.kubernetes.io/revision": "1",
+                }
                 stored["status"] = {"observedGeneration": 1}
                 self.deployment = stored
             else:
