@@ -21,9 +21,10 @@ the statistics.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from modeldeploy_serving import telemetry as t
@@ -173,32 +174,66 @@ def _labels(text: str) -> dict[str, str]:
     return {match[1]: _ESCAPE.sub(lambda m: "\n" if m[1] == "n" else m[1], match[2]) for match in _LABEL.finditer(text)}
 
 
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}[ \t]*(\S*)", re.MULTILINE)
+_SLOW = re.compile(r'\\|", | =|= |^ ')  # escapes or spacing: leave the label text to the regular expression
+
+
+def _label(text: str, name: str) -> str:
+    """One label's value in label text without escapes or spacing; '' when absent.
+
+    Without escapes a value holds no '"', so 'name="' is a label only at the start or
+    after a comma, and its value ends at the next '"'.
+    """
+    key = name + '="'
+    if text.startswith(key):
+        begin = len(key)
+    else:
+        found = text.find("," + key)
+        if found < 0:
+            return ""
+        begin = found + 1 + len(key)
+    return text[begin : text.find('"', begin)]
+
+
+def _label_of(labels: Mapping[str, str], name: str) -> str:
+    return labels.get(name, "")
+
+
 def parse_metrics(pod: str, text: str) -> PodCounters:
     """A serving pod's /metrics page (Prometheus text format) to its counters.
 
-    Reads only the families in FAMILIES (and the counters' start time and the model's
-    digest); every other line costs one dictionary look-up.
+    Reads only the families in SAMPLE_NAMES: one regular-expression pass finds every
+    labelled sample, every other sample costs one set look-up, and a sample we keep has
+    only the labels we need picked out of it. The model, version and track come from the
+    first sample: a serving process exports one of each.
     """
-    samples: list[tuple[str, dict[str, str], float]] = []
-    for line in text.splitlines():
-        if not line or line[0] == "#":
-            continue
-        brace = line.find("{")
-        if brace < 0:
-            continue  # our series all have labels
-        name = line[:brace]
+    values: dict[Series, float] = {}
+    base: tuple[str, str, str] | None = None
+    sha256 = ""
+    started: float | None = None
+    for name, label_text, value_text in _LINE.findall(text):
         if name not in _WANTED:
             continue
-        close = line.rfind("}")
-        labels = _labels(line[brace + 1 : close])
-        if name == STARTED and labels.get(t.LABEL_OUTCOME) != t.OUTCOME_OK:
-            continue
+        if _SLOW.search(label_text):
+            get: Callable[[str], str] = functools.partial(_label_of, _labels(label_text))
+        else:
+            get = functools.partial(_label, label_text)
+        if base is None:
+            base = (get(t.LABEL_MODEL), get(t.LABEL_VERSION), get(t.LABEL_TRACK))
         try:
-            value = float(line[close + 1 :].split()[0])
-        except (IndexError, ValueError):
-            raise TelemetryError(f"pod {pod}: {line!r} is not 'name{{labels}} value'") from None
-        samples.append((name, labels, value))
-    return counters_from_samples(pod, samples)
+            value = float(value_text)
+        except ValueError:
+            message = f"pod {pod}: {name}{{{label_text}}} {value_text!r}: the value is not a number"
+            raise TelemetryError(message) from None
+        if name == STARTED:
+            if get(t.LABEL_OUTCOME) == t.OUTCOME_OK:
+                started = value
+        elif name == t.MODEL_INFO:
+            sha256 = get(t.LABEL_SHA256)
+        else:
+            family, keys = FAMILIES[name]
+            values[(family, *map(get, keys))] = value
+    return _counters_of(pod, base, sha256, started, values)
 
 
 def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, str], float]]) -> PodCounters:
@@ -212,17 +247,28 @@ def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, st
         if base is None:
             base = identity
         elif identity != base:
-            raise TelemetryError(
-                f"pod {pod}: series of two models or tracks, {'/'.join(base)} and {'/'.join(identity)}; "
-                "expected one model, version and track per pod"
-            )
+            raise TelemetryError(_two_identities(pod, base, identity))
         if name == STARTED:
-            started = value
+            if labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK:
+                started = value
         elif name == t.MODEL_INFO:
             sha256 = labels.get(t.LABEL_SHA256, "")
-        else:
+        elif name in FAMILIES:
             family, keys = FAMILIES[name]
             values[(family, *(labels.get(key, "") for key in keys))] = value
+    return _counters_of(pod, base, sha256, started, values)
+
+
+def _two_identities(pod: str, first: tuple[str, ...], other: tuple[str, ...]) -> str:
+    return (
+        f"pod {pod}: series of two models or tracks, {'/'.join(first)} and {'/'.join(other)}; "
+        "expected one model, version and track per pod"
+    )
+
+
+def _counters_of(
+    pod: str, base: tuple[str, str, str] | None, sha256: str, started: float | None, values: dict[Series, float]
+) -> PodCounters:
     if base is None or not any(series[0] == t.REQUESTS for series in values):
         raise TelemetryError(f"pod {pod}: no {t.REQUESTS}_total series; is it a modeldeploy serving pod?")
     if base[2] not in t.TRACKS:
@@ -236,7 +282,8 @@ def _restarted(before: PodCounters, now: PodCounters) -> bool:
         return True
     if (before.version, before.track) != (now.version, now.track):
         return True
-    return any(now.values.get(series, 0.0) < value for series, value in before.values.items())
+    values = now.values
+    return any(values.get(series, 0.0) < value for series, value in before.values.items())
 
 
 def window(previous: Reading, current: Reading) -> Window:
@@ -315,10 +362,17 @@ def _histograms(members: Members, family: str) -> tuple[dict[tuple[str, ...], Bi
     result: dict[tuple[str, ...], Bins] = {}
     mismatched: list[str] = []
     for key, pods in per_pod.items():
-        if any(pod.keys() != pods[0].keys() for pod in pods):
+        first = pods[0]
+        if len(pods) == 1:
+            result[key] = _bins(first)
+        elif any(pod.keys() != first.keys() for pod in pods):
             mismatched.append(f"{family}{{{','.join(key)}}}")
-            continue
-        result[key] = _bins({bound: sum(pod[bound] for pod in pods) for bound in pods[0]})
+        else:
+            summed = dict(first)
+            for other in pods[1:]:
+                for bound, value in other.items():
+                    summed[bound] += value
+            result[key] = _bins(summed)
     return result, mismatched
 
 

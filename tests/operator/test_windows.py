@@ -117,18 +117,23 @@ def test_escaped_label_values_timestamps_and_trailing_commas_parse_like_promethe
         ("", "no modeldeploy_requests_total series"),
         ("process_cpu_seconds_total 3\n", "no modeldeploy_requests_total series"),
         ('modeldeploy_requests_total{model="m",version="1",track="blue",outcome="ok"} 1\n', "'blue' is not one of"),
-        (
-            'modeldeploy_requests_total{model="m",version="1",track="stable",outcome="ok"} 1\n'
-            'modeldeploy_rows_total{model="m",version="1",track="canary"} 1\n',
-            "two models or tracks",
-        ),
-        ('modeldeploy_rows_total{model="m",version="1",track="stable"} lots\n', "is not 'name{labels} value'"),
+        ('modeldeploy_rows_total{model="m",version="1",track="stable"} lots\n', "the value is not a number"),
     ],
 )
 def test_a_page_that_is_not_a_serving_pods_telemetry_is_refused_with_the_reason(page: str, words: str) -> None:
     with pytest.raises(w.TelemetryError, match=r"^pod pod-a: ") as raised:
         w.parse_metrics("pod-a", page)
     assert words in str(raised.value)
+
+
+def test_samples_of_two_tracks_from_one_pod_are_refused() -> None:
+    base = {t.LABEL_MODEL: "m", t.LABEL_VERSION: "1"}
+    found = [
+        (f"{t.REQUESTS}_total", {**base, t.LABEL_TRACK: t.STABLE, t.LABEL_OUTCOME: "ok"}, 1.0),
+        (f"{t.ROWS}_total", {**base, t.LABEL_TRACK: t.CANARY}, 1.0),
+    ]
+    with pytest.raises(w.TelemetryError, match="two models or tracks, m/1/stable and m/1/canary"):
+        w.counters_from_samples("pod-a", found)
 
 
 def test_a_window_counts_exactly_what_each_track_answered_between_two_reads(
