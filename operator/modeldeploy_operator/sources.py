@@ -11,9 +11,12 @@ profile by its digest. Typing only: no I/O here, so pure code and tests can name
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from modeldeploy_operator.windows import Pod, Reading
+
+if TYPE_CHECKING:
+    from modeldeploy_serving.profile import Profile
 
 
 class TelemetrySource(Protocol):
@@ -31,6 +34,6 @@ class TelemetrySource(Protocol):
 class ProfileSource(Protocol):
     """A version's reference profile (bin edges and reference shares), by the model's sha256."""
 
-    async def profile(self, pod: Pod, sha256: str) -> dict[str, Any] | None:
-        """The profile of the model with this digest, asked of a pod serving it; None without one."""
+    async def profile(self, sha256: str, pod: Pod) -> Profile | None:
+        """The profile of the model with this digest (asked of a pod serving it); None without one."""
         ...
