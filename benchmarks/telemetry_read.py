@@ -104,6 +104,16 @@ def parse_only(reads: int, parse: Callable[[str, str], w.PodCounters], text: str
     return (time.process_time() - started) / reads * 1e3
 
 
+def window_only(reads: int, text: str) -> float:
+    """CPU of one window between two reads of the same pod's page (already parsed)."""
+    previous = w.Reading(0.0, {"pod": w.parse_metrics("pod", text)})
+    current = w.Reading(60.0, {"pod": w.parse_metrics("pod", text)})
+    started = time.process_time()
+    for _ in range(reads):
+        w.window(previous, current)
+    return (time.process_time() - started) / reads * 1e3
+
+
 def extrapolate(cpu_ms: float) -> float:
     """Share of one core to read 1,000 deployments x 2 pods every 60 s."""
     return DEPLOYMENTS * PODS_PER_DEPLOYMENT / EVERY_SECONDS * cpu_ms / 1e3
@@ -143,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 figures = asyncio.run(measure(args.reads, one_read, server.process.pid))
                 parse = w.parse_metrics if name == "ours" else client_parser_counters
                 figures["parse_only_cpu_ms"] = parse_only(args.reads, parse, text)
+                figures["window_only_cpu_ms"] = window_only(args.reads, text)
                 figures["share_of_one_core_at_1000x2_every_60s"] = extrapolate(figures["operator_cpu_ms_median"])
                 results[name] = figures
         finally:
@@ -151,11 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     kept = len(w.parse_metrics("p", text).values)
     page = {"bytes": len(text.encode()), "lines": text.count("\n"), "series_kept": kept}
     print(f"page: {page['bytes']} bytes, {page['lines']} lines, {kept} series kept; {args.reads} reads\n")
-    print("| parser | operator CPU ms/read (median) | parse only ms | server CPU ms/scrape | 1,000 x 2 pods / 60 s |")
-    print("|---|---|---|---|---|")
+    print(
+        "| parser | operator CPU ms/read (median) | parse only ms | window only ms | server CPU ms/scrape "
+        "| 1,000 x 2 pods / 60 s |"
+    )
+    print("|---|---|---|---|---|---|")
     for name, figures in results.items():
         print(
             f"| {name} | {figures['operator_cpu_ms_median']:.2f} | {figures['parse_only_cpu_ms']:.2f} "
+            f"| {figures['window_only_cpu_ms']:.2f} "
             f"| {figures['server_cpu_ms_per_scrape']:.2f} "
             f"| {figures['share_of_one_core_at_1000x2_every_60s']:.1%} of one core |"
         )
