@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from modeldeploy_serving.profile import Profile
-from modeldeploy_serving.profiling import read_profile
+from modeldeploy_serving.profile import Profile, read_profile
 from modeldeploy_serving.signature import TensorSpec, session_signature
 
 log = logging.getLogger(__name__)

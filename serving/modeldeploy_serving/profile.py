@@ -113,6 +113,16 @@ class Profile:
                 raise ProfileError(f"{entry.name}: {len(entry.proportions)} proportions, expected {expected}")
 
 
+def read_profile(metadata: dict[str, str]) -> Profile | None:
+    """The profile in an ONNX model's custom metadata map, or None when the model has none.
+
+    Takes the plain metadata dict (ONNX Runtime's ``custom_metadata_map``), so reading a
+    profile needs neither onnx nor ONNX Runtime.
+    """
+    text = metadata.get(PROFILE_KEY)
+    return None if text is None else Profile.from_json(text)
+
+
 def quantile_edges(values: FloatArray, bins: int = DEFAULT_BINS) -> list[float]:
     """Edges at the reference quantiles, the first nudged below the minimum.
 

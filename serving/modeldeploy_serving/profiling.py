@@ -102,8 +102,3 @@ def profile_model(model_path: Path, data_path: Path, out_path: Path, bins: int =
     onnx.save(embed_profile(model, profile), str(out_path))
     return profile
 
-
-def read_profile(metadata: dict[str, str]) -> Profile | None:
-    """The profile in a session's custom metadata, or None when the model has none."""
-    text = metadata.get(PROFILE_KEY)
-    return None if text is None else Profile.from_json(text)
