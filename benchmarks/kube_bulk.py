@@ -89,6 +89,7 @@ class Bulk:
             PLURAL,
             name,
             [{"op": "add", "path": "/status", "value": status}],
+            _content_type="application/json-patch+json",
             _preload_content=False,
         )
 

@@ -443,14 +443,11 @@ class ModelDeploymentStatus(_Model):
     history: list[HistoryEntry] = Field(
         default_factory=list, description="Finished rollouts, newest first, at most 10."
     )
-    conditions: Annotated[
-        list[Condition],
-        Field(
-            default_factory=list,
-            description="Ready; Reconciling and Stalled while something is abnormal (kstatus).",
-            json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        ),
-    ]
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready; Reconciling and Stalled while something is abnormal (kstatus).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
 
     def dump(self) -> dict[str, Any]:
         """The status as the API server stores it: camelCase, without unset fields."""

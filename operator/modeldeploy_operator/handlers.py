@@ -17,9 +17,12 @@ from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, PLURAL, VERSION
 from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL
 from modeldeploy_operator.health import start_health_server
+from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.querying import PrometheusSource
 from modeldeploy_operator.queue import Queue
 from modeldeploy_operator.reconcile import reconcile
+from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_operator.status import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -34,6 +37,8 @@ async def start(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.watching.server_timeout = 600
     memo.kube = Kube.connect()
     memo.writes = LastWrites()
+    source = PrometheusSource(memo.settings.prometheus_url) if memo.settings.prometheus_url else PodScraper()
+    memo.judge = Judge(source)
     memo.indexes = {}
     memo.queue = Queue(lambda key: _reconcile(memo, key))
     memo.health = await start_health_server(memo.settings.health_port)
@@ -71,6 +76,7 @@ async def model_deployment_changed(type: str, namespace: str | None, name: str, 
     if type == "DELETED":
         memo.writes.forget((namespace or "", name))
         memo.queue.forget((namespace or "", name))
+        memo.judge.forget((namespace or "", name))
         return
     memo.queue.trigger((namespace or "", name))
 
@@ -140,4 +146,4 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
     children = Children.group(
         _all(indexes["owned_deployments"], key), _all(indexes["owned_services"], key), _all(indexes["owned_pods"], key)
     )
-    return await reconcile(body, children, memo.settings, memo.kube, memo.writes)
+    return await reconcile(body, children, memo.settings, memo.kube, memo.writes, memo.judge)

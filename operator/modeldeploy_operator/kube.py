@@ -16,6 +16,7 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi,
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.builders import TRAFFIC_GATE
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "modeldeploy"
@@ -85,6 +86,27 @@ class Kube:
 
         await asyncio.to_thread(call)
 
+    async def open_traffic(self, pod: Obj) -> None:
+        """Set a canary pod's readiness gate: it joins the Service's endpoints once Ready."""
+        meta = pod["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        condition = {
+            "type": TRAFFIC_GATE,
+            "status": "True",
+            "lastTransitionTime": now,
+            "reason": "RolloutStep",
+            "message": "the rollout lets this canary pod take live traffic",
+        }
+
+        def call() -> None:
+            self.writes += 1
+            metrics.API_WRITES.labels("pod status").inc()
+            self.core.patch_namespaced_pod_status(
+                meta["name"], meta["namespace"], {"status": {"conditions": [condition]}}
+            )
+
+        await asyncio.to_thread(call)
+
     async def replace_status(self, namespace: str, name: str, status: Obj) -> None:
         """Write the whole status: a JSON patch that sets /status, so a field the new status
         no longer has (a finished canary, a digest taken out of the spec) is removed too."""
@@ -93,7 +115,13 @@ class Kube:
             self.writes += 1
             metrics.API_WRITES.labels("status").inc()
             self.custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, [{"op": "add", "path": "/status", "value": status}]
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                [{"op": "add", "path": "/status", "value": status}],
+                _content_type="application/json-patch+json",
             )
 
         await asyncio.to_thread(call)

@@ -1,9 +1,11 @@
 """One reconcile of one ModelDeployment: orchestration only.
 
-It reads as the steps it takes: observe (the watch caches, given as Children), build the
-desired objects (builders), diff and apply only what differs, delete what is no longer
-wanted, decide the whole status (status), write it once when it changed, post an Event on a
-transition, and tell the queue when to wake it next. Every decision is made by a pure
+It reads as the steps it takes: observe (the watch caches, given as Children), plan the
+rollout (rollout.py; reading the signatures or the step's telemetry only when the plan asks
+for a judgement), build the desired objects (builders), diff and apply only what differs,
+delete what is no longer wanted, let canary pods take traffic when the plan allows, decide
+the whole status (status), write it once when it changed, post an Event on a transition,
+and tell the queue when to wake it next. Every decision is made by a pure
 function elsewhere; this module only sends what they decided.
 """
 
@@ -12,20 +14,31 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kubernetes
+from pydantic import ValidationError
 
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import parse_spec
-from modeldeploy_operator.builders import build_children
+from modeldeploy_operator import reasons, rollout
+from modeldeploy_operator.api import ModelDeploymentSpec, parse_spec
+from modeldeploy_operator.builders import SERVING_SPEC_ANNOTATION, build_children, spec_hash, with_serving
 from modeldeploy_operator.conditions import ready_transition
 from modeldeploy_operator.diffing import differs
+from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.reasons import Reason
+from modeldeploy_operator.rollout import Plan, Target, commands_from
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status import Children, decide_status
+from modeldeploy_operator.status import (
+    Children,
+    canary_pods,
+    decide_status,
+    observe_rollout,
+    pods_to_open,
+    previous_status,
+)
 from modeldeploy_operator.writes import Key, LastWrites
 
 log = logging.getLogger(__name__)
@@ -36,16 +49,27 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def reconcile(body: Obj, children: Children, settings: Settings, kube: Kube, writes: LastWrites) -> float | None:
+async def reconcile(
+    body: Obj, children: Children, settings: Settings, kube: Kube, writes: LastWrites, judge: Judge
+) -> float | None:
     """Bring one ModelDeployment's children and status up to date; returns when to run again
     (seconds from now), or None to wait for the next watch event."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
     spec, invalid = parse_spec(body.get("spec"))
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
+    plan: Plan | None = None
     if spec is not None:
-        problem = await _apply(key, build_children(meta, spec, settings), children, kube, writes)
-    status = decide_status(body, spec, children, settings, problem, now_iso()).dump()
+        plan = await _plan(key, body, spec, children, judge)
+        stable = spec if plan.stable == "target" else _stable_serving(spec, children)
+        wanted = build_children(meta, spec, settings, stable, plan.canary_replicas)
+        problem = await _apply(key, wanted, children, kube, writes)
+        if problem is None and plan.canary_traffic:
+            for pod in pods_to_open(canary_pods(children.track("canary"), spec.model.version)):
+                await kube.open_traffic(pod)
+        if plan.canary is None:
+            judge.forget(key)
+    status = decide_status(body, spec, children, settings, problem, now_iso(), plan).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, body):
         await kube.replace_status(meta["namespace"], meta["name"], status)
@@ -57,7 +81,43 @@ async def reconcile(body: Obj, children: Children, settings: Settings, kube: Kub
                 event.reason,
             )
             await kube.post_event(body, event.type, event.reason, event.message)
-    return settings.resync_seconds or None
+    waits = [w for w in (plan.requeue_after if plan else None, settings.resync_seconds or None) if w]
+    return min(waits) if waits else None
+
+
+async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge) -> Plan:
+    """The rollout's plan, with the signature check or the step's judgement when it asks."""
+    target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256)
+    observed = observe_rollout(children, target)
+    meta = body["metadata"]
+    commands = commands_from(meta.get("annotations") or {})
+    previous, now = previous_status(body), time.time()
+    result = rollout.plan(spec, target, previous, observed, commands, now)
+    stable_pods = pods_of(children.track("stable").pods)
+    canary_pods_now = pods_of(canary_pods(children.track("canary"), spec.model.version))
+    if result.check_signature:
+        signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
+        result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature)
+    if result.judge:
+        verdict = await judge.verdict(key, stable_pods + canary_pods_now, spec.rollout.analysis)
+        result = rollout.plan(
+            spec, target, previous, observed, commands, now, verdict=verdict, window_lost=verdict is None
+        )
+    if result.step_started:
+        await judge.begin(key, stable_pods + canary_pods_now)
+    return result
+
+
+def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:
+    """What the stable Deployment serves now (its annotation), to keep it as it is."""
+    deployment = children.track("stable").deployment or {}
+    recorded = ((deployment.get("metadata") or {}).get("annotations") or {}).get(SERVING_SPEC_ANNOTATION)
+    if not recorded:
+        return spec
+    try:
+        return with_serving(spec, json.loads(recorded))
+    except (ValueError, ValidationError):
+        return spec  # unreadable: the spec is the best guess, and a rollout will follow
 
 
 async def _apply(

@@ -32,6 +32,7 @@ from typing import Literal
 
 from modeldeploy_operator import reasons
 from modeldeploy_operator.api import (
+    GROUP,
     CanaryStatus,
     Check,
     HistoryEntry,
@@ -81,6 +82,21 @@ class Commands:
     abort: str = ""
     retry: str = ""
     paused: bool = False
+
+
+COMMAND_ANNOTATIONS = {
+    "promote": f"{GROUP}/promote",
+    "promote_full": f"{GROUP}/promote-full",
+    "abort": f"{GROUP}/abort",
+    "retry": f"{GROUP}/retry",
+}
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+
+
+def commands_from(annotations: dict[str, str]) -> Commands:
+    """The user's commands from the ModelDeployment's annotations (kubectl modeldeploy sets them)."""
+    found = {field_name: annotations.get(name, "") for field_name, name in COMMAND_ANNOTATIONS.items()}
+    return Commands(**found, paused=annotations.get(PAUSED_ANNOTATION, "").lower() == "true")
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,9 @@ def _counts(values: npt.ArrayLike, name: str) -> FloatArray:
 def smoothed_shares(counts: npt.ArrayLike, pseudocount: float = PSEUDOCOUNT) -> FloatArray:
     """Shares of each bin after adding ``pseudocount`` rows to every bin: never 0."""
     array = _counts(counts, "counts")
-    smoothed = array + pseudocount
-    return smoothed / smoothed.sum()
+    smoothed: FloatArray = array + pseudocount
+    shares: FloatArray = smoothed / smoothed.sum()
+    return shares
 
 
 def _pair(window: npt.ArrayLike, reference: npt.ArrayLike, reference_rows: float) -> tuple[FloatArray, FloatArray]:

@@ -13,13 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from modeldeploy_operator import reasons
 from modeldeploy_operator.api import Condition, ModelDeploymentSpec, ModelDeploymentStatus, TrackStatus
 from modeldeploy_operator.builders import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,
     SERVER_CONTAINER,
+    SPEC_HASH_ANNOTATION,
     TRACK_LABEL,
+    TRAFFIC_GATE,
     URI_ANNOTATION,
     VERSION_LABEL,
     inference_url,
@@ -27,6 +31,8 @@ from modeldeploy_operator.builders import (
 )
 from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted, merge_conditions
 from modeldeploy_operator.reasons import Reason
+from modeldeploy_operator.rollout import Observed as RolloutObserved
+from modeldeploy_operator.rollout import Plan, Target
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]
@@ -160,8 +166,6 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
     desired = int(spec.get("replicas", 1))
     ready = int(status.get("readyReplicas") or 0)
     updated = int(status.get("updatedReplicas") or 0)
-    available = int(status.get("availableReplicas") or 0)
-    current = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
     failure = pod_failure(pods)
     if failure is None:
         for item in status.get("conditions") or []:
@@ -181,8 +185,7 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
             ready,
             serving,
         )
-    done = current and updated >= desired and available >= desired and replicas <= desired
-    if not done:
+    if not rolled(deployment):
         message = f"version {version}: {min(updated, ready)} of {desired} replicas updated and ready"
         return Observed(
             "Progressing",
@@ -201,6 +204,76 @@ def observe(deployment: Obj | None, pods: list[Obj], version: str) -> Observed:
         ready,
         serving or (version if desired == 0 else None),
     )
+
+
+def rolled(deployment: Obj) -> bool:
+    """Every replica runs the Deployment's current template and is available, none extra."""
+    spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1))
+    current = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    replicas = int(status.get("replicas") or 0)
+    return bool(current and updated >= desired and available >= desired and replicas <= desired)
+
+
+def _condition_true(pod: Obj, kind: str) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
+def _spec_hash(deployment: Obj | None) -> str | None:
+    annotations = ((deployment or {}).get("metadata") or {}).get("annotations") or {}
+    found: str | None = annotations.get(SPEC_HASH_ANNOTATION)
+    return found
+
+
+def canary_pods(track: Track, version: str) -> list[Obj]:
+    """The canary pods of the version rolling out that are not going away."""
+    return [
+        pod
+        for pod in track.pods
+        if ((pod.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL) == version
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def pods_to_open(pods: list[Obj]) -> list[Obj]:
+    """Canary pods that are up but still held out of the Service by their readiness gate."""
+    return [pod for pod in pods if _condition_true(pod, "ContainersReady") and not _condition_true(pod, TRAFFIC_GATE)]
+
+
+def observe_rollout(children: Children, target: Target) -> RolloutObserved:
+    """What the two tracks show, for the rollout plan."""
+    stable, canary = children.track("stable"), children.track("canary")
+    stable_hash = None
+    if stable.deployment is not None:
+        # A stable Deployment made before Deployments recorded what they serve is taken as
+        # serving the spec: adopting it must not start a rollout.
+        stable_hash = _spec_hash(stable.deployment) or target.spec_hash
+    pods = canary_pods(canary, target.version) if canary.deployment is not None else []
+    return RolloutObserved(
+        stable_hash=stable_hash,
+        stable_rolled=stable.deployment is not None and rolled(stable.deployment),
+        stable_ready=int(((stable.deployment or {}).get("status") or {}).get("readyReplicas") or 0),
+        canary_hash=_spec_hash(canary.deployment),
+        canary_up=sum(_condition_true(pod, "ContainersReady") for pod in pods),
+        canary_serving=sum(_ready(pod) for pod in pods),
+        canary_failure=pod_failure(pods),
+    )
+
+
+def previous_status(body: Obj) -> ModelDeploymentStatus:
+    """The status as last written, as a model; what cannot be read is treated as absent."""
+    raw = body.get("status") or {}
+    try:
+        return ModelDeploymentStatus.model_validate(raw)
+    except ValidationError:
+        try:
+            kept = {key: raw[key] for key in ("canary", "history") if key in raw}
+            return ModelDeploymentStatus.model_validate(kept)
+        except ValidationError:
+            return ModelDeploymentStatus(conditions=[])
 
 
 def selector(name: str) -> str:
@@ -244,29 +317,43 @@ def decide_status(
     settings: Settings,
     problem: tuple[Reason, str] | None,
     now: str,
+    plan: Plan | None = None,
 ) -> ModelDeploymentStatus:
     """The whole new status of one ModelDeployment, from what was observed this reconcile.
 
     `problem` is what stopped the reconcile before the children could be trusted: an
-    invalid spec or an apply the API server refused.
+    invalid spec or an apply the API server refused; the rollout under way and the
+    history are kept as they were. `plan` is the rollout's plan for this reconcile.
     """
     meta, previous = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
     if spec is None or problem is not None:
         reason, message = problem or (reasons.INVALID_SPEC, "invalid spec")
         wanted = [Wanted(READY, "False", reason, message), Wanted(STALLED, "True", reason, message)]
+        kept = previous_status(body)
         return ModelDeploymentStatus(
-            observed_generation=generation, phase="Degraded", conditions=_conditions(previous, wanted, now, generation)
+            observed_generation=generation,
+            phase="Degraded",
+            canary=kept.canary,
+            history=kept.history,
+            conditions=_conditions(previous, wanted, now, generation),
         )
     stable = children.track("stable")
     observed = observe(stable.deployment, stable.pods, spec.model.version)
+    phase, wanted = observed.phase, observed.conditions
+    if plan is not None and plan.state != "steady" and plan.reason is not None:
+        also = RECONCILING if plan.state == "rolling" else STALLED
+        phase = "Progressing" if plan.state == "rolling" else "Degraded"
+        wanted = [Wanted(READY, "False", plan.reason, plan.message), Wanted(also, "True", plan.reason, plan.message)]
     return ModelDeploymentStatus(
         observed_generation=generation,
-        phase=observed.phase,
+        phase=phase,
         replicas=observed.replicas,
         ready_replicas=observed.ready_replicas,
         selector=selector(meta["name"]),
         url=inference_url(meta["name"], meta["namespace"], settings),
         stable=track_status(stable) if stable.deployment is not None else None,
-        conditions=_conditions(previous, observed.conditions, now, generation),
+        canary=plan.canary if plan is not None else None,
+        history=plan.history if plan is not None else previous_status(body).history,
+        conditions=_conditions(previous, wanted, now, generation),
     )

@@ -101,4 +101,3 @@ def profile_model(model_path: Path, data_path: Path, out_path: Path, bins: int =
     profile = build_profile(model, data, names, bins)
     onnx.save(embed_profile(model, profile), str(out_path))
     return profile
-

@@ -88,7 +88,7 @@ def test_create_renders_deployment_and_service_with_owner(operators: OperatorLau
     assert table.split("\n")[0].split()[:4] == ["NAME", "PHASE", "STABLE", "CANARY"]
 
 
-def test_update_and_scale_reach_the_deployment(operators: OperatorLauncher, namespace: str) -> None:
+def test_a_new_version_goes_to_a_canary_and_scale_reaches_stable(operators: OperatorLauncher, namespace: str) -> None:
     kube = operators.kube
     operators.start()
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=manifest("fraud"))
@@ -107,12 +107,17 @@ def test_update_and_scale_reach_the_deployment(operators: OperatorLauncher, name
     body = current(kube, namespace, "fraud")
     assert body["metadata"]["generation"] == 2
 
-    def args() -> list[str]:
-        deployment = get(kube, namespace, "deployment", "fraud-stable")
+    def args(track: str) -> list[str]:
+        deployment = get(kube, namespace, "deployment", f"fraud-{track}")
         result: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         return result
 
-    wait_for("the new version in the server's args", lambda: args()[args().index("--version") + 1] == "2")
+    wait_for("the new version on the canary", lambda: args("canary")[args("canary").index("--version") + 1] == "2")
+    assert args("stable")[args("stable").index("--version") + 1] == "1", "stable is untouched until promotion"
+    canary = get(kube, namespace, "deployment", "fraud-canary")
+    assert canary["spec"]["template"]["spec"]["readinessGates"] == [{"conditionType": "modeldeploy.dev/traffic"}]
+    status = current(kube, namespace, "fraud")["status"]
+    assert (status["phase"], status["canary"]["version"], status["stable"]["version"]) == ("Progressing", "2", "1")
 
     kube.kubectl("-n", namespace, "scale", "mdep", "fraud", "--replicas=3")
     wait_for("3 replicas", lambda: get(kube, namespace, "deployment", "fraud-stable")["spec"]["replicas"] == 3)
@@ -274,32 +279,32 @@ def test_examples_are_valid_model_deployments() -> None:
         ModelDeploymentSpec.model_validate(body["spec"])
 
 
-def test_a_field_removed_from_the_spec_leaves_status(operators: OperatorLauncher, namespace: str) -> None:
-    """Status is written whole: a digest taken out of the spec disappears from status.stable."""
+def test_a_finished_rollout_leaves_status(operators: OperatorLauncher, namespace: str) -> None:
+    """Status is written whole: status.canary, present while a rollout runs, disappears when it
+    ends (here the spec is set back, so the rollout is aborted by the spec)."""
     kube = operators.kube
     operators.start()
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=manifest("fraud"))
+    current(kube, namespace, "fraud")
+    patch = [{"op": "replace", "path": "/spec/model/version", "value": "2"}]
+    kube.kubectl("-n", namespace, "patch", "mdep", "fraud", "--type=json", "-p", json.dumps(patch))
+    wait_for("status.canary", lambda: current(kube, namespace, "fraud")["status"].get("canary"))
+    patch = [{"op": "replace", "path": "/spec/model/version", "value": "1"}]
+    kube.kubectl("-n", namespace, "patch", "mdep", "fraud", "--type=json", "-p", json.dumps(patch))
+
+    def canary_gone() -> bool:
+        status = current(kube, namespace, "fraud")["status"]
+        return "canary" not in status and status["history"][0]["outcome"] == "Aborted"
+
+    wait_for("status.canary to disappear", canary_gone, timeout=90)
     wait_for(
-        "status.stable.sha256",
-        lambda: (get(kube, namespace, "mdep", "fraud").get("status") or {}).get("stable", {}).get("sha256") == DIGEST,
+        "the canary Deployment to go",
+        lambda: (
+            not kube.kubectl(
+                "-n", namespace, "get", "deployments", "-l", "modeldeploy.dev/track=canary", "-o", "name"
+            ).strip()
+        ),
     )
-    kube.kubectl(
-        "-n",
-        namespace,
-        "patch",
-        "mdep",
-        "fraud",
-        "--type=json",
-        "-p",
-        '[{"op": "remove", "path": "/spec/model/sha256"}]',
-    )
-
-    def digest_gone() -> bool:
-        body = current(kube, namespace, "fraud")
-        stable = body["status"]["stable"]
-        return "sha256" not in stable and stable.get("uri") == URI
-
-    wait_for("status.stable.sha256 to disappear", digest_gone, timeout=90)
 
 
 def test_a_timed_wake_up_reconciles_at_its_time_and_writes_nothing(operators: OperatorLauncher, namespace: str) -> None:

@@ -23,10 +23,14 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Pods are only read: init-container termination messages, readiness.
+# Pods are read (init-container termination messages, readiness); a canary pod's readiness
+# gate (a condition in its status) is set when the rollout lets it take traffic.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]

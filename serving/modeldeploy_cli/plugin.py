@@ -1,0 +1,217 @@
+"""`kubectl modeldeploy`: watch and steer rollouts from the command line.
+
+    kubectl modeldeploy status NAME [--watch]   steps, weights, each check's value and limit, history
+    kubectl modeldeploy history NAME            every finished rollout and the evidence it was decided on
+    kubectl modeldeploy promote NAME [--full]   the next step now, or skip the rest and promote
+    kubectl modeldeploy abort NAME              all traffic back to stable, the canary removed
+    kubectl modeldeploy retry NAME              try a rolled back or aborted spec again
+    kubectl modeldeploy pause NAME / resume NAME
+
+kubectl runs any `kubectl-NAME` on PATH as `kubectl NAME`; this is the console script
+`kubectl-modeldeploy` (installed with the [operator] extra). It only reads ModelDeployments
+and sets annotations on them (modeldeploy.dev/promote and so on, each a timestamp the
+operator acts on once): it never rewrites a spec field a GitOps tool owns, and never writes
+status. Exit codes: 0 done, 1 the resource or the cluster refused, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+GROUP, VERSION, PLURAL = "modeldeploy.dev", "v1alpha1", "modeldeployments"
+ANNOTATIONS = {
+    "promote": f"{GROUP}/promote",
+    "promote-full": f"{GROUP}/promote-full",
+    "abort": f"{GROUP}/abort",
+    "retry": f"{GROUP}/retry",
+    "paused": f"{GROUP}/paused",
+}
+Obj = dict[str, Any]
+
+
+def _checks(checks: list[Obj], indent: str = "  ") -> list[str]:
+    lines = []
+    for check in checks:
+        value = check.get("value")
+        limit = check.get("limit")
+        shown = "-" if value is None else f"{value:g}"
+        bound = "" if limit is None else f" (limit {limit:g})"
+        lines.append(
+            f"{indent}{check.get('check', '?'):<16}{check.get('result', '?'):<13}{shown}{bound}, "
+            f"{check.get('samples', 0)} samples: {check.get('message', '')}"
+        )
+    return lines
+
+
+def render_status(body: Obj) -> str:
+    """What `kubectl modeldeploy status` prints for one ModelDeployment."""
+    meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
+    stable, canary = status.get("stable") or {}, status.get("canary")
+    ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    owner = spec.get("owner") or {}
+    lines = [
+        f"{meta.get('namespace')}/{meta['name']}: {status.get('phase', 'Unknown')}"
+        + (f" (team {owner['team']})" if owner.get("team") else ""),
+        f"  Ready {ready.get('status', 'Unknown')} {ready.get('reason', '')}: {ready.get('message', '')}",
+        f"  stable  version {stable.get('version', '-')}, {stable.get('readyReplicas', 0)}/"
+        f"{stable.get('replicas', 0)} ready, {stable.get('uri', '')}",
+    ]
+    if (meta.get("annotations") or {}).get(ANNOTATIONS["paused"], "").lower() == "true":
+        lines.append("  paused: steps wait until `kubectl modeldeploy resume`")
+    if canary:
+        steps = (spec.get("rollout") or {}).get("steps") or []
+        lines.append(
+            f"  canary  version {canary.get('version')} (rollout {canary.get('revision')}), step "
+            f"{canary.get('step', 0) + 1} of {len(steps)} {steps}: weight {canary.get('requestedWeight', 0)}% "
+            f"requested, {canary.get('actualWeight', 0)}% achieved"
+        )
+        lines.append(f"  {canary.get('message', '')}")
+        if canary.get("analysis"):
+            lines.append("  checks:")
+            lines += _checks(canary["analysis"], "    ")
+    else:
+        lines.append("  canary  none")
+    history = status.get("history") or []
+    if history:
+        lines.append("  history (newest first):")
+        lines += [_history_line(entry) for entry in history[:3]]
+    return "\n".join(lines)
+
+
+def _history_line(entry: Obj) -> str:
+    return (
+        f"    {entry.get('revision')}: version {entry.get('version')} {entry.get('outcome')} "
+        f"by {entry.get('decidedBy')} at {entry.get('finishedAt')}: {entry.get('reason')}: {entry.get('message', '')}"
+    )
+
+
+def render_history(body: Obj) -> str:
+    """Every finished rollout with the checks it was decided on."""
+    history = (body.get("status") or {}).get("history") or []
+    if not history:
+        return f"{body['metadata']['name']}: no finished rollouts yet"
+    lines = []
+    for entry in history:
+        lines.append(_history_line(entry).strip())
+        lines.append(f"  started {entry.get('startedAt')}, uri {entry.get('uri')}")
+        lines += _checks(entry.get("analysis") or [], "  ")
+    return "\n".join(lines)
+
+
+def _api() -> Any:
+    import kubernetes
+
+    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return kubernetes.client.CustomObjectsApi()
+
+
+def _namespace(given: str | None) -> str:
+    if given:
+        return given
+    import kubernetes
+
+    try:
+        _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
+        found: str = (context or {}).get("context", {}).get("namespace") or "default"
+    except kubernetes.config.ConfigException:
+        found = "default"
+    return found
+
+
+def _get(api: Any, namespace: str, name: str) -> Obj:
+    body: Obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return body
+
+
+def _annotate(api: Any, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+    api.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kubectl modeldeploy", description="Watch and steer model rollouts.")
+    parser.add_argument("-n", "--namespace", help="the namespace (default: the kubeconfig context's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="the rollout's steps, weights, checks and history")
+    status.add_argument("name")
+    status.add_argument("--watch", "-w", action="store_true", help="print again whenever it changes")
+    status.add_argument("--json", action="store_true", help="print status as JSON")
+    commands.add_parser("history", help="finished rollouts and their evidence").add_argument("name")
+    promote = commands.add_parser("promote", help="go to the next step now (or --full: promote now)")
+    promote.add_argument("name")
+    promote.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
+    for command, text in (
+        ("abort", "roll back now: all traffic to stable"),
+        ("retry", "try a rolled back or aborted spec again"),
+        ("pause", "hold the rollout at its step"),
+        ("resume", "let a paused rollout go on"),
+    ):
+        commands.add_parser(command, help=text).add_argument("name")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    import kubernetes
+
+    try:
+        api = _api()
+        namespace = _namespace(args.namespace)
+        return _run(api, namespace, args)
+    except kubernetes.client.ApiException as error:
+        reason = json.loads(error.body or "{}").get("message", error.reason) if error.body else error.reason
+        print(f"kubectl modeldeploy {args.command}: {reason}", file=sys.stderr)
+        return 1
+    except kubernetes.config.ConfigException as error:
+        print(f"kubectl modeldeploy: no cluster to talk to: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(api: Any, namespace: str, args: argparse.Namespace) -> int:
+    name = args.name
+    if args.command == "status":
+        return _status(api, namespace, name, args.watch, args.json)
+    if args.command == "history":
+        print(render_history(_get(api, namespace, name)))
+        return 0
+    body = _get(api, namespace, name)
+    if args.command in ("promote", "abort") and not (body.get("status") or {}).get("canary"):
+        print(f"kubectl modeldeploy {args.command}: {namespace}/{name} has no rollout under way", file=sys.stderr)
+        return 1
+    key = {"promote": "promote-full" if getattr(args, "full", False) else "promote"}.get(args.command, args.command)
+    if args.command in ("pause", "resume"):
+        _annotate(api, namespace, name, {ANNOTATIONS["paused"]: "true" if args.command == "pause" else None})
+    else:
+        _annotate(api, namespace, name, {ANNOTATIONS[key]: _now()})
+    print(f"{namespace}/{name}: {args.command}{' --full' if key == 'promote-full' else ''} requested")
+    return 0
+
+
+def _status(api: Any, namespace: str, name: str, watch: bool, as_json: bool) -> int:
+    shown = ""
+    while True:
+        body = _get(api, namespace, name)
+        text = json.dumps(body.get("status") or {}, indent=2) if as_json else render_status(body)
+        if text != shown:
+            if watch and shown:
+                print(f"--- {datetime.datetime.now():%H:%M:%S}")
+            print(text, flush=True)
+            shown = text
+        if not watch:
+            return 0
+        time.sleep(2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""`kubectl modeldeploy`: what it prints from a status, and its usage errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from modeldeploy_cli.plugin import render_history, render_status
+
+BODY = {
+    "metadata": {"name": "fraud", "namespace": "ml", "annotations": {"modeldeploy.dev/paused": "true"}},
+    "spec": {"rollout": {"steps": [10, 50]}},
+    "status": {
+        "phase": "Progressing",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "CanaryPaused", "message": "step 1 of 2"}],
+        "stable": {"version": "7", "replicas": 2, "readyReplicas": 2, "uri": "s3://m/7/model.onnx"},
+        "canary": {
+            "version": "8",
+            "revision": 3,
+            "step": 0,
+            "requestedWeight": 10,
+            "actualWeight": 33,
+            "message": "step 1 of 2: 10% requested, 33% achieved",
+            "analysis": [
+                {"check": "errorRate", "result": "Successful", "value": 0.0, "limit": 0.01, "samples": 120},
+                {"check": "predictionShift", "result": "Inconclusive", "samples": 12, "message": "too few"},
+            ],
+        },
+        "history": [
+            {
+                "revision": 2,
+                "version": "6",
+                "outcome": "RolledBack",
+                "decidedBy": "analysis",
+                "reason": "RolledBack",
+                "message": "predictionShift failed: PSI 2.1",
+                "finishedAt": "2026-11-25T10:00:00Z",
+                "startedAt": "2026-11-25T09:55:00Z",
+                "uri": "s3://m/6/model.onnx",
+                "analysis": [{"check": "predictionShift", "result": "Failed", "value": 2.1, "limit": 0.2}],
+            }
+        ],
+    },
+}
+
+
+def test_status_shows_steps_weights_checks_and_history() -> None:
+    text = render_status(BODY)
+    assert "canary  version 8 (rollout 3), step 1 of 2 [10, 50]: weight 10% requested, 33% achieved" in text
+    assert "errorRate" in text and "(limit 0.01), 120 samples" in text
+    assert "predictionShift Inconclusive" in text
+    assert "paused: steps wait until `kubectl modeldeploy resume`" in text
+    assert "2: version 6 RolledBack by analysis" in text
+
+
+def test_history_keeps_the_evidence() -> None:
+    text = render_history(BODY)
+    assert "predictionShift failed: PSI 2.1" in text
+    assert "predictionShift Failed       2.1 (limit 0.2)" in text
+
+
+def test_usage_errors_exit_2() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy_cli.plugin", "promote"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "the following arguments are required: name" in result.stderr
