@@ -125,6 +125,14 @@ class OperatorLauncher:
                     operator.process.wait()
 
 
+@pytest.fixture(scope="session")
+def serving_image(cluster: Cluster) -> str:
+    """The project's image, built without Docker and imported into the node's containerd."""
+    from e2e.cluster import images
+
+    return images.import_project_image(cluster.run_dir)
+
+
 @pytest.fixture
 def operators(crd_installed: Cluster, namespace: str, tmp_path: Path) -> Iterator[OperatorLauncher]:
     launcher = OperatorLauncher(crd_installed, namespace, tmp_path)

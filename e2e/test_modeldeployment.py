@@ -22,11 +22,6 @@ from e2e.operator_fixtures import OperatorLauncher, wait_for
 IN_IMAGE = images.MODELS_DIR
 
 
-@pytest.fixture(scope="session")
-def serving_image(cluster: Cluster) -> str:
-    return images.import_project_image(cluster.run_dir)
-
-
 def mdep(name: str, version: str, sha256: str, replicas: int = 1) -> str:
     return json.dumps(
         {

@@ -1,0 +1,193 @@
+"""Canary rollouts on the full local cluster, under load, as a user runs them.
+
+The operator runs as a process against the cluster, the serving pods run the project's
+image, and a load generator sends real breast-cancer rows (scikit-learn's data set) to the
+model's Service the whole time, counting every answer that is not a 200. Version 2 (a
+better model) must be promoted without one failed request; version 3 (trained on flipped
+labels) must be rolled back on its own on prediction shift, version 2 answering throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from e2e.cluster import images
+from e2e.cluster.pytest_plugin import Cluster
+from e2e.operator_fixtures import OperatorLauncher, wait_for
+from e2e.test_modeldeployment import get
+
+IN_IMAGE = images.MODELS_DIR
+ROLLOUT = {
+    "steps": [50],
+    "interval": "20s",
+    "progressDeadline": "3m",
+    "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000},
+}
+
+
+def mdep(version: str, sha256: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "cancer"},
+            "spec": {
+                "model": {
+                    "uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx",
+                    "version": version,
+                    "sha256": sha256,
+                },
+                "replicas": 2,
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "rollout": ROLLOUT,
+            },
+        }
+    )
+
+
+class Load:
+    """Requests to the Service's ClusterIP from the host, a few rows each, until stopped."""
+
+    def __init__(self, address: str) -> None:
+        self.url = f"http://{address}/v2/models/cancer/infer"
+        rows = load_breast_cancer().data.astype(np.float32)
+        self.bodies = [
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "input", "shape": [4, 30], "datatype": "FP32", "data": batch.reshape(-1).tolist()}
+                    ]
+                }
+            ).encode()
+            for batch in np.array_split(rows[: len(rows) // 4 * 4], len(rows) // 4)
+        ]
+        self.answers: Counter[str] = Counter()
+        self.versions: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        index = 0
+        while not self._stop.is_set():
+            body = self.bodies[index % len(self.bodies)]
+            index += 1
+            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    self.answers[str(response.status)] += 1
+                    self.versions[json.loads(response.read())["model_version"]] += 1
+            except urllib.error.HTTPError as error:
+                self.answers[str(error.code)] += 1
+            except OSError as error:
+                self.answers[type(error).__name__] += 1
+            time.sleep(0.02)
+
+    def failed(self) -> int:
+        return sum(count for answer, count in self.answers.items() if answer != "200")
+
+
+def history(kube: Cluster, namespace: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = (get(kube, namespace, "mdep", "cancer").get("status") or {}).get("history") or []
+    return result
+
+
+def plugin(kube: Cluster, namespace: str, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.cluster
+def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
+    operators: OperatorLauncher, namespace: str, serving_image: str
+) -> None:
+    kube = operators.kube
+    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
+    assert history(kube, namespace) == [], "the first version goes straight to stable"
+    address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
+
+    with Load(address) as load:
+        time.sleep(3)
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
+        wait_for(
+            "a canary step",
+            lambda: (get(kube, namespace, "mdep", "cancer")["status"].get("canary") or {}).get("stepStartedAt"),
+            timeout=180,
+        )
+        shown = plugin(kube, namespace, "status", "cancer")
+        assert "canary  version 2" in shown and "50% requested" in shown, shown
+        wait_for(
+            "version 2 promoted",
+            lambda: (history(kube, namespace) or [{}])[0].get("outcome") == "Promoted",
+            timeout=300,
+        )
+        kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
+        time.sleep(8)  # the canary's pods leave: requests keep being answered
+        assert load.failed() == 0, f"answers during the promotion: {dict(load.answers)}"
+        assert load.versions["2"] > 0 and load.versions["1"] > 0
+    promoted = history(kube, namespace)[0]
+    assert (promoted["version"], promoted["decidedBy"]) == ("2", "analysis")
+    assert {c["check"]: c["result"] for c in promoted["analysis"]}["predictionShift"] == "Successful"
+    status = get(kube, namespace, "mdep", "cancer")["status"]
+    assert status["stable"]["version"] == "2" and "canary" not in status
+
+    with Load(address) as load:
+        time.sleep(3)
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("3", digest["3"]))
+        wait_for("version 3 rolled back", lambda: history(kube, namespace)[0].get("version") == "3", timeout=300)
+        judged_at = time.monotonic()
+        failed = load.failed()
+        assert failed == 0, f"answers during the rollback: {dict(load.answers)}"
+
+        def no_canary_endpoint() -> bool:
+            slices = get(kube, namespace, "endpointslices", "-l", "kubernetes.io/service-name=cancer")["items"]
+            return not any(
+                (e.get("targetRef") or {}).get("name", "").startswith("cancer-canary")
+                and (e.get("conditions") or {}).get("ready")
+                for s in slices
+                for e in s.get("endpoints") or []
+            )
+
+        wait_for("no canary endpoint left", no_canary_endpoint, timeout=30)
+        print(f"rollback: no canary endpoint {time.monotonic() - judged_at:.1f}s after the status said so")
+    rolled = history(kube, namespace)[0]
+    assert (rolled["outcome"], rolled["decidedBy"], rolled["reason"]) == ("RolledBack", "analysis", "RolledBack")
+    assert rolled["message"].startswith("predictionShift failed"), rolled["message"]
+    status = get(kube, namespace, "mdep", "cancer")["status"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert (status["phase"], ready["status"], stalled["reason"]) == ("Degraded", "False", "RolledBack")
+    assert status["stable"]["version"] == "2"
+    events = kube.kubectl("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=cancer")
+    assert "RolledBack" in events and "predictionShift failed" in events
+    shown = plugin(kube, namespace, "history", "cancer")
+    assert "version 3 RolledBack by analysis" in shown and "version 2 Promoted by analysis" in shown, shown
