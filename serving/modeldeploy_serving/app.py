@@ -22,7 +22,7 @@ from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
-from modeldeploy_serving.protocol import ProtocolError, parse_request
+from modeldeploy_serving.protocol import NonFiniteOutput, ProtocolError, check_outputs_finite, parse_request
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -59,16 +61,24 @@ class ServingApp:
         self.ready = False
         prefix = f"/v2/models/{model.name}"
         versioned = f"{prefix}/versions/{model.version}"
-        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
-            ("GET", "/v2/health/live"): self._live,
-            ("GET", "/v2/health/ready"): self._server_ready,
-            ("GET", "/v2"): self._server_metadata,
-            ("GET", "/metrics"): self._metrics,
-        }
-        for base in (prefix, versioned):
-            self._routes[("GET", base)] = self._model_metadata
-            self._routes[("GET", f"{base}/ready")] = self._model_ready
-            self._routes[("POST", f"{base}/infer")] = self._infer
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self.route("GET", "/v2/health/live", self._live)
+        self.route("GET", "/v2/health/ready", self._server_ready)
+        self.route("GET", "/v2", self._server_metadata)
+        self.route("GET", "/v2/", self._server_metadata)  # as KServe's spec writes it
+        self.route("GET", "/metrics", self._metrics)
+        self.model_routes = (prefix, versioned)  # every model route answers under both
+        self.model_route("GET", "", self._model_metadata)
+        self.model_route("GET", "/ready", self._model_ready)
+        self.model_route("POST", "/infer", self._infer)
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes[(method, path)] = handler
+
+    def model_route(self, method: str, suffix: str, handler: Handler) -> None:
+        """A route under /v2/models/{name} and /v2/models/{name}/versions/{version}."""
+        for base in self.model_routes:
+            self.route(method, base + suffix, handler)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,11 +87,18 @@ class ServingApp:
         if scope["type"] != "http":
             return
         handler = self._routes.get((scope["method"], scope["path"]))
-        if handler is not None:
+        if handler is not None and (scope["http_version"] != "1.1" or _has_host(scope)):
             await handler(scope, receive, send)
             return
-        status, message = self._no_route(scope["method"], scope["path"])
-        await _respond(send, status, {"error": message})
+        if handler is not None:
+            await _respond(send, 400, {"error": "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)"})
+            return
+        allowed = sorted(m for m, p in self._routes if p == scope["path"])
+        if allowed:
+            message = f"{scope['method']} is not allowed on {scope['path']}; use {', '.join(allowed)}"
+            await _respond(send, 405, {"error": message}, [(b"allow", ", ".join(allowed).encode())])
+            return
+        await _respond(send, 404, {"error": self._no_route(scope["path"])})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -96,16 +113,13 @@ class ServingApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _no_route(self, method: str, path: str) -> tuple[int, str]:
-        if any(route_path == path for _, route_path in self._routes):
-            allowed = sorted(m for m, p in self._routes if p == path)
-            return 405, f"{method} is not allowed on {path}; use {', '.join(allowed)}"
+    def _no_route(self, path: str) -> str:
         if path.startswith("/v2/models/"):
-            return 404, (
+            return (
                 f"no model at {path}; this server serves model {self.model.name!r} version "
                 f"{self.model.version!r} at /v2/models/{self.model.name}"
             )
-        return 404, f"no route {path}; see /v2/models/{self.model.name}"
+        return f"no route {path}; see /v2/models/{self.model.name}"
 
     async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _respond(send, 200, {"live": True})
@@ -153,6 +167,7 @@ class ServingApp:
             self.batcher.expected -= 1
             submitted = True
             outputs = await self.batcher.submit(request.inputs, request.rows)
+            check_outputs_finite(outputs, request.outputs, request.inputs)
             by_name = {spec.name: spec for spec in self.model.outputs}
             response = {
                 "model_name": self.model.name,
@@ -172,6 +187,9 @@ class ServingApp:
             status, outcome = 200, t.OUTCOME_OK
         except ProtocolError as error:
             status, outcome, response = error.status, t.OUTCOME_INVALID, {"error": str(error)}
+        except NonFiniteOutput as error:
+            log.error("%s", error)
+            status, outcome, response = 500, t.OUTCOME_ERROR, {"error": str(error)}
         except InferenceError as error:
             if error.bad_input:
                 status, outcome = 400, t.OUTCOME_INVALID
@@ -214,16 +232,28 @@ def _flat(array: np.ndarray) -> Any:
     return np.ascontiguousarray(array.reshape(-1))
 
 
-async def _respond(send: Send, status: int, document: dict[str, Any]) -> None:
-    await _send(send, status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON)
+def _has_host(scope: Scope) -> bool:
+    return any(name == b"host" for name, _ in scope["headers"])
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+async def _respond(
+    send: Send, status: int, document: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _send(send, status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers)
+
+
+async def _send(
+    send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -153,6 +153,7 @@ def test_wrong_method_is_405_and_names_the_allowed_one(cancer_server: InProcessS
     response = cancer_server.get("/v2/models/breast-cancer/infer")
     assert response.status_code == 405
     assert response.json() == {"error": "GET is not allowed on /v2/models/breast-cancer/infer; use POST"}
+    assert response.headers["allow"] == "POST"
 
 
 def test_unknown_route_is_404(cancer_server: InProcessServer) -> None:
