@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modeldeploy_serving import __version__
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.protocol import NonFiniteOutput, ProtocolError, check_outputs_finite, parse_request
@@ -87,7 +88,15 @@ class ServingApp:
         if scope["type"] != "http":
             return
         handler = self._routes.get((scope["method"], scope["path"]))
-        if handler is not None and (scope["http_version"] != "1.1" or _has_host(scope)):
+        host = accept_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+        if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
+            send = _compressing(send, coding)
+        if handler is not None and (host is not None or scope["http_version"] != "1.1"):
             await handler(scope, receive, send)
             return
         if handler is not None:
@@ -206,10 +215,16 @@ class ServingApp:
             self.metrics.request_duration.observe(time.perf_counter() - started)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""
         limit = self.max_request_bytes
+        decoder: BodyDecoder | None = None
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise ProtocolError(f"the request body is {int(value)} bytes; the limit is {limit}", status=413)
+            if name == b"content-encoding":
+                decoder = BodyDecoder(value.decode("latin-1"), limit)
+        if decoder is not None and decoder.plain:
+            decoder = None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -220,8 +235,13 @@ class ServingApp:
             size += len(chunk)
             if size > limit:
                 raise ProtocolError(f"the request body is over the limit of {limit} bytes", status=413)
-            chunks.append(chunk)
+            if decoder is not None:
+                decoder.feed(chunk)
+            else:
+                chunks.append(chunk)
             if not message.get("more_body", False):
+                if decoder is not None:
+                    return decoder.finish()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -232,8 +252,25 @@ def _flat(array: np.ndarray) -> Any:
     return np.ascontiguousarray(array.reshape(-1))
 
 
-def _has_host(scope: Scope) -> bool:
-    return any(name == b"host" for name, _ in scope["headers"])
+def _compressing(send: Send, coding: str) -> Send:
+    """send() for a client that accepts coding: a whole body large enough to gain is compressed."""
+    start: Message = {}
+
+    async def send_compressed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        body = message.get("body", b"")
+        headers = list(start["headers"])
+        if len(body) >= COMPRESS_FROM_BYTES and not message.get("more_body", False):
+            body = compress(body, coding)
+            headers = [(name, value) for name, value in headers if name != b"content-length"]
+            headers += [(b"content-length", str(len(body)).encode()), (b"content-encoding", coding.encode())]
+        headers.append((b"vary", b"accept-encoding"))
+        await send({**start, "headers": headers})
+        await send({**message, "body": body})
+
+    return send_compressed
 
 
 async def _respond(
