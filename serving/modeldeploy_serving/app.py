@@ -17,7 +17,7 @@ import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modeldeploy_serving import __version__
+from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
@@ -35,6 +35,7 @@ Send = Callable[[Message], Awaitable[None]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
@@ -59,6 +60,7 @@ class ServingApp:
             max_batch_size,
             max_delay_seconds,
         )
+        self._output_types = {spec.name: spec.datatype for spec in model.outputs}
         self.ready = False
         prefix = f"/v2/models/{model.name}"
         versioned = f"{prefix}/versions/{model.version}"
@@ -141,7 +143,8 @@ class ServingApp:
         await _respond(send, 200 if self.ready else 503, body)
 
     async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, {"name": "modeldeploy", "version": __version__, "extensions": []})
+        document = {"name": "modeldeploy", "version": __version__, "extensions": [binary.EXTENSION]}
+        await _respond(send, 200, document)
 
     async def _model_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.model
@@ -166,29 +169,26 @@ class ServingApp:
         started = time.perf_counter()
         self.batcher.expected += 1
         submitted = False
+        blobs: list[bytes] = []
         try:
             body = await self._read_body(scope, receive)
+            header_length = next((value for name, value in scope["headers"] if name == binary.HEADER), None)
+            text, binary_data = binary.split_body(body, header_length)
             try:
-                document = orjson.loads(body)
+                document = orjson.loads(text)
             except orjson.JSONDecodeError as error:
-                raise ProtocolError(f"the request body is not valid JSON: {error}") from None
-            request = parse_request(document, self.model.inputs, self.model.outputs)
+                hint = "" if header_length else " (binary tensor data needs the Inference-Header-Content-Length header)"
+                raise ProtocolError(f"the request body is not valid JSON: {error}{hint}") from None
+            request = parse_request(document, self.model.inputs, self.model.outputs, binary_data)
             self.batcher.expected -= 1
             submitted = True
             outputs = await self.batcher.submit(request.inputs, request.rows)
             check_outputs_finite(outputs, request.outputs, request.inputs)
-            by_name = {spec.name: spec for spec in self.model.outputs}
             response = {
                 "model_name": self.model.name,
                 "model_version": self.model.version,
                 "outputs": [
-                    {
-                        "name": name,
-                        "datatype": by_name[name].datatype,
-                        "shape": list(outputs[name].shape),
-                        "data": _flat(outputs[name]),
-                    }
-                    for name in request.outputs
+                    self._output(name, outputs[name], request.binary_outputs, blobs) for name in request.outputs
                 ],
             }
             if request.id is not None:
@@ -209,10 +209,27 @@ class ServingApp:
         finally:
             if not submitted:
                 self.batcher.expected -= 1
-        await _respond(send, status, response)
+        if blobs and status == 200:
+            head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+            length = (binary.HEADER, str(len(head)).encode())
+            await _send(send, status, b"".join([head, *blobs]), OCTET_STREAM, [length])
+        else:
+            await _respond(send, status, response)
         if self.telemetry:
             self.metrics.requests[outcome].inc()
             self.metrics.request_duration.observe(time.perf_counter() - started)
+
+    def _output(self, name: str, array: np.ndarray, binary_outputs: frozenset[str], blobs: list[bytes]) -> Any:
+        """One output's entry in the answer; its data goes to blobs when asked for as binary."""
+        datatype = self._output_types[name]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if name in binary_outputs:
+            blob = binary.encode(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _flat(array)
+        return entry
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
         """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""

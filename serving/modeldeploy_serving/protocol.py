@@ -64,7 +64,34 @@ def describe(specs: list[TensorSpec]) -> str:
     return ", ".join(f"{s.name} ({s.datatype} {list(s.shape)})" for s in specs)
 
 
-def parse_request(body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> InferenceRequest:
+class BinaryData:
+    """The bytes after the JSON header (binary tensor data extension), taken in input order."""
+
+    def __init__(self, data: bytes | memoryview = b"") -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def take(self, size: int, what: str) -> memoryview:
+        left = len(self.data) - self.offset
+        if size > left:
+            raise ProtocolError(f"{what} has binary_data_size {size} but only {left} bytes of binary data are left")
+        blob = self.data[self.offset : self.offset + size]
+        self.offset += size
+        return blob
+
+    def finish(self) -> None:
+        left = len(self.data) - self.offset
+        if left:
+            raise ProtocolError(
+                f"{left} bytes of binary data follow the inputs' binary_data_size; "
+                "each input with binary data must declare its size"
+            )
+
+
+def parse_request(
+    body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], binary: BinaryData | None = None
+) -> InferenceRequest:
+    binary = binary or BinaryData()
     if not isinstance(body, dict):
         raise ProtocolError(f"the request body must be a JSON object with 'inputs', got {type(body).__name__}")
     request_id = body.get("id")
@@ -86,8 +113,9 @@ def parse_request(body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]
             )
         if name in arrays:
             raise ProtocolError(f"input {name!r} is given twice")
-        parameters_of(raw, f"inputs[{index}].parameters")
-        arrays[name] = parse_tensor(raw, by_name[name], f"input {name!r}")
+        size = parameters_of(raw, f"inputs[{index}].parameters").get("binary_data_size")
+        arrays[name] = parse_tensor(raw, by_name[name], f"input {name!r}", binary, size)
+    binary.finish()
     missing = [spec for spec in inputs if spec.name not in arrays]
     if missing:
         raise ProtocolError(f"missing input {describe(missing)}")
@@ -95,8 +123,8 @@ def parse_request(body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]
     if len(rows) != 1:
         raise ProtocolError(f"all inputs must have the same batch size (first dimension), got {sorted(rows)}")
     all_binary = flag(parameters, "binary_data_output", "parameters")
-    names, binary = parse_requested_outputs(body, outputs, all_binary)
-    return InferenceRequest(request_id, arrays, rows.pop(), names, binary)
+    names, binary_outputs = parse_requested_outputs(body, outputs, all_binary)
+    return InferenceRequest(request_id, arrays, rows.pop(), names, binary_outputs)
 
 
 def parameters_of(document: dict[str, Any], where: str) -> dict[str, Any]:
@@ -156,11 +184,19 @@ def parse_requested_outputs(
     return [name for name in known if name in names], frozenset(binary)
 
 
-def parse_tensor(raw: dict[str, Any], spec: TensorSpec, what: str) -> np.ndarray:
+def parse_tensor(
+    raw: dict[str, Any], spec: TensorSpec, what: str, binary: BinaryData | None = None, binary_size: Any = None
+) -> np.ndarray:
     datatype = raw.get("datatype")
     if datatype != spec.datatype:
         raise ProtocolError(f"{what} has datatype {_shown(datatype)}; the model expects {spec.datatype}")
     shape = _parse_shape(raw.get("shape"), spec, what)
+    if binary_size is not None:
+        if type(binary_size) is not int or binary_size < 0:
+            raise ProtocolError(f"{what}: binary_data_size must be a non-negative integer, got {_shown(binary_size)}")
+        if "data" in raw:
+            raise ProtocolError(f"{what} has both 'data' and binary_data_size; send its values one way")
+        return decode_binary((binary or BinaryData()).take(binary_size, what), spec, shape, what)
     data = raw.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"{what}: 'data' must be a list of {math.prod(shape)} values, got {_shown(data)}")
@@ -170,6 +206,50 @@ def parse_tensor(raw: dict[str, Any], spec: TensorSpec, what: str) -> np.ndarray
     if len(data) != expected:
         raise ProtocolError(f"{what} has {len(data)} values in 'data' but shape {list(shape)} needs {expected}")
     return _to_array(data, spec, what).reshape(shape)
+
+
+def decode_binary(blob: memoryview, spec: TensorSpec, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A tensor from its binary form: little-endian row-major values; BYTES as 4-byte length + bytes.
+
+    Numbers are used in place (no copy). Floats arrive as IEEE values, NaN and infinity
+    included: NaN is a missing value, infinity an invalid one, as telemetry counts them.
+    """
+    count = math.prod(shape)
+    if spec.datatype == "BYTES":
+        return _decode_strings(blob, count, what).reshape(shape)
+    dtype = np.dtype(spec.dtype).newbyteorder("<")
+    needed = count * dtype.itemsize
+    if len(blob) != needed:
+        raise ProtocolError(
+            f"{what} has binary_data_size {len(blob)} but shape {list(shape)} of {spec.datatype} needs {needed} bytes"
+        )
+    if spec.datatype == "BOOL" and needed and int(np.frombuffer(blob, np.uint8).max()) > 1:
+        raise ProtocolError(f"{what} (BOOL) takes bytes 0 or 1 in binary data")
+    return np.frombuffer(blob, dtype).reshape(shape)
+
+
+def _decode_strings(blob: memoryview, count: int, what: str) -> np.ndarray:
+    values: list[str] = []
+    offset = 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            raise ProtocolError(f"{what} (BYTES): binary element {len(values)} is cut inside its 4-byte length")
+        length = int.from_bytes(blob[offset : offset + 4], "little")
+        offset += 4
+        if offset + length > len(blob):
+            raise ProtocolError(
+                f"{what} (BYTES): binary element {len(values)} says {length} bytes but {len(blob) - offset} are left"
+            )
+        try:
+            values.append(bytes(blob[offset : offset + length]).decode())
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what} (BYTES): binary element {len(values)} is not UTF-8 text") from None
+        offset += length
+    if len(values) != count:
+        raise ProtocolError(f"{what} has {len(values)} elements in its binary data but its shape needs {count}")
+    array = np.empty(count, dtype=object)
+    array[:] = values
+    return array
 
 
 def _parse_shape(shape: Any, spec: TensorSpec, what: str) -> tuple[int, ...]:

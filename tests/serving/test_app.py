@@ -51,7 +51,7 @@ def test_ready_only_after_startup_which_follows_load_and_warm_up(cancer_v1: Mode
 def test_server_metadata(cancer_server: InProcessServer) -> None:
     response = cancer_server.get("/v2")
     assert response.status_code == 200
-    assert response.json() == {"name": "modeldeploy", "version": __version__, "extensions": []}
+    assert response.json() == {"name": "modeldeploy", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @pytest.mark.parametrize("path", ["/v2/models/breast-cancer", "/v2/models/breast-cancer/versions/1"])
