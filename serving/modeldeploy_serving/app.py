@@ -23,7 +23,8 @@ from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
-from modeldeploy_serving.protocol import NonFiniteOutput, ProtocolError, check_outputs_finite, parse_request
+from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
+from modeldeploy_serving.protocol import NonFiniteOutput, ProtocolError, check_outputs_finite
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class ServingApp:
         max_delay_seconds: float = 0.0005,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         telemetry: bool = True,
+        large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
     ) -> None:
         self.model = model
         self.metrics = ServerMetrics(model.name, model.version, track, model.sha256, model.profile)
@@ -60,6 +62,7 @@ class ServingApp:
             max_batch_size,
             max_delay_seconds,
         )
+        self.parser = RequestParser(model.inputs, model.outputs, large_body_bytes)
         self._output_types = {spec.name: spec.datatype for spec in model.outputs}
         self.ready = False
         prefix = f"/v2/models/{model.name}"
@@ -121,6 +124,7 @@ class ServingApp:
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
                 await self.batcher.stop()
+                self.parser.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -174,12 +178,7 @@ class ServingApp:
             body = await self._read_body(scope, receive)
             header_length = next((value for name, value in scope["headers"] if name == binary.HEADER), None)
             text, binary_data = binary.split_body(body, header_length)
-            try:
-                document = orjson.loads(text)
-            except orjson.JSONDecodeError as error:
-                hint = "" if header_length else " (binary tensor data needs the Inference-Header-Content-Length header)"
-                raise ProtocolError(f"the request body is not valid JSON: {error}{hint}") from None
-            request = parse_request(document, self.model.inputs, self.model.outputs, binary_data)
+            request = await self.parser.parse(text, binary_data, header_length is not None)
             self.batcher.expected -= 1
             submitted = True
             outputs = await self.batcher.submit(request.inputs, request.rows)

@@ -20,8 +20,16 @@ import uvicorn
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, ServingApp
+from modeldeploy_serving.connections import (
+    DEFAULT_HEAD_TIMEOUT_SECONDS,
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_HEAD_BYTES,
+    ConnectionLimits,
+    guarded_protocol,
+)
 from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.model import load_model
+from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +48,10 @@ class ServeOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     telemetry: bool = True
     graceful_seconds: int = 30
+    max_header_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    header_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -60,6 +72,7 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
         max_delay_seconds=options.max_batch_delay_us / 1e6,
         max_request_bytes=options.max_request_bytes,
         telemetry=options.telemetry,
+        large_body_bytes=options.large_body_bytes,
     )
 
 
@@ -79,7 +92,9 @@ def serve(options: ServeOptions) -> None:
             host=options.host,
             port=options.port,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(
+                ConnectionLimits(options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds)
+            ),
             lifespan="on",
             access_log=False,
             log_level="warning",
