@@ -1,13 +1,21 @@
 """Clients written elsewhere, with their default settings, against a real server process.
 
 tritonclient's HTTP client sends inputs as binary tensor data and asks for binary outputs
-unless told otherwise; it can also compress requests and ask for compressed answers. Its
-answers are compared with what ONNX Runtime computes on the same rows.
+unless told otherwise; it can also compress requests and ask for compressed answers. The
+KServe SDK's REST client (InferenceRESTClient) sends binary inputs by default too; it pins
+protobuf below 7, which the project's ONNX needs, so it runs in a venv of its own
+(KSERVE_PYTHON, or one made under /tmp on first use) through kserve_rest_client.py.
+Answers are compared with what ONNX Runtime computes on the same rows.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -102,3 +110,42 @@ def test_tritonclient_sees_our_refusal(client: triton.InferenceServerClient, can
     with pytest.raises(InferenceServerException) as error:
         client.infer("breast-cancer", [tensor])
     assert "input 'input' has binary_data_size 236 but" in str(error.value)
+
+
+KSERVE = "kserve==0.21.0"
+KSERVE_VENV = Path("/tmp/kserve-venv")
+
+
+def kserve_python() -> str:
+    """A Python with the KServe SDK: KSERVE_PYTHON, or a venv made for it on first use."""
+    if "KSERVE_PYTHON" in os.environ:
+        return os.environ["KSERVE_PYTHON"]
+    python = KSERVE_VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
+        install = subprocess.run([str(python), "-m", "pip", "install", "-q", KSERVE], capture_output=True, text=True)
+        if install.returncode != 0:
+            pytest.fail(
+                f"cannot install {KSERVE} into {KSERVE_VENV} (set KSERVE_PYTHON to one that has it): "
+                f"{install.stderr[-2000:]}"
+            )
+    return str(python)
+
+
+def test_kserve_sdk_rest_client_with_its_defaults(
+    served: ServeProcess, cancer_rows: np.ndarray, expected: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    np.save(tmp_path / "rows.npy", cancer_rows[:20])
+    script = Path(__file__).with_name("kserve_rest_client.py")
+    run = subprocess.run(
+        [kserve_python(), str(script), served.url, "breast-cancer", str(tmp_path / "rows.npy")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    answer = json.loads(run.stdout)
+    assert answer["ready"] is True and answer["id"] == "kserve-1"
+    for form in ("binary", "json"):
+        np.testing.assert_array_equal(np.array(answer[form]["label"]), expected["label"])
+        np.testing.assert_allclose(np.array(answer[form]["probabilities"]), expected["probabilities"], rtol=1e-6)
