@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--version", dest="model_version", default="1", help="the model version label (default 1)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--grpc-port", type=int, help="also serve the protocol's gRPC service on this port (default: off)"
+    )
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime threads (default 1)")
     serve.add_argument(
         "--max-batch-size", type=_positive, default=32, help="rows per merged call (1 turns batching off)"
@@ -125,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout_seconds=args.header_timeout_seconds,
         idle_timeout_seconds=args.idle_timeout_seconds,
         large_body_bytes=args.large_body_bytes,
+        grpc_port=args.grpc_port,
     )
     try:
         serve(options)

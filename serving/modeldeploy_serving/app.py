@@ -24,7 +24,7 @@ from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accep
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
-from modeldeploy_serving.protocol import NonFiniteOutput, ProtocolError, check_outputs_finite
+from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ class ServingApp:
             max_batch_size,
             max_delay_seconds,
         )
+        # Other listeners sharing this model (the gRPC service) start and stop with the app.
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.parser = RequestParser(model.inputs, model.outputs, large_body_bytes)
         self._output_types = {spec.name: spec.datatype for spec in model.outputs}
         self.ready = False
@@ -119,10 +122,14 @@ class ServingApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.batcher.start()
+                for start in self.on_startup:
+                    await start()
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
+                for stop in self.on_shutdown:
+                    await stop()
                 await self.batcher.stop()
                 self.parser.close()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -181,8 +188,7 @@ class ServingApp:
             request = await self.parser.parse(text, binary_data, header_length is not None)
             self.batcher.expected -= 1
             submitted = True
-            outputs = await self.batcher.submit(request.inputs, request.rows)
-            check_outputs_finite(outputs, request.outputs, request.inputs)
+            outputs = await self.predict(request)
             response = {
                 "model_name": self.model.name,
                 "model_version": self.model.version,
@@ -193,18 +199,9 @@ class ServingApp:
             if request.id is not None:
                 response["id"] = request.id
             status, outcome = 200, t.OUTCOME_OK
-        except ProtocolError as error:
-            status, outcome, response = error.status, t.OUTCOME_INVALID, {"error": str(error)}
-        except NonFiniteOutput as error:
-            log.error("%s", error)
-            status, outcome, response = 500, t.OUTCOME_ERROR, {"error": str(error)}
-        except InferenceError as error:
-            if error.bad_input:
-                status, outcome = 400, t.OUTCOME_INVALID
-                response = {"error": f"the model refused these inputs: {error}"}
-            else:
-                log.error("inference failed: %s", error)
-                status, outcome, response = 500, t.OUTCOME_ERROR, {"error": f"inference failed: {error}"}
+        except (ProtocolError, NonFiniteOutput, InferenceError) as error:
+            status, outcome, message = refusal(error)
+            response = {"error": message}
         finally:
             if not submitted:
                 self.batcher.expected -= 1
@@ -214,6 +211,20 @@ class ServingApp:
             await _send(send, status, b"".join([head, *blobs]), OCTET_STREAM, [length])
         else:
             await _respond(send, status, response)
+        self.record(outcome, started)
+
+    async def predict(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+        """The model's outputs for a parsed request, batched with others and checked finite.
+
+        The caller counts itself in batcher.expected while it reads and parses, and out just
+        before calling this, so the batcher knows whom it may wait for.
+        """
+        outputs = await self.batcher.submit(request.inputs, request.rows)
+        check_outputs_finite(outputs, request.outputs, request.inputs)
+        return outputs
+
+    def record(self, outcome: str, started: float) -> None:
+        """One request's outcome and duration, whichever protocol it came by."""
         if self.telemetry:
             self.metrics.requests[outcome].inc()
             self.metrics.request_duration.observe(time.perf_counter() - started)
@@ -266,6 +277,19 @@ def _flat(array: np.ndarray) -> Any:
     if array.dtype.kind in "OUS":
         return array.reshape(-1).tolist()
     return np.ascontiguousarray(array.reshape(-1))
+
+
+def refusal(error: ProtocolError | NonFiniteOutput | InferenceError) -> tuple[int, str, str]:
+    """(HTTP status, telemetry outcome, message) for a request that gets no answer from the model."""
+    if isinstance(error, ProtocolError):
+        return error.status, t.OUTCOME_INVALID, str(error)
+    if isinstance(error, InferenceError) and error.bad_input:
+        return 400, t.OUTCOME_INVALID, f"the model refused these inputs: {error}"
+    if isinstance(error, InferenceError):
+        log.error("inference failed: %s", error)
+        return 500, t.OUTCOME_ERROR, f"inference failed: {error}"
+    log.error("%s", error)
+    return 500, t.OUTCOME_ERROR, str(error)
 
 
 def _compressing(send: Send, coding: str) -> Send:

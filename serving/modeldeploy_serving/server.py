@@ -28,6 +28,7 @@ from modeldeploy_serving.connections import (
     guarded_protocol,
 )
 from modeldeploy_serving.fetching import fetch
+from modeldeploy_serving.grpc_service import GrpcService
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES
 
@@ -52,6 +53,7 @@ class ServeOptions:
     header_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
+    grpc_port: int | None = None  # the Open Inference Protocol's gRPC service; off unless given
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -65,7 +67,7 @@ def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
 def build_app(options: ServeOptions, path: Path) -> ServingApp:
     name = options.name or path.stem
     model = load_model(path, name, options.version, options.threads)
-    return ServingApp(
+    app = ServingApp(
         model,
         track=os.environ.get(t.TRACK_ENV, t.STABLE),
         max_batch_size=options.max_batch_size,
@@ -74,6 +76,9 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
         telemetry=options.telemetry,
         large_body_bytes=options.large_body_bytes,
     )
+    if options.grpc_port is not None:
+        GrpcService(app, options.host, options.grpc_port)
+    return app
 
 
 def serve(options: ServeOptions) -> None:

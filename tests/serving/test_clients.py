@@ -112,21 +112,22 @@ def test_tritonclient_sees_our_refusal(client: triton.InferenceServerClient, can
     assert "input 'input' has binary_data_size 236 but" in str(error.value)
 
 
-KSERVE = "kserve==0.21.0"
+KSERVE = ["kserve==0.21.0", "tritonclient[grpc]==2.73.0"]
 KSERVE_VENV = Path("/tmp/kserve-venv")
 
 
 def kserve_python() -> str:
-    """A Python with the KServe SDK: KSERVE_PYTHON, or a venv made for it on first use."""
+    """A Python with the KServe SDK and tritonclient.grpc: KSERVE_PYTHON, or a venv made on first use."""
     if "KSERVE_PYTHON" in os.environ:
         return os.environ["KSERVE_PYTHON"]
     python = KSERVE_VENV / "bin" / "python"
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(KSERVE_VENV)], check=True)
-        install = subprocess.run([str(python), "-m", "pip", "install", "-q", KSERVE], capture_output=True, text=True)
+    if subprocess.run([str(python), "-c", "import kserve, tritonclient.grpc"], capture_output=True).returncode:
+        install = subprocess.run([str(python), "-m", "pip", "install", "-q", *KSERVE], capture_output=True, text=True)
         if install.returncode != 0:
             pytest.fail(
-                f"cannot install {KSERVE} into {KSERVE_VENV} (set KSERVE_PYTHON to one that has it): "
+                f"cannot install {KSERVE} into {KSERVE_VENV} (set KSERVE_PYTHON to one that has them): "
                 f"{install.stderr[-2000:]}"
             )
     return str(python)
