@@ -209,3 +209,26 @@ def test_tritonclient_grpc_and_kserve_grpc_client(
     for outputs in (triton["outputs"], kserve["outputs"]["raw"], kserve["outputs"]["typed"]):
         np.testing.assert_array_equal(np.array(outputs["label"]), expected["label"])
         np.testing.assert_array_equal(np.array(outputs["probabilities"], dtype=np.float32), expected["probabilities"])
+
+
+def test_sigterm_drains_and_stops_the_grpc_service_too(example_models: ExampleModels) -> None:
+    grpc_port = free_port()
+    process = ServeProcess(
+        "--model",
+        str(example_models.path("breast-cancer", "1")),
+        "--name",
+        "breast-cancer",
+        "--grpc-port",
+        str(grpc_port),
+    )
+    try:
+        process.wait_ready()
+        served = Served(process, grpc_port)
+        assert served.call("ServerLive", pb.ServerLiveRequest(), pb.ServerLiveResponse).live
+        served.channel.close()
+        process.terminate()
+        code, errors = process.finish()
+        assert code == 0, errors
+        assert "Traceback" not in errors
+    finally:
+        process.close()
