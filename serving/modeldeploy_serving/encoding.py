@@ -11,6 +11,7 @@ gain from it. Pure: zlib only, no I/O.
 
 from __future__ import annotations
 
+import functools
 import zlib
 
 from modeldeploy_serving.protocol import ProtocolError
@@ -81,6 +82,7 @@ class BodyDecoder:
         raise ProtocolError(f"the request body decompresses to more than the limit of {self.limit} bytes", status=413)
 
 
+@functools.lru_cache(maxsize=64)  # clients send the same few headers over and over
 def accepted_encoding(accept_encoding: bytes) -> str | None:
     """gzip or deflate when the client's Accept-Encoding allows it (gzip preferred), else None."""
     weights: dict[str, float] = {}
