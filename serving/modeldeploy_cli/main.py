@@ -28,6 +28,13 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeploy", description="Deploy and serve ONNX models.")
     parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
@@ -40,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--version", dest="model_version", default="1", help="the model version label (default 1)")
     serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--grpc-port", type=int, help="also serve the protocol's gRPC service on this port (default: off)"
+    )
     serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime threads (default 1)")
     serve.add_argument(
         "--max-batch-size", type=_positive, default=32, help="rows per merged call (1 turns batching off)"
@@ -47,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-delay-us", type=_non_negative, default=500, help="longest wait for a batch to fill")
     serve.add_argument("--max-request-bytes", type=_positive, default=16 * 1024 * 1024)
     serve.add_argument("--no-telemetry", action="store_true", help="count nothing (for measuring telemetry's cost)")
+    serve.add_argument(
+        "--max-header-bytes", type=_positive, default=64 * 1024, help="request line and headers; more gets 431"
+    )
+    serve.add_argument(
+        "--header-timeout-seconds", type=_positive_seconds, default=10.0, help="longest a request head may take (408)"
+    )
+    serve.add_argument(
+        "--idle-timeout-seconds", type=_positive_seconds, default=5.0, help="close connections idle this long"
+    )
+    serve.add_argument(
+        "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
+    )
 
     fetch = commands.add_parser("fetch", help="download a model and verify its sha256 (the init step)")
     fetch.add_argument("uri", help="a path, file://, http(s):// or s3:// URI")
@@ -102,6 +124,11 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_delay_us=args.max_batch_delay_us,
         max_request_bytes=args.max_request_bytes,
         telemetry=not args.no_telemetry,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_seconds=args.header_timeout_seconds,
+        idle_timeout_seconds=args.idle_timeout_seconds,
+        large_body_bytes=args.large_body_bytes,
+        grpc_port=args.grpc_port,
     )
     try:
         serve(options)

@@ -17,12 +17,14 @@ import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from modeldeploy_serving import __version__
+from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
-from modeldeploy_serving.protocol import ProtocolError, parse_request
+from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
+from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,10 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 JSON = b"application/json"
+OCTET_STREAM = b"application/octet-stream"
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
@@ -44,6 +49,7 @@ class ServingApp:
         max_delay_seconds: float = 0.0005,
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         telemetry: bool = True,
+        large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
     ) -> None:
         self.model = model
         self.metrics = ServerMetrics(model.name, model.version, track, model.sha256, model.profile)
@@ -56,19 +62,32 @@ class ServingApp:
             max_batch_size,
             max_delay_seconds,
         )
+        # Other listeners sharing this model (the gRPC service) start and stop with the app.
+        self.on_startup: list[Callable[[], Awaitable[None]]] = []
+        self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.parser = RequestParser(model.inputs, model.outputs, large_body_bytes)
+        self._output_types = {spec.name: spec.datatype for spec in model.outputs}
         self.ready = False
         prefix = f"/v2/models/{model.name}"
         versioned = f"{prefix}/versions/{model.version}"
-        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[None]]] = {
-            ("GET", "/v2/health/live"): self._live,
-            ("GET", "/v2/health/ready"): self._server_ready,
-            ("GET", "/v2"): self._server_metadata,
-            ("GET", "/metrics"): self._metrics,
-        }
-        for base in (prefix, versioned):
-            self._routes[("GET", base)] = self._model_metadata
-            self._routes[("GET", f"{base}/ready")] = self._model_ready
-            self._routes[("POST", f"{base}/infer")] = self._infer
+        self._routes: dict[tuple[str, str], Handler] = {}
+        self.route("GET", "/v2/health/live", self._live)
+        self.route("GET", "/v2/health/ready", self._server_ready)
+        self.route("GET", "/v2", self._server_metadata)
+        self.route("GET", "/v2/", self._server_metadata)  # as KServe's spec writes it
+        self.route("GET", "/metrics", self._metrics)
+        self.model_routes = (prefix, versioned)  # every model route answers under both
+        self.model_route("GET", "", self._model_metadata)
+        self.model_route("GET", "/ready", self._model_ready)
+        self.model_route("POST", "/infer", self._infer)
+
+    def route(self, method: str, path: str, handler: Handler) -> None:
+        self._routes[(method, path)] = handler
+
+    def model_route(self, method: str, suffix: str, handler: Handler) -> None:
+        """A route under /v2/models/{name} and /v2/models/{name}/versions/{version}."""
+        for base in self.model_routes:
+            self.route(method, base + suffix, handler)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -77,35 +96,52 @@ class ServingApp:
         if scope["type"] != "http":
             return
         handler = self._routes.get((scope["method"], scope["path"]))
-        if handler is not None:
+        host = accept_encoding = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value
+            elif name == b"accept-encoding":
+                accept_encoding = value
+        if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
+            send = _compressing(send, coding)
+        if handler is not None and (host is not None or scope["http_version"] != "1.1"):
             await handler(scope, receive, send)
             return
-        status, message = self._no_route(scope["method"], scope["path"])
-        await _respond(send, status, {"error": message})
+        if handler is not None:
+            await _respond(send, 400, {"error": "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)"})
+            return
+        allowed = sorted(m for m, p in self._routes if p == scope["path"])
+        if allowed:
+            message = f"{scope['method']} is not allowed on {scope['path']}; use {', '.join(allowed)}"
+            await _respond(send, 405, {"error": message}, [(b"allow", ", ".join(allowed).encode())])
+            return
+        await _respond(send, 404, {"error": self._no_route(scope["path"])})
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.batcher.start()
+                for start in self.on_startup:
+                    await start()
                 self.ready = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.ready = False
+                for stop in self.on_shutdown:
+                    await stop()
                 await self.batcher.stop()
+                self.parser.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    def _no_route(self, method: str, path: str) -> tuple[int, str]:
-        if any(route_path == path for _, route_path in self._routes):
-            allowed = sorted(m for m, p in self._routes if p == path)
-            return 405, f"{method} is not allowed on {path}; use {', '.join(allowed)}"
+    def _no_route(self, path: str) -> str:
         if path.startswith("/v2/models/"):
-            return 404, (
+            return (
                 f"no model at {path}; this server serves model {self.model.name!r} version "
                 f"{self.model.version!r} at /v2/models/{self.model.name}"
             )
-        return 404, f"no route {path}; see /v2/models/{self.model.name}"
+        return f"no route {path}; see /v2/models/{self.model.name}"
 
     async def _live(self, scope: Scope, receive: Receive, send: Send) -> None:
         await _respond(send, 200, {"live": True})
@@ -118,7 +154,8 @@ class ServingApp:
         await _respond(send, 200 if self.ready else 503, body)
 
     async def _server_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, {"name": "modeldeploy", "version": __version__, "extensions": []})
+        document = {"name": "modeldeploy", "version": __version__, "extensions": [binary.EXTENSION]}
+        await _respond(send, 200, document)
 
     async def _model_metadata(self, scope: Scope, receive: Receive, send: Send) -> None:
         model = self.model
@@ -143,55 +180,78 @@ class ServingApp:
         started = time.perf_counter()
         self.batcher.expected += 1
         submitted = False
+        blobs: list[bytes] = []
         try:
             body = await self._read_body(scope, receive)
-            try:
-                document = orjson.loads(body)
-            except orjson.JSONDecodeError as error:
-                raise ProtocolError(f"the request body is not valid JSON: {error}") from None
-            request = parse_request(document, self.model.inputs, self.model.outputs)
+            header_length = next((value for name, value in scope["headers"] if name == binary.HEADER), None)
+            text, binary_data = binary.split_body(body, header_length)
+            request = await self.parser.parse(text, binary_data, header_length is not None)
             self.batcher.expected -= 1
             submitted = True
-            outputs = await self.batcher.submit(request.inputs, request.rows)
-            by_name = {spec.name: spec for spec in self.model.outputs}
+            outputs = await self.predict(request)
             response = {
                 "model_name": self.model.name,
                 "model_version": self.model.version,
                 "outputs": [
-                    {
-                        "name": name,
-                        "datatype": by_name[name].datatype,
-                        "shape": list(outputs[name].shape),
-                        "data": _flat(outputs[name]),
-                    }
-                    for name in request.outputs
+                    self._output(name, outputs[name], request.binary_outputs, blobs) for name in request.outputs
                 ],
             }
             if request.id is not None:
                 response["id"] = request.id
             status, outcome = 200, t.OUTCOME_OK
-        except ProtocolError as error:
-            status, outcome, response = error.status, t.OUTCOME_INVALID, {"error": str(error)}
-        except InferenceError as error:
-            if error.bad_input:
-                status, outcome = 400, t.OUTCOME_INVALID
-                response = {"error": f"the model refused these inputs: {error}"}
-            else:
-                log.error("inference failed: %s", error)
-                status, outcome, response = 500, t.OUTCOME_ERROR, {"error": f"inference failed: {error}"}
+        except (ProtocolError, NonFiniteOutput, InferenceError) as error:
+            status, outcome, message = refusal(error)
+            response = {"error": message}
         finally:
             if not submitted:
                 self.batcher.expected -= 1
-        await _respond(send, status, response)
+        if blobs and status == 200:
+            head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
+            length = (binary.HEADER, str(len(head)).encode())
+            await _send(send, status, b"".join([head, *blobs]), OCTET_STREAM, [length])
+        else:
+            await _respond(send, status, response)
+        self.record(outcome, started)
+
+    async def predict(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+        """The model's outputs for a parsed request, batched with others and checked finite.
+
+        The caller counts itself in batcher.expected while it reads and parses, and out just
+        before calling this, so the batcher knows whom it may wait for.
+        """
+        outputs = await self.batcher.submit(request.inputs, request.rows)
+        check_outputs_finite(outputs, request.outputs, request.inputs)
+        return outputs
+
+    def record(self, outcome: str, started: float) -> None:
+        """One request's outcome and duration, whichever protocol it came by."""
         if self.telemetry:
             self.metrics.requests[outcome].inc()
             self.metrics.request_duration.observe(time.perf_counter() - started)
 
+    def _output(self, name: str, array: np.ndarray, binary_outputs: frozenset[str], blobs: list[bytes]) -> Any:
+        """One output's entry in the answer; its data goes to blobs when asked for as binary."""
+        datatype = self._output_types[name]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if name in binary_outputs:
+            blob = binary.encode(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _flat(array)
+        return entry
+
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""
         limit = self.max_request_bytes
+        decoder: BodyDecoder | None = None
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > limit:
                 raise ProtocolError(f"the request body is {int(value)} bytes; the limit is {limit}", status=413)
+            if name == b"content-encoding":
+                decoder = BodyDecoder(value.decode("latin-1"), limit)
+        if decoder is not None and decoder.plain:
+            decoder = None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -202,8 +262,13 @@ class ServingApp:
             size += len(chunk)
             if size > limit:
                 raise ProtocolError(f"the request body is over the limit of {limit} bytes", status=413)
-            chunks.append(chunk)
+            if decoder is not None:
+                decoder.feed(chunk)
+            else:
+                chunks.append(chunk)
             if not message.get("more_body", False):
+                if decoder is not None:
+                    return decoder.finish()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -214,16 +279,58 @@ def _flat(array: np.ndarray) -> Any:
     return np.ascontiguousarray(array.reshape(-1))
 
 
-async def _respond(send: Send, status: int, document: dict[str, Any]) -> None:
-    await _send(send, status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON)
+def refusal(error: ProtocolError | NonFiniteOutput | InferenceError) -> tuple[int, str, str]:
+    """(HTTP status, telemetry outcome, message) for a request that gets no answer from the model."""
+    if isinstance(error, ProtocolError):
+        return error.status, t.OUTCOME_INVALID, str(error)
+    if isinstance(error, InferenceError) and error.bad_input:
+        return 400, t.OUTCOME_INVALID, f"the model refused these inputs: {error}"
+    if isinstance(error, InferenceError):
+        log.error("inference failed: %s", error)
+        return 500, t.OUTCOME_ERROR, f"inference failed: {error}"
+    log.error("%s", error)
+    return 500, t.OUTCOME_ERROR, str(error)
 
 
-async def _send(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+def _compressing(send: Send, coding: str) -> Send:
+    """send() for a client that accepts coding: a whole body large enough to gain is compressed."""
+    start: Message = {}
+
+    async def send_compressed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            start.update(message)
+            return
+        body = message.get("body", b"")
+        headers = list(start["headers"])
+        if len(body) >= COMPRESS_FROM_BYTES and not message.get("more_body", False):
+            body = compress(body, coding)
+            headers = [(name, value) for name, value in headers if name != b"content-length"]
+            headers += [(b"content-length", str(len(body)).encode()), (b"content-encoding", coding.encode())]
+        headers.append((b"vary", b"accept-encoding"))
+        await send({**start, "headers": headers})
+        await send({**message, "body": body})
+
+    return send_compressed
+
+
+async def _respond(
+    send: Send, status: int, document: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await _send(send, status, orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY), JSON, headers)
+
+
+async def _send(
+    send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or ()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

@@ -159,8 +159,11 @@ class Batcher:
         The decision uses the median of recent calls, each timed inside the call alone (not
         the hand-off to the thread, which waits for the GIL while the loop parses requests),
         so a single slow call on a busy machine cannot push every later call off the loop.
+        A request larger than a whole batch always goes to the thread: its call is the one
+        that would hold up the small requests behind it.
         """
-        if statistics.median(self._recent) < INLINE_BELOW_SECONDS:
+        rows = next(iter(inputs.values())).shape[0] if inputs else 0
+        if statistics.median(self._recent) < INLINE_BELOW_SECONDS and rows <= self.max_batch_size:
             results, seconds = self._run_safely(inputs)
         else:
             loop = asyncio.get_running_loop()

@@ -24,12 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from modeldeploy_serving.s3 import S3Location, s3_request
+from modeldeploy_serving.s3 import S3Body, S3Error, S3Location, open_object
 
 CHUNK = 1024 * 1024
 TERMINATION_LOG_ENV = "MODELDEPLOY_TERMINATION_LOG"
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 SCHEMES = ("file", "http", "https", "s3")
+
+
+Source = BinaryIO | S3Body  # a file, an HTTP response or an S3 object's body
 
 
 class FetchError(RuntimeError):
@@ -74,13 +77,13 @@ def fetch(uri: str, dest: Path, sha256: str | None = None, retry: Retry | None =
     dest.mkdir(parents=True, exist_ok=True)
     target = dest / name
     if scheme == "file":
-        opener: Callable[[], BinaryIO] = lambda: _open_file(uri, parsed)  # noqa: E731
+        opener: Callable[[], Source] = lambda: _open_file(uri, parsed)  # noqa: E731
     elif scheme == "s3":
         try:
             location = S3Location.parse(uri)
         except ValueError as error:
             raise FetchError("invalid", str(error)) from None
-        opener = lambda: _open_url(uri, s3_request(location, os.environ))  # noqa: E731
+        opener = lambda: _open_s3(uri, location)  # noqa: E731
     else:
         opener = lambda: _open_url(uri, urllib.request.Request(uri))  # noqa: E731
     for delay in [*(retry or Retry()).delays(), None]:
@@ -134,6 +137,22 @@ def _open_url(uri: str, request: urllib.request.Request) -> BinaryIO:
         raise _Transient(str(getattr(error, "reason", error))) from None
 
 
+def _open_s3(uri: str, location: S3Location) -> S3Body:
+    try:
+        return open_object(location)
+    except S3Error as error:
+        said = f"HTTP {error.status}, {error.code}" if error.status is not None else error.code
+        if error.status == 404 or error.code in ("NoSuchKey", "NoSuchBucket"):
+            raise FetchError("not-found", f"{uri}: not found ({said})") from None
+        if error.refused:
+            raise FetchError("access-denied", f"{uri}: access refused ({said})") from None
+        if error.status is not None and (error.status == 429 or error.status >= 500):
+            raise _Transient(f"{said}: {error}") from None
+        raise FetchError("invalid", f"{uri}: {said}: {error}") from None
+    except ConnectionError as error:
+        raise _Transient(str(error)) from None
+
+
 def _error_detail(error: urllib.error.HTTPError) -> str:
     """The S3 error code (NoSuchKey, AccessDenied, ...) when the body carries one."""
     try:
@@ -144,7 +163,7 @@ def _error_detail(error: urllib.error.HTTPError) -> str:
     return f", {body[start + 6 : end]}" if 0 <= start < end else ""
 
 
-def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None, uri: str) -> None:
+def _download(opener: Callable[[], Source], target: Path, expected: str | None, uri: str) -> None:
     source = opener()
     announced = _announced_size(source)
     digest = hashlib.sha256()
@@ -171,7 +190,7 @@ def _download(opener: Callable[[], BinaryIO], target: Path, expected: str | None
             os.unlink(temporary)
 
 
-def _announced_size(source: BinaryIO) -> int | None:
+def _announced_size(source: Source) -> int | None:
     """The Content-Length of an HTTP response; None for a file or a chunked response."""
     headers = getattr(source, "headers", None)
     value = headers.get("Content-Length") if headers is not None else None

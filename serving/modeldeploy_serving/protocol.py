@@ -39,12 +39,17 @@ class ProtocolError(ValueError):
         self.status = status
 
 
+class NonFiniteOutput(RuntimeError):
+    """The model answered NaN or infinity from inputs that were all finite: the model's fault."""
+
+
 @dataclass(frozen=True)
 class InferenceRequest:
     id: str | None
     inputs: dict[str, np.ndarray]  # by input name, in the model's dtype and shape
     rows: int  # the batch dimension shared by all inputs
     outputs: list[str]  # requested output names, in the model's order
+    binary_outputs: frozenset[str] = frozenset()  # outputs to answer as binary tensor data
 
 
 def _shown(value: Any) -> str:
@@ -59,12 +64,40 @@ def describe(specs: list[TensorSpec]) -> str:
     return ", ".join(f"{s.name} ({s.datatype} {list(s.shape)})" for s in specs)
 
 
-def parse_request(body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> InferenceRequest:
+class BinaryData:
+    """The bytes after the JSON header (binary tensor data extension), taken in input order."""
+
+    def __init__(self, data: bytes | memoryview = b"") -> None:
+        self.data = memoryview(data)
+        self.offset = 0
+
+    def take(self, size: int, what: str) -> memoryview:
+        left = len(self.data) - self.offset
+        if size > left:
+            raise ProtocolError(f"{what} has binary_data_size {size} but only {left} bytes of binary data are left")
+        blob = self.data[self.offset : self.offset + size]
+        self.offset += size
+        return blob
+
+    def finish(self) -> None:
+        left = len(self.data) - self.offset
+        if left:
+            raise ProtocolError(
+                f"{left} bytes of binary data follow the inputs' binary_data_size; "
+                "each input with binary data must declare its size"
+            )
+
+
+def parse_request(
+    body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], binary: BinaryData | None = None
+) -> InferenceRequest:
+    binary = binary or BinaryData()
     if not isinstance(body, dict):
         raise ProtocolError(f"the request body must be a JSON object with 'inputs', got {type(body).__name__}")
     request_id = body.get("id")
-    if request_id is not None and not isinstance(request_id, str):
-        raise ProtocolError(f"'id' must be a string, got {_shown(request_id)}")
+    if "id" in body and not isinstance(request_id, str):
+        raise ProtocolError(f"'id' must be a string when given, got {_shown(request_id)}")
+    parameters = parameters_of(body, "'parameters'")
     raw_inputs = body.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError(f"'inputs' must be a non-empty list; the model expects {describe(inputs)}")
@@ -80,39 +113,90 @@ def parse_request(body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec]
             )
         if name in arrays:
             raise ProtocolError(f"input {name!r} is given twice")
-        arrays[name] = parse_tensor(raw, by_name[name], f"input {name!r}")
+        size = parameters_of(raw, f"inputs[{index}].parameters").get("binary_data_size")
+        arrays[name] = parse_tensor(raw, by_name[name], f"input {name!r}", binary, size)
+    binary.finish()
     missing = [spec for spec in inputs if spec.name not in arrays]
     if missing:
         raise ProtocolError(f"missing input {describe(missing)}")
     rows = {array.shape[0] for array in arrays.values()}
     if len(rows) != 1:
         raise ProtocolError(f"all inputs must have the same batch size (first dimension), got {sorted(rows)}")
-    return InferenceRequest(request_id, arrays, rows.pop(), parse_requested_outputs(body, outputs))
+    all_binary = flag(parameters, "binary_data_output", "parameters")
+    names, binary_outputs = parse_requested_outputs(body, outputs, all_binary)
+    return InferenceRequest(request_id, arrays, rows.pop(), names, binary_outputs)
 
 
-def parse_requested_outputs(body: dict[str, Any], outputs: list[TensorSpec]) -> list[str]:
-    requested = body.get("outputs")
+def parameters_of(document: dict[str, Any], where: str) -> dict[str, Any]:
+    """The optional 'parameters' object of a request, an input or an output."""
+    parameters = document.get("parameters", {})
+    if not isinstance(parameters, dict):
+        raise ProtocolError(f"{where} must be an object of parameters, got {_shown(parameters)}")
+    return parameters
+
+
+def flag(parameters: dict[str, Any], key: str, where: str) -> bool:
+    value = parameters.get(key, False)
+    if type(value) is not bool:
+        raise ProtocolError(f"{where}.{key} must be true or false, got {_shown(value)}")
+    return value
+
+
+def parse_requested_outputs(
+    body: dict[str, Any], outputs: list[TensorSpec], all_binary: bool = False
+) -> tuple[list[str], frozenset[str]]:
+    """Requested output names in the model's order, and those to answer as binary data.
+
+    Without 'outputs' every output is answered. An empty list is refused rather than read
+    as "all" or "none": the two readings are both found in clients, and guessing either
+    would surprise someone.
+    """
     known = [spec.name for spec in outputs]
-    if requested is None:
-        return known
+    if "outputs" not in body:
+        return known, frozenset(known if all_binary else ())
+    requested = body["outputs"]
     if not isinstance(requested, list):
         raise ProtocolError(f"'outputs' must be a list of objects with a name, got {_shown(requested)}")
-    names = set()
+    if not requested:
+        raise ProtocolError(f"'outputs' is an empty list; leave it out to get every output, or name some of {known}")
+    names: set[str] = set()
+    binary: set[str] = set()
     for index, item in enumerate(requested):
-        name = item.get("name") if isinstance(item, dict) else None
-        if name not in known:
+        where = f"outputs[{index}]"
+        if not isinstance(item, dict):
+            raise ProtocolError(f"{where} must be an object with a name, got {_shown(item)}")
+        name = item.get("name")
+        if not isinstance(name, str) or name not in known:
+            raise ProtocolError(f"{where}.name {_shown(name)} is not an output of this model; expected one of {known}")
+        parameters = parameters_of(item, f"{where}.parameters")
+        class_count = parameters.get("classification", parameters.get("class_count", 0))
+        if class_count not in (0, None):
             raise ProtocolError(
-                f"outputs[{index}].name {_shown(name)} is not an output of this model; expected one of {known}"
+                f"{where}.parameters asks for classification ({_shown(class_count)} classes), an extension this "
+                "server does not offer; leave it out to get the output tensor"
             )
         names.add(name)
-    return [name for name in known if name in names]
+        wants_binary = parameters.get("binary_data", all_binary)
+        if type(wants_binary) is not bool:
+            raise ProtocolError(f"{where}.parameters.binary_data must be true or false, got {_shown(wants_binary)}")
+        if wants_binary:
+            binary.add(name)
+    return [name for name in known if name in names], frozenset(binary)
 
 
-def parse_tensor(raw: dict[str, Any], spec: TensorSpec, what: str) -> np.ndarray:
+def parse_tensor(
+    raw: dict[str, Any], spec: TensorSpec, what: str, binary: BinaryData | None = None, binary_size: Any = None
+) -> np.ndarray:
     datatype = raw.get("datatype")
     if datatype != spec.datatype:
         raise ProtocolError(f"{what} has datatype {_shown(datatype)}; the model expects {spec.datatype}")
     shape = _parse_shape(raw.get("shape"), spec, what)
+    if binary_size is not None:
+        if type(binary_size) is not int or binary_size < 0:
+            raise ProtocolError(f"{what}: binary_data_size must be a non-negative integer, got {_shown(binary_size)}")
+        if "data" in raw:
+            raise ProtocolError(f"{what} has both 'data' and binary_data_size; send its values one way")
+        return decode_binary((binary or BinaryData()).take(binary_size, what), spec, shape, what)
     data = raw.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"{what}: 'data' must be a list of {math.prod(shape)} values, got {_shown(data)}")
@@ -122,6 +206,50 @@ def parse_tensor(raw: dict[str, Any], spec: TensorSpec, what: str) -> np.ndarray
     if len(data) != expected:
         raise ProtocolError(f"{what} has {len(data)} values in 'data' but shape {list(shape)} needs {expected}")
     return _to_array(data, spec, what).reshape(shape)
+
+
+def decode_binary(blob: memoryview, spec: TensorSpec, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """A tensor from its binary form: little-endian row-major values; BYTES as 4-byte length + bytes.
+
+    Numbers are used in place (no copy). Floats arrive as IEEE values, NaN and infinity
+    included: NaN is a missing value, infinity an invalid one, as telemetry counts them.
+    """
+    count = math.prod(shape)
+    if spec.datatype == "BYTES":
+        return _decode_strings(blob, count, what).reshape(shape)
+    dtype = np.dtype(spec.dtype).newbyteorder("<")
+    needed = count * dtype.itemsize
+    if len(blob) != needed:
+        raise ProtocolError(
+            f"{what} has binary_data_size {len(blob)} but shape {list(shape)} of {spec.datatype} needs {needed} bytes"
+        )
+    if spec.datatype == "BOOL" and needed and int(np.frombuffer(blob, np.uint8).max()) > 1:
+        raise ProtocolError(f"{what} (BOOL) takes bytes 0 or 1 in binary data")
+    return np.frombuffer(blob, dtype).reshape(shape)
+
+
+def _decode_strings(blob: memoryview, count: int, what: str) -> np.ndarray:
+    values: list[str] = []
+    offset = 0
+    while offset < len(blob):
+        if offset + 4 > len(blob):
+            raise ProtocolError(f"{what} (BYTES): binary element {len(values)} is cut inside its 4-byte length")
+        length = int.from_bytes(blob[offset : offset + 4], "little")
+        offset += 4
+        if offset + length > len(blob):
+            raise ProtocolError(
+                f"{what} (BYTES): binary element {len(values)} says {length} bytes but {len(blob) - offset} are left"
+            )
+        try:
+            values.append(bytes(blob[offset : offset + length]).decode())
+        except UnicodeDecodeError:
+            raise ProtocolError(f"{what} (BYTES): binary element {len(values)} is not UTF-8 text") from None
+        offset += length
+    if len(values) != count:
+        raise ProtocolError(f"{what} has {len(values)} elements in its binary data but its shape needs {count}")
+    array = np.empty(count, dtype=object)
+    array[:] = values
+    return array
 
 
 def _parse_shape(shape: Any, spec: TensorSpec, what: str) -> tuple[int, ...]:
@@ -150,10 +278,8 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
         bad = next(value for value in data if type(value) not in accepted)
         raise ProtocolError(f"{what} ({spec.datatype}) takes {words}, got {_shown(bad)}")
     try:
-        # A number beyond a float type's range (1e39 for FP32) becomes +-inf on purpose:
-        # telemetry counts it as an invalid value, as it counts null as a missing one.
         with np.errstate(over="ignore"):
-            return np.array(data, dtype=spec.dtype)
+            array = np.array(data, dtype=spec.dtype)
     except OverflowError:
         if np.issubdtype(spec.dtype, np.floating):
             bad = next(value for value in data if type(value) is int and not _fits_float(value))
@@ -165,6 +291,18 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
         raise ProtocolError(
             f"{what} ({spec.datatype}) takes integers from {info.min} to {info.max}, got {_shown(bad)}"
         ) from None
+    if array.dtype.kind == "f":
+        # JSON has no infinity, so an infinite element is a number the datatype cannot hold
+        # (1e39 in FP32): refused rather than silently turned into inf.
+        overflowed = np.flatnonzero(np.isinf(array))
+        if overflowed.size:
+            index = int(overflowed[0])
+            limit = float(np.finfo(spec.dtype).max)
+            raise ProtocolError(
+                f"{what} ({spec.datatype}) data[{index}] is {_shown(data[index])}, beyond what {spec.datatype} "
+                f"holds (-{limit:.8g} to {limit:.8g})"
+            )
+    return array
 
 
 def _fits_float(value: int) -> bool:
@@ -173,3 +311,35 @@ def _fits_float(value: int) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def check_outputs_finite(outputs: dict[str, np.ndarray], names: list[str], inputs: dict[str, np.ndarray]) -> None:
+    """Refuse to answer NaN or infinity: the protocol's tensor data has no way to say it.
+
+    JSON would carry it as null, which reads like a value next to a real label. When the row
+    behind the first such value holds a missing (null) or infinite input, the request is
+    refused (422) naming both; when every input was finite, the model itself is at fault
+    and NonFiniteOutput is raised for a 500.
+    """
+    for name in names:
+        array = outputs[name]
+        if array.dtype.kind != "f" or np.isfinite(array).all():
+            continue
+        flat = array.reshape(-1)
+        index = int(np.flatnonzero(~np.isfinite(flat))[0])
+        rows = array.shape[0] if array.ndim else 1
+        row = index // max(1, flat.size // max(1, rows))
+        said = f"output {name!r} data[{index}] is {flat[index]} (row {row})"
+        for input_name, values in inputs.items():
+            if values.dtype.kind != "f" or values.ndim == 0 or row >= values.shape[0]:
+                continue
+            bad = np.flatnonzero(~np.isfinite(values[row].reshape(-1)))
+            if bad.size:
+                column = int(bad[0])
+                raise ProtocolError(
+                    f"the model cannot answer this request: {said} because input {input_name!r} row {row} holds "
+                    f"{values[row].reshape(-1)[column]} at position {column} (a missing or infinite value); "
+                    "send a finite number there",
+                    status=422,
+                )
+        raise NonFiniteOutput(f"the model produced a non-finite value from finite inputs: {said}")

@@ -1,24 +1,36 @@
-"""Signed S3 GET requests (AWS Signature Version 4), with the standard library only.
+"""S3 objects opened with botocore: the AWS SDK's own credential chain and signing.
 
-The init container only ever needs one GET of one object; an AWS SDK would add tens of
-megabytes to every serving image for that. Credentials and endpoint come from the usual
-AWS environment variables, so the same Secret works here as with the AWS CLI:
-AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION (or
-AWS_DEFAULT_REGION) and AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) for S3-compatible stores.
-Without keys the request is sent unsigned, which public buckets accept.
+A pod finds its AWS credentials wherever AWS users put them, in the order the SDK looks:
+environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN), a
+shared config or credentials file and profile (AWS_PROFILE), a web identity token
+(AWS_ROLE_ARN and AWS_WEB_IDENTITY_TOKEN_FILE: IRSA on EKS), the container credentials
+endpoint (ECS, EKS Pod Identity) and the instance metadata service. With no credentials
+anywhere the request is sent unsigned, which public buckets accept. AWS_ENDPOINT_URL_S3 (or
+AWS_ENDPOINT_URL) points at an S3-compatible server (MinIO, Ceph, ...), addressed
+path-style there. Retries are left to the fetch step, which reports them.
 """
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import hmac
+import logging
+import os
 import urllib.parse
-import urllib.request
-from collections.abc import Mapping
 from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
-UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+import botocore
+import botocore.config
+import botocore.exceptions
+import botocore.session
+
+# The fetch step promises one line on failure; botocore's INFO lines (which credentials it found) are not it.
+logging.getLogger("botocore").setLevel(logging.WARNING)
+
+# Codes that mean "these credentials may not do this", wherever in the chain they come from.
+ACCESS_CODES = frozenset(
+    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidIdentityToken", "ExpiredToken"}
+)
 
 
 @dataclass(frozen=True)
@@ -35,55 +47,76 @@ class S3Location:
         return cls(parsed.netloc, key)
 
 
-def _endpoint(location: S3Location, env: Mapping[str, str], region: str) -> tuple[str, str]:
-    """(base URL, canonical path): path-style for a custom endpoint, virtual-hosted for AWS."""
-    quoted_key = urllib.parse.quote(location.key, safe="/~")
-    custom = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
-    if custom:
-        base = custom.rstrip("/")
-        prefix = urllib.parse.urlparse(base).path
-        return base, f"{prefix}/{location.bucket}/{quoted_key}"
-    return f"https://{location.bucket}.s3.{region}.amazonaws.com", f"/{quoted_key}"
+class S3Error(Exception):
+    """S3 (or the credential chain) said no; status is the HTTP status, None for no answer."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+    @property
+    def refused(self) -> bool:
+        return self.status in (401, 403) or self.code in ACCESS_CODES
 
 
-def _hmac(key: bytes, text: str) -> bytes:
-    return hmac.new(key, text.encode(), hashlib.sha256).digest()
+class S3Body:
+    """An object's bytes as they stream in; read() turns a broken stream into ConnectionError."""
+
+    def __init__(self, body: Any, length: int | None) -> None:
+        self._body = body
+        self.headers = {"Content-Length": str(length)} if length is not None else {}
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self._body.read(size)
+        except (botocore.exceptions.BotoCoreError, OSError) as error:  # incomplete reads, timeouts, resets
+            raise ConnectionError(str(error)) from None
+        return data
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> S3Body:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
-def s3_request(
-    location: S3Location, env: Mapping[str, str], now: datetime.datetime | None = None
-) -> urllib.request.Request:
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-    base, path = _endpoint(location, env, region)
-    parsed = urllib.parse.urlparse(base)
-    url = f"{parsed.scheme}://{parsed.netloc}{path}"
-    access_key, secret_key = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
-    if not access_key or not secret_key:
-        return urllib.request.Request(url)
-    moment = now or datetime.datetime.now(datetime.UTC)
-    amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
-    day = amz_date[:8]
-    headers = {"host": parsed.netloc, "x-amz-content-sha256": UNSIGNED_PAYLOAD, "x-amz-date": amz_date}
-    token = env.get("AWS_SESSION_TOKEN")
-    if token:
-        headers["x-amz-security-token"] = token
-    signed = ";".join(sorted(headers))
-    canonical = "\n".join(
-        [
-            "GET",
-            path,
-            "",
-            "".join(f"{name}:{headers[name].strip()}\n" for name in sorted(headers)),
-            signed,
-            UNSIGNED_PAYLOAD,
-        ]
-    )
-    scope = f"{day}/{region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret_key}".encode(), day), region), "s3"), "aws4_request")
-    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
-    headers["authorization"] = (
-        f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed}, Signature={signature}"
-    )
-    del headers["host"]  # urllib sets it from the URL
-    return urllib.request.Request(url, headers=headers)
+def open_object(location: S3Location) -> S3Body:
+    """GET the object; raises S3Error for an answer that is not the object, ConnectionError for none."""
+    env = os.environ
+    session = botocore.session.get_session()
+    custom_endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    try:
+        credentials = session.get_credentials()
+        config = botocore.config.Config(
+            retries={"total_max_attempts": 1},
+            s3={"addressing_style": "path"} if custom_endpoint else {},
+            signature_version=None if credentials is not None else botocore.UNSIGNED,
+            connect_timeout=10,
+            read_timeout=30,
+        )
+        client = session.create_client(
+            "s3",
+            region_name=env.get("AWS_REGION")
+            or env.get("AWS_DEFAULT_REGION")
+            or session.get_config_variable("region")
+            or "us-east-1",
+            endpoint_url=custom_endpoint,
+            config=config,
+        )
+        answer = client.get_object(Bucket=location.bucket, Key=location.key)
+    except botocore.exceptions.ClientError as error:
+        details = error.response.get("Error", {})
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(details.get("Code") or status or "")
+        raise S3Error(status, code, str(details.get("Message") or error)) from None
+    except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError) as error:
+        raise S3Error(None, "InvalidCredentials", str(error)) from None
+    except (botocore.exceptions.ProfileNotFound, botocore.exceptions.InvalidConfigError) as error:
+        raise S3Error(None, "InvalidConfig", str(error)) from None
+    except (botocore.exceptions.BotoCoreError, OSError) as error:  # no answer at all: endpoint down, timeouts
+        raise ConnectionError(str(error)) from None
+    return S3Body(answer["Body"], answer.get("ContentLength"))

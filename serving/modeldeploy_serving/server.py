@@ -20,8 +20,17 @@ import uvicorn
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, ServingApp
+from modeldeploy_serving.connections import (
+    DEFAULT_HEAD_TIMEOUT_SECONDS,
+    DEFAULT_IDLE_TIMEOUT_SECONDS,
+    DEFAULT_MAX_HEAD_BYTES,
+    ConnectionLimits,
+    guarded_protocol,
+)
 from modeldeploy_serving.fetching import fetch
+from modeldeploy_serving.grpc_service import GrpcService
 from modeldeploy_serving.model import load_model
+from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +49,11 @@ class ServeOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     telemetry: bool = True
     graceful_seconds: int = 30
+    max_header_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    header_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
+    grpc_port: int | None = None  # the Open Inference Protocol's gRPC service; off unless given
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -53,14 +67,18 @@ def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
 def build_app(options: ServeOptions, path: Path) -> ServingApp:
     name = options.name or path.stem
     model = load_model(path, name, options.version, options.threads)
-    return ServingApp(
+    app = ServingApp(
         model,
         track=os.environ.get(t.TRACK_ENV, t.STABLE),
         max_batch_size=options.max_batch_size,
         max_delay_seconds=options.max_batch_delay_us / 1e6,
         max_request_bytes=options.max_request_bytes,
         telemetry=options.telemetry,
+        large_body_bytes=options.large_body_bytes,
     )
+    if options.grpc_port is not None:
+        GrpcService(app, options.host, options.grpc_port)
+    return app
 
 
 def serve(options: ServeOptions) -> None:
@@ -79,7 +97,9 @@ def serve(options: ServeOptions) -> None:
             host=options.host,
             port=options.port,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(
+                ConnectionLimits(options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds)
+            ),
             lifespan="on",
             access_log=False,
             log_level="warning",

@@ -2,7 +2,7 @@
 
 The scikit-learn examples take one FP32 input; these graphs cover the other datatypes, a
 model that ONNX Runtime refuses for some values (Gather out of range) and one that loads
-but fails its warm-up inference.
+but fails its warm-up inference, and one that answers NaN from finite inputs.
 """
 
 from __future__ import annotations
@@ -90,5 +90,16 @@ def failing_warm_up_model(path: Path) -> Path:
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
         [helper.make_tensor("shape", TensorProto.INT64, [2], [3, 5])],
+    )
+    return _save(graph, path)
+
+
+def log_model(path: Path) -> Path:
+    """x [batch, 2] FP32 -> y = log(x): finite inputs <= 0 give NaN or -inf, the model's own fault."""
+    graph = helper.make_graph(
+        [helper.make_node("Log", ["x"], ["y"])],
+        "log",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
     )
     return _save(graph, path)

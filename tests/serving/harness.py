@@ -142,6 +142,7 @@ class ServeProcess:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group, so close() also ends its helper process
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -168,7 +169,8 @@ class ServeProcess:
 
     def close(self) -> None:
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.communicate(timeout=30)
 
 

@@ -51,7 +51,7 @@ def test_ready_only_after_startup_which_follows_load_and_warm_up(cancer_v1: Mode
 def test_server_metadata(cancer_server: InProcessServer) -> None:
     response = cancer_server.get("/v2")
     assert response.status_code == 200
-    assert response.json() == {"name": "modeldeploy", "version": __version__, "extensions": []}
+    assert response.json() == {"name": "modeldeploy", "version": __version__, "extensions": ["binary_tensor_data"]}
 
 
 @pytest.mark.parametrize("path", ["/v2/models/breast-cancer", "/v2/models/breast-cancer/versions/1"])
@@ -153,6 +153,7 @@ def test_wrong_method_is_405_and_names_the_allowed_one(cancer_server: InProcessS
     response = cancer_server.get("/v2/models/breast-cancer/infer")
     assert response.status_code == 405
     assert response.json() == {"error": "GET is not allowed on /v2/models/breast-cancer/infer; use POST"}
+    assert response.headers["allow"] == "POST"
 
 
 def test_unknown_route_is_404(cancer_server: InProcessServer) -> None:

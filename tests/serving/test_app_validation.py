@@ -121,7 +121,7 @@ def test_unknown_requested_output(cancer_server: InProcessServer) -> None:
 
 
 def test_id_must_be_a_string(cancer_server: InProcessServer) -> None:
-    assert refusal(cancer_server.infer({**one_row(), "id": 7})) == "'id' must be a string, got 7"
+    assert refusal(cancer_server.infer({**one_row(), "id": 7})) == "'id' must be a string when given, got 7"
 
 
 def test_body_must_be_an_object(cancer_server: InProcessServer) -> None:

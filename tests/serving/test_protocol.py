@@ -91,7 +91,7 @@ def test_requested_outputs_must_be_a_list() -> None:
 def test_a_long_bad_value_is_shortened_in_the_message() -> None:
     with pytest.raises(ProtocolError) as error:
         parse_request({"id": list(range(1000)), "inputs": []}, [FEATURES], OUTPUTS)
-    shown = str(error.value).removeprefix("'id' must be a string, got ")
+    shown = str(error.value).removeprefix("'id' must be a string when given, got ")
     assert len(shown) == MAX_SHOWN and shown.endswith("...")
 
 

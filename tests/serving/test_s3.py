@@ -1,13 +1,14 @@
-"""Fetching from S3 with our own SigV4 signing, against a real S3-compatible server.
+"""Fetching from S3 through botocore's credential chain, against a real S3-compatible server.
 
 moto's server runs on 127.0.0.1 with IAM authentication switched on after the setup (its
 /moto-api/reset-auth endpoint, the server-mode form of INITIAL_NO_AUTH_ACTION_COUNT), so
-every request our code sends has its signature checked against the IAM user's secret.
+every request the fetch step sends has its signature checked against the IAM user's secret.
+Credentials come the ways a pod gets them: environment variables, a shared credentials
+file and profile, and a web identity token exchanged with STS for a role's keys (IRSA).
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -19,11 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.auth import S3SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from modeldeploy_serving.fetching import TERMINATION_LOG_ENV, FetchError, Retry, fetch
-from modeldeploy_serving.s3 import S3Location, s3_request
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import ExampleModels
@@ -41,6 +38,8 @@ class S3Store:
     access_key: str
     secret_key: str
     content: bytes
+    role_arn: str
+    unprivileged_role_arn: str
 
     def env(self, **overrides: str) -> dict[str, str]:
         env = {
@@ -82,6 +81,19 @@ def s3(example_models: ExampleModels) -> Iterator[S3Store]:
         }
         iam.put_user_policy(UserName="model-reader", PolicyName="read-models", PolicyDocument=json.dumps(policy))
         key = iam.create_access_key(UserName="model-reader")["AccessKey"]
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/CLUSTER"},
+                    "Action": "sts:AssumeRoleWithWebIdentity",
+                }
+            ],
+        }
+        role = iam.create_role(RoleName="model-serving", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
+        iam.put_role_policy(RoleName="model-serving", PolicyName="read-models", PolicyDocument=json.dumps(policy))
+        other = iam.create_role(RoleName="no-models", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
         content = example_models.path("breast-cancer", "2").read_bytes()
         bucket = boto3.client("s3", **setup)
         bucket.create_bucket(Bucket=BUCKET)
@@ -90,7 +102,7 @@ def s3(example_models: ExampleModels) -> Iterator[S3Store]:
         iam.close()
         bucket.close()
         set_auth(endpoint, "0")  # from here on, every request must be signed by a known key
-        yield S3Store(endpoint, key["AccessKeyId"], key["SecretAccessKey"], content)
+        yield S3Store(endpoint, key["AccessKeyId"], key["SecretAccessKey"], content, role["Arn"], other["Arn"])
     finally:
         set_auth(endpoint, "inf")
         server.stop()
@@ -98,7 +110,16 @@ def s3(example_models: ExampleModels) -> Iterator[S3Store]:
 
 @pytest.fixture
 def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+    for name in (
+        "AWS_ENDPOINT_URL",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch
 
@@ -173,32 +194,56 @@ def test_fetch_command_from_s3(s3: S3Store, tmp_path: Path) -> None:
     assert (tmp_path / "log").read_text() == line
 
 
-@pytest.mark.parametrize("token", [None, "session-token/with+odd=chars"])
-@pytest.mark.parametrize("key", [KEY, ODD_KEY])
-def test_signature_matches_botocore(key: str, token: str | None) -> None:
-    """Our standard-library SigV4 against botocore's S3 signer, on the same request and clock."""
-    env = {
-        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
-        "AWS_REGION": "eu-central-1",
-        "AWS_ENDPOINT_URL_S3": "https://minio.example:9000",
-        **({"AWS_SESSION_TOKEN": token} if token else {}),
-    }
-    now = datetime.datetime(2026, 11, 22, 5, 30, 0, tzinfo=datetime.UTC)
-    ours = s3_request(S3Location(BUCKET, key), env, now)
-    headers = {name: value for name, value in ours.header_items() if name.lower() != "authorization"}
-    reference = AWSRequest(method="GET", url=ours.full_url, headers=headers)
-    reference.context["timestamp"] = now.strftime("%Y%m%dT%H%M%SZ")
-    signer = S3SigV4Auth(
-        Credentials(env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"], token), "s3", "eu-central-1"
+def test_keys_from_a_shared_credentials_file_and_profile(
+    s3: S3Store, s3_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        f"[default]\naws_access_key_id = AKIAWRONGWRONGWRONG0\naws_secret_access_key = wrong\n\n"
+        f"[models]\naws_access_key_id = {s3.access_key}\naws_secret_access_key = {s3.secret_key}\n"
     )
-    signature = signer.signature(signer.string_to_sign(reference, signer.canonical_request(reference)), reference)
-    authorization = dict(ours.header_items())["Authorization"]
-    assert authorization.endswith(f"Signature={signature}")
-    assert authorization.startswith("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20261122/eu-central-1/s3/aws4_request")
+    use(s3_env, {"AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_REGION": "us-east-1"})
+    use(s3_env, {"AWS_SHARED_CREDENTIALS_FILE": str(credentials), "AWS_CONFIG_FILE": str(tmp_path / "none")})
+    use(s3_env, {"AWS_PROFILE": "models"})
+    path = fetch(f"s3://{BUCKET}/{KEY}", tmp_path / "d", None, QUICK)
+    assert path.read_bytes() == s3.content
+    s3_env.delenv("AWS_PROFILE")  # the default profile's keys are wrong: refused, by S3
+    with pytest.raises(FetchError) as error:
+        fetch(f"s3://{BUCKET}/{KEY}", tmp_path / "e", None, QUICK)
+    assert str(error.value).endswith("access refused (HTTP 403, InvalidAccessKeyId)")
 
 
-def test_without_credentials_the_request_is_unsigned_and_virtual_hosted() -> None:
-    request = s3_request(S3Location(BUCKET, KEY), {"AWS_REGION": "eu-west-1"})
-    assert request.full_url == f"https://{BUCKET}.s3.eu-west-1.amazonaws.com/{KEY}"
-    assert "Authorization" not in dict(request.header_items())
+def test_a_web_identity_token_is_exchanged_for_a_role(s3: S3Store, s3_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """IRSA's setup: a role ARN and a token file; botocore asks STS for the role's keys."""
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6bWw6c2VydmluZyJ9.c2lnbmF0dXJl")
+    use(s3_env, {"AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_ENDPOINT_URL_STS": s3.endpoint, "AWS_REGION": "us-east-1"})
+    use(s3_env, {"AWS_ROLE_ARN": s3.role_arn, "AWS_WEB_IDENTITY_TOKEN_FILE": str(token)})
+    use(s3_env, {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")})
+    # moto's server answers an unsigned STS call with a 500 while it checks signatures, so that
+    # one call (AssumeRoleWithWebIdentity is unsigned in AWS too) is let through unchecked; the
+    # S3 GET that follows is checked against the role's temporary keys.
+    set_auth(s3.endpoint, "1")
+    try:
+        path = fetch(f"s3://{BUCKET}/{KEY}", tmp_path / "d", hashlib.sha256(s3.content).hexdigest(), QUICK)
+    finally:
+        set_auth(s3.endpoint, "0")
+    assert path.read_bytes() == s3.content
+    s3_env.setenv("AWS_ROLE_ARN", s3.unprivileged_role_arn)  # a role that may not read the bucket
+    set_auth(s3.endpoint, "1")
+    try:
+        with pytest.raises(FetchError) as error:
+            fetch(f"s3://{BUCKET}/{KEY}", tmp_path / "e", None, QUICK)
+    finally:
+        set_auth(s3.endpoint, "0")
+    assert str(error.value).endswith("access refused (HTTP 403, AccessDenied)")
+
+
+def test_without_any_credentials_the_request_goes_unsigned(
+    s3: S3Store, s3_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use(s3_env, {"AWS_ENDPOINT_URL_S3": s3.endpoint, "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    use(s3_env, {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none")})
+    with pytest.raises(FetchError) as error:  # this bucket is not public: an anonymous GET is refused
+        fetch(f"s3://{BUCKET}/{KEY}", tmp_path / "d", None, QUICK)
+    assert error.value.reason == "access-denied"

@@ -1,0 +1,111 @@
+"""Connection limits that keep one client from holding up the others.
+
+uvicorn's httptools protocol reads a request head of any size (httptools joins a long
+header value piece by piece, so a 64 MB header costs seconds of event-loop time) and keeps
+a connection that never sends a byte open forever. This protocol, a thin subclass, adds:
+
+- a cap on the bytes of a request head: past it the client gets 431 and the connection
+  is closed, before the parser sees the rest;
+- a time limit for a request head, from its first byte to its end: past it, 408 and close;
+- an idle timeout from the moment a connection opens, as uvicorn already has between
+  requests (keep-alive), so a connection that never sends a request is closed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+DEFAULT_MAX_HEAD_BYTES = 64 * 1024
+DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
+DEFAULT_IDLE_TIMEOUT_SECONDS = 5.0
+_END_OF_HEAD = b"\r\n\r\n"
+_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES
+    head_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
+    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with these limits, to pass as uvicorn.Config(http=...)."""
+
+    class GuardedHttpToolsProtocol(_Guarded):
+        pass
+
+    GuardedHttpToolsProtocol.limits = limits
+    return GuardedHttpToolsProtocol
+
+
+class _Guarded(HttpToolsProtocol):
+    limits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.timeout_keep_alive = self.limits.idle_timeout_seconds  # type: ignore[assignment]
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The keep-alive timer, armed before the first request too: a silent connection closes.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.limits.idle_timeout_seconds, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.limits.head_timeout_seconds, self._head_too_slow)
+            end = data.find(_END_OF_HEAD)
+            self._head_bytes += len(data) if end < 0 else end + len(_END_OF_HEAD)
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse(
+                    431,
+                    f"the request line and headers are over the limit of {self.limits.max_head_bytes} bytes",
+                )
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._head_bytes = 0
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True  # what comes next is the head of the next request
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        self._refuse(408, f"the request head did not arrive within {self.limits.head_timeout_seconds:g} seconds")
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer without the app, then close: the rest of what the client sends is not read."""
+        self._stop_head_timer()
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"error": message})
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, _REASONS[status], len(body), body)
+        )
+        self.transport.close()
