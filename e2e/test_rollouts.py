@@ -191,3 +191,40 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     assert "RolledBack" in events and "predictionShift failed" in events
     shown = plugin(kube, namespace, "history", "cancer")
     assert "version 3 RolledBack by analysis" in shown and "version 2 Promoted by analysis" in shown, shown
+
+
+@pytest.mark.cluster
+def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(
+    operators: OperatorLauncher, namespace: str, serving_image: str
+) -> None:
+    """State lives in status: a SIGKILLed operator's successor carries on with the same rollout,
+    no duplicate objects, and one history entry at the end."""
+    kube = operators.kube
+    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    flags = ("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
+    first = operators.start(*flags)
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
+    address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
+    with Load(address) as load:
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
+
+        def stepping() -> dict[str, Any] | None:
+            canary = get(kube, namespace, "mdep", "cancer")["status"].get("canary") or {}
+            return canary if canary.get("stepStartedAt") else None
+
+        before = wait_for("a canary step", stepping, timeout=180)
+        operators.kill(first)
+        operators.start(*flags)
+        after = wait_for("the rollout to go on", lambda: get(kube, namespace, "mdep", "cancer")["status"], timeout=60)
+        assert after["canary"]["revision"] == before["revision"] and after["canary"]["step"] == before["step"]
+        wait_for(
+            "version 2 promoted",
+            lambda: (history(kube, namespace) or [{}])[0].get("outcome") == "Promoted",
+            timeout=300,
+        )
+        assert load.failed() == 0, dict(load.answers)
+    deployments = get(kube, namespace, "deployments")["items"]
+    assert [d["metadata"]["name"] for d in deployments] == ["cancer-stable"]
+    (entry,) = history(kube, namespace)
+    assert (entry["revision"], entry["version"]) == (before["revision"], "2")

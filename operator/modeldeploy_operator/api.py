@@ -195,6 +195,27 @@ class Traffic(_Model):
     ] = None
 
 
+class Webhook(_Model):
+    """A URL the rollout calls with a JSON body: a gate before the canary's first live request,
+    or a notification when a rollout ends."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=63, description="A name for messages and Events.")]
+    url: Annotated[
+        str, Field(pattern=r"^https?://[^\\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
+    ]
+    type: Annotated[
+        Literal["preRollout", "promoted", "rolledBack"],
+        Field(
+            description="preRollout: called before the canary takes live traffic; a non-2xx answer (or none) holds "
+            "the rollout, which tries again until progressDeadline. promoted, rolledBack: told when a rollout ends "
+            "(rolledBack also on an abort)."
+        ),
+    ]
+    timeout: Annotated[
+        str, Field(default="5s", pattern=DURATION_PATTERN, description="How long to wait for an answer.")
+    ] = "5s"
+
+
 class Rollout(_Model):
     """How a new model version goes out: canary steps, judged on live telemetry."""
 
@@ -228,6 +249,11 @@ class Rollout(_Model):
             "(reason ProgressDeadlineExceeded).",
         ),
     ] = "10m"
+    webhooks: list[Webhook] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Webhooks: a preRollout gate, and notifications when a rollout is promoted or rolled back.",
+    )
     manual_promotion: Annotated[
         bool,
         Field(
@@ -327,7 +353,7 @@ class TrackStatus(_Model):
     ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
 
 
-CheckName = Literal["signature", "errorRate", "latencyP99", "predictionShift", "cost"]
+CheckName = Literal["signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost"]
 CheckResult = Literal["Successful", "Failed", "Inconclusive"]
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import kubernetes
 from pydantic import ValidationError
 
-from modeldeploy_operator import reasons, rollout
+from modeldeploy_operator import notifying, reasons, rollout
 from modeldeploy_operator.api import ModelDeploymentSpec, parse_spec
 from modeldeploy_operator.builders import SERVING_SPEC_ANNOTATION, build_children, spec_hash, with_serving
 from modeldeploy_operator.conditions import ready_transition
@@ -74,6 +74,8 @@ async def reconcile(
     if status != previous and not writes.written_already(key, status, body):
         await kube.replace_status(meta["namespace"], meta["name"], status)
         writes.remember_status(key, status, body)
+        if spec is not None and plan is not None and plan.finished is not None and problem is None:
+            notifying.notify(spec.rollout.webhooks, meta, plan.finished)
         event = ready_transition(previous.get("conditions") or [], status["conditions"], writes.ready.get(key))
         if event is not None:
             writes.ready[key] = (
@@ -98,6 +100,9 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
     if result.check_signature:
         signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
         result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature)
+        if result.check_webhooks and result.canary is not None:
+            gate = await notifying.gate(spec.rollout.webhooks, meta, target.version, result.canary.revision)
+            result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
     if result.judge:
         verdict = await judge.verdict(key, stable_pods + canary_pods_now, spec.rollout.analysis)
         result = rollout.plan(

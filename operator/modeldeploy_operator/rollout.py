@@ -110,6 +110,7 @@ class Plan:
     reason: Reason | None = None  # with state rolling or held: the condition to show
     message: str = ""
     check_signature: bool = False  # call again with the signature check
+    check_webhooks: bool = False  # call again with the preRollout webhooks' answer
     judge: bool = False  # call again with the step's judgement
     step_started: bool = False  # a step's interval began now: take the window's first reading
     requeue_after: float | None = None
@@ -216,8 +217,12 @@ def plan(
     signature: Check | None = None,
     verdict: list[Check] | None = None,
     window_lost: bool = False,
+    gate: Check | None = None,
 ) -> Plan:
-    """The next plan; see the module docstring for the life of a rollout."""
+    """The next plan; see the module docstring for the life of a rollout.
+
+    `signature`, `verdict` and `gate` (the preRollout webhooks' answer) are given only when
+    the previous call asked for them (check_signature, judge, check_webhooks)."""
     history, canary = list(previous.history), previous.canary
     if observed.stable_hash is None:
         return _steady(history)  # the first version goes straight to stable
@@ -238,7 +243,7 @@ def plan(
         if held and last is not None:
             return Plan("held", "keep", 0, False, None, history, reasons.BY_NAME[last.reason], last.message)
         return _start(spec, target, history, commands, now)
-    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost)
+    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost, gate)
     return _with_history(decided, history)
 
 
@@ -288,6 +293,7 @@ def _rolling(
     check_signature: bool = False,
     judge: bool = False,
     step_started: bool = False,
+    check_webhooks: bool = False,
 ) -> Plan:
     actual = achieved_weight(observed.stable_ready, observed.canary_serving) if traffic else 0
     updated = _with(canary, actual_weight=actual, message=message)
@@ -302,6 +308,7 @@ def _rolling(
         reason,
         message,
         check_signature=check_signature,
+        check_webhooks=check_webhooks,
         judge=judge,
         step_started=step_started,
         requeue_after=requeue_after,
@@ -318,6 +325,7 @@ def _decide(
     signature: Check | None,
     verdict: list[Check] | None,
     window_lost: bool,
+    gate: Check | None = None,
 ) -> Plan:
     rollout = spec.rollout
     interval, deadline = parse_duration(rollout.interval), parse_duration(rollout.progress_deadline)
@@ -329,7 +337,7 @@ def _decide(
     if canary.promoting:
         return _rolling(canary, observed, True, "promoting", spec, WAIT_FOR_PODS, stable="target")
     if canary.requested_weight == 0:  # before any live traffic
-        return _gate(spec, canary, history, observed, now, signature, deadline)
+        return _gate(spec, canary, history, observed, now, signature, deadline, gate)
     return _step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
 
 
@@ -341,8 +349,10 @@ def _gate(
     now: float,
     signature: Check | None,
     deadline: float,
+    gate: Check | None = None,
 ) -> Plan:
-    """Up, loaded, and the same signature as stable, before the first request."""
+    """Up, loaded, the same signature as stable, and the preRollout webhooks' yes, before
+    the first request."""
     if observed.canary_up == 0:
         waited = now - seconds(canary.started_at)
         if waited > deadline:
@@ -363,8 +373,22 @@ def _gate(
         )
     if signature.result == "Inconclusive":
         return _rolling(canary, observed, False, signature.message, spec, WAIT_FOR_PODS)
+    checks = [signature]
+    if any(hook.type == "preRollout" for hook in spec.rollout.webhooks):
+        if gate is None:
+            return _rolling(canary, observed, False, "asking the preRollout webhooks", spec, None, check_webhooks=True)
+        checks.append(gate)
+        if gate.result != "Successful":
+            waited = now - seconds(canary.started_at)
+            if waited > deadline:
+                message = f"held by preRollout webhooks for spec.rollout.progressDeadline: {gate.message}"
+                return _end(
+                    canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, checks
+                )
+            held = _with(canary, analysis=checks)
+            return _rolling(held, observed, False, f"held: {gate.message}", spec, WAIT_FOR_PODS)
     first = spec.rollout.steps[0]
-    started = _with(canary, requested_weight=first, analysis=[signature])
+    started = _with(canary, requested_weight=first, analysis=checks)
     message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
     return _rolling(started, observed, True, message, spec, WAIT_FOR_PODS)
 

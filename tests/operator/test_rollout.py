@@ -271,3 +271,19 @@ def test_never_promoted_on_too_little_traffic_and_never_after_a_rollback(moves: 
             assert not any(c.result == "Failed" for c in verdict)
         if rolled_back:
             assert result.stable == "keep" and all(e.outcome != "Promoted" for e in result.history)
+
+
+def test_a_pre_rollout_webhook_holds_the_first_step_until_it_says_yes() -> None:
+    world = World(spec=spec(webhooks=[{"name": "freeze", "url": "http://hooks.example/freeze", "type": "preRollout"}]))
+    world.step()
+    asked = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, signature=SIGNATURE_OK)
+    assert asked.check_webhooks and not asked.canary_traffic
+    no = check("webhook", "Failed")
+    held = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, SIGNATURE_OK, gate=no)
+    assert not held.canary_traffic and held.canary is not None and held.canary.requested_weight == 0
+    yes = check("webhook", "Successful")
+    went = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, SIGNATURE_OK, gate=yes)
+    assert went.canary_traffic and went.canary is not None
+    assert [c.check for c in went.canary.analysis] == ["signature", "webhook"]
+    late = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now + 301, SIGNATURE_OK, gate=no)
+    assert late.reason is reasons.PROGRESS_DEADLINE_EXCEEDED
