@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 from modeldeploy_operator import windows as w
+from modeldeploy_operator.analysis import judge
+from modeldeploy_operator.api import Analysis
 from modeldeploy_operator.querying import PrometheusSource, selector
 from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_serving import telemetry as t
@@ -121,6 +123,14 @@ def test_a_window_from_prometheus_equals_the_direct_scrapes_and_what_was_sent(
         same = {**vars(direct.tracks[track]), "cpu_seconds": None}
         assert {**vars(from_prometheus.tracks[track]), "cpu_seconds": None} == same
         assert (from_prometheus.tracks[track].cpu_seconds or 0) > 0
+    # The same canary verdicts from either source (cost aside: CPU moves with every scrape).
+    limits = Analysis(min_requests=5)
+    verdicts = [
+        [(c.check, c.result, c.value, c.samples) for c in judge(found, limits) if c.check != "cost"]
+        for found in (from_prometheus, direct)
+    ]
+    assert verdicts[0] == verdicts[1]
+    assert [result for _, result, _, _ in verdicts[0]] == ["Successful", "Successful", "Successful"]
 
 
 def test_a_pod_prometheus_does_not_scrape_is_a_per_pod_error(pods: list[w.Pod], prometheus: PrometheusServer) -> None:
