@@ -40,7 +40,7 @@ class DriftInputError(ValueError):
 
 
 def run_drift(
-    model_path: Path, data_path: Path, settings: DriftSettings, as_json: bool, out: TextIO = sys.stdout
+    model_path: Path, data_path: Path, settings: DriftSettings, as_json: bool, out: TextIO | None = None
 ) -> int:
     try:
         result = check(model_path, data_path, settings)
@@ -48,9 +48,9 @@ def run_drift(
         print(f"modeldeploy drift: {error}", file=sys.stderr)
         return 2
     if as_json:
-        print(json.dumps(result.report(), indent=2), file=out)
+        print(json.dumps(result.report(), indent=2), file=out or sys.stdout)
     else:
-        print(describe(result), file=out)
+        print(describe(result), file=out or sys.stdout)
     return EXIT_CODES[result.verdict]
 
 
