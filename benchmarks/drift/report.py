@@ -88,6 +88,27 @@ def tables(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> str:
                     _rate(ev, f"{their_key}_bonferroni"),
                 ]
                 lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "### Why ours called an unshifted window drifted (psi)",
+        "",
+        "| data set | rows | windows | Drifted | prediction drifted | more than featureShare of features drifted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for dataset in DATASETS:
+        for size in SIZES:
+            records = cells[("ours", "psi", dataset, size, "none")]
+            if not records:
+                continue
+            row = [
+                dataset,
+                str(size),
+                str(len(records)),
+                _deployment(records),
+                _rate(records, "prediction"),
+                f"{100 * sum(r['share'] > 0.3 for r in records) / len(records):.1f}%",
+            ]
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
