@@ -1,4 +1,4 @@
-"""The `modeldeploy` command: serve, fetch, profile, and operator (with the [operator] extra).
+"""The `modeldeploy` command: serve, fetch, profile, drift, and operator (with the [operator] extra).
 
 Arguments are parsed here; the work is imported lazily from the package that does it, so
 `modeldeploy fetch` in an init container does not load ONNX Runtime or kopf.
@@ -32,6 +32,20 @@ def _positive_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 up to (not including) 1, got {text}")
     return value
 
 
@@ -82,6 +96,21 @@ def _parser() -> argparse.ArgumentParser:
     profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
     profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
 
+    drift = commands.add_parser(
+        "drift",
+        help="check a CSV batch for drift against the model's reference profile",
+        description="Exit code: 0 no drift, 1 drifted, 2 inconclusive (too few rows) or bad input.",
+    )
+    drift.add_argument("--model", type=Path, required=True, help="an ONNX model with an embedded profile")
+    drift.add_argument("--data", type=Path, required=True, help="CSV with a header row naming the profile's features")
+    drift.add_argument(
+        "--method", choices=["psi", "js", "chi2"], default="psi", help="the statistic (default psi, as spec.drift)"
+    )
+    drift.add_argument("--min-samples", type=_positive, default=200, help="fewer rows are inconclusive (default 200)")
+    drift.add_argument("--threshold", type=_positive_float, help="as spec.drift.threshold (default: the method's)")
+    drift.add_argument("--feature-share", type=_share, default=0.3, help="as spec.drift.featureShare (default 0.3)")
+    drift.add_argument("--json", action="store_true", help="print the report as JSON (status.drift's shape)")
+
     commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
     return parser
 
@@ -104,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "fetch":
         return _fetch(args)
+    if args.command == "drift":
+        return _drift(args)
     return _profile(args)
 
 
@@ -150,6 +181,20 @@ def _fetch(args: argparse.Namespace) -> int:
         return error.exit_code
     print(path)
     return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from modeldeploy_operator.drift import DriftSettings
+
+    from modeldeploy_cli.drift import METHOD_NAMES, run_drift
+
+    settings = DriftSettings(
+        method=METHOD_NAMES[args.method],
+        threshold=args.threshold,
+        feature_share=args.feature_share,
+        min_samples=args.min_samples,
+    )
+    return run_drift(args.model, args.data, settings, args.json)
 
 
 def _profile(args: argparse.Namespace) -> int:
