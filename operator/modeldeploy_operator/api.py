@@ -277,15 +277,32 @@ class Drift(_Model):
 
     enabled: Annotated[bool, Field(default=True, description="Watch for drift.")] = True
     method: Annotated[
-        Literal["psi", "jensen-shannon"],
-        Field(default="psi", description="Distance between live and reference feature distributions."),
+        Literal["psi", "jensen-shannon", "chi-square"],
+        Field(
+            default="psi",
+            description="psi (population stability index), jensen-shannon (distance) or chi-square (a test per "
+            "feature, Bonferroni-corrected): how live counts are compared with the reference profile.",
+        ),
     ] = "psi"
     threshold: Annotated[
+        float | None,
+        Field(
+            default=None,
+            gt=0,
+            description="A feature drifts when its score passes this; default per method: psi 0.2, jensen-shannon "
+            "0.16, chi-square 0.01 (a p-value). Small windows are held to a higher, sample-size-aware floor.",
+        ),
+    ] = None
+    feature_share: Annotated[
         float,
         Field(
-            default=0.2, gt=0, description="A feature drifts when its distance exceeds this (PSI: 0.2 is significant)."
+            default=0.3,
+            gt=0,
+            le=1,
+            description="The deployment is Drifted when more than this share of its features drift (or its "
+            "predictions, or a feature arrives empty).",
         ),
-    ] = 0.2
+    ] = 0.3
     window: Annotated[
         str, Field(default="10m", pattern=DURATION_PATTERN, description="How much recent traffic is compared.")
     ] = "10m"
@@ -432,6 +449,39 @@ class HistoryEntry(_Model):
     finished_at: Annotated[str, Field(description="When it was decided.")]
 
 
+class FeatureDriftStatus(_Model):
+    name: Annotated[str, Field(description="The feature, as the profile names it.")]
+    score: Annotated[float, Field(description="Its score with the method in use.")]
+    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
+
+
+class PredictionDriftStatus(_Model):
+    score: Annotated[float, Field(description="The most shifted output's score.")]
+    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
+
+
+class DriftStatus(_Model):
+    """The latest drift evaluation of the stable pods' traffic against the model's profile."""
+
+    verdict: Annotated[
+        Literal["Drifted", "NoDrift", "Inconclusive"],
+        Field(description="Drifted, NoDrift, or Inconclusive (fewer than minSamples rows, no profile, no telemetry)."),
+    ]
+    method: Annotated[str, Field(description="psi, jensen-shannon or chi-square.")]
+    score: Annotated[float | None, Field(description="The most drifted feature's score.")] = None
+    threshold: Annotated[float | None, Field(description="The threshold that feature was held to.")] = None
+    samples: Annotated[int, Field(description="Rows in the window.")] = 0
+    window: Annotated[str, Field(description="The window evaluated (spec.drift.window).")]
+    evaluated_at: Annotated[str, Field(description="When it was evaluated.")]
+    message: Annotated[str, Field(description="Why it is Inconclusive, or which features moved.")] = ""
+    features: list[FeatureDriftStatus] = Field(
+        default_factory=list, description="The 5 most drifted features, worst first."
+    )
+    prediction: Annotated[
+        PredictionDriftStatus | None, Field(description="Prediction drift, when the profile has outputs.")
+    ] = None
+
+
 class ModelDeploymentStatus(_Model):
     """What the operator observed; written only by the operator, whole, and only when it changes."""
 
@@ -466,6 +516,7 @@ class ModelDeploymentStatus(_Model):
         CanaryStatus | None,
         Field(description="The rollout under way, present only during one."),
     ] = None
+    drift: Annotated[DriftStatus | None, Field(description="The latest drift evaluation.")] = None
     history: list[HistoryEntry] = Field(
         default_factory=list, description="Finished rollouts, newest first, at most 10."
     )

@@ -96,3 +96,16 @@ def ready_transition(
     if previous[0] == state[0] == "False" and kind == "Normal" and event_type(previous[1]) == "Normal":
         return None
     return Event(kind, new.get("reason") or "Unknown", new.get("message", ""))
+
+
+def drift_transition(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> Event | None:
+    """The Event for a change of the drift verdict (DriftDetected's status), if there is one.
+
+    Not on every evaluation, and not for a first verdict of no drift."""
+    old = condition(before, DRIFT_DETECTED)
+    new = condition(after, DRIFT_DETECTED)
+    if new is None or (old or {}).get("status") == new.get("status"):
+        return None
+    if old is None and new.get("status") != "True":
+        return None
+    return Event(event_type(new.get("reason")), new.get("reason") or "Unknown", new.get("message", ""))

@@ -85,7 +85,7 @@ kstatus conventions, so `kubectl wait` and Flux read them as they are:
 | `Ready` | always | `True` when every replica of the current version is ready; `False` otherwise, with the reason. |
 | `Reconciling` | only while the operator or the Deployment is still working | `True`. |
 | `Stalled` | only while something will not fix itself | `True`, with the same reason as `Ready`. |
-| `DriftDetected` | once drift detection has judged | written by drift detection; the reconcile keeps it as it is. |
+| `DriftDetected` | once drift is evaluated | `True` drifted, `False` not, `Unknown` inconclusive; apart from Ready. |
 
 Each condition has `reason`, `message`, `observedGeneration` and `lastTransitionTime`,
 which changes only when the condition's status changes. A Kubernetes Event (`kubectl
@@ -263,6 +263,15 @@ def render() -> str:
         f"| `{r.name}` | `{r.ready}` | {r.also if r.also == '-' else f'`{r.also}`'} | `{r.phase}` | "
         f"`{r.event}` | {_cell(r.doc)} |\n"
         for r in reasons.ALL
+        if r.condition == "Ready"
+    )
+    reason_rows += (
+        "\n`DriftDetected` is separate from `Ready` (drift never makes a deployment un-Ready); its reasons, "
+        "posted as an Event when the verdict changes (see [drift.md](drift.md)):\n\n"
+        "| Reason | DriftDetected | Event | Meaning |\n|---|---|---|---|\n"
+    )
+    reason_rows += "".join(
+        f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n" for r in reasons.ALL if r.condition != "Ready"
     )
     columns = "".join(
         f"| {column['name']} | `{column['jsonPath']}` | {_cell(_column_meaning(column))} |\n"

@@ -324,3 +324,8 @@ def _bins(values: FloatArray, edges: list[float]) -> npt.NDArray[np.int64]:
     return np.bincount(bin_index(values, np.asarray(edges, dtype=np.float64)), minlength=len(edges) + 1).astype(
         np.int64
     )
+
+
+def seconds_until_due(evaluated_at: float | None, interval: float, now: float) -> float:
+    """How long until the next evaluation (0 or less: due now); never evaluated is due now."""
+    return 0.0 if evaluated_at is None else evaluated_at + interval - now

@@ -1,25 +1,38 @@
-"""Reading what a canary step is judged on: the model signatures and the step's telemetry.
+"""Reading what a canary step and a drift evaluation are judged on.
 
-I/O and a little state, no decisions. When the rollout plan asks for a signature check,
-one canary pod's and one stable pod's `GET /v2/models/NAME` are compared (analysis.py);
+I/O and a little state, no decisions (analysis.py and drift.py decide). When the rollout
+plan asks for a signature check, one canary pod's and one stable pod's `GET /v2/models/NAME` are compared (analysis.py);
 when a step's interval begins, a reading of both tracks' pods is kept in memory as the
 window's start; when the step is due, a second reading closes the window and analysis.py
 judges it. A window's first reading lives only in memory: after an operator restart the
 step's window starts again (the plan says so in status), rather than being misread.
+
+Drift: every `spec.drift.interval` the stable pods are read; the readings of the last
+`spec.drift.window` are kept in memory, and the window from the oldest of them to now is
+assessed against the reference profile, which is asked of a stable pod
+(`GET /v2/models/NAME/profile`) once per version and cached by what the stable
+Deployment serves. After an operator restart the first reading only starts a fresh window:
+the previous status.drift stands until the next evaluation.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import numpy as np
+from modeldeploy_serving.profile import Profile, ProfileError
 
 from modeldeploy_operator import analysis
-from modeldeploy_operator.api import Analysis, Check
+from modeldeploy_operator.api import Analysis, Check, Drift, DriftStatus, parse_duration
+from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.sources import TelemetrySource
-from modeldeploy_operator.windows import Pod, Reading, window
+from modeldeploy_operator.windows import Pod, Reading, TrackWindow, window
 
 Key = tuple[str, str]
 TIMEOUT = 5.0
@@ -47,10 +60,42 @@ async def model_metadata(pod: Pod, model: str) -> dict[str, Any]:
         return answer
 
 
+async def model_profile(pod: Pod, model: str) -> Profile | None:
+    """A serving pod's reference profile (GET /v2/models/NAME/profile); None without one."""
+    url = f"http://{pod.address}/v2/models/{model}/profile"
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session,
+        session.get(url) as response,
+    ):
+        if response.status == 404:
+            return None
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json(content_type=None)
+        return Profile.from_json(json.dumps(answer["profile"]))
+
+
+def drift_window(track: TrackWindow) -> DriftWindow:
+    """A track's telemetry window in the shape drift.assess reads."""
+    return DriftWindow(
+        rows=track.rows,
+        feature_counts={name: np.asarray(bins.counts) for name, bins in track.features.items()},
+        feature_missing=dict(track.missing),
+        feature_invalid=dict(track.invalid),
+        prediction_counts={key: np.asarray(bins.counts) for key, bins in track.predictions.items()},
+        prediction_classes={output: dict(counts) for output, counts in track.classes.items()},
+    )
+
+
+def _iso(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class Judge:
     source: TelemetrySource
     starts: dict[Key, Reading] = field(default_factory=dict)
+    readings: dict[Key, deque[Reading]] = field(default_factory=dict)  # drift: the last window's reads
+    profiles: dict[str, Profile | None] = field(default_factory=dict)  # by what the stable pods serve
 
     async def signature(self, model: str, stable: list[Pod], canary: list[Pod]) -> Check:
         if not stable or not canary:
@@ -75,4 +120,73 @@ class Judge:
         return analysis.judge(window(start, end), limits)
 
     def forget(self, key: Key) -> None:
+        """The rollout ended (or the resource is gone): drop its step window."""
         self.starts.pop(key, None)
+
+    def last_drift_read(self, key: Key) -> float | None:
+        kept = self.readings.get(key)
+        return kept[-1].at if kept else None
+
+    def forget_drift(self, key: Key) -> None:
+        self.readings.pop(key, None)
+
+    async def drift(
+        self, key: Key, model: str, pods: list[Pod], serving: str, settings: Drift, now: float
+    ) -> DriftStatus | None:
+        """Read the stable pods and assess the window; None when this read only starts one."""
+        span = parse_duration(settings.window)
+        reading = await self.source.read(pods)
+        kept = self.readings.setdefault(key, deque())
+        kept.append(reading)
+        while len(kept) > 2 and kept[1].at <= now - span:
+            kept.popleft()  # the oldest read still at or before the window's start opens it
+        if len(kept) < 2:
+            return None
+        found = window(kept[0], reading)
+
+        def inconclusive(message: str) -> DriftStatus:
+            return DriftStatus(
+                verdict="Inconclusive",
+                method=settings.method,
+                window=settings.window,
+                evaluated_at=_iso(now),
+                message=message,
+            )
+
+        if found.partial:
+            missing = ", ".join(f"{pod} ({why})" for pod, why in sorted(found.errors.items()))
+            return inconclusive(f"telemetry missing from {missing}")
+        track = found.tracks.get("stable")
+        if track is None:
+            return inconclusive("no telemetry from the stable pods")
+        profile = await self._profile(serving, model, pods)
+        if profile is None:
+            return inconclusive("the model has no reference profile: embed one with `modeldeploy profile`")
+        drift_settings = DriftSettings(
+            method=settings.method,
+            threshold=settings.threshold,
+            feature_share=settings.feature_share,
+            min_samples=settings.min_samples,
+        )
+        result = assess(Reference.from_profile(profile), drift_window(track), drift_settings)
+        report = result.report(result.top_features(5))
+        moved = [f["name"] for f in report["features"] if f["drifted"]]
+        if result.verdict == "Inconclusive":
+            message = f"{result.samples} rows in {found.seconds:.0f}s, fewer than minSamples {settings.min_samples}"
+        elif moved:
+            message = "drifted: " + ", ".join(moved)
+        else:
+            message = "no feature passed its threshold"
+        if report.get("prediction") and report["prediction"]["drifted"]:
+            message += "; predictions shifted"
+        return DriftStatus.model_validate(
+            {**report, "window": settings.window, "evaluatedAt": _iso(now), "message": message}
+        )
+
+    async def _profile(self, serving: str, model: str, pods: list[Pod]) -> Profile | None:
+        if serving not in self.profiles:
+            try:
+                self.profiles[serving] = await model_profile(pods[0], model) if pods else None
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, ProfileError):
+                return None  # asked again next time
+        return self.profiles[serving]

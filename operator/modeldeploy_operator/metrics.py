@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES = Counter("modeldeploy_operator_reconciles", "Reconciles by result.", ["result"])
@@ -15,3 +17,25 @@ MODEL_DEPLOYMENTS = Gauge("modeldeploy_operator_model_deployments", "ModelDeploy
 WAKE_UPS = Counter(
     "modeldeploy_operator_wake_ups", "Reconciles started by a timed wake-up (a step's interval, a resync)."
 )
+DRIFT_SCORE = Gauge(
+    "modeldeploy_drift_score",
+    'Latest drift score per ModelDeployment (feature "") and for its 5 most drifted features.',
+    ["namespace", "name", "feature"],
+)
+
+_DRIFT_LABELS: dict[tuple[str, str], list[str]] = {}  # per ModelDeployment: the features it last exported
+
+
+def record_drift(key: tuple[str, str], drift: Any) -> None:
+    """Export the deployment's drift score and its top features' (status.drift's), dropping
+    features that left the top since the last evaluation, so the series stay bounded."""
+    namespace, name = key
+    for feature in _DRIFT_LABELS.pop(key, []):
+        DRIFT_SCORE.remove(namespace, name, feature)
+    features = [""] if drift.score is not None else []
+    if drift.score is not None:
+        DRIFT_SCORE.labels(namespace, name, "").set(drift.score)
+    for feature in drift.features:
+        DRIFT_SCORE.labels(namespace, name, feature.name).set(feature.score)
+        features.append(feature.name)
+    _DRIFT_LABELS[key] = features

@@ -15,14 +15,18 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class Reason:
-    """A condition reason with what it means for Ready, the phase, and its Event."""
+    """A condition reason with what it means for Ready, the phase, and its Event.
+
+    The DriftDetected reasons (condition "DriftDetected") leave Ready and the phase alone:
+    their `ready` is the DriftDetected condition's own status."""
 
     name: str
     event: Literal["Normal", "Warning"]
-    ready: Literal["True", "False"]
+    ready: Literal["True", "False", "Unknown"]
     also: Literal["Reconciling", "Stalled", "-"]  # the kstatus condition set beside Ready
-    phase: Literal["Pending", "Progressing", "Ready", "Degraded"]
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "-"]
     doc: str
+    condition: str = "Ready"
 
     def __str__(self) -> str:
         return self.name
@@ -146,6 +150,36 @@ ABORTED = Reason(
     "`kubectl modeldeploy retry NAME` to try again.",
 )
 
+DRIFTED = Reason(
+    "Drifted",
+    "Warning",
+    "True",
+    "-",
+    "-",
+    "The stable pods' inputs (or predictions) moved away from the model's reference profile; "
+    "`status.drift.features` lists the features that moved most. Drift never makes the deployment un-Ready.",
+    "DriftDetected",
+)
+NO_DRIFT = Reason(
+    "NoDrift",
+    "Normal",
+    "False",
+    "-",
+    "-",
+    "The last window's traffic matches the reference profile within the thresholds.",
+    "DriftDetected",
+)
+DRIFT_INCONCLUSIVE = Reason(
+    "DriftInconclusive",
+    "Normal",
+    "Unknown",
+    "-",
+    "-",
+    "Too few rows in the window (spec.drift.minSamples), no reference profile, or a pod's telemetry "
+    "could not be read; the message says which.",
+    "DriftDetected",
+)
+
 ALL: tuple[Reason, ...] = (
     CREATING,
     ROLLING_OUT,
@@ -161,6 +195,9 @@ ALL: tuple[Reason, ...] = (
     ROLLED_BACK,
     SIGNATURE_MISMATCH,
     ABORTED,
+    DRIFTED,
+    NO_DRIFT,
+    DRIFT_INCONCLUSIVE,
 )
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}
 

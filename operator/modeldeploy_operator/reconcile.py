@@ -21,11 +21,18 @@ from typing import Any
 import kubernetes
 from pydantic import ValidationError
 
-from modeldeploy_operator import notifying, reasons, rollout
-from modeldeploy_operator.api import ModelDeploymentSpec, parse_spec
-from modeldeploy_operator.builders import SERVING_SPEC_ANNOTATION, build_children, spec_hash, with_serving
-from modeldeploy_operator.conditions import ready_transition
+from modeldeploy_operator import metrics, notifying, reasons, rollout
+from modeldeploy_operator.api import DriftStatus, ModelDeploymentSpec, parse_duration, parse_spec
+from modeldeploy_operator.builders import (
+    SERVING_SPEC_ANNOTATION,
+    SPEC_HASH_ANNOTATION,
+    build_children,
+    spec_hash,
+    with_serving,
+)
+from modeldeploy_operator.conditions import drift_transition, ready_transition
 from modeldeploy_operator.diffing import differs
+from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.reasons import Reason
@@ -69,13 +76,21 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-    status = decide_status(body, spec, children, settings, problem, now_iso(), plan).dump()
+    drift, drift_wait = (None, None)
+    if spec is not None and spec.drift.enabled:
+        drift, drift_wait = await _drift(key, body, spec, children, judge)
+    elif spec is not None:
+        judge.forget_drift(key)
+    status = decide_status(body, spec, children, settings, problem, now_iso(), plan, drift).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, body):
         await kube.replace_status(meta["namespace"], meta["name"], status)
         writes.remember_status(key, status, body)
         if spec is not None and plan is not None and plan.finished is not None and problem is None:
             notifying.notify(spec.rollout.webhooks, meta, plan.finished)
+        drifted = drift_transition(previous.get("conditions") or [], status["conditions"])
+        if drifted is not None:
+            await kube.post_event(body, drifted.type, drifted.reason, drifted.message)
         event = ready_transition(previous.get("conditions") or [], status["conditions"], writes.ready.get(key))
         if event is not None:
             writes.ready[key] = (
@@ -83,7 +98,7 @@ async def reconcile(
                 event.reason,
             )
             await kube.post_event(body, event.type, event.reason, event.message)
-    waits = [w for w in (plan.requeue_after if plan else None, settings.resync_seconds or None) if w]
+    waits = [w for w in (plan.requeue_after if plan else None, drift_wait, settings.resync_seconds or None) if w]
     return min(waits) if waits else None
 
 
@@ -111,6 +126,36 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
     if result.step_started:
         await judge.begin(key, stable_pods + canary_pods_now)
     return result
+
+
+async def _drift(
+    key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge
+) -> tuple[DriftStatus | None, float]:
+    """The drift status to show, evaluating when due; and seconds until the next evaluation."""
+    previous = previous_status(body).drift
+    interval, now = parse_duration(spec.drift.interval), time.time()
+    last = max(
+        filter(None, [rollout.seconds(previous.evaluated_at) if previous else None, judge.last_drift_read(key)]),
+        default=None,
+    )
+    wait = seconds_until_due(last, interval, now)
+    if wait > 0:
+        return previous, wait
+    stable = children.track("stable")
+    pods = pods_of([pod for pod in stable.pods if _is_ready(pod)])
+    serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
+    if not pods:
+        return previous, interval
+    evaluated = await judge.drift(key, body["metadata"]["name"], pods, serving, spec.drift, now)
+    if evaluated is None:
+        return previous, interval
+    metrics.record_drift(key, evaluated)
+    return evaluated, interval
+
+
+def _is_ready(pod: Obj) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from modeldeploy_operator import reasons
-from modeldeploy_operator.api import Condition, ModelDeploymentSpec, ModelDeploymentStatus, TrackStatus
+from modeldeploy_operator.api import Condition, DriftStatus, ModelDeploymentSpec, ModelDeploymentStatus, TrackStatus
 from modeldeploy_operator.builders import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,
@@ -29,7 +29,7 @@ from modeldeploy_operator.builders import (
     inference_url,
     selector_labels,
 )
-from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted, merge_conditions
+from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
 from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.rollout import Observed as RolloutObserved
 from modeldeploy_operator.rollout import Plan, Target
@@ -263,6 +263,16 @@ def observe_rollout(children: Children, target: Target) -> RolloutObserved:
     )
 
 
+DRIFT_REASONS = {"Drifted": reasons.DRIFTED, "NoDrift": reasons.NO_DRIFT, "Inconclusive": reasons.DRIFT_INCONCLUSIVE}
+
+
+def drift_condition(drift: DriftStatus) -> Wanted:
+    """DriftDetected from the latest evaluation: True, False, or Unknown when Inconclusive."""
+    reason = DRIFT_REASONS[drift.verdict]
+    score = "" if drift.score is None else f" (score {drift.score:g}, threshold {drift.threshold:g})"
+    return Wanted(DRIFT_DETECTED, reason.ready, reason, f"{drift.message}{score}")
+
+
 def previous_status(body: Obj) -> ModelDeploymentStatus:
     """The status as last written, as a model; what cannot be read is treated as absent."""
     raw = body.get("status") or {}
@@ -270,7 +280,7 @@ def previous_status(body: Obj) -> ModelDeploymentStatus:
         return ModelDeploymentStatus.model_validate(raw)
     except ValidationError:
         try:
-            kept = {key: raw[key] for key in ("canary", "history") if key in raw}
+            kept = {key: raw[key] for key in ("canary", "history", "drift") if key in raw}
             return ModelDeploymentStatus.model_validate(kept)
         except ValidationError:
             return ModelDeploymentStatus(conditions=[])
@@ -318,6 +328,7 @@ def decide_status(
     problem: tuple[Reason, str] | None,
     now: str,
     plan: Plan | None = None,
+    drift: DriftStatus | None = None,
 ) -> ModelDeploymentStatus:
     """The whole new status of one ModelDeployment, from what was observed this reconcile.
 
@@ -335,6 +346,7 @@ def decide_status(
             observed_generation=generation,
             phase="Degraded",
             canary=kept.canary,
+            drift=kept.drift,
             history=kept.history,
             conditions=_conditions(previous, wanted, now, generation),
         )
@@ -345,6 +357,8 @@ def decide_status(
         also = RECONCILING if plan.state == "rolling" else STALLED
         phase = "Progressing" if plan.state == "rolling" else "Degraded"
         wanted = [Wanted(READY, "False", plan.reason, plan.message), Wanted(also, "True", plan.reason, plan.message)]
+    if drift is not None:
+        wanted = [*wanted, drift_condition(drift)]
     return ModelDeploymentStatus(
         observed_generation=generation,
         phase=phase,
@@ -354,6 +368,7 @@ def decide_status(
         url=inference_url(meta["name"], meta["namespace"], settings),
         stable=track_status(stable) if stable.deployment is not None else None,
         canary=plan.canary if plan is not None else None,
+        drift=drift,
         history=plan.history if plan is not None else previous_status(body).history,
         conditions=_conditions(previous, wanted, now, generation),
     )

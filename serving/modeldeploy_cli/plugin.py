@@ -77,6 +77,19 @@ def render_status(body: Obj) -> str:
             lines += _checks(canary["analysis"], "    ")
     else:
         lines.append("  canary  none")
+    drift = status.get("drift")
+    if drift:
+        score = (
+            "" if drift.get("score") is None else f", score {drift['score']:g} (threshold {drift.get('threshold'):g})"
+        )
+        lines.append(
+            f"  drift   {drift.get('verdict')} by {drift.get('method')} over {drift.get('window')}{score}, "
+            f"{drift.get('samples', 0)} rows, at {drift.get('evaluatedAt')}: {drift.get('message', '')}"
+        )
+        lines += [
+            f"    {f['name']:<28}{f['score']:<10g}{'drifted' if f['drifted'] else ''}"
+            for f in drift.get("features") or []
+        ]
     history = status.get("history") or []
     if history:
         lines.append("  history (newest first):")

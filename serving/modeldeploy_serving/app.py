@@ -8,6 +8,7 @@ server itself answers 5xx, and it is counted as such.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -79,6 +80,7 @@ class ServingApp:
         self.model_routes = (prefix, versioned)  # every model route answers under both
         self.model_route("GET", "", self._model_metadata)
         self.model_route("GET", "/ready", self._model_ready)
+        self.model_route("GET", "/profile", self._model_profile)
         self.model_route("POST", "/infer", self._infer)
 
     def route(self, method: str, path: str, handler: Handler) -> None:
@@ -171,6 +173,17 @@ class ServingApp:
                 "parameters": {"sha256": model.sha256, "profile": model.profile is not None},
             },
         )
+
+    async def _model_profile(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The model's reference profile, tied to the digest of the file it came in, so the
+        operator can judge drift without downloading the model."""
+        model = self.model
+        if model.profile is None:
+            message = f"model {model.name} has no reference profile; embed one with `modeldeploy profile`"
+            await _respond(send, 404, {"error": message})
+            return
+        document = {"sha256": model.sha256, "profile": json.loads(model.profile.to_json())}
+        await _respond(send, 200, document)
 
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = generate_latest(self.metrics.registry)

@@ -139,7 +139,7 @@ def test_patterns_and_ranges(spec_schema: dict[str, Any]) -> None:
     assert "pvc://" in model["properties"]["uri"]["pattern"]
     replicas = spec_schema["properties"]["replicas"]
     assert (replicas["minimum"], replicas["maximum"]) == (0, 1000)
-    assert spec_schema["properties"]["drift"]["properties"]["method"]["enum"] == ["psi", "jensen-shannon"]
+    assert spec_schema["properties"]["drift"]["properties"]["method"]["enum"] == ["psi", "jensen-shannon", "chi-square"]
     latency = spec_schema["properties"]["rollout"]["properties"]["analysis"]["properties"]["maxLatencyP99Ms"]
     assert (latency["minimum"], latency["exclusiveMinimum"]) == (0, True)
 

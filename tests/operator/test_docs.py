@@ -73,7 +73,9 @@ def test_no_condition_reason_is_spelled_out_by_hand() -> None:
     docs, so no module outside reasons.py may spell out a documented reason's name."""
     # Also spelled elsewhere: the Deployment's own ProgressDeadlineExceeded, and the history
     # outcomes RolledBack and Aborted (status.history[].outcome, a field of its own).
-    names = {r.name for r in reasons.ALL} - {"ProgressDeadlineExceeded", "RolledBack", "Aborted"}
+    # The drift verdicts Drifted and NoDrift are also status.drift.verdict values.
+    outcomes = {"ProgressDeadlineExceeded", "RolledBack", "Aborted", "Drifted", "NoDrift"}
+    names = {r.name for r in reasons.ALL} - outcomes
     for module in SOURCE.glob("*.py"):
         if module.name in ("reasons.py",):
             continue

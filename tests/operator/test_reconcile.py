@@ -16,9 +16,10 @@ from typing import Any
 import kubernetes
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api import Check
+from modeldeploy_operator.api import Check, DriftStatus
 from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
+from modeldeploy_operator.rollout import iso
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import Children
 from modeldeploy_operator.writes import LastWrites
@@ -203,6 +204,7 @@ def spec(**extra: Any) -> Obj:
         "model": {"uri": "s3://models/fraud/7/model.onnx", "version": "7", "sha256": DIGEST},
         "replicas": 2,
         "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "100.5Mi"}},
+        "drift": {"enabled": False},  # drift has its own tests below; here no telemetry is read
         **extra,
     }
 
@@ -627,3 +629,48 @@ def test_a_reconcile_asks_for_a_wake_up_only_when_one_is_due() -> None:
     judge = Judge(NoTelemetry())
     assert asyncio.run(reconcile(body, children, resyncing, kube, LastWrites(), judge)) == 600.0  # type: ignore[arg-type]
     assert kube.writes == 0
+
+
+class DriftJudge(FakeJudge):
+    """Canned drift evaluations; records the pods it was asked to read."""
+
+    def __init__(self, verdicts: list[Obj]) -> None:
+        super().__init__([])
+        self.drifts = verdicts
+
+    async def drift(self, key: Any, model: str, pods: Any, serving: str, settings: Any, now: float) -> Any:
+        self.asked.append(f"drift {len(pods)}")
+        return DriftStatus.model_validate(
+            {"method": "psi", "window": "10m", "evaluatedAt": iso(now), **self.drifts.pop(0)}
+        )
+
+
+def test_drift_sets_its_own_condition_and_an_event_when_the_verdict_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    cluster, kube, memory = converged()
+    cluster.edit_spec(drift={"interval": "1m", "window": "5m"})
+    drifted = {
+        "verdict": "Drifted",
+        "score": 0.9,
+        "threshold": 0.2,
+        "samples": 400,
+        "message": "drifted: mean area",
+        "features": [{"name": "mean area", "score": 0.9, "drifted": True}],
+    }
+    calm = {"verdict": "NoDrift", "score": 0.05, "threshold": 0.2, "samples": 400, "message": "no feature passed"}
+    judge = DriftJudge([drifted, calm])
+    wait = step(cluster, kube, memory, judge)
+    assert judge.asked == ["drift 2"] and wait == 60.0
+    status = cluster.body["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert (conditions["DriftDetected"]["status"], conditions["DriftDetected"]["reason"]) == ("True", "Drifted")
+    assert conditions["Ready"]["status"] == "True", "drift never makes the deployment un-Ready"
+    assert status["drift"]["features"][0] == {"name": "mean area", "score": 0.9, "drifted": True}
+    assert kube.every_event[-1][:2] == ("Warning", "Drifted")
+    step(cluster, kube, memory, judge, seconds=30)
+    assert judge.asked == ["drift 2"], "not before the interval"
+    step(cluster, kube, memory, judge, seconds=31)
+    assert judge.asked == ["drift 2", "drift 2"]
+    conditions = {c["type"]: c for c in cluster.body["status"]["conditions"]}
+    assert conditions["DriftDetected"]["status"] == "False"
+    assert kube.every_event[-1][:2] == ("Normal", "NoDrift")

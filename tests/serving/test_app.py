@@ -6,15 +6,18 @@ from the same file independently of the server's own session.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from modeldeploy_serving import __version__
 from modeldeploy_serving.app import ServingApp
 from modeldeploy_serving.model import Model, load_model
+from modeldeploy_serving.profile import Profile, read_profile
 
 from tests.conftest import ExampleModels
 from tests.serving.graphs import NUMPY_TYPES, typed_model
@@ -160,3 +163,16 @@ def test_unknown_route_is_404(cancer_server: InProcessServer) -> None:
     response = cancer_server.get("/v1/models")
     assert response.status_code == 404
     assert "/v2/models/breast-cancer" in response.json()["error"]
+
+
+def test_the_profile_is_served_with_the_digest_of_its_model(
+    cancer_server: InProcessServer, example_models: ExampleModels
+) -> None:
+    answer = cancer_server.get("/v2/models/breast-cancer/profile")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["sha256"] == example_models.sha256("breast-cancer", "1")
+    stored = onnx.load(str(example_models.path("breast-cancer", "1")))
+    embedded = read_profile({prop.key: prop.value for prop in stored.metadata_props})
+    assert embedded is not None
+    assert Profile.from_json(json.dumps(body["profile"])).to_json() == embedded.to_json()

@@ -26,6 +26,17 @@ BODY = {
                 {"check": "predictionShift", "result": "Inconclusive", "samples": 12, "message": "too few"},
             ],
         },
+        "drift": {
+            "verdict": "Drifted",
+            "method": "psi",
+            "score": 0.93,
+            "threshold": 0.2,
+            "samples": 400,
+            "window": "10m",
+            "evaluatedAt": "2026-11-25T10:01:00Z",
+            "message": "drifted: mean area",
+            "features": [{"name": "mean area", "score": 0.93, "drifted": True}],
+        },
         "history": [
             {
                 "revision": 2,
@@ -51,6 +62,8 @@ def test_status_shows_steps_weights_checks_and_history() -> None:
     assert "predictionShift Inconclusive" in text
     assert "paused: steps wait until `kubectl modeldeploy resume`" in text
     assert "2: version 6 RolledBack by analysis" in text
+    assert "drift   Drifted by psi over 10m, score 0.93 (threshold 0.2), 400 rows" in text
+    assert "mean area" in text
 
 
 def test_history_keeps_the_evidence() -> None:

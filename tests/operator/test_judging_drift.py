@@ -1,0 +1,68 @@
+"""Drift evaluation against real serving processes: the profile asked of the pod, the window
+read from its telemetry, the verdict from drift.py.
+
+Two real `modeldeploy serve` processes of the breast-cancer model (profile embedded) take
+held-back reference rows, then the same rows with one feature in the wrong unit (x10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from modeldeploy_operator.api import Drift
+from modeldeploy_operator.judging import Judge
+from modeldeploy_operator.scraping import PodScraper
+
+from tests.conftest import ExampleModels
+from tests.operator.test_scraping import as_pod, serve
+from tests.operator.traffic import Sent, send
+from tests.serving.conftest import reference_rows
+from tests.serving.harness import ServeProcess
+
+KEY = ("ml", "breast-cancer")
+
+
+@pytest.fixture(scope="module")
+def stable(example_models: ExampleModels) -> Iterator[list[ServeProcess]]:
+    processes = [serve(example_models, "stable"), serve(example_models, "stable")]
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            process.close()
+
+
+def traffic(processes: list[ServeProcess], rows: np.ndarray) -> None:
+    for index, process in enumerate(processes):
+        with httpx.Client(base_url=process.url, timeout=30) as client:
+            send(client, "breast-cancer", rows[index :: len(processes)], 8, Sent())
+
+
+def test_unshifted_traffic_is_no_drift_and_a_unit_error_is_drifted_naming_the_feature(
+    stable: list[ServeProcess], example_models: ExampleModels
+) -> None:
+    pods = [as_pod(f"stable-{i}", p) for i, p in enumerate(stable)]
+    judge = Judge(PodScraper())
+    settings = Drift(window="10m", interval="1m", min_samples=100)
+    rows = reference_rows(example_models, "breast-cancer")
+
+    async def evaluate(now: float) -> object:
+        return await judge.drift(KEY, "breast-cancer", pods, "v1", settings, now)
+
+    assert asyncio.run(evaluate(1_000.0)) is None, "the first read only opens the window"
+    traffic(stable, rows[:300])
+    calm = asyncio.run(evaluate(1_060.0))
+    assert calm is not None and calm.verdict == "NoDrift", calm
+    assert calm.samples == 300 and calm.evaluated_at
+    shifted = rows[:300].copy()
+    area = 3  # "mean area": its values ten times as large, as if sent in the wrong unit
+    shifted[:, area] *= 10
+    traffic(stable, shifted)
+    moved = asyncio.run(evaluate(1_120.0))
+    assert moved is not None and moved.verdict == "Drifted", moved
+    assert moved.features[0].name == "mean area" and moved.features[0].drifted
+    assert "drifted: mean area" in moved.message
