@@ -19,7 +19,10 @@ def test_kstatus_of_every_phase() -> None:
 def test_kstatus_says_why_a_rollback_failed() -> None:
     (rolled_back,) = [c for c in cases() if c["name"] == "rolled-back"]
     (verdict,) = kstatus([rolled_back["object"]])
-    assert verdict == {"status": "Failed", "message": "version 3: predictionShift 0.41 above the limit 0.2 (812 samples)"}
+    assert verdict == {
+        "status": "Failed",
+        "message": "version 3: predictionShift 0.41 above the limit 0.2 (812 samples)",
+    }
 
 
 def test_every_kstatus_outcome_a_model_can_reach() -> None:
