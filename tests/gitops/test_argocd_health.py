@@ -44,6 +44,7 @@ def test_the_docs_carry_the_script_byte_for_byte() -> None:
     snippet = text.split("```yaml\n", 1)[1].split("```", 1)[0]
     config = yaml.safe_load(snippet)
     assert config["kind"] == "ConfigMap" and config["metadata"]["name"] == "argocd-cm"
-    assert config["data"]["resource.customizations.health.modeldeploy.dev_ModelDeployment"] == script
+    fix = "paste charts/modeldeploy/argocd/health.lua into it, indented by 4 spaces"
+    assert config["data"]["resource.customizations.health.modeldeploy.dev_ModelDeployment"] == script, fix
     example = yaml.safe_load((ROOT / "examples" / "gitops" / "argocd-cm-patch.yaml").read_text())
-    assert example["data"]["resource.customizations.health.modeldeploy.dev_ModelDeployment"] == script
+    assert example["data"]["resource.customizations.health.modeldeploy.dev_ModelDeployment"] == script, fix

@@ -42,13 +42,18 @@ local function number(x)
   return tostring(x)
 end
 
+-- status.canary.step is an index into spec.rollout.steps: show it counted from 1, "of N".
 local function rollout(canary)
   local text = "canary version " .. tostring(canary.version or "?")
   if canary.step ~= nil then
-    text = text .. " at step " .. number(canary.step)
+    text = text .. " at step " .. number(canary.step + 1)
+    local steps = obj.spec ~= nil and obj.spec.rollout ~= nil and obj.spec.rollout.steps or nil
+    if steps ~= nil then
+      text = text .. " of " .. number(#steps)
+    end
   end
   if canary.requestedWeight ~= nil then
-    text = text .. ", weight " .. number(canary.actualWeight or 0) .. "% of " .. number(canary.requestedWeight) .. "% requested"
+    text = text .. ", weight " .. number(canary.actualWeight or 0) .. "% (" .. number(canary.requestedWeight) .. "% requested)"
   end
   return text
 end
