@@ -371,6 +371,18 @@ def test_a_release_from_install_to_uninstall_with_a_model_answering(
                     assert took < 15 + 15, (spec, took)
                 scaled_and_ready(cluster, namespace, 3 if how == "stopped" else 2)  # the new leader reconciles
 
+            # A failed version (a wrong digest) is Degraded for Argo CD and Failed for kstatus, read
+            # from the live object, while version 1 keeps answering; fixing the spec clears it.
+            bad = (REPO / "examples" / "breast-cancer-bad-digest.yaml").read_text()
+            bad = bad.replace("replicas: 1", "replicas: 2")
+            cluster.kubectl("-n", namespace, "apply", "-f", "-", input=bad)
+            cluster.kubectl("-n", namespace, "wait", "--for=condition=Stalled", "mdep/breast-cancer", "--timeout=300s")
+            live = get(cluster, namespace, "mdep", "breast-cancer")
+            assert argocd_health(live)["status"] == "Degraded" and kstatus([live])[0]["status"] == "Failed", live
+            assert "FetchFailed" in argocd_health(live)["message"]
+            cluster.kubectl("-n", namespace, "apply", "-f", "-", input=example)
+            cluster.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/breast-cancer", "--timeout=300s")
+
         assert traffic.failed == [], f"{len(traffic.failed)} of {traffic.served + len(traffic.failed)} failed"
         assert traffic.served > 100
         live = get(cluster, namespace, "mdep", "breast-cancer")
