@@ -39,7 +39,7 @@ EVERY_OPTION = [
     "--set", "replicas=2", "--set", "pdb.enabled=true",
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.podMonitor.enabled=true",
     "--set", "metrics.serviceMonitor.labels.release=prometheus",
-    "--set", "prometheus.url=http://prometheus.monitoring:9090",
+    "--set", "prometheusUrl=http://prometheus.monitoring:9090",
     "--set", "priorityClassName=system-cluster-critical", "--set", "imagePullSecrets[0].name=registry-credentials",
     "--set", "podAnnotations.team=ml", "--set", "podLabels.team=ml",
     "--set", "extraEnv[0].name=HTTPS_PROXY", "--set", "extraEnv[0].value=http://proxy:3128",

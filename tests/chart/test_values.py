@@ -68,7 +68,7 @@ def test_every_value_has_a_description_and_a_type() -> None:
         ("healthPort", 80, "$.healthPort"),
         ("watchNamespaces", ["Bad_Namespace"], "$.watchNamespaces[0]"),
         ("defaultServingRequests", "cpu=lots", "$.defaultServingRequests"),
-        ("prometheus.url", "prometheus:9090", "$.prometheus.url"),
+        ("prometheusUrl", "prometheus:9090", "$.prometheusUrl"),
         ("imagePullSecrets", ["regcred"], "$.imagePullSecrets[0]"),
         ("metrics.serviceMonitor.interval", "30 seconds", "$.metrics.serviceMonitor.interval"),
         ("pdb.minAvailable", 0, "$.pdb.minAvailable"),
