@@ -117,13 +117,25 @@ class Elector:
         self.election = election
         self.seen: tuple[str, str] = ("", "")  # (holder, renewTime) last read
         self.seen_at = time.monotonic()
+        self.renewed_at = time.monotonic()  # of our last successful write
+        self.timeout = max(1.0, election.renew_deadline / 2)  # no call may hang past the deadline
 
     def _read(self) -> dict[str, Any]:
-        response = self.api.read_namespaced_lease(self.election.lease, self.election.namespace, _preload_content=False)
+        response = self.api.read_namespaced_lease(
+            self.election.lease, self.election.namespace, _preload_content=False, _request_timeout=self.timeout
+        )
         lease: dict[str, Any] = json.loads(response.data)
         return lease
 
     def try_acquire_or_renew(self) -> bool:
+        """Take or renew the Lease; False when another pod holds it or the API cannot be reached."""
+        try:
+            return self._try_acquire_or_renew()
+        except Exception as error:  # a timeout or a refused connection is a missed renewal, never a crash
+            log.warning("Lease %s/%s: %s", self.election.namespace, self.election.lease, error)
+            return False
+
+    def _try_acquire_or_renew(self) -> bool:
         e = self.election
         try:
             lease = self._read()
@@ -137,7 +149,8 @@ class Elector:
         now = time.monotonic()
         if (holder, spec.get("renewTime") or "") != self.seen:
             self.seen, self.seen_at = (holder, spec.get("renewTime") or ""), now
-        if not may_take(holder, e.identity, now - self.seen_at, e.lease_duration):
+        duration = float(spec.get("leaseDurationSeconds") or e.lease_duration)  # the holder's word, as client-go
+        if not may_take(holder, e.identity, now - self.seen_at, duration):
             return False
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         if holder != e.identity:
@@ -146,14 +159,15 @@ class Elector:
         spec.update(holderIdentity=e.identity, leaseDurationSeconds=int(e.lease_duration), renewTime=stamp)
         try:
             if "resourceVersion" in lease["metadata"]:
-                self.api.replace_namespaced_lease(e.lease, e.namespace, lease)
+                self.api.replace_namespaced_lease(e.lease, e.namespace, lease, _request_timeout=self.timeout)
             else:
-                self.api.create_namespaced_lease(e.namespace, lease)
+                self.api.create_namespaced_lease(e.namespace, lease, _request_timeout=self.timeout)
         except ApiException as error:  # 409: another pod wrote first; try again next period
             log.info("writing Lease %s/%s: %s %s", e.namespace, e.lease, error.status, error.reason)
             return False
         if holder != e.identity:
             log.info("%s took Lease %s/%s from %r", e.identity, e.namespace, e.lease, holder or None)
+        self.seen, self.seen_at, self.renewed_at = (e.identity, spec["renewTime"]), now, time.monotonic()
         return True
 
     def release(self) -> None:
@@ -164,10 +178,12 @@ class Elector:
             if spec.get("holderIdentity") == self.election.identity:
                 spec.update(holderIdentity="", leaseDurationSeconds=1)
                 lease["spec"] = spec
-                self.api.replace_namespaced_lease(self.election.lease, self.election.namespace, lease)
+                self.api.replace_namespaced_lease(
+                    self.election.lease, self.election.namespace, lease, _request_timeout=self.timeout
+                )
                 log.info("%s released the Lease", self.election.identity)
-        except ApiException as error:
-            log.warning("releasing the Lease: %s %s", error.status, error.reason)
+        except Exception as error:  # the Lease then runs out on its own
+            log.warning("releasing the Lease: %s", error)
 
 
 class _StandbyHealth(BaseHTTPRequestHandler):
@@ -205,17 +221,26 @@ def become_leader(elector: Elector, health_port: int) -> None:
 
 
 def keep_renewing(elector: Elector, stopping: threading.Event) -> None:
-    """Renew every retry period; past the renew deadline without one, exit at once."""
-    renewed = time.monotonic()
+    """Renew every retry period; stop at once when another pod holds the Lease."""
+    identity = elector.election.identity
     while not stopping.wait(elector.election.retry_period):
-        if elector.try_acquire_or_renew():
-            renewed = time.monotonic()
-        elif time.monotonic() - renewed > elector.election.renew_deadline:
-            log.error(
-                "lost Lease %s: not renewed for %.0fs; exiting", elector.election.lease, time.monotonic() - renewed
-            )
-            logging.shutdown()
-            os._exit(1)  # the kubelet restarts the container as a standby; a half-leader must not go on
+        if not elector.try_acquire_or_renew() and elector.seen[0] not in ("", identity):
+            _exit(f"Lease {elector.election.lease} is held by {elector.seen[0]}")
+
+
+def watch_deadline(elector: Elector, stopping: threading.Event) -> None:
+    """Exit once the last renewal is older than the renew deadline, even while a call hangs:
+    a standby takes over only after the longer lease duration, so two never work at once."""
+    while not stopping.wait(0.25):
+        late = time.monotonic() - elector.renewed_at
+        if late > elector.election.renew_deadline:
+            _exit(f"Lease {elector.election.lease} not renewed for {late:.1f}s")
+
+
+def _exit(reason: str) -> None:
+    log.error("lost the lead: %s; exiting to restart as a standby", reason)
+    logging.shutdown()
+    os._exit(1)  # a leader that may no longer lead must not write another object
 
 
 def connect() -> ApiClient:
@@ -247,7 +272,8 @@ def main(argv: Sequence[str]) -> int:
     if election.enabled:
         elector = Elector(CoordinationV1Api(connect()), election)
         become_leader(elector, settings.health_port)
-        threading.Thread(target=keep_renewing, args=(elector, stopping), name="lease-renewal", daemon=True).start()
+        for watch in (keep_renewing, watch_deadline):
+            threading.Thread(target=watch, args=(elector, stopping), name=watch.__name__, daemon=True).start()
     LEADER.set(1)
     try:
         kopf.run(
