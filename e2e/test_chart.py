@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 from e2e.cluster import binaries, containerd, images
 from e2e.cluster.pytest_plugin import Cluster
@@ -97,6 +98,19 @@ def test_chart_lints(helm_binary: Path, tmp_path: Path) -> None:
     for values in ([], EVERY_OPTION):
         output = helm("lint", "--strict", str(CHART), *values)
         assert "1 chart(s) linted, 0 chart(s) failed" in output
+
+
+def test_the_crd_template_is_the_generated_crd(helm_binary: Path, tmp_path: Path) -> None:
+    """templates/crd.yaml adds labels and annotations to crds/modeldeployment.yaml, nothing else."""
+    helm = Helm(helm_binary, tmp_path)
+    rendered = yaml.safe_load(helm("template", "modeldeploy", str(CHART), "--show-only", "templates/crd.yaml"))
+    generated = yaml.safe_load((REPO / "crds" / "modeldeployment.yaml").read_text())
+    assert rendered["spec"] == generated["spec"] and rendered["metadata"]["name"] == CRD_NAME
+    assert rendered["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+    assert rendered["metadata"]["labels"]["app.kubernetes.io/instance"] == "modeldeploy"
+    unkept = helm("template", "m", str(CHART), "--show-only", "templates/crd.yaml", "--set", "crds.keep=false")
+    assert "annotations" not in yaml.safe_load(unkept)["metadata"]
+    assert "kind: CustomResourceDefinition" not in helm("template", "m", str(CHART), "--set", "crds.install=false")
 
 
 @pytest.mark.parametrize(
