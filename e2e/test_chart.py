@@ -357,20 +357,23 @@ def test_a_release_from_install_to_uninstall_with_a_model_answering(
             )
             scaled_and_ready(cluster, namespace, 2)
 
-            # Failover: the leader stops cleanly (it releases the Lease), then dies (it cannot).
-            for how in ("stopped", "killed"):
+            # Failover. Stopped: the leader releases the Lease on SIGTERM; a standby takes it at its
+            # next try. Killed (SIGKILL): the kubelet restarts the container, which has the same
+            # identity (the pod's name) and takes the Lease back. Frozen (its cgroup paused, as a
+            # hung or cut-off process): a standby takes over once the Lease runs out, and the old
+            # leader, thawed, finds its last renewal past the deadline and exits.
+            for how, scale in (("stopped", 3), ("killed", 2), ("frozen", 3)):
                 lead = wait_for("a settled leader", lambda: two_pods_one_leader(cluster, system), 180)
                 pod = next(p for p in operator_pods(cluster, system) if p["metadata"]["name"] == lead)
+                container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+                restarts = pod["status"]["containerStatuses"][0]["restartCount"]
                 renewed = lease(cluster, system)["renewTime"]
                 started = time.monotonic()
                 if how == "stopped":
                     cluster.kubectl("-n", system, "delete", "pod", lead, "--wait=false")
                 else:
-                    container = pod["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
-                    subprocess.run([*containerd.ctr(cluster.run_dir), "tasks", "kill", "--signal", "SIGKILL",
-                                    container], check=True, capture_output=True)  # fmt: skip
-                # Taken over: a live process renews the Lease. After SIGKILL that is the standby once
-                # the Lease runs out, or the restarted container (same pod name, so the same identity).
+                    task = ["kill", "--signal", "SIGKILL", container] if how == "killed" else ["pause", container]
+                    subprocess.run([*containerd.ctr(cluster.run_dir), "tasks", *task], check=True, capture_output=True)
                 spec = wait_for(
                     f"a live operator to hold the Lease after the leader {how}",
                     lambda since=renewed: renewed_since(cluster, system, since),
@@ -381,9 +384,20 @@ def test_a_release_from_install_to_uninstall_with_a_model_answering(
                 print(f"failover, leader {how}: {took:.1f}s to {spec['holderIdentity']} (lease 15s, retry 2s)")
                 if how == "stopped":
                     assert spec["holderIdentity"] != lead and took < 10, (spec, took)
-                else:
+                elif how == "killed":
                     assert took < 15 + 15, (spec, took)
-                scaled_and_ready(cluster, namespace, 3 if how == "stopped" else 2)  # the new leader reconciles
+                else:
+                    assert spec["holderIdentity"] != lead and 15 - 2 <= took < 15 + 10, (spec, took)
+                    subprocess.run([*containerd.ctr(cluster.run_dir), "tasks", "resume", container], check=True,
+                                   capture_output=True)  # fmt: skip
+                    wait_for(
+                        "the thawed leader to exit and restart as a standby",
+                        lambda name=lead, before=restarts: (
+                            get(cluster, system, "pod", name)["status"]["containerStatuses"][0]["restartCount"] > before
+                        ),
+                        timeout=60,
+                    )
+                scaled_and_ready(cluster, namespace, scale)  # the new leader reconciles
 
             # A failed version (a wrong digest) is Degraded for Argo CD and Failed for kstatus, read
             # from the live object, while version 1 keeps answering; fixing the spec clears it.
