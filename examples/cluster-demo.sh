@@ -20,6 +20,13 @@ IMAGE=$($PY -m e2e.cluster.images import | tail -n 1)
 echo "$IMAGE"
 
 step "installing the operator with the Helm chart"
+# The chart owns the CRD (so upgrades upgrade it); one applied earlier by kubectl or the
+# tests is adopted first (docs/chart.md, "CRD upgrades").
+if kubectl get crd modeldeployments.modeldeploy.dev >/dev/null 2>&1; then
+    kubectl annotate crd modeldeployments.modeldeploy.dev meta.helm.sh/release-name=modeldeploy \
+        meta.helm.sh/release-namespace=modeldeploy-system --overwrite
+    kubectl label crd modeldeployments.modeldeploy.dev app.kubernetes.io/managed-by=Helm --overwrite
+fi
 helm upgrade --install modeldeploy charts/modeldeploy --namespace modeldeploy-system --create-namespace \
     --set image.repository="${IMAGE%:*}" --set image.tag="${IMAGE##*:}" --wait --timeout 5m
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -

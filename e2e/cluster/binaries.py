@@ -10,6 +10,9 @@ All Kubernetes components are one multi-call binary (`k8s`), reached through
 symlinks named after each component. Separate binaries: pause, hello (a tiny HTTP
 server for the cluster's own proof tests), and helm and coredns, each from its own
 module because they pin other k8s.io versions.
+
+kstatus (the GitOps tests' window on sigs.k8s.io/cli-utils) is built the same way from its
+own module, but cached under its own key: a change to it must not rebuild Kubernetes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from e2e.cluster import settings
 
 STAMP = ".complete"
+KSTATUS_MODULE = settings.GO_MODULE_DIR / "kstatus"
 BUILD_DATE = "2026-01-01T00:00:00Z"
 """Fixed, so that a rebuild of the same inputs gives the same binary and cache key."""
 
@@ -84,6 +88,8 @@ def cache_key() -> str:
         digest.update(part.encode())
     digest.update(version_ldflags().encode() + helm_ldflags().encode())
     for path in sorted(settings.GO_MODULE_DIR.rglob("*")):
+        if path.is_relative_to(KSTATUS_MODULE):
+            continue  # cached on its own (ensure_kstatus)
         if path.is_file() and path.suffix in (".go", ".mod", ".sum"):
             digest.update(str(path.relative_to(settings.GO_MODULE_DIR)).encode())
             digest.update(path.read_bytes())
@@ -152,9 +158,50 @@ def _build(out: Path, log: Callable[[str], None]) -> None:
         log(f"  go build {name}: {time.monotonic() - started:.0f}s")
 
 
+def ensure_kstatus(log: Callable[[str], None] = print) -> Path:
+    """The kstatus program (./go/kstatus), built once per change of its module or of Go."""
+    go_version = subprocess.run([go_binary(), "version"], capture_output=True, check=True, env=go_env()).stdout
+    digest = hashlib.sha256(go_version)
+    for path in sorted(KSTATUS_MODULE.rglob("*")):
+        if path.is_file() and path.suffix in (".go", ".mod", ".sum"):
+            digest.update(path.name.encode() + path.read_bytes())
+    target = settings.cache_dir() / "tools" / f"kstatus-{digest.hexdigest()[:12]}"
+    if (target / STAMP).exists():
+        return target / "kstatus"
+    target.mkdir(parents=True, exist_ok=True)
+    with open(target / "build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / STAMP).exists():
+            started = time.monotonic()
+            log(f"  go build kstatus (sigs.k8s.io/cli-utils) into {target} ...")
+            command = [
+                "nice",
+                go_binary(),
+                "build",
+                "-trimpath",
+                "-ldflags",
+                "-s -w",
+                "-o",
+                str(target / "kstatus"),
+                ".",
+            ]
+            result = subprocess.run(command, cwd=KSTATUS_MODULE, env=go_env(), capture_output=True, text=True)
+            if result.returncode != 0:
+                tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
+                raise RuntimeError(f"go build of kstatus failed (in {KSTATUS_MODULE}):\n{tail}")
+            (target / STAMP).write_text(f"built in {time.monotonic() - started:.0f}s\n")
+            log(f"  go build kstatus: {time.monotonic() - started:.0f}s")
+    return target / "kstatus"
+
+
 def main() -> None:
-    """`python -m e2e.cluster.binaries`: build (or find) the binaries, print the folder."""
-    print(ensure_binaries(log=lambda line: print(line, file=sys.stderr)))
+    """`python -m e2e.cluster.binaries [kstatus]`: build (or find) the binaries, print the folder
+    (or, with `kstatus`, the kstatus program)."""
+    to_stderr: Callable[[str], None] = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    if sys.argv[1:] == ["kstatus"]:
+        print(ensure_kstatus(log=to_stderr))
+    else:
+        print(ensure_binaries(log=to_stderr))
 
 
 if __name__ == "__main__":

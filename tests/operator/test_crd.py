@@ -14,10 +14,10 @@ from modeldeploy_operator.api import ModelDeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds" / "modeldeployment.yaml"
-CHART_COPY = ROOT / "charts" / "modeldeploy" / "crds" / "modeldeployment.yaml"
+CHART_COPY = ROOT / "charts" / "modeldeploy" / "files" / "modeldeployment-crd.yaml"  # templates/crd.yaml renders it
 REGENERATE = (
     "python -m modeldeploy_operator.crd > crds/modeldeployment.yaml && "
-    "cp crds/modeldeployment.yaml charts/modeldeploy/crds/modeldeployment.yaml"
+    "cp crds/modeldeployment.yaml charts/modeldeploy/files/modeldeployment-crd.yaml"
 )
 
 

@@ -1,12 +1,47 @@
 {{- define "modeldeploy.name" -}}modeldeploy-operator{{- end -}}
 {{- define "modeldeploy.image" -}}{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}{{- end -}}
+{{- define "modeldeploy.leaseName" -}}modeldeploy-operator-leader{{- end -}}
+
+{{/* The labels Kubernetes recommends, on every object the chart renders. */}}
 {{- define "modeldeploy.labels" -}}
+{{ include "modeldeploy.selectorLabels" . }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: modeldeploy
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end -}}
+
+{{/* What the Deployment, the PodDisruptionBudget and the monitors select (never changes). */}}
+{{- define "modeldeploy.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "modeldeploy.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- end -}}
+
+{{/* Rules across values that a JSON schema cannot say clearly; each names the values. */}}
+{{- define "modeldeploy.validate" -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicas=%d needs leaderElection.enabled=true: without the Lease every pod would reconcile the same ModelDeployments at once" (int .Values.replicas)) -}}
+{{- end -}}
+{{- if and .Values.pdb.enabled (lt (int .Values.replicas) 2) -}}
+{{- fail (printf "pdb.enabled=true needs replicas >= 2 (got %d): with one pod the budget would block every node drain" (int .Values.replicas)) -}}
+{{- end -}}
+{{- if and .Values.pdb.enabled (ge (int .Values.pdb.minAvailable) (int .Values.replicas)) -}}
+{{- fail (printf "pdb.minAvailable=%d must be less than replicas=%d, or no pod could ever be evicted" (int .Values.pdb.minAvailable) (int .Values.replicas)) -}}
+{{- end -}}
+{{- with .Values.leaderElection -}}
+{{- if not (lt (int .renewDeadlineSeconds) (int .leaseDurationSeconds)) -}}
+{{- fail (printf "leaderElection.renewDeadlineSeconds=%d must be less than leaderElection.leaseDurationSeconds=%d, or a standby could take over while the leader still works" (int .renewDeadlineSeconds) (int .leaseDurationSeconds)) -}}
+{{- end -}}
+{{- if not (lt (int .retryPeriodSeconds) (int .renewDeadlineSeconds)) -}}
+{{- fail (printf "leaderElection.retryPeriodSeconds=%d must be less than leaderElection.renewDeadlineSeconds=%d, or the leader could not renew in time" (int .retryPeriodSeconds) (int .renewDeadlineSeconds)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true: a ServiceMonitor finds pods through the Service (or use metrics.podMonitor)" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "modeldeploy.rules" -}}
 # ModelDeployments: read them, write only their status.
 - apiGroups: ["modeldeploy.dev"]
