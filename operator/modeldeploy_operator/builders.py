@@ -5,7 +5,8 @@ whole truth about what the operator wants; the apply step compares it with the c
 writes only what differs.
 
 The serving pod: an init container runs `modeldeploy fetch` (verifying the digest) into an
-emptyDir; the server reads it from there. Both run as a non-root user with a read-only
+emptyDir; the server reads it from there and answers the protocol over REST (port `http`)
+and gRPC (port `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`). Both run as a non-root user with a read-only
 root filesystem, no privilege escalation, no capabilities and the RuntimeDefault seccomp
 profile: the Kubernetes "restricted" pod security standard.
 """
@@ -35,6 +36,8 @@ PRE_STOP_SECONDS = 5  # a leaving pod keeps answering while kube-proxy forgets i
 MANAGED_BY = "modeldeploy"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
+GRPC_PORT = 9000  # the container's and the Service's: tritonclient.grpc and KServe's examples use 9000 too
+GRPC_APP_PROTOCOL = "kubernetes.io/h2c"  # plain-text HTTP/2, so gateways and meshes proxy it as gRPC
 USER_ID = 65532
 MODELS_DIR = "/models"
 PVC_DIR = "/mnt/model-claim"
@@ -154,6 +157,8 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             model.version,
             "--port",
             str(SERVER_PORT),
+            "--grpc-port",
+            str(GRPC_PORT),
             "--threads",
             str(spec.serving.threads),
             "--max-batch-size",
@@ -162,7 +167,10 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             str(batching.max_delay_micros),
         ],
         "env": [{"name": "MODELDEPLOY_TRACK", "value": track}],
-        "ports": [{"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "startupProbe": _probe(ready_path, period=2, failures=150),
         "readinessProbe": _probe(ready_path, period=5, failures=2),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
@@ -254,7 +262,8 @@ def build_deployment(
 def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None) -> Obj:
     """The model's Service `NAME`, selecting every track so that ready replica counts split
     the traffic; or, with a track, `NAME-TRACK` selecting only that track's pods, a backend
-    for weighted routing (an HTTPRoute's backendRefs)."""
+    for weighted routing (an HTTPRoute's backendRefs). Each has two ports: `http` (80, REST)
+    and `grpc` (9000, the protocol's gRPC service)."""
     name = meta["name"]
     labels = {
         "app.kubernetes.io/name": "modeldeploy-server",
@@ -277,7 +286,16 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
-            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"},
+                {
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": GRPC_APP_PROTOCOL,
+                },
+            ],
         },
     }
 

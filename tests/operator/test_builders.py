@@ -208,6 +208,7 @@ def test_server_args_follow_the_spec() -> None:
         "--name": "fraud",
         "--version": "7",
         "--port": "8080",
+        "--grpc-port": "9000",
         "--threads": "4",
         "--max-batch-size": "8",
         "--max-batch-delay-us": "250",
@@ -299,8 +300,29 @@ def test_service_selects_both_tracks() -> None:
     for track in ("stable", "canary"):
         assert selector.items() <= pod(track=track)["metadata"]["labels"].items()
     assert TRACK_LABEL not in selector
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
     assert service["metadata"]["name"] == "fraud"
+
+
+SERVICE_PORTS = [
+    {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+    {"name": "grpc", "port": 9000, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+]
+
+
+@pytest.mark.parametrize("track", [None, "stable", "canary"])
+def test_every_service_has_rest_and_grpc_ports(track: str | None) -> None:
+    assert build_service(META, spec(), track)["spec"]["ports"] == SERVICE_PORTS
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_service_ports_name_ports_the_server_listens_on(track: str) -> None:
+    server = server_of(pod(track=track))
+    container_ports = {p["name"]: p["containerPort"] for p in server["ports"]}
+    assert container_ports == {"http": 8080, "grpc": 9000}
+    args = server["args"]
+    listening = {"http": int(args[args.index("--port") + 1]), "grpc": int(args[args.index("--grpc-port") + 1])}
+    assert listening == container_ports
+    assert {p["targetPort"] for p in SERVICE_PORTS} == set(container_ports)
 
 
 def test_service_does_not_select_another_model() -> None:
