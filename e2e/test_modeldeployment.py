@@ -3,6 +3,9 @@
 The operator runs as a process against the cluster; the serving pods run the project's
 image (built without Docker) on the node. The example models are inside the image at
 /opt/modeldeploy/models, so the pods fetch them with file:// and check their digests.
+Predictions go through the model's Service from the host, over REST (port 80) and over
+the protocol's gRPC service (port `grpc`, 9000), with the messages generated from
+serving/modeldeploy_serving/inference.proto.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import json
 import urllib.request
 from typing import Any
 
+import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
+from modeldeploy_serving import inference_pb2 as pb
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
@@ -68,6 +73,39 @@ def predict(kube: Cluster, namespace: str, name: str, rows: np.ndarray) -> dict[
     return result
 
 
+def predict_grpc(
+    kube: Cluster, namespace: str, name: str, rows: np.ndarray, raw: bool
+) -> tuple[str, dict[str, np.ndarray]]:
+    """ModelInfer through the Service's `grpc` port (typed or raw contents): the model
+    version that answered and the outputs by name."""
+    ports = {p["name"]: p for p in get(kube, namespace, "service", name)["spec"]["ports"]}
+    assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c", ports
+    address = f"{get(kube, namespace, 'service', name)['spec']['clusterIP']}:{ports['grpc']['port']}"
+    request = pb.ModelInferRequest(model_name=name, id="e2e-grpc")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    if raw:
+        request.raw_input_contents.append(rows.astype("<f4").tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(rows.reshape(-1).tolist())
+    with grpc.insecure_channel(address) as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        answer = infer(request, timeout=10)
+    assert answer.id == "e2e-grpc"
+    outputs: dict[str, np.ndarray] = {}
+    for index, output in enumerate(answer.outputs):
+        if raw:
+            dtype = {"INT64": "<i8", "FP32": "<f4"}[output.datatype]
+            outputs[output.name] = np.frombuffer(answer.raw_output_contents[index], dtype).reshape(output.shape)
+        else:
+            typed = output.contents.int64_contents if output.datatype == "INT64" else output.contents.fp32_contents
+            outputs[output.name] = np.array(typed).reshape(output.shape)
+    return answer.model_version, outputs
+
+
 def stalled_message(kube: Cluster, namespace: str, name: str) -> str | None:
     conditions = (get(kube, namespace, "mdep", name).get("status") or {}).get("conditions") or []
     stalled = next((c for c in conditions if c["type"] == "Stalled" and c["status"] == "True"), None)
@@ -94,6 +132,11 @@ def test_model_deployment_serves_then_a_bad_digest_stalls_while_the_old_version_
     assert answer["model_version"] == "1"
     assert outputs["label"]["data"] == expected_labels.tolist()
     np.testing.assert_allclose(outputs["probabilities"]["data"], expected_probabilities.reshape(-1), rtol=1e-5)
+    for raw in (False, True):
+        version, over_grpc = predict_grpc(kube, namespace, "cancer", rows, raw)
+        assert version == "1"
+        assert over_grpc["label"].tolist() == expected_labels.tolist(), f"raw={raw}"
+        np.testing.assert_allclose(over_grpc["probabilities"], expected_probabilities, rtol=1e-5)
 
     status = get(kube, namespace, "mdep", "cancer")["status"]
     assert status["phase"] == "Ready" and status["stable"]["version"] == "1" and status["readyReplicas"] == 1

@@ -6,9 +6,10 @@ writes only what differs.
 
 The serving pod: an init container runs `modeldeploy fetch` (verifying the digest) into an
 emptyDir; the server reads it from there and answers the protocol over REST (port `http`)
-and gRPC (port `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`). Both run as a non-root user with a read-only
-root filesystem, no privilege escalation, no capabilities and the RuntimeDefault seccomp
-profile: the Kubernetes "restricted" pod security standard.
+and gRPC (port `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`).
+Both containers run as a non-root user with a read-only root filesystem, no privilege
+escalation, no capabilities and the RuntimeDefault seccomp profile: the Kubernetes
+"restricted" pod security standard.
 """
 
 from __future__ import annotations
