@@ -1,7 +1,8 @@
 """What the benchmark needs besides the project venv, installed once under a cache folder.
 
 The peers never go into the project venv: MLServer 1.7.1 pins its own stack (FastAPI,
-pydantic, uvloop below 0.22, which it needs to start its workers) and gets a venv of its own.
+pydantic, uvloop below 0.22, which it needs to start its workers) and gets a venv of its own;
+so does the KServe Python model server (`kserve`, with its FastAPI, grpcio and protobuf).
 The bare endpoint must run on exactly the interpreter and packages our server runs on, so it
 uses the project venv plus one folder holding Starlette, put on PYTHONPATH.
 ONNX Runtime, scikit-learn and numpy in the MLServer venv are pinned to the project venv's
@@ -21,6 +22,7 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("MODELDEPLOY_BENCH_CACHE", Path.home() / ".cache" / "modeldeploy" / "bench"))
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
+KSERVE = ["kserve==0.21.0"]  # the version tests/serving/test_clients.py proves the SDK with
 STARLETTE = "starlette==0.46.2"  # the version MLServer 1.7.1's FastAPI runs on
 SAME_AS_PROJECT = ["onnxruntime", "scikit-learn", "numpy"]
 
@@ -59,6 +61,21 @@ def mlserver_venv() -> Path:
     return folder
 
 
+def kserve_venv() -> Path:
+    """The KServe model server's venv, created (or re-created if its pins changed) on first use."""
+    folder = CACHE / "kserve-venv"
+    versions = project_versions()
+    requirements = KSERVE + [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy")]
+    if _stamped(folder, requirements):
+        return folder
+    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
+    _pip(folder / "bin" / "python", requirements)
+    _stamp(folder, requirements)
+    return folder
+
+
 def starlette_path() -> Path:
     """A folder with Starlette (and its few dependencies) for the bare endpoint's PYTHONPATH."""
     folder = CACHE / "starlette-lib"
@@ -79,14 +96,23 @@ def starlette_path() -> Path:
 
 
 def ensure_wrk() -> str:
-    found = shutil.which("wrk")
+    return _ensure_tool("wrk", "wrk")
+
+
+def ensure_h2load() -> str:
+    """h2load (Debian's nghttp2-client): the gRPC load, one HTTP/2 stream per connection."""
+    return _ensure_tool("h2load", "nghttp2-client")
+
+
+def _ensure_tool(tool: str, package: str) -> str:
+    found = shutil.which(tool)
     if found:
         return found
-    print("installing wrk from Debian's packages", flush=True)
-    if subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=False).returncode != 0:
+    print(f"installing {tool} from Debian's packages ({package})", flush=True)
+    if subprocess.run(["apt-get", "install", "-y", "-q", package], check=False).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True)
-    found = shutil.which("wrk")
+        subprocess.run(["apt-get", "install", "-y", "-q", package], check=True)
+    found = shutil.which(tool)
     if not found:
-        raise SystemExit("wrk is not on PATH after apt-get install wrk; install it and run again")
+        raise SystemExit(f"{tool} is not on PATH after apt-get install {package}; install it and run again")
     return found

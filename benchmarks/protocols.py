@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import shutil
 import struct
 import subprocess
@@ -41,7 +40,6 @@ from modeldeploy_serving import inference_pb2 as pb
 
 HERE = Path(__file__).resolve().parent
 NAME = "breast-cancer"
-MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def bodies(rows: np.ndarray, folder: Path) -> dict[str, Path]:
@@ -88,7 +86,7 @@ def check_answers(server: servers.Server, grpc_port: int, files: dict[str, Path]
         int(v) for v in orjson.loads(server.wait_ready(files["rest-json"].read_bytes()))["outputs"][0]["data"]
     ]
     with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        call = channel.unary_unary(MODEL_INFER, response_deserializer=pb.ModelInferResponse.FromString)
+        call = channel.unary_unary(servers.MODEL_INFER, response_deserializer=pb.ModelInferResponse.FromString)
         for key in ("grpc-typed", "grpc-raw"):
             answer = call(files[key].read_bytes()[5:], timeout=60)
             if answer.raw_output_contents:
@@ -109,33 +107,6 @@ def check_answers(server: servers.Server, grpc_port: int, files: dict[str, Path]
     labels["rest-binary"] = np.frombuffer(content[length : length + size], "<i8").tolist()
     if len({json.dumps(v) for v in labels.values()}) != 1:
         raise SystemExit(f"the four forms answered different labels: { {k: v[:5] for k, v in labels.items()} }")
-
-
-def h2load(port: int, body: Path, connections: int, seconds: float) -> dict[str, Any]:
-    command = [
-        "taskset",
-        "-c",
-        load.LOAD_CORE,
-        "h2load",
-        "-t1",
-        f"-c{connections}",
-        "-m1",
-        f"-D{max(1, round(seconds))}",
-    ]
-    command += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(body)]
-    command += [f"http://127.0.0.1:{port}{MODEL_INFER}"]
-    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60)
-    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", done.stdout)
-    status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", done.stdout)
-    latency = re.search(r"time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)", done.stdout)
-    if rps is None or status is None:
-        raise RuntimeError(f"h2load printed no summary:\n{done.stdout}\n{done.stderr}")
-    return {
-        "rps": float(rps.group(1)),
-        "errors": sum(int(status.group(i)) for i in (2, 3, 4)),
-        "mean_latency": latency.group(3) if latency else None,
-        "h2load": done.stdout[-1500:],
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
                         elif key == "rest-binary":
                             result = wrk_framed(server.url, body, header, connections, args.seconds)
                         else:
-                            result = h2load(grpc_port, body, connections, args.seconds)
+                            result = load.h2load_grpc(grpc_port, body, connections, args.seconds, answer_bytes=0)
                         requests = result.get("requests") or result["rps"] * args.seconds
                         result["cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - cpu) / max(1, requests)
                         runs.append({"form": key, "concurrency": connections, "repeat": repeat, **result})

@@ -1,4 +1,10 @@
-"""Medians of the repeats, the ratios the serving issue sets targets for, and the markdown tables."""
+"""Medians of the repeats, the ratios the serving issues set targets for, and the markdown tables.
+
+The first serving issue compares our REST server with the bare endpoint and MLServer; the
+interoperability issue (11) adds the floors (floors.py), the KServe model server and gRPC:
+at c16, REST at least half the HTTP floor and 3x the KServe server, gRPC at least 70% of
+the faster Python gRPC floor.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +12,30 @@ import statistics
 from typing import Any
 
 ORDER = [
+    "http-floor",
     "bare",
     "ours",
     "ours-no-telemetry",
     "ours-no-batching",
+    "grpc-floor-aio",
+    "grpc-floor-sync4",
+    "ours-grpc-typed",
+    "ours-grpc-raw",
+    "kserve-onnx",
     "mlserver-onnx",
     "mlserver-sklearn",
     "whatif-inline",
 ]
-# Measured on the random forest at concurrency 16 on another machine (the serving issue).
-PEERS_ELSEWHERE = {"mlserver-sklearn": 160, "mlserver-onnx": 1900, "bare": 4400}
+# Measured on the random forest at concurrency 16 on other machines (the serving issues).
+PEERS_ELSEWHERE = {
+    "mlserver-sklearn": 160,
+    "mlserver-onnx": 1900,
+    "bare": 4400,
+    "kserve-onnx": 1500,
+    "http-floor": 45000,
+    "grpc-floor-aio": 4500,
+    "grpc-floor-sync4": 7400,
+}
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -76,6 +96,7 @@ def ratios(summary: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             checks["ours_vs_bare_c64"] = {"value": value, "target": ">= 1.5 (random forest)", "met": value >= 1.5}
             difference = ours64["p99_ms"] - bare64["p99_ms"]
             checks["p99_c64_minus_bare_ms"] = {"value": difference, "target": "<= 0 ms", "met": difference <= 0}
+        checks.update(_interop_checks(p))
         for c in (16, 64):
             on, off = p("ours", c), p("ours-no-telemetry", c)
             if on and off:
@@ -88,7 +109,42 @@ def ratios(summary: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _interop_checks(p: Any) -> dict[str, Any]:
+    """Issue 11's targets at c16: against the floors and the KServe model server."""
+    checks: dict[str, Any] = {}
+    ours, floor, kserve = p("ours", 16), p("http-floor", 16), p("kserve-onnx", 16)
+    if ours and floor:
+        value = ours["rps"] / floor["rps"]
+        checks["rest_vs_http_floor_c16"] = {"value": value, "target": ">= 0.5", "met": value >= 0.5}
+    if ours and kserve:
+        value = ours["rps"] / kserve["rps"]
+        checks["rest_vs_kserve_c16"] = {"value": value, "target": ">= 3", "met": value >= 3}
+    floors = [f for f in (p("grpc-floor-aio", 16), p("grpc-floor-sync4", 16)) if f]
+    fastest = max(floors, key=lambda f: f["rps"]) if floors else None
+    typed, raw = p("ours-grpc-typed", 16), p("ours-grpc-raw", 16)
+    for form, point in (("typed", typed), ("raw", raw)):
+        if point and fastest:
+            value = point["rps"] / fastest["rps"]
+            checks[f"grpc_{form}_vs_grpc_floor_c16"] = {
+                "value": value,
+                "target": f">= 0.7 (of {fastest['server']})",
+                "met": value >= 0.7,
+            }
+    if typed and raw:
+        # The issue's target (raw faster than typed) is for a 1,000-row batch: protocols.py.
+        checks["grpc_raw_vs_typed_c16"] = {"value": raw["rps"] / typed["rps"], "target": "-", "met": None}
+    if ours and raw:
+        checks["grpc_raw_vs_rest_c16"] = {"value": raw["rps"] / ours["rps"], "target": "-", "met": None}
+    return checks
+
+
 NAMES = {
+    "rest_vs_http_floor_c16": "ours (REST) / HTTP floor, req/s at c16",
+    "rest_vs_kserve_c16": "ours (REST) / KServe + ONNX Runtime, req/s at c16",
+    "grpc_typed_vs_grpc_floor_c16": "ours gRPC typed / faster Python gRPC floor, calls/s at c16",
+    "grpc_raw_vs_grpc_floor_c16": "ours gRPC raw / faster Python gRPC floor, calls/s at c16",
+    "grpc_raw_vs_typed_c16": "ours gRPC raw / typed, calls/s at c16 (payload rows)",
+    "grpc_raw_vs_rest_c16": "ours gRPC raw / ours REST, at c16",
     "ours_vs_mlserver_onnx_c16": "ours / MLServer-ONNX, req/s at c16",
     "ours_vs_bare_c16": "ours / bare, req/s at c16",
     "p99_c1_minus_bare_ms": "p99 at c1, ours minus bare (ms)",

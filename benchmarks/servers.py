@@ -2,7 +2,8 @@
 
 Every server gets the same model file (or, for MLServer's scikit-learn runtime, the same
 fitted estimator as a joblib file), listens on 127.0.0.1, runs on core 0 only, and is
-asked one inference before any load, which must answer 200.
+asked one inference before any load, which must answer 200 (or, over gRPC, OK). A server
+measured over gRPC has a `grpc_port` and its own `body` (the framed request h2load posts).
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SERVER_CORE = "0"
+MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 
 
 @dataclass
@@ -31,8 +35,11 @@ class Server:
     command: list[str]
     port: int
     infer_path: str
-    ready_path: str
+    ready_path: str | None  # None: ready when it answers the payload (the gRPC floors)
     env: dict[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None  # measured over gRPC on this port (h2load) instead of REST (wrk)
+    body: Path | None = None  # its own payload file; None: the benchmark's JSON request
+    answer_bytes: int = 0  # the size of its answer to the payload, known once ready
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
@@ -53,10 +60,10 @@ class Server:
             )
 
     def wait_ready(self, body: bytes, timeout: float = 180.0) -> bytes:
+        """Wait for readiness, then send the payload once: the answer (which must be a success)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"{self.label} exited with {self.process.returncode}; see {self.log}")
+        while self.ready_path is not None and time.monotonic() < deadline:
+            self._check_running()
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{self.ready_path}", timeout=2) as answer:
                     if answer.status == 200:
@@ -65,13 +72,40 @@ class Server:
                 pass
             time.sleep(0.2)
         else:
-            raise RuntimeError(f"{self.label} was not ready after {timeout:.0f} s; see {self.log}")
+            if self.ready_path is not None:
+                raise RuntimeError(f"{self.label} was not ready after {timeout:.0f} s; see {self.log}")
+        if self.grpc_port is not None:
+            answer = self._grpc_answer(body, deadline)
+            self.answer_bytes = len(answer) + 5  # h2load counts the framed message
+            return answer
         request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                return bytes(answer.read())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                answer = bytes(response.read())
         except urllib.error.HTTPError as error:
             raise RuntimeError(f"{self.label} answered {error.code} to the payload: {error.read()[:300]!r}") from None
+        self.answer_bytes = len(answer)
+        return answer
+
+    def _check_running(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"{self.label} exited with {self.process.returncode}; see {self.log}")
+
+    def _grpc_answer(self, framed: bytes, deadline: float) -> bytes:
+        """ModelInfer with the message h2load posts (without its 5-byte frame header), as bytes;
+        retried while the port is not listening yet."""
+        with grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            call = channel.unary_unary(MODEL_INFER)  # no (de)serializers: bytes in, bytes out
+            while True:
+                self._check_running()
+                try:
+                    return bytes(call(framed[5:], timeout=10))
+                except grpc.RpcError as error:
+                    if error.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"{self.label} answered {error.code()} to the payload: {error.details()}; see {self.log}"
+                        ) from None
+                time.sleep(0.2)
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) used so far by the server's processes, all threads included.
@@ -126,6 +160,52 @@ def ours(key: str, label: str, model: Path, name: str, port: int, *flags: str) -
         port,
         f"/v2/models/{name}/infer",
         "/v2/health/ready",
+    )
+
+
+def ours_grpc(key: str, label: str, model: Path, name: str, port: int, body: Path) -> Server:
+    """Our server with --grpc-port port+1, measured over gRPC with `body` (a framed ModelInferRequest)."""
+    server = ours(key, label, model, name, port, "--grpc-port", str(port + 1))
+    server.grpc_port, server.body = port + 1, body
+    return server
+
+
+def http_floor(model: Path, payload: Path, name: str, port: int) -> Server:
+    """A plain ASGI app on our uvicorn stack answering a fixed body (floors.py)."""
+    command = [sys.executable, str(HERE / "floors.py"), "http", "--model", str(model), "--name", name]
+    command += ["--payload", str(payload)]
+    return Server(
+        "http-floor",
+        "HTTP floor: fixed body, plain ASGI on our stack",
+        [*command, "--port", str(port)],
+        port,
+        f"/v2/models/{name}/infer",
+        "/v2/health/ready",
+    )
+
+
+def grpc_floor(kind: str, model: Path, name: str, payload: Path, port: int, body: Path) -> Server:
+    """A Python gRPC server answering a fixed message (floors.py): grpc.aio, or sync with 4 threads."""
+    command = [sys.executable, str(HERE / "floors.py"), kind, "--model", str(model), "--name", name]
+    command += ["--payload", str(payload)]
+    label = "gRPC floor: grpc.aio, fixed message" if kind == "grpc-aio" else "gRPC floor: sync, 4 threads"
+    key = "grpc-floor-aio" if kind == "grpc-aio" else "grpc-floor-sync4"
+    return Server(
+        key, label, [*command, "--port", str(port), "--threads", "4"], port, "", None, grpc_port=port, body=body
+    )
+
+
+def kserve(venv: Path, model: Path, name: str, port: int) -> Server:
+    """KServe's Python model server with a minimal ONNX Runtime model (kserve_onnx_runtime.py)."""
+    command = [str(venv / "bin" / "python"), str(HERE / "kserve_onnx_runtime.py"), "--onnx", str(model)]
+    command += ["--served-name", name, "--http_port", str(port), "--configure_logging", "false"]
+    return Server(
+        "kserve-onnx",
+        "KServe model server + ONNX Runtime model",
+        command,
+        port,
+        f"/v2/models/{name}/infer",
+        f"/v2/models/{name}/ready",
     )
 
 

@@ -5,10 +5,14 @@
 
 Trains the example models into a scratch folder, then for each breast-cancer model (v1
 logistic regression, v2 random forest) measures, with the example's sample request:
-the limit (InferenceSession.run in a loop), the bare endpoint (bare_endpoint.py), our server
-with telemetry on, off, and with batching off, MLServer 1.7.1 with its scikit-learn runtime on
-the same fitted estimator, and MLServer with a minimal ONNX Runtime runtime. Servers run on
-core 0, wrk on core 1; each point is the median of the repeats. Writes
+the limit (InferenceSession.run in a loop); the floors (floors.py: a plain ASGI app on our
+uvicorn stack answering a fixed body, a grpc.aio server and a 4-thread sync grpc server
+answering a fixed message); the bare endpoint (bare_endpoint.py); our server over REST with
+telemetry on, off, and with batching off; our server over gRPC with typed contents and with
+raw_input_contents; the KServe Python model server with a minimal ONNX Runtime model
+(kserve_onnx_runtime.py); MLServer 1.7.1 with its scikit-learn runtime on the same fitted
+estimator, and MLServer with a minimal ONNX Runtime runtime. Servers run on core 0, the load
+(wrk for REST, h2load for gRPC) on core 1; each point is the median of the repeats. Writes
 results/serving-<date>.json.gz (raw) and results/serving-<date>.md (summary), and prints the table.
 """
 
@@ -28,6 +32,8 @@ from typing import Any
 
 import environments
 import load
+import numpy as np
+import protocols
 import report
 import servers
 import training
@@ -38,14 +44,34 @@ NAME = "breast-cancer"
 ALL_SERVERS = report.ORDER  # every server, in the order the tables list them
 
 
+def grpc_bodies(body: Path, folder: Path) -> dict[str, Path]:
+    """The payload's rows as framed ModelInferRequests, typed and raw (what h2load posts)."""
+    tensor = json.loads(body.read_text())["inputs"][0]
+    rows = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
+    folder.mkdir(exist_ok=True)
+    return {k: v for k, v in protocols.bodies(rows, folder).items() if k.startswith("grpc")}
+
+
 def build_servers(
-    keys: list[str], models: Path, version: str, port: int, args: argparse.Namespace
+    keys: list[str], models: Path, version: str, body: Path, args: argparse.Namespace
 ) -> list[servers.Server]:
     onnx = models / f"{NAME}-v{version}.onnx"
+    framed = grpc_bodies(body, args.work / "grpc-bodies")
     built: list[servers.Server] = []
     for index, key in enumerate(keys):
-        p = port + 10 * index
-        if key == "bare":
+        p = args.port + 10 * index
+        if key == "http-floor":
+            built.append(servers.http_floor(onnx, body, NAME, p))
+        elif key in ("grpc-floor-aio", "grpc-floor-sync4"):
+            kind = "grpc-aio" if key == "grpc-floor-aio" else "grpc-sync"
+            built.append(servers.grpc_floor(kind, onnx, NAME, body, p, framed["grpc-typed"]))
+        elif key in ("ours-grpc-typed", "ours-grpc-raw"):
+            form = key.removeprefix("ours-")
+            label = f"ours, gRPC {'typed contents' if form == 'grpc-typed' else 'raw_input_contents'}"
+            built.append(servers.ours_grpc(key, label, onnx, NAME, p, framed[form]))
+        elif key == "kserve-onnx":
+            built.append(servers.kserve(environments.kserve_venv(), onnx, NAME, p))
+        elif key == "bare":
             built.append(servers.bare(onnx, NAME, p, environments.starlette_path()))
         elif key == "ours":
             built.append(servers.ours(key, "ours", onnx, NAME, p))
@@ -96,22 +122,21 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
     Rounds interleave the servers, so a slow minute on the machine is spread over all of them
     rather than landing on one.
     """
-    payload = body.read_bytes()
-    running = build_servers(args.servers, models, version, args.port, args)
+    running = build_servers(args.servers, models, version, body, args)
     runs: list[dict[str, Any]] = []
     try:
         for server in running:
             server.start(args.logs, args.nice)
         for server in running:
-            answer = server.wait_ready(payload)
+            answer = server.wait_ready((server.body or body).read_bytes())
             print(f"  v{version} {server.label}: ready, answers {answer[:120]!r}", flush=True)
         for server in running:
-            load.wrk(server.url, body, 16, args.warmup, args.nice)
+            run_load(server, body, 16, args.warmup, args.nice)
         for repeat in range(args.repeats):
             for server in running:
                 for connections in args.concurrency:
                     before, cpu = server.batch_counters(), server.cpu_seconds()
-                    result = load.wrk(server.url, body, connections, args.seconds, args.nice)
+                    result = run_load(server, body, connections, args.seconds, args.nice)
                     result["cpu_us_per_request"] = 1e6 * (server.cpu_seconds() - cpu) / max(1, result["requests"])
                     result["batches"] = batches(before, server.batch_counters(), result["requests"])
                     result["loadavg_1min"] = os.getloadavg()[0]
@@ -143,6 +168,15 @@ def measure_model(version: str, models: Path, body: Path, args: argparse.Namespa
         for server in running:
             server.stop()
     return runs
+
+
+def run_load(server: servers.Server, body: Path, connections: int, seconds: float, nice: int) -> dict[str, Any]:
+    """wrk with the JSON payload for a REST server; h2load with the server's own framed
+    request for a gRPC one."""
+    if server.grpc_port is None:
+        return load.wrk(server.url, body, connections, seconds, nice)
+    assert server.body is not None
+    return load.h2load_grpc(server.grpc_port, server.body, connections, seconds, server.answer_bytes, nice)
 
 
 def batches(before: dict[str, float] | None, after: dict[str, float] | None, requests: int) -> dict[str, float] | None:
@@ -198,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     command = " ".join([".venv/bin/python", "benchmarks/serving.py", *(sys.argv[1:] if argv is None else argv)])
     environments.ensure_wrk()
+    if any(server.startswith(("ours-grpc", "grpc-floor")) for server in args.servers):
+        environments.ensure_h2load()
     started = datetime.datetime.now(datetime.UTC)
     load_at_start = os.getloadavg()
     serving_at_start = machine()["uncommitted_serving_changes"]
