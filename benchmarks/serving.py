@@ -1,6 +1,6 @@
 """Our server against the limit, the floor and the peers: one run, one machine, one payload.
 
-    .venv/bin/python benchmarks/serving.py            # the full run, about 25 minutes
+    .venv/bin/python benchmarks/serving.py            # the full run, about 45 minutes
     .venv/bin/python benchmarks/serving.py --quick    # one short repeat, to check the harness
 
 Trains the example models into a scratch folder, then for each breast-cancer model (v1

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import sys
 
-from modeldeploy_serving import batching, cli
+from modeldeploy_cli.main import main as modeldeploy
+from modeldeploy_serving import batching
 
 
 def inline() -> None:
@@ -30,7 +31,7 @@ PATCHES = {"inline": inline}
 def main() -> int:
     for name in sys.argv[1].split(","):
         PATCHES[name]()
-    return cli.main(sys.argv[2:])
+    return modeldeploy(sys.argv[2:])
 
 
 if __name__ == "__main__":
