@@ -1,4 +1,5 @@
-"""The operator's one seam to the Kubernetes API: apply, patch status, post events.
+"""The operator's one seam to the Kubernetes API: apply (children, and weights on a user's
+HTTPRoute), patch status, post events.
 
 Everything here is a thin call; deciding what to send happens elsewhere. Calls are made
 with the official client in a worker thread, so the kopf event loop never blocks.
@@ -17,6 +18,7 @@ from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi,
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
 from modeldeploy_operator.builders import TRAFFIC_GATE
+from modeldeploy_operator.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_PLURAL, ROUTE_VERSION
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "modeldeploy"
@@ -46,23 +48,21 @@ class Kube:
 
     def _apply(self, desired: Obj) -> None:
         meta = desired["metadata"]
-        patch: Any
-        if desired["kind"] == "Deployment":
-            patch = self.apps.patch_namespaced_deployment
-        elif desired["kind"] == "Service":
-            patch = self.core.patch_namespaced_service
-        else:
-            raise ValueError(f"cannot apply a {desired['kind']}")
+        options: Any = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
         self.writes += 1
         metrics.API_WRITES.labels(desired["kind"]).inc()
-        patch(
-            meta["name"],
-            meta["namespace"],
-            desired,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+        if desired["kind"] == "Deployment":
+            self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], desired, **options)
+        elif desired["kind"] == "Service":
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], desired, **options)
+        elif desired["kind"] == ROUTE_KIND:
+            # The user's route: its rules only, and only if unchanged since it was read (the
+            # patch carries the resourceVersion; a stale one is refused with 409, retried).
+            self.custom.patch_namespaced_custom_object(
+                ROUTE_GROUP, ROUTE_VERSION, meta["namespace"], ROUTE_PLURAL, meta["name"], desired, **options
+            )
+        else:
+            raise ValueError(f"cannot apply a {desired['kind']}")
 
     async def delete(self, obj: Obj) -> None:
         """Delete a child no longer wanted (a finished canary, an unused per-track Service)."""

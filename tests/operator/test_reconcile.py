@@ -606,8 +606,12 @@ def test_an_http_route_gets_a_service_per_track_and_loses_it_when_removed() -> N
     cluster, kube, memory = converged()
     cluster.edit_spec(rollout={"traffic": {"httpRoute": {"name": "fraud"}}})
     run(cluster, kube, memory)
-    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [("Service", "fraud-stable")]
-    backend = kube.applied[0]
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [
+        ("Service", "fraud"),
+        ("Service", "fraud-stable"),
+    ]
+    assert kube.applied[0]["spec"]["selector"]["modeldeploy.dev/track"] == "stable", "NAME bypasses no weight"
+    backend = kube.applied[1]
     assert backend["spec"]["selector"]["modeldeploy.dev/track"] == "stable"
     assert backend["metadata"]["labels"]["modeldeploy.dev/track"] == "stable"
     stored = copy.deepcopy(backend)
