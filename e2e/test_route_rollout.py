@@ -116,7 +116,8 @@ def test_route_weights_follow_the_steps_and_return_to_stable(
 
     plugin(kube, namespace, "promote", "cancer")
     wait_for("version 2 promoted", lambda: get(kube, namespace, "mdep", "cancer")["status"]["history"], timeout=300)
-    assert get(kube, namespace, "mdep", "cancer")["status"]["history"][0]["outcome"] == "Promoted"
+    promoted = get(kube, namespace, "mdep", "cancer")["status"]["history"][0]
+    assert promoted["outcome"] == "Promoted", promoted
     assert weights(kube, namespace) == [("cancer-stable", 100)]
     wait_for(
         "the canary Service gone",

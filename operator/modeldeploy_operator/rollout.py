@@ -323,7 +323,9 @@ def _settled(
     """Stable already serves the target: a promotion finishing, or a spec set back to stable."""
     if canary is None:
         return _steady(history)
-    if not canary.promoting:
+    # Stable serving the canary's own spec is a promotion, even when the status read is from
+    # before `promoting` was written (the watch can deliver the stable Deployment first).
+    if not canary.promoting and canary.spec_hash != target.spec_hash:
         _, kept = _finish(
             canary, history, "Aborted", reasons.ABORTED, "the spec went back to the stable version", "spec", now
         )

@@ -138,6 +138,23 @@ def test_a_good_version_walks_the_steps_and_is_promoted() -> None:
     assert done.finished == entry
 
 
+def test_a_promotion_seen_before_its_status_is_not_taken_for_a_spec_set_back() -> None:
+    """The watch may deliver the updated stable Deployment before the status that says
+    `promoting`: stable serving the canary's own spec is still a promotion."""
+    world = World(spec=spec(steps=[50]))
+    for _ in range(3):
+        world.step()
+    before = world.status
+    promoting = world.wait(60, verdict=GOOD)
+    assert promoting.stable == "target"
+    world.status = before  # the cache still holds the status from before `promoting`
+    world.stable_rolled = False
+    assert world.step().state == "rolling", "promoting, not aborted"
+    world.stable_rolled = True
+    done = world.step()
+    assert [(e.outcome, e.version) for e in done.history] == [("Promoted", "8")]
+
+
 def test_a_failed_check_rolls_back_at_once_with_its_evidence() -> None:
     world = World()
     world.step()
