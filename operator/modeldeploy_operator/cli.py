@@ -266,7 +266,16 @@ def main(argv: Sequence[str]) -> int:
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     # kopf logs every handled watch event at INFO; ours are triggers, worth no line each.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    from modeldeploy_operator import handlers  # noqa: F401, PLC0415  (importing registers the handlers)
+    from modeldeploy_operator import handlers  # noqa: PLC0415  (importing registers the handlers)
+    from modeldeploy_operator.kube import Kube  # noqa: PLC0415
+
+    if Kube.connect().may_use_routes(settings.namespaces):
+        handlers.watch_http_routes()
+    else:
+        logging.getLogger(__name__).warning(
+            "not allowed to list, watch and patch httproutes.gateway.networking.k8s.io: "
+            "spec.rollout.traffic.httpRoute is not served (the Helm chart's RBAC grants it)"
+        )
 
     elector, stopping = None, threading.Event()
     if election.enabled:

@@ -13,7 +13,7 @@ import logging
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
+from kubernetes.client import ApiClient, AppsV1Api, AuthorizationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
@@ -41,6 +41,19 @@ class Kube:
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient())
+
+    def may_use_routes(self, namespaces: tuple[str, ...]) -> bool:
+        """Whether this operator may list, watch and patch HTTPRoutes where it watches (all
+        namespaces when none are named): asked once at start, before any watch begins."""
+        authorization = AuthorizationV1Api(self.client)
+        for namespace in namespaces or ("",):
+            for verb in ("list", "watch", "patch"):
+                attributes = {"group": ROUTE_GROUP, "resource": ROUTE_PLURAL, "verb": verb, "namespace": namespace}
+                review = {"spec": {"resourceAttributes": attributes}}
+                answer = authorization.create_self_subject_access_review(cast(Any, review))
+                if answer.status is None or not answer.status.allowed:
+                    return False
+        return True
 
     async def apply(self, desired: Obj) -> None:
         """Server-side apply: create or update, taking back fields someone else changed."""

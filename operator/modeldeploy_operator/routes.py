@@ -63,8 +63,14 @@ def is_models_rule(rule: Obj, name: str, namespace: str) -> bool:
     return bool(refs) and all(_is_models(ref, name, namespace) for ref in refs)
 
 
-def route_problem(name: str, namespace: str, wanted: str, route: Obj | None) -> str | None:
-    """Why weights cannot be set on the route, or None when they can."""
+def route_problem(name: str, namespace: str, wanted: str, route: Obj | None, watched: bool = True) -> str | None:
+    """Why weights cannot be set on the route, or None when they can; `watched` False: the
+    operator may not read routes at all."""
+    if not watched:
+        return (
+            f"HTTPRoute {wanted} (spec.rollout.traffic.httpRoute.name) cannot be used: the operator may not list, "
+            "watch and patch httproutes.gateway.networking.k8s.io (grant it, as the Helm chart does, and restart it)"
+        )
     if route is None:
         return (
             f"HTTPRoute {wanted} (spec.rollout.traffic.httpRoute.name) not found in namespace {namespace}: "

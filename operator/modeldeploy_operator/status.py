@@ -57,19 +57,27 @@ class Children:
     tracks: dict[str, Track] = field(default_factory=dict)
     services: dict[str, Obj] = field(default_factory=dict)
     route: Obj | None = None
+    routes_watched: bool = True  # False: the operator may not read HTTPRoutes (RBAC)
 
     def track(self, name: str) -> Track:
         return self.tracks.get(name) or Track()
 
     @classmethod
-    def group(cls, deployments: list[Obj], services: list[Obj], pods: list[Obj], route: Obj | None = None) -> Children:
+    def group(
+        cls,
+        deployments: list[Obj],
+        services: list[Obj],
+        pods: list[Obj],
+        route: Obj | None = None,
+        routes_watched: bool = True,
+    ) -> Children:
         """Sort a resource's objects into tracks by their track label."""
         tracks: dict[str, Track] = {}
         for deployment in deployments:
             tracks.setdefault(_track_of(deployment), Track()).deployment = deployment
         for pod in pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
-        return cls(tracks, {_track_of(service): service for service in services}, route)
+        return cls(tracks, {_track_of(service): service for service in services}, route, routes_watched)
 
     def objects(self) -> list[Obj]:
         """Every Deployment and Service, for finding the ones no longer wanted."""
@@ -268,7 +276,7 @@ def observe_rollout(
         canary_serving=sum(_ready(pod) for pod in pods),
         canary_failure=pod_failure(pods),
         route_weight=canary_weight_on(children.route, name, namespace) if route else None,
-        route_problem=route_problem(name, namespace, route, children.route) if route else None,
+        route_problem=route_problem(name, namespace, route, children.route, children.routes_watched) if route else None,
     )
 
 
