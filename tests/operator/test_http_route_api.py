@@ -1,8 +1,9 @@
 """Weights on a user's HTTPRoute, with the operator process against the real API server and
 the Gateway API's own CRDs (from the sigs.k8s.io/gateway-api Go module) installed.
 
-Control-plane tier: no node runs pods, so a canary never comes up and the canary weight
-stays 0; what is asserted is what the API server holds: the operator sets the model's
+Control-plane tier: no pod runs (none is scheduled on the control plane; the pods ask for
+400 CPUs, so they stay Pending on the full cluster too), so a canary never comes up and the
+canary weight stays 0; what is asserted is what the API server holds: the operator sets the model's
 backendRefs to NAME-stable with weight 100, owns only spec.rules (the list is atomic in the
 HTTPRoute schema), leaves the user's parentRefs, hostnames, matches, filters and other
 rules as they are, puts its weights back after the user re-applies the route, reports a
@@ -12,7 +13,9 @@ tested on the full cluster (e2e/test_route_rollout.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,6 +23,7 @@ import yaml
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 
+REPO = Path(__file__).resolve().parents[2]
 URI = "https://models.example.test/fraud/1/model.onnx"
 PARENT = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public-gateway", "namespace": "infra"}
 FILTER = {"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-team", "value": "risk"}]}}
@@ -34,6 +38,7 @@ def model_deployment(route: str = "fraud") -> str:
             "spec": {
                 "model": {"uri": URI, "version": "1"},
                 "replicas": 2,
+                "resources": {"requests": {"cpu": "400"}},  # unschedulable: pods stay Pending, on any tier
                 "rollout": {"steps": [10, 50], "traffic": {"httpRoute": {"name": route}}},
             },
         }
@@ -153,3 +158,94 @@ def test_a_missing_route_is_reported_and_not_created(
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=user_route())
     wait_for("the weights once the route exists", lambda: model_backends(kube, namespace) == [("fraud-stable", 100)])
     wait_for("the problem to clear", lambda: reported() is None)
+
+
+def chart_rules() -> list[dict[str, Any]]:
+    """The namespaced rules the Helm chart grants the operator."""
+    text = (REPO / "charts" / "modeldeploy" / "templates" / "_helpers.tpl").read_text()
+    block = text.split('{{- define "modeldeploy.rules" -}}', 1)[1].split("{{- end -}}", 1)[0]
+    rules: list[dict[str, Any]] = yaml.safe_load(block)
+    return rules
+
+
+def test_without_permission_on_routes_the_operator_runs_and_says_so(
+    gateway_api: Cluster, crd_installed: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """The chart's rules minus httproutes, on a cluster that serves the Gateway API: a watch
+    kopf may not make would stop it, so the operator leaves routes alone and says why."""
+    kube = crd_installed
+    rules = [rule for rule in chart_rules() if "httproutes" not in rule["resources"]]
+    assert len(rules) == len(chart_rules()) - 1, "the chart grants httproutes"
+    account = f"system:serviceaccount:{namespace}:operator"
+    grants: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "operator"}},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "operator"},
+            "rules": rules,
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "operator"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator"},
+            "subjects": [{"kind": "User", "name": account}],
+        },
+    ]
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(grants))
+    # kopf lists CRDs and namespaces (the chart's cluster-wide "-crds" role): bound per test.
+    kube.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml.safe_dump(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {"name": "modeldeploy-tests-kopf-discovery"},
+                "rules": [
+                    {
+                        "apiGroups": ["apiextensions.k8s.io"],
+                        "resources": ["customresourcedefinitions"],
+                        "verbs": ["list", "watch"],
+                    },
+                    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+                ],
+            }
+        ),
+    )
+    role = "--clusterrole=modeldeploy-tests-kopf-discovery"
+    kube.kubectl("create", "clusterrolebinding", f"{namespace}-crds", role, f"--user={account}")
+    token = kube.kubectl("-n", namespace, "create", "token", "operator", "--duration=1h").strip()
+    config = tmp_path / "operator.kubeconfig"
+    config.write_text(kube.kubeconfig.read_text())
+    restricted = dataclasses.replace(kube, kubeconfig=config)
+    restricted.kubectl("config", "set-credentials", "operator", f"--token={token}")
+    restricted.kubectl("config", "set-context", "--current", "--user=operator")
+    assert (
+        restricted.kubectl(
+            "-n", namespace, "auth", "can-i", "list", "httproutes.gateway.networking.k8s.io", check=False
+        ).strip()
+        == "no"
+    )
+
+    launcher = OperatorLauncher(restricted, namespace, tmp_path)
+    try:
+        operator = launcher.start()
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=user_route())
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=model_deployment())
+
+        def reported() -> dict[str, Any] | None:
+            ready = next((c for c in status(kube, namespace).get("conditions", []) if c["type"] == "Ready"), None)
+            return ready if ready and ready["reason"] == "HTTPRouteUnusable" else None
+
+        ready = wait_for("Ready False with HTTPRouteUnusable", reported)
+        assert "the operator may not list, watch and patch httproutes.gateway.networking.k8s.io" in ready["message"]
+        kube.kubectl("-n", namespace, "get", "deployment", "fraud-stable")  # everything else is served
+        assert model_backends(kube, namespace) == [("fraud", 1)], "the route is left as the user made it"
+        assert "not allowed to list, watch and patch httproutes" in operator.logs()
+        assert operator.process.poll() is None, "still running"
+    finally:
+        launcher.stop_all()
+        kube.kubectl("delete", "clusterrolebinding", f"{namespace}-crds", check=False)

@@ -116,6 +116,8 @@ def test_a_missing_or_unusable_route_is_a_problem_never_a_patch() -> None:
     unusable = route_problem("fraud", "ml", "public", elsewhere)
     assert unusable is not None and "no rule whose backendRefs name only Service fraud" in unusable
     assert route_problem("fraud", "ml", "public", ROUTE) is None
+    forbidden = route_problem("fraud", "ml", "public", ROUTE, watched=False)
+    assert forbidden is not None and "may not list, watch and patch httproutes.gateway.networking.k8s.io" in forbidden
     assert route_patches(META, None, 10) == [] and route_patches(META, elsewhere, 10) == []
     assert route_patches(META, ROUTE, None) == [], "no weight to set: the spec names no route"
     assert route_patches(META, ROUTE, 10) == [build_route_weights(META, ROUTE, 10)]
