@@ -53,6 +53,20 @@ def crd_installed(control_plane: Cluster) -> Cluster:
     return kube
 
 
+@pytest.fixture(scope="session")
+def gateway_api(control_plane: Cluster) -> Cluster:
+    """The Gateway API's standard-channel CRDs (HTTPRoute, Gateway, ...) from their Go module,
+    installed into the control plane with server-side apply. No Gateway implementation runs:
+    the API server stores and validates routes; nothing routes traffic by them."""
+    from e2e.cluster import gateway_api
+
+    kube = control_plane
+    for path in gateway_api.standard_crds():
+        kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+    return kube
+
+
 @dataclass
 class OperatorProcess:
     process: subprocess.Popen[bytes]

@@ -19,6 +19,10 @@ KUBERNETES_VERSION = "v1.34.10"
 
 HELM_VERSION = "v3.21.4"
 
+GATEWAY_API_VERSION = "v1.6.3"
+"""The Gateway API release whose standard-channel CRDs the HTTPRoute tests install (the
+newest whose Go module the local Go toolchain accepts: v1.7 needs Go 1.27)."""
+
 GO_MODULE_DIR = Path(__file__).resolve().parent / "go"
 """The Go module (and the nested helm module) the binaries are built from."""
 

@@ -264,7 +264,9 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
     """The model's Service `NAME`, selecting every track so that ready replica counts split
     the traffic; or, with a track, `NAME-TRACK` selecting only that track's pods, a backend
     for weighted routing (an HTTPRoute's backendRefs). Each has two ports: `http` (80, REST)
-    and `grpc` (9000, the protocol's gRPC service)."""
+    and `grpc` (9000, the protocol's gRPC service). When an HTTPRoute splits the traffic,
+    `NAME` selects only stable, so a request that does not go through the route never
+    reaches the canary and the route's weights are the canary's whole share."""
     name = meta["name"]
     labels = {
         "app.kubernetes.io/name": "modeldeploy-server",
@@ -275,6 +277,8 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
     if track is not None:
         labels[TRACK_LABEL] = track
         selector[TRACK_LABEL] = track
+    elif spec.rollout.traffic.http_route is not None:
+        selector[TRACK_LABEL] = "stable"
     return {
         "apiVersion": "v1",
         "kind": "Service",

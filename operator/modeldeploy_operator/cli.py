@@ -251,6 +251,28 @@ def connect() -> ApiClient:
     return ApiClient()
 
 
+def watch_routes_if_allowed(namespaces: tuple[str, ...]) -> None:
+    """Register the HTTPRoute handlers only if the operator may use routes: kopf stops on a
+    forbidden watch, and a cluster with the Gateway API but no such permission must still
+    be served (the ModelDeployments naming a route say what is missing)."""
+    from modeldeploy_operator import handlers  # noqa: PLC0415
+    from modeldeploy_operator.kube import Kube  # noqa: PLC0415
+
+    routes_log = logging.getLogger("modeldeploy.routes")
+    try:
+        allowed = Kube.connect().may_use_routes(namespaces)
+    except Exception as error:  # an API server not answering yet: kopf retries it anyway
+        routes_log.warning("could not ask whether HTTPRoutes may be used (%s); watching them", error)
+        allowed = True
+    if allowed:
+        handlers.watch_http_routes()
+    else:
+        routes_log.warning(
+            "not allowed to list, watch and patch httproutes.gateway.networking.k8s.io: "
+            "spec.rollout.traffic.httpRoute is not served (the Helm chart's RBAC grants it)"
+        )
+
+
 def main(argv: Sequence[str]) -> int:
     try:
         election, rest = parse_election(argv, os.environ)
@@ -268,6 +290,7 @@ def main(argv: Sequence[str]) -> int:
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     from modeldeploy_operator import handlers  # noqa: F401, PLC0415  (importing registers the handlers)
 
+    watch_routes_if_allowed(settings.namespaces)
     elector, stopping = None, threading.Event()
     if election.enabled:
         elector = Elector(CoordinationV1Api(connect()), election)

@@ -4,6 +4,13 @@ Only wiring here. ModelDeployments and their Deployments, Services and pods are 
 kopf indexes (in-memory watch caches, filled before any handler runs), so a reconcile reads
 nothing from the API server; any change to a ModelDeployment or to one of its objects
 queues that ModelDeployment for a reconcile (reconcile.py).
+
+HTTPRoutes (Gateway API) are watched too, for the routes a ModelDeployment names in
+`spec.rollout.traffic.httpRoute`: a change to one queues the ModelDeployments that use it.
+The watch is optional. kopf watches only resources the API server serves, so without the
+Gateway API installed the route index stays empty (and fills once the CRD appears); and the
+route handlers are registered only when the operator may list, watch and patch routes
+(`watch_http_routes`, called at start), since a forbidden watch would stop kopf.
 """
 
 from __future__ import annotations
@@ -22,12 +29,14 @@ from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.querying import PrometheusSource
 from modeldeploy_operator.queue import Queue
 from modeldeploy_operator.reconcile import reconcile
+from modeldeploy_operator.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
 from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_operator.status import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods")
+INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods", "route_users")
+ROUTE_INDEX = "http_routes"  # only when the route handlers are registered
 
 
 @kopf.on.startup()
@@ -51,6 +60,17 @@ async def stop(memo: Any, **_: Any) -> None:
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def model_deployments(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    return {(namespace or "", name): _slim(body)}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def route_users(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, str] | None:
+    """Which ModelDeployments use an HTTPRoute, by (namespace, route name)."""
+    route = route_name_of(dict(body))
+    return None if route is None else {(namespace or "", route): name}
+
+
+def http_routes(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Key, Any]:
     return {(namespace or "", name): _slim(body)}
 
 
@@ -99,6 +119,18 @@ async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: An
     memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
 
 
+async def route_changed(namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    for user in _all(kwargs["route_users"], (namespace or "", name)):
+        memo.queue.trigger((namespace or "", user))
+
+
+def watch_http_routes() -> None:
+    """Register the HTTPRoute watch cache and its trigger (see the module docstring)."""
+    kopf.index(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id=ROUTE_INDEX)(http_routes)
+    kopf.on.event(ROUTE_GROUP, ROUTE_VERSION, ROUTE_PLURAL, id="route_changed")(route_changed)
+
+
 def _slim(body: kopf.Body) -> dict[str, Any]:
     """What a reconcile reads of an object, without managedFields.
 
@@ -130,7 +162,7 @@ def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
     start-up is shared and is filled in place, never replaced.
     """
     if not memo.indexes:
-        memo.indexes.update({name: kwargs[name] for name in INDEXES})
+        memo.indexes.update({name: kwargs[name] for name in (*INDEXES, ROUTE_INDEX) if name in kwargs})
 
 
 def _all(index: kopf.Index[Key, Any], key: Key) -> list[Any]:
@@ -143,7 +175,13 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
     body = next(iter(_all(indexes["model_deployments"], key)), None)
     if body is None:
         return None  # deleted meanwhile, or an object whose owner is gone
+    route = route_name_of(body)
+    routes = indexes.get(ROUTE_INDEX)
     children = Children.group(
-        _all(indexes["owned_deployments"], key), _all(indexes["owned_services"], key), _all(indexes["owned_pods"], key)
+        _all(indexes["owned_deployments"], key),
+        _all(indexes["owned_services"], key),
+        _all(indexes["owned_pods"], key),
+        next(iter(_all(routes, (key[0], route))), None) if route and routes is not None else None,
+        routes_watched=routes is not None,
     )
     return await reconcile(body, children, memo.settings, memo.kube, memo.writes, memo.judge)

@@ -1,4 +1,5 @@
-"""The operator's one seam to the Kubernetes API: apply, patch status, post events.
+"""The operator's one seam to the Kubernetes API: apply (children, and weights on a user's
+HTTPRoute), patch status, post events.
 
 Everything here is a thin call; deciding what to send happens elsewhere. Calls are made
 with the official client in a worker thread, so the kopf event loop never blocks.
@@ -12,11 +13,12 @@ import logging
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
+from kubernetes.client import ApiClient, AppsV1Api, AuthorizationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
 from modeldeploy_operator.builders import TRAFFIC_GATE
+from modeldeploy_operator.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_PLURAL, ROUTE_VERSION
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "modeldeploy"
@@ -40,29 +42,40 @@ class Kube:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient())
 
+    def may_use_routes(self, namespaces: tuple[str, ...]) -> bool:
+        """Whether this operator may list, watch and patch HTTPRoutes where it watches (all
+        namespaces when none are named): asked once at start, before any watch begins."""
+        authorization = AuthorizationV1Api(self.client)
+        for namespace in namespaces or ("",):
+            for verb in ("list", "watch", "patch"):
+                attributes = {"group": ROUTE_GROUP, "resource": ROUTE_PLURAL, "verb": verb, "namespace": namespace}
+                review = {"spec": {"resourceAttributes": attributes}}
+                answer = authorization.create_self_subject_access_review(cast(Any, review))
+                if answer.status is None or not answer.status.allowed:
+                    return False
+        return True
+
     async def apply(self, desired: Obj) -> None:
         """Server-side apply: create or update, taking back fields someone else changed."""
         await asyncio.to_thread(self._apply, desired)
 
     def _apply(self, desired: Obj) -> None:
         meta = desired["metadata"]
-        patch: Any
-        if desired["kind"] == "Deployment":
-            patch = self.apps.patch_namespaced_deployment
-        elif desired["kind"] == "Service":
-            patch = self.core.patch_namespaced_service
-        else:
-            raise ValueError(f"cannot apply a {desired['kind']}")
+        options: Any = {"field_manager": FIELD_MANAGER, "force": True, "_content_type": "application/apply-patch+yaml"}
         self.writes += 1
         metrics.API_WRITES.labels(desired["kind"]).inc()
-        patch(
-            meta["name"],
-            meta["namespace"],
-            desired,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+        if desired["kind"] == "Deployment":
+            self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], desired, **options)
+        elif desired["kind"] == "Service":
+            self.core.patch_namespaced_service(meta["name"], meta["namespace"], desired, **options)
+        elif desired["kind"] == ROUTE_KIND:
+            # The user's route: its rules only, and only if unchanged since it was read (the
+            # patch carries the resourceVersion; a stale one is refused with 409, retried).
+            self.custom.patch_namespaced_custom_object(
+                ROUTE_GROUP, ROUTE_VERSION, meta["namespace"], ROUTE_PLURAL, meta["name"], desired, **options
+            )
+        else:
+            raise ValueError(f"cannot apply a {desired['kind']}")
 
     async def delete(self, obj: Obj) -> None:
         """Delete a child no longer wanted (a finished canary, an unused per-track Service)."""

@@ -149,6 +149,16 @@ ABORTED = Reason(
     "A user aborted the rollout (`kubectl modeldeploy abort NAME`); stable serves everything. Change the spec or "
     "`kubectl modeldeploy retry NAME` to try again.",
 )
+HTTP_ROUTE_UNUSABLE = Reason(
+    "HTTPRouteUnusable",
+    "Warning",
+    "False",
+    "Stalled",
+    "Degraded",
+    "`spec.rollout.traffic.httpRoute` names an HTTPRoute that does not exist in the namespace (the operator never "
+    "creates one) or that has no rule whose backendRefs name the model's Service; the message says which. A "
+    "rollout waits before its next step (Reconciling) until the route is usable; see [rollouts.md](rollouts.md).",
+)
 
 DRIFTED = Reason(
     "Drifted",
@@ -198,6 +208,7 @@ ALL: tuple[Reason, ...] = (
     DRIFTED,
     NO_DRIFT,
     DRIFT_INCONCLUSIVE,
+    HTTP_ROUTE_UNUSABLE,
 )
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}
 

@@ -37,6 +37,7 @@ from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.rollout import Plan, Target, commands_from
+from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import (
     Children,
@@ -70,6 +71,7 @@ async def reconcile(
         plan = await _plan(key, body, spec, children, judge)
         stable = spec if plan.stable == "target" else _stable_serving(spec, children)
         wanted = build_children(meta, spec, settings, stable, plan.canary_replicas)
+        wanted += route_patches(meta, children.route, plan.route_weight)  # before any delete
         problem = await _apply(key, wanted, children, kube, writes)
         if problem is None and plan.canary_traffic:
             for pod in pods_to_open(canary_pods(children.track("canary"), spec.model.version)):
@@ -105,8 +107,8 @@ async def reconcile(
 async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge) -> Plan:
     """The rollout's plan, with the signature check or the step's judgement when it asks."""
     target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256)
-    observed = observe_rollout(children, target)
     meta = body["metadata"]
+    observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
     previous, now = previous_status(body), time.time()
     result = rollout.plan(spec, target, previous, observed, commands, now)
@@ -175,11 +177,16 @@ async def _apply(
 ) -> tuple[Reason, str] | None:
     """Apply what differs, delete what is no longer wanted; a refusal is the problem to report.
 
+    The HTTPRoute is compared with the route as read, and never deleted: it is the user's.
+
     Errors worth a retry (5xx, conflicts, no answer) are raised for the queue's backoff.
     """
     actual = {(obj["kind"], obj["metadata"]["name"]): obj for obj in children.objects()}
     for wanted in desired:
-        current = actual.pop((wanted["kind"], wanted["metadata"]["name"]), None)
+        if wanted["kind"] == ROUTE_KIND:
+            current = children.route
+        else:
+            current = actual.pop((wanted["kind"], wanted["metadata"]["name"]), None)
         if (current is None or differs(wanted, current)) and not writes.applied_already(key, wanted, current):
             refused = await _send(kube.apply, wanted)
             if refused:

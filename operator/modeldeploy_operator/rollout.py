@@ -20,6 +20,12 @@ The life of a rollout:
              update, the canary still serving); when it is done the canary goes away;
   held       a rolled back or aborted spec is not tried again until it changes or a retry.
 
+With `spec.rollout.traffic.httpRoute` the weight is exact: the plan also says which canary
+weight the route should carry (`route_weight`). It is raised to a step's weight only once
+that step's canary pods are in their Service, a step counts only once the route shows it
+(read back), and it is 0 (all to stable) whenever there is no traffic for the canary: before
+the gate, on rollback and after promotion, in the same write that removes the canary.
+
 Too little traffic is Inconclusive and never passes; a rollback is recorded in history with
 its evidence, and a rolled back spec is never promoted without a new spec or a retry.
 """
@@ -41,7 +47,13 @@ from modeldeploy_operator.api import (
     parse_duration,
 )
 from modeldeploy_operator.reasons import Reason
-from modeldeploy_operator.traffic import achieved_weight, canary_replicas, weight_note
+from modeldeploy_operator.traffic import (
+    achieved_weight,
+    canary_replicas,
+    canary_replicas_for_route,
+    route_note,
+    weight_note,
+)
 
 HISTORY_LIMIT = 10
 WAIT_FOR_PODS = 10.0  # seconds between looks while pods start (watch events usually come first)
@@ -70,6 +82,8 @@ class Observed:
     canary_up: int = 0  # canary pods whose containers are ready
     canary_serving: int = 0  # canary pods in the Service (readiness gate set, Ready)
     canary_failure: tuple[Reason, str] | None = None
+    route_weight: int | None = None  # the canary's share on the HTTPRoute, read back
+    route_problem: str | None = None  # why weights cannot be set on the HTTPRoute
 
 
 @dataclass(frozen=True)
@@ -115,6 +129,7 @@ class Plan:
     step_started: bool = False  # a step's interval began now: take the window's first reading
     requeue_after: float | None = None
     finished: HistoryEntry | None = None  # the rollout that ended in this call
+    route_weight: int | None = None  # the canary weight to set on the HTTPRoute; None: no route
 
 
 def iso(moment: float) -> str:
@@ -193,7 +208,7 @@ def _start(
         handled=latest,  # commands given before this rollout do not act on it
         message=f"starting canary version {target.version}: fetching, verifying and loading the model",
     )
-    replicas = canary_replicas(spec.replicas, spec.rollout.steps[0])
+    replicas = _canary_size(spec, spec.rollout.steps[0])
     return Plan(
         "rolling",
         "keep",
@@ -205,6 +220,31 @@ def _start(
         canary.message,
         requeue_after=WAIT_FOR_PODS,
     )
+
+
+def _canary_size(spec: ModelDeploymentSpec, weight: int) -> int:
+    """Canary pods for a weight: nearest by pod share, or, with an HTTPRoute, the capacity."""
+    if spec.rollout.traffic.http_route is not None:
+        return canary_replicas_for_route(spec.replicas, weight)
+    return canary_replicas(spec.replicas, weight)
+
+
+def _with_route(spec: ModelDeploymentSpec, result: Plan, observed: Observed) -> Plan:
+    """The weight the HTTPRoute should carry for this plan; a route that cannot be used
+    outside a rollout is the condition to show."""
+    route = spec.rollout.traffic.http_route
+    if route is None:
+        return result
+    weight = 0
+    canary = result.canary
+    if result.state == "rolling" and canary is not None and result.canary_traffic and observed.canary_serving:
+        # Raise the weight only once the step's pods are in their Service; meanwhile the
+        # pods already serving keep what the route gives them now.
+        enough = observed.canary_serving >= result.canary_replicas
+        weight = canary.requested_weight if enough else min(observed.route_weight or 0, canary.requested_weight)
+    if result.state == "steady" and observed.route_problem:
+        return replace(result, route_weight=weight, reason=reasons.HTTP_ROUTE_UNUSABLE, message=observed.route_problem)
+    return replace(result, route_weight=weight)
 
 
 def plan(
@@ -223,6 +263,22 @@ def plan(
 
     `signature`, `verdict` and `gate` (the preRollout webhooks' answer) are given only when
     the previous call asked for them (check_signature, judge, check_webhooks)."""
+    decided = _plan(spec, target, previous, observed, commands, now, signature, verdict, window_lost, gate)
+    return _with_route(spec, decided, observed)
+
+
+def _plan(
+    spec: ModelDeploymentSpec,
+    target: Target,
+    previous: ModelDeploymentStatus,
+    observed: Observed,
+    commands: Commands,
+    now: float,
+    signature: Check | None,
+    verdict: list[Check] | None,
+    window_lost: bool,
+    gate: Check | None,
+) -> Plan:
     history, canary = list(previous.history), previous.canary
     if observed.stable_hash is None:
         return _steady(history)  # the first version goes straight to stable
@@ -267,7 +323,9 @@ def _settled(
     """Stable already serves the target: a promotion finishing, or a spec set back to stable."""
     if canary is None:
         return _steady(history)
-    if not canary.promoting:
+    # Stable serving the canary's own spec is a promotion, even when the status read is from
+    # before `promoting` was written (the watch can deliver the stable Deployment first).
+    if not canary.promoting and canary.spec_hash != target.spec_hash:
         _, kept = _finish(
             canary, history, "Aborted", reasons.ABORTED, "the spec went back to the stable version", "spec", now
         )
@@ -295,9 +353,12 @@ def _rolling(
     step_started: bool = False,
     check_webhooks: bool = False,
 ) -> Plan:
-    actual = achieved_weight(observed.stable_ready, observed.canary_serving) if traffic else 0
+    if spec.rollout.traffic.http_route is not None:
+        actual = (observed.route_weight or 0) if traffic else 0
+    else:
+        actual = achieved_weight(observed.stable_ready, observed.canary_serving) if traffic else 0
     updated = _with(canary, actual_weight=actual, message=message)
-    replicas = canary_replicas(spec.replicas, spec.rollout.steps[canary.step])
+    replicas = _canary_size(spec, spec.rollout.steps[canary.step])
     return Plan(
         "rolling",
         stable,
@@ -393,6 +454,31 @@ def _gate(
     return _rolling(started, observed, True, message, spec, WAIT_FOR_PODS)
 
 
+def _note(spec: ModelDeploymentSpec, requested: int, observed: Observed) -> str:
+    route = spec.rollout.traffic.http_route
+    if route is not None:
+        return route_note(requested, observed.route_weight, route.name)
+    achieved = achieved_weight(observed.stable_ready, observed.canary_serving)
+    return weight_note(requested, achieved, observed.stable_ready, observed.canary_serving)
+
+
+def _unverified(
+    spec: ModelDeploymentSpec, canary: CanaryStatus, observed: Observed, label: str, note: str
+) -> Plan | None:
+    """The wait while a step's weight is not yet verified: its canary pods in the Service
+    and, with an HTTPRoute, the route showing the step's weight; None once it is."""
+    wanted = _canary_size(spec, canary.requested_weight)
+    if observed.canary_serving < wanted:
+        message = f"{label}: waiting for {wanted} canary pod(s) in the Service"
+        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS)
+    if spec.rollout.traffic.http_route is None or observed.route_weight == canary.requested_weight:
+        return None
+    if observed.route_problem:
+        message = f"{label}: {observed.route_problem}"
+        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, reason=reasons.HTTP_ROUTE_UNUSABLE)
+    return _rolling(canary, observed, True, f"{label}: waiting for the weight: {note}", spec, WAIT_FOR_PODS)
+
+
 def _step(
     spec: ModelDeploymentSpec,
     canary: CanaryStatus,
@@ -408,28 +494,16 @@ def _step(
     steps = spec.rollout.steps
     index, requested = canary.step, canary.requested_weight
     label = f"step {index + 1} of {len(steps)}"
-    wanted = canary_replicas(spec.replicas, requested)
-    note = weight_note(
-        requested,
-        achieved_weight(observed.stable_ready, observed.canary_serving),
-        observed.stable_ready,
-        observed.canary_serving,
-    )
+    note = _note(spec, requested, observed)
     if _newer(commands.promote_full, canary.handled, canary.started_at):
         promoted = _with(canary, promoting=True, handled=commands.promote_full)
         return _rolling(
             promoted, observed, True, "promoted by a user: updating stable", spec, WAIT_FOR_PODS, stable="target"
         )
     if canary.step_started_at is None or window_lost:
-        if observed.canary_serving < wanted:
-            return _rolling(
-                canary,
-                observed,
-                True,
-                f"{label}: waiting for {wanted} canary pod(s) in the Service",
-                spec,
-                WAIT_FOR_PODS,
-            )
+        unverified = _unverified(spec, canary, observed, label, note)
+        if unverified is not None:
+            return unverified
         verified = _with(canary, step_started_at=iso(now), inconclusive_since=None)
         why = "the operator restarted: the step's window starts again" if window_lost else "weight verified"
         return _rolling(

@@ -33,6 +33,7 @@ from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, 
 from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.rollout import Observed as RolloutObserved
 from modeldeploy_operator.rollout import Plan, Target
+from modeldeploy_operator.routes import canary_weight_on, route_problem
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]
@@ -50,23 +51,33 @@ class Track:
 @dataclass
 class Children:
     """A ModelDeployment's objects, per track: `stable` and `canary` Deployments with their
-    pods, and Services by track ("" for the Service that selects every track)."""
+    pods, Services by track ("" for the model's Service `NAME`), and the user's HTTPRoute
+    named by `spec.rollout.traffic.httpRoute` (read, never owned: not among objects())."""
 
     tracks: dict[str, Track] = field(default_factory=dict)
     services: dict[str, Obj] = field(default_factory=dict)
+    route: Obj | None = None
+    routes_watched: bool = True  # False: the operator may not read HTTPRoutes (RBAC)
 
     def track(self, name: str) -> Track:
         return self.tracks.get(name) or Track()
 
     @classmethod
-    def group(cls, deployments: list[Obj], services: list[Obj], pods: list[Obj]) -> Children:
+    def group(
+        cls,
+        deployments: list[Obj],
+        services: list[Obj],
+        pods: list[Obj],
+        route: Obj | None = None,
+        routes_watched: bool = True,
+    ) -> Children:
         """Sort a resource's objects into tracks by their track label."""
         tracks: dict[str, Track] = {}
         for deployment in deployments:
             tracks.setdefault(_track_of(deployment), Track()).deployment = deployment
         for pod in pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
-        return cls(tracks, {_track_of(service): service for service in services})
+        return cls(tracks, {_track_of(service): service for service in services}, route, routes_watched)
 
     def objects(self) -> list[Obj]:
         """Every Deployment and Service, for finding the ones no longer wanted."""
@@ -243,8 +254,11 @@ def pods_to_open(pods: list[Obj]) -> list[Obj]:
     return [pod for pod in pods if _condition_true(pod, "ContainersReady") and not _condition_true(pod, TRAFFIC_GATE)]
 
 
-def observe_rollout(children: Children, target: Target) -> RolloutObserved:
-    """What the two tracks show, for the rollout plan."""
+def observe_rollout(
+    children: Children, target: Target, meta: Obj | None = None, route: str | None = None
+) -> RolloutObserved:
+    """What the two tracks show, for the rollout plan; with `route` (the HTTPRoute the spec
+    names), the canary weight it carries now and why it cannot be used, if it cannot."""
     stable, canary = children.track("stable"), children.track("canary")
     stable_hash = None
     if stable.deployment is not None:
@@ -252,6 +266,7 @@ def observe_rollout(children: Children, target: Target) -> RolloutObserved:
         # serving the spec: adopting it must not start a rollout.
         stable_hash = _spec_hash(stable.deployment) or target.spec_hash
     pods = canary_pods(canary, target.version) if canary.deployment is not None else []
+    name, namespace = (meta or {}).get("name", ""), (meta or {}).get("namespace", "")
     return RolloutObserved(
         stable_hash=stable_hash,
         stable_rolled=stable.deployment is not None and rolled(stable.deployment),
@@ -260,6 +275,8 @@ def observe_rollout(children: Children, target: Target) -> RolloutObserved:
         canary_up=sum(_condition_true(pod, "ContainersReady") for pod in pods),
         canary_serving=sum(_ready(pod) for pod in pods),
         canary_failure=pod_failure(pods),
+        route_weight=canary_weight_on(children.route, name, namespace) if route else None,
+        route_problem=route_problem(name, namespace, route, children.route, children.routes_watched) if route else None,
     )
 
 
@@ -353,7 +370,9 @@ def decide_status(
     stable = children.track("stable")
     observed = observe(stable.deployment, stable.pods, spec.model.version)
     phase, wanted = observed.phase, observed.conditions
-    if plan is not None and plan.state != "steady" and plan.reason is not None:
+    # A steady plan has a reason only when its HTTPRoute cannot be used; a failing stable
+    # Deployment says more, so it is shown first.
+    if plan is not None and plan.reason is not None and (plan.state != "steady" or phase != "Degraded"):
         also = RECONCILING if plan.state == "rolling" else STALLED
         phase = "Progressing" if plan.state == "rolling" else "Degraded"
         wanted = [Wanted(READY, "False", plan.reason, plan.message), Wanted(also, "True", plan.reason, plan.message)]

@@ -38,6 +38,7 @@ class FakeKube:
     opened: list[str] = field(default_factory=list)
     statuses: list[Obj] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)  # every apply and delete, in order, never cleared
     every_event: list[tuple[str, str, str]] = field(default_factory=list)  # never cleared
     refuse: kubernetes.client.ApiException | None = None
 
@@ -45,9 +46,11 @@ class FakeKube:
         if self.refuse is not None:
             raise self.refuse
         self.applied.append(copy.deepcopy(desired))
+        self.order.append(f"apply {desired['kind']} {desired['metadata']['name']}")
 
     async def delete(self, obj: Obj) -> None:
         self.deleted.append(copy.deepcopy(obj))
+        self.order.append(f"delete {obj['kind']} {obj['metadata']['name']}")
 
     async def open_traffic(self, pod: Obj) -> None:
         self.opened.append(pod["metadata"]["name"])
@@ -100,7 +103,8 @@ class Cluster:
             "spec": spec,
         }
         self.deployments: dict[str, Obj] = {}  # by track
-        self.service: Obj | None = None
+        self.services: dict[str, Obj] = {}  # by name
+        self.route: Obj | None = None  # the user's HTTPRoute, if the test makes one
         self.pods: list[Obj] = []
 
     @property
@@ -118,8 +122,10 @@ class Cluster:
 
     def children(self) -> Children:
         deployments = list(self.deployments.values())
-        services = [self.service] if self.service is not None else []
-        return Children.group(copy.deepcopy(deployments), copy.deepcopy(services), copy.deepcopy(self.pods))
+        services = list(self.services.values())
+        return Children.group(
+            copy.deepcopy(deployments), copy.deepcopy(services), copy.deepcopy(self.pods), copy.deepcopy(self.route)
+        )
 
     def take(self, kube: FakeKube) -> None:
         """Store what the operator wrote, with defaults and new resourceVersions."""
@@ -146,11 +152,19 @@ class Cluster:
                 stored["metadata"]["generation"] = generation
                 stored["status"] = {**(before or {}).get("status", {}), "observedGeneration": generation - 1}
                 self.deployments[track] = stored
+            elif desired["kind"] == "HTTPRoute":
+                assert self.route is not None, "the operator never creates a route"
+                sent = desired["metadata"]["resourceVersion"]
+                assert sent == self.route["metadata"]["resourceVersion"], "the API server would refuse: 409"
+                self.route["spec"]["rules"] = stored["spec"]["rules"]
+                self.route["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
             else:
                 stored["spec"].update(clusterIP="10.96.0.17", clusterIPs=["10.96.0.17"], sessionAffinity="None")
-                self.service = stored
+                self.services[stored["metadata"]["name"]] = stored
         for gone in kube.deleted:
             track = gone["metadata"].get("labels", {}).get("modeldeploy.dev/track")
+            if gone["kind"] == "Service":
+                self.services.pop(gone["metadata"]["name"], None)
             if gone["kind"] == "Deployment" and track in self.deployments:
                 del self.deployments[track]
                 self.pods = [p for p in self.pods if p["metadata"]["labels"]["modeldeploy.dev/track"] != track]
@@ -606,8 +620,12 @@ def test_an_http_route_gets_a_service_per_track_and_loses_it_when_removed() -> N
     cluster, kube, memory = converged()
     cluster.edit_spec(rollout={"traffic": {"httpRoute": {"name": "fraud"}}})
     run(cluster, kube, memory)
-    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [("Service", "fraud-stable")]
-    backend = kube.applied[0]
+    assert [(o["kind"], o["metadata"]["name"]) for o in kube.applied] == [
+        ("Service", "fraud"),
+        ("Service", "fraud-stable"),
+    ]
+    assert kube.applied[0]["spec"]["selector"]["modeldeploy.dev/track"] == "stable", "NAME bypasses no weight"
+    backend = kube.applied[1]
     assert backend["spec"]["selector"]["modeldeploy.dev/track"] == "stable"
     assert backend["metadata"]["labels"]["modeldeploy.dev/track"] == "stable"
     stored = copy.deepcopy(backend)
@@ -674,3 +692,83 @@ def test_drift_sets_its_own_condition_and_an_event_when_the_verdict_changes(monk
     conditions = {c["type"]: c for c in cluster.body["status"]["conditions"]}
     assert conditions["DriftDetected"]["status"] == "False"
     assert kube.every_event[-1][:2] == ("Normal", "NoDrift")
+
+
+# With an HTTPRoute -----------------------------------------------------------------------
+
+USER_RULE = {
+    "matches": [{"path": {"type": "PathPrefix", "value": "/v2/models/fraud"}}],
+    "backendRefs": [{"group": "", "kind": "Service", "name": "fraud", "port": 80, "weight": 1}],
+}
+DOCS_RULE = {
+    "matches": [{"path": {"type": "PathPrefix", "value": "/docs"}}],
+    "backendRefs": [{"group": "", "kind": "Service", "name": "docs", "port": 80, "weight": 1}],
+}
+
+
+def user_route() -> Obj:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "public", "namespace": "ml", "resourceVersion": "5"},
+        "spec": {"parentRefs": [{"name": "edge"}], "rules": [copy.deepcopy(USER_RULE), copy.deepcopy(DOCS_RULE)]},
+    }
+
+
+def weights(cluster: Cluster) -> list[tuple[str, int]]:
+    assert cluster.route is not None
+    model, docs = cluster.route["spec"]["rules"]
+    assert docs == DOCS_RULE and model["matches"] == USER_RULE["matches"], "the user's fields are untouched"
+    return [(ref["name"], ref["weight"]) for ref in model["backendRefs"]]
+
+
+def test_with_an_http_route_the_weights_follow_the_rollout_and_go_back_before_the_canary_goes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    routed = {"steps": [50], "traffic": {"httpRoute": {"name": "public"}}}
+    cluster, kube, memory = Cluster(spec(rollout=routed)), FakeKube(), LastWrites()
+    cluster.route = user_route()
+    judge = FakeJudge([[PASS, FAIL]])
+    step(cluster, kube, memory, judge)
+    assert weights(cluster) == [("fraud-stable", 100)], "a route naming Service fraud is split from the start"
+    assert cluster.services["fraud"]["spec"]["selector"]["modeldeploy.dev/track"] == "stable"
+    cluster.pods_ready()
+    step(cluster, kube, memory, judge)
+    assert cluster.body["status"]["phase"] == "Ready"
+    cluster.edit_spec(model={"uri": "s3://models/fraud/8/model.onnx", "version": "8"})
+    step(cluster, kube, memory, judge)
+    assert cluster.canary is not None and cluster.canary["spec"]["replicas"] == 1, "capacity for 50% of 2"
+    assert "fraud-canary" in cluster.services and weights(cluster) == [("fraud-stable", 100)]
+    cluster.pods_ready("canary")
+    step(cluster, kube, memory, judge)
+    assert canary_let_in(cluster) == [True] and weights(cluster) == [("fraud-stable", 100)], "not before it serves"
+    step(cluster, kube, memory, judge)
+    assert weights(cluster) == [("fraud-stable", 50), ("fraud-canary", 50)]
+    assert cluster.body["status"]["canary"]["actualWeight"] == 0, "read back only from the next watch event"
+    step(cluster, kube, memory, judge)
+    assert judge.asked[-1] == "begin 3", "the step starts once the route shows its weight"
+    assert cluster.body["status"]["canary"]["actualWeight"] == 50
+    before = len(kube.order)
+    step(cluster, kube, memory, judge, seconds=60)
+    first, *deletes = kube.order[before:]
+    assert first == "apply HTTPRoute public", "all traffic back to stable before the canary goes"
+    assert sorted(deletes) == ["delete Deployment fraud-canary", "delete Service fraud-canary"]
+    assert weights(cluster) == [("fraud-stable", 100)]
+    assert cluster.body["status"]["phase"] == "Degraded" and cluster.canary is None
+
+
+def test_a_missing_http_route_is_reported_and_never_created() -> None:
+    cluster, kube = Cluster(spec(rollout={"traffic": {"httpRoute": {"name": "public"}}})), FakeKube()
+    run(cluster, kube)
+    cluster.take(kube)
+    cluster.pods_ready()
+    run(cluster, kube)
+    assert not any(o["kind"] == "HTTPRoute" for o in kube.applied)
+    (status,) = kube.statuses
+    ready = ready_condition(status)
+    assert (status["phase"], ready["reason"]) == ("Degraded", "HTTPRouteUnusable")
+    assert ready["message"].startswith(
+        "HTTPRoute public (spec.rollout.traffic.httpRoute.name) not found in namespace ml"
+    )
+    assert [event[:2] for event in kube.every_event] == [("Warning", "HTTPRouteUnusable")], "one Warning"

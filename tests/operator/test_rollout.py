@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from modeldeploy_operator import reasons
 from modeldeploy_operator.api import Check, ModelDeploymentSpec, ModelDeploymentStatus
 from modeldeploy_operator.rollout import Commands, Observed, Plan, Target, iso, plan
-from modeldeploy_operator.traffic import achieved_weight, canary_replicas
+from modeldeploy_operator.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 T0 = 1_800_000_000.0
 OLD, NEW = "old0000000", "new1111111"
@@ -54,6 +54,8 @@ class World:
     canary_in_service: int = 0
     canary_failure: tuple[reasons.Reason, str] | None = None
     pods_start: bool = True
+    route_weight: int | None = None  # the canary's share on the HTTPRoute, as read back
+    route_problem: str | None = None
     commands: Commands = field(default_factory=Commands)
     plans: list[Plan] = field(default_factory=list)
 
@@ -66,6 +68,8 @@ class World:
             canary_up=self.canary_pods,
             canary_serving=self.canary_in_service,
             canary_failure=self.canary_failure,
+            route_weight=self.route_weight,
+            route_problem=self.route_problem,
         )
 
     def step(self, signature: Check | None = SIGNATURE_OK, verdict: list[Check] | None = None) -> Plan:
@@ -82,6 +86,8 @@ class World:
         self.canary_hash = NEW if result.canary_replicas else None
         self.canary_pods = result.canary_replicas if self.pods_start else 0
         self.canary_in_service = self.canary_pods if result.canary_traffic else 0
+        if result.route_weight is not None and self.route_problem is None:
+            self.route_weight = result.route_weight  # the watch brings the route back next time
         return result
 
     def wait(self, seconds: float, **answers: Any) -> Plan:
@@ -130,6 +136,23 @@ def test_a_good_version_walks_the_steps_and_is_promoted() -> None:
     assert (entry.outcome, entry.version, entry.decided_by, entry.revision) == ("Promoted", "8", "analysis", 1)
     assert [c.check for c in entry.analysis] == ["errorRate", "latencyP99", "predictionShift"]
     assert done.finished == entry
+
+
+def test_a_promotion_seen_before_its_status_is_not_taken_for_a_spec_set_back() -> None:
+    """The watch may deliver the updated stable Deployment before the status that says
+    `promoting`: stable serving the canary's own spec is still a promotion."""
+    world = World(spec=spec(steps=[50]))
+    for _ in range(3):
+        world.step()
+    before = world.status
+    promoting = world.wait(60, verdict=GOOD)
+    assert promoting.stable == "target"
+    world.status = before  # the cache still holds the status from before `promoting`
+    world.stable_rolled = False
+    assert world.step().state == "rolling", "promoting, not aborted"
+    world.stable_rolled = True
+    done = world.step()
+    assert [(e.outcome, e.version) for e in done.history] == [("Promoted", "8")]
 
 
 def test_a_failed_check_rolls_back_at_once_with_its_evidence() -> None:
@@ -287,3 +310,60 @@ def test_a_pre_rollout_webhook_holds_the_first_step_until_it_says_yes() -> None:
     assert [c.check for c in went.canary.analysis] == ["signature", "webhook"]
     late = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now + 301, SIGNATURE_OK, gate=no)
     assert late.reason is reasons.PROGRESS_DEADLINE_EXCEEDED
+
+
+# With an HTTPRoute: exact weights ---------------------------------------------------------
+
+ROUTED = {"traffic": {"httpRoute": {"name": "fraud"}}}
+
+
+def test_with_a_route_the_weight_is_exact_and_raised_only_once_the_pods_serve() -> None:
+    world = World(spec=spec(**ROUTED), route_weight=0)
+    start = world.step()
+    assert (start.canary_replicas, start.route_weight) == (1, 0), "capacity: ceil(2 x 10%) = 1 pod"
+    gate = world.step()
+    assert gate.canary_traffic and gate.route_weight == 0, "the gate opens the pods; the route waits for them"
+    raised = world.step()
+    assert raised.route_weight == 10 and not raised.step_started
+    assert raised.canary is not None and raised.canary.actual_weight == 0, "not yet read back from the route"
+    assert "waiting for the weight: 10% requested, HTTPRoute fraud shows 0%" in raised.message
+    verified = world.step()
+    assert verified.step_started and verified.canary is not None and verified.canary.actual_weight == 10
+    assert "10% of traffic (exact, set on HTTPRoute fraud)" in verified.message
+    moved = world.wait(60, verdict=GOOD)
+    assert moved.canary is not None and moved.canary.requested_weight == 50
+    assert moved.canary_replicas == canary_replicas_for_route(2, 50) == 1
+    assert moved.route_weight == 50, "the step's pods already serve: the route follows at once"
+    world.step()
+    promoting = world.wait(60, verdict=GOOD)
+    assert promoting.stable == "target" and promoting.route_weight == 50, "the canary serves while stable rolls"
+    world.stable_rolled = False
+    world.step()
+    world.stable_rolled = True
+    done = world.step()
+    assert (done.state, done.canary_replicas, done.route_weight) == ("steady", 0, 0), "all to the updated stable"
+
+
+def test_with_a_route_a_rollback_sends_everything_to_stable_in_the_same_plan() -> None:
+    world = World(spec=spec(**ROUTED), route_weight=0)
+    for _ in range(4):
+        world.step()
+    assert world.route_weight == 10
+    rolled = world.wait(60, verdict=SHIFTED)
+    assert (rolled.state, rolled.canary_replicas, rolled.route_weight) == ("held", 0, 0)
+
+
+def test_a_missing_route_holds_the_step_and_is_reported() -> None:
+    problem = "HTTPRoute fraud (spec.rollout.traffic.httpRoute.name) not found in namespace ml"
+    world = World(spec=spec(**ROUTED), route_problem=problem)
+    for _ in range(5):
+        waiting = world.wait(30)
+    assert waiting.state == "rolling" and not waiting.step_started and not waiting.judge
+    assert waiting.reason is reasons.HTTP_ROUTE_UNUSABLE and problem in waiting.message
+    steady = World(spec=spec(**ROUTED), stable_hash=NEW, route_problem=problem).step()
+    assert (steady.state, steady.reason, steady.message) == ("steady", reasons.HTTP_ROUTE_UNUSABLE, problem)
+
+
+def test_route_capacity_arithmetic() -> None:
+    assert [canary_replicas_for_route(2, w) for w in (0, 1, 10, 50, 51, 100)] == [0, 1, 1, 1, 2, 2]
+    assert [canary_replicas_for_route(10, w) for w in (5, 10, 25, 99)] == [1, 1, 3, 10]

@@ -66,6 +66,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
+# A user's Gateway API HTTPRoute named by spec.rollout.traffic.httpRoute: watched, and its
+# rules' backendRefs patched (server-side apply) with the canary weights; never created or
+# deleted. Harmless without the Gateway API installed.
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
