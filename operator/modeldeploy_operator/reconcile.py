@@ -64,6 +64,8 @@ async def reconcile(
     (seconds from now), or None to wait for the next watch event."""
     meta = body["metadata"]
     key = (meta["namespace"], meta["name"])
+    cached = body
+    body = writes.latest(key, body)
     spec, invalid = parse_spec(body.get("spec"))
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
     plan: Plan | None = None
@@ -85,9 +87,9 @@ async def reconcile(
         judge.forget_drift(key)
     status = decide_status(body, spec, children, settings, problem, now_iso(), plan, drift).dump()
     previous = body.get("status") or {}
-    if status != previous and not writes.written_already(key, status, body):
+    if status != previous and not writes.written_already(key, status, cached):
         await kube.replace_status(meta["namespace"], meta["name"], status)
-        writes.remember_status(key, status, body)
+        writes.remember_status(key, status, cached)
         if spec is not None and plan is not None and plan.finished is not None and problem is None:
             notifying.notify(spec.rollout.webhooks, meta, plan.finished)
         drifted = drift_transition(previous.get("conditions") or [], status["conditions"])

@@ -34,6 +34,7 @@ class LastWrites:
 
     applied: dict[Key, dict[tuple[str, str], Entry]] = field(default_factory=dict)
     statuses: dict[Key, Entry] = field(default_factory=dict)
+    written: dict[Key, Obj] = field(default_factory=dict)  # the last status written, while the cache lags
     ready: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def applied_already(self, key: Key, desired: Obj, actual: Obj | None) -> bool:
@@ -52,8 +53,20 @@ class LastWrites:
 
     def remember_status(self, key: Key, status: Obj, body: Obj) -> None:
         self.statuses[key] = (fingerprint(status), resource_version(body))
+        self.written[key] = status
+
+    def latest(self, key: Key, body: Obj) -> Obj:
+        """The resource as the operator last left it: its own last status write while the
+        watch cache still shows the object that write went over (a decision made on the
+        older status would undo or repeat it), else the cache's copy."""
+        entry, written = self.statuses.get(key), self.written.get(key)
+        if entry is None or written is None or entry[1] != resource_version(body):
+            self.written.pop(key, None)
+            return body
+        return {**body, "status": written}
 
     def forget(self, key: Key) -> None:
         self.applied.pop(key, None)
         self.statuses.pop(key, None)
+        self.written.pop(key, None)
         self.ready.pop(key, None)

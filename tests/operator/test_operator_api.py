@@ -33,7 +33,14 @@ def manifest(name: str, **spec: Any) -> str:
         "apiVersion": "modeldeploy.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
-        "spec": {"model": {"uri": URI, "version": "1", "sha256": DIGEST}, "replicas": 1, **spec},
+        "spec": {
+            "model": {"uri": URI, "version": "1", "sha256": DIGEST},
+            "replicas": 1,
+            # More CPU than any node has: the pods stay Pending on either tier, so these tests
+            # see what the operator does with objects, also when a full cluster is up.
+            "resources": {"requests": {"cpu": "400"}},
+            **spec,
+        },
     }
     return json.dumps(body)
 

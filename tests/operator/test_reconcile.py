@@ -772,3 +772,29 @@ def test_a_missing_http_route_is_reported_and_never_created() -> None:
         "HTTPRoute public (spec.rollout.traffic.httpRoute.name) not found in namespace ml"
     )
     assert [event[:2] for event in kube.every_event] == [("Warning", "HTTPRouteUnusable")], "one Warning"
+
+
+def test_a_status_write_the_cache_has_not_shown_yet_is_what_the_next_reconcile_builds_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The updated stable Deployment can reach the watch before the status that said
+    'promoting': the next reconcile must build on its own last write, or the promotion is
+    recorded without the step's evidence (seen on the real cluster)."""
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    cluster, kube, memory = converged()
+    judge = FakeJudge([[PASS]])
+    cluster.edit_spec(model={"uri": "s3://models/fraud/8/model.onnx", "version": "8"}, rollout={"steps": [50]})
+    step(cluster, kube, memory, judge)
+    cluster.pods_ready("canary")
+    step(cluster, kube, memory, judge)
+    step(cluster, kube, memory, judge)
+    before = copy.deepcopy(cluster.body)
+    step(cluster, kube, memory, judge, seconds=60)  # judged: promoting, stable updated
+    assert cluster.body["status"]["canary"]["promoting"]
+    cluster.body["status"] = before["status"]  # the watch still shows the older status ...
+    cluster.body["metadata"]["resourceVersion"] = before["metadata"]["resourceVersion"]
+    cluster.pods_ready("stable")  # ... but already the updated, rolled stable Deployment
+    step(cluster, kube, memory, judge)
+    entry = cluster.body["status"]["history"][0]
+    assert (entry["outcome"], entry["decidedBy"]) == ("Promoted", "analysis")
+    assert [c["check"] for c in entry["analysis"]] == ["errorRate"], "the step's evidence is kept"
