@@ -35,8 +35,8 @@ from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.plans import Plan, Target, commands_from, seconds
 from modeldeploy_operator.reasons import Reason
-from modeldeploy_operator.rollout import Plan, Target, commands_from
 from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import (
@@ -139,7 +139,7 @@ async def _drift(
     previous = previous_status(body).drift
     interval, now = parse_duration(spec.drift.interval), time.time()
     last = max(
-        filter(None, [rollout.seconds(previous.evaluated_at) if previous else None, judge.last_drift_read(key)]),
+        filter(None, [seconds(previous.evaluated_at) if previous else None, judge.last_drift_read(key)]),
         default=None,
     )
     wait = seconds_until_due(last, interval, now)

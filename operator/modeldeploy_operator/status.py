@@ -30,9 +30,9 @@ from modeldeploy_operator.builders import (
     selector_labels,
 )
 from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
+from modeldeploy_operator.plans import Observed as RolloutObserved
+from modeldeploy_operator.plans import Plan, Target
 from modeldeploy_operator.reasons import Reason
-from modeldeploy_operator.rollout import Observed as RolloutObserved
-from modeldeploy_operator.rollout import Plan, Target
 from modeldeploy_operator.routes import canary_weight_on, route_problem
 from modeldeploy_operator.settings import Settings
 
