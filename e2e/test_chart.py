@@ -374,9 +374,15 @@ def test_a_release_from_install_to_uninstall_with_a_model_answering(
                 else:
                     task = ["kill", "--signal", "SIGKILL", container] if how == "killed" else ["pause", container]
                     subprocess.run([*containerd.ctr(cluster.run_dir), "tasks", *task], check=True, capture_output=True)
+                # A frozen leader's renewal may already be on its way when its cgroup is paused:
+                # wait for another holder, not merely a newer renewal.
                 spec = wait_for(
                     f"a live operator to hold the Lease after the leader {how}",
-                    lambda since=renewed: renewed_since(cluster, system, since),
+                    lambda since=renewed, frozen=lead if how == "frozen" else None: (
+                        found
+                        if (found := renewed_since(cluster, system, since)) and found.get("holderIdentity") != frozen
+                        else None
+                    ),
                     timeout=60,
                     every=0.2,
                 )
