@@ -11,8 +11,6 @@ needs traffic through a Gateway, which this cluster does not have).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -22,6 +20,7 @@ from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
+from e2e.test_rollouts import plugin
 
 ROUTE = {
     "apiVersion": "gateway.networking.k8s.io/v1",
@@ -71,17 +70,6 @@ def weights(kube: Cluster, namespace: str) -> list[tuple[str, int]]:
 def canary(kube: Cluster, namespace: str) -> dict[str, Any]:
     result: dict[str, Any] = get(kube, namespace, "mdep", "cancer").get("status", {}).get("canary") or {}
     return result
-
-
-def plugin(kube: Cluster, namespace: str, *args: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def step_verified(kube: Cluster, namespace: str, weight: int) -> bool:

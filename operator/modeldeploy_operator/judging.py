@@ -18,7 +18,6 @@ the previous status.drift stands until the next evaluation.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from modeldeploy_serving.profile import Profile, ProfileError
 from modeldeploy_operator import analysis
 from modeldeploy_operator.api import Analysis, Check, Drift, DriftStatus, parse_duration
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
+from modeldeploy_operator.plans import iso
 from modeldeploy_operator.sources import TelemetrySource
 from modeldeploy_operator.windows import Pod, Reading, TrackWindow, window
 
@@ -84,10 +84,6 @@ def drift_window(track: TrackWindow) -> DriftWindow:
         prediction_counts={key: np.asarray(bins.counts) for key, bins in track.predictions.items()},
         prediction_classes={output: dict(counts) for output, counts in track.classes.items()},
     )
-
-
-def _iso(moment: float) -> str:
-    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -149,7 +145,7 @@ class Judge:
                 verdict="Inconclusive",
                 method=settings.method,
                 window=settings.window,
-                evaluated_at=_iso(now),
+                evaluated_at=iso(now),
                 message=message,
             )
 
@@ -180,7 +176,7 @@ class Judge:
         if report.get("prediction") and report["prediction"]["drifted"]:
             message += "; predictions shifted"
         return DriftStatus.model_validate(
-            {**report, "window": settings.window, "evaluatedAt": _iso(now), "message": message}
+            {**report, "window": settings.window, "evaluatedAt": iso(now), "message": message}
         )
 
     async def _profile(self, serving: str, model: str, pods: list[Pod]) -> Profile | None:

@@ -11,7 +11,6 @@ function elsewhere; this module only sends what they decided.
 
 from __future__ import annotations
 
-import datetime
 import json
 import logging
 import time
@@ -35,7 +34,7 @@ from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.plans import Plan, Target, commands_from, seconds
+from modeldeploy_operator.plans import Plan, Target, commands_from, iso, seconds
 from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.settings import Settings
@@ -44,6 +43,7 @@ from modeldeploy_operator.status import (
     canary_pods,
     decide_status,
     observe_rollout,
+    pod_ready,
     pods_to_open,
     previous_status,
 )
@@ -54,7 +54,7 @@ Obj = dict[str, Any]
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(time.time())
 
 
 async def reconcile(
@@ -146,7 +146,7 @@ async def _drift(
     if wait > 0:
         return previous, wait
     stable = children.track("stable")
-    pods = pods_of([pod for pod in stable.pods if _is_ready(pod)])
+    pods = pods_of([pod for pod in stable.pods if pod_ready(pod)])
     serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
     if not pods:
         return previous, interval
@@ -155,11 +155,6 @@ async def _drift(
         return previous, interval
     metrics.record_drift(key, evaluated)
     return evaluated, interval
-
-
-def _is_ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:

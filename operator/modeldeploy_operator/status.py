@@ -144,7 +144,8 @@ def pod_failure(pods: list[Obj]) -> tuple[Reason, str] | None:
     return None
 
 
-def _ready(pod: Obj) -> bool:
+def pod_ready(pod: Obj) -> bool:
+    """The pod's Ready condition is True (for a canary pod: its readiness gate is set too)."""
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
@@ -154,7 +155,7 @@ def serving_version(pods: list[Obj]) -> str | None:
     versions = [
         ((pod.get("metadata") or {}).get("labels") or {}).get(VERSION_LABEL)
         for pod in pods
-        if _ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        if pod_ready(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
     known = [v for v in versions if v]
     return max(set(known), key=known.count) if known else None
@@ -273,7 +274,7 @@ def observe_rollout(
         stable_ready=int(((stable.deployment or {}).get("status") or {}).get("readyReplicas") or 0),
         canary_hash=_spec_hash(canary.deployment),
         canary_up=sum(_condition_true(pod, "ContainersReady") for pod in pods),
-        canary_serving=sum(_ready(pod) for pod in pods),
+        canary_serving=sum(pod_ready(pod) for pod in pods),
         canary_failure=pod_failure(pods),
         route_weight=canary_weight_on(children.route, name, namespace) if route else None,
         route_problem=route_problem(name, namespace, route, children.route, children.routes_watched) if route else None,
