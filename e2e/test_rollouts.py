@@ -12,19 +12,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections import Counter
 from typing import Any
 
-import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.load import Load
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 
@@ -55,55 +50,6 @@ def mdep(version: str, sha256: str) -> str:
             },
         }
     )
-
-
-class Load:
-    """Requests to the Service's ClusterIP from the host, a few rows each, until stopped."""
-
-    def __init__(self, address: str) -> None:
-        self.url = f"http://{address}/v2/models/cancer/infer"
-        rows = load_breast_cancer().data.astype(np.float32)
-        self.bodies = [
-            json.dumps(
-                {
-                    "inputs": [
-                        {"name": "input", "shape": [4, 30], "datatype": "FP32", "data": batch.reshape(-1).tolist()}
-                    ]
-                }
-            ).encode()
-            for batch in np.array_split(rows[: len(rows) // 4 * 4], len(rows) // 4)
-        ]
-        self.answers: Counter[str] = Counter()
-        self.versions: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        index = 0
-        while not self._stop.is_set():
-            body = self.bodies[index % len(self.bodies)]
-            index += 1
-            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    self.answers[str(response.status)] += 1
-                    self.versions[json.loads(response.read())["model_version"]] += 1
-            except urllib.error.HTTPError as error:
-                self.answers[str(error.code)] += 1
-            except OSError as error:
-                self.answers[type(error).__name__] += 1
-            time.sleep(0.02)
-
-    def failed(self) -> int:
-        return sum(count for answer, count in self.answers.items() if answer != "200")
 
 
 def history(kube: Cluster, namespace: str) -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ its evidence, and a rolled back spec is never promoted without a new spec or a r
 
 from __future__ import annotations
 
+import datetime
+
 from dataclasses import replace
 from typing import Literal
 
@@ -65,9 +67,37 @@ from modeldeploy_operator.traffic import (
 )
 
 
+def _instant(text: str) -> tuple[float, bool] | None:
+    """An RFC 3339 time as (seconds, whether it has a fraction); None when it is not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp(), "." in text
+
+
 def _newer(command: str, *than: str | None) -> bool:
-    """A command timestamp not yet acted on (timestamps compare as text, same format)."""
-    return bool(command) and all(command > (other or "") for other in than)
+    """A command timestamp not yet acted on. Commands carry microseconds (the plugin's),
+    status times whole seconds: a command within the second a status time names counts as
+    newer, since which came first cannot be told (a retry right after a rollback is meant)."""
+    given = _instant(command) if command else None
+    if given is None:
+        return False
+    for other in than:
+        if other == command:
+            return False  # this very command, handled already
+        if not other:
+            continue
+        known = _instant(other)
+        if known is None:
+            continue
+        if known[1] and given[0] <= known[0]:
+            return False  # an earlier command, handled already
+        if not known[1] and given[0] < known[0]:
+            return False
+    return True
 
 
 def _steady(history: list[HistoryEntry], finished: HistoryEntry | None = None) -> Plan:

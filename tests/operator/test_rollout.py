@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -180,6 +182,45 @@ def test_retry_starts_the_rolled_back_spec_again() -> None:
     world.commands = Commands(retry=iso(world.now + 5))
     retried = world.wait(10)
     assert retried.state == "rolling" and retried.canary is not None and retried.canary.revision == 2
+
+
+def plugin_stamp(moment: float) -> str:
+    """A command's timestamp as `kubectl modeldeploy` writes it: microseconds."""
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_retry_in_the_same_second_as_the_rollback_starts_again() -> None:
+    """Status times have whole seconds, the plugin's commands microseconds: a script that
+    retries right after a rollback must not be ignored."""
+    world = World()
+    for _ in range(3):
+        world.step()
+    rolled = world.wait(60, verdict=SHIFTED)
+    assert rolled.state == "held"
+    world.commands = Commands(retry=plugin_stamp(world.now + 0.4))
+    retried = world.wait(0.5)
+    assert retried.state == "rolling" and retried.canary is not None and retried.canary.revision == 2
+
+
+def test_an_abort_in_the_same_second_as_the_start_is_acted_on() -> None:
+    world = World()
+    started = world.step()
+    assert started.state == "rolling"
+    world.commands = Commands(abort=plugin_stamp(world.now + 0.3))
+    aborted = world.wait(0.5)
+    assert aborted.state == "held" and aborted.history[0].outcome == "Aborted"
+
+
+def test_a_hand_written_whole_second_promote_acts_once() -> None:
+    """`kubectl annotate ... modeldeploy.dev/promote=$(date -u +%FT%TZ)` works like the plugin."""
+    world = World(spec=spec(steps=[10, 50]))
+    for _ in range(3):
+        world.step()
+    world.commands = Commands(promote=iso(world.now + 1))
+    moved = world.wait(1)
+    assert moved.canary is not None and moved.canary.step == 1
+    again = world.wait(1)
+    assert again.canary is not None and again.canary.step == 1, "the same command is not acted on twice"
 
 
 def test_dry_run_records_a_failure_and_goes_on() -> None:
