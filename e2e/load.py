@@ -22,9 +22,13 @@ from sklearn.datasets import load_breast_cancer
 ROWS_PER_REQUEST = 4
 
 
-def breast_cancer_bodies(model: str = "cancer") -> list[bytes]:
-    """OIP v2 request bodies covering the whole data set, ROWS_PER_REQUEST rows each."""
-    rows = load_breast_cancer().data.astype(np.float32)
+def breast_cancer_bodies(scale: dict[str, float] | None = None) -> list[bytes]:
+    """OIP v2 request bodies covering the whole data set, ROWS_PER_REQUEST rows each; `scale`
+    multiplies the named features (a unit error: {"mean area": 10.0}) to make drift."""
+    data = load_breast_cancer()
+    rows = data.data.astype(np.float32)
+    for feature, factor in (scale or {}).items():
+        rows[:, list(data.feature_names).index(feature)] *= factor
     usable = len(rows) // ROWS_PER_REQUEST * ROWS_PER_REQUEST
     return [
         json.dumps(
@@ -48,7 +52,7 @@ class Load:
 
     def __init__(self, address: str, model: str = "cancer", workers: int = 1, pause: float = 0.02) -> None:
         self.url = f"http://{address}/v2/models/{model}/infer"
-        self.bodies = breast_cancer_bodies(model)
+        self.bodies = breast_cancer_bodies()  # swap for other bodies at any time
         self.pause = pause
         self.answers: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()

@@ -31,6 +31,8 @@ from e2e.cluster import settings
 
 STAMP = ".complete"
 KSTATUS_MODULE = settings.GO_MODULE_DIR / "kstatus"
+COLD_BUILD = "26 minutes"
+"""Measured: `time python -m e2e.cluster.binaries`, empty caches, 2 cores: 25 min 55 s (e2e/README.md)."""
 BUILD_DATE = "2026-01-01T00:00:00Z"
 """Fixed, so that a rebuild of the same inputs gives the same binary and cache key."""
 
@@ -116,7 +118,8 @@ def ensure_binaries(log: Callable[[str], None] = print) -> Path:
         staging.mkdir()
         started = time.monotonic()
         log(f"building Kubernetes {settings.KUBERNETES_VERSION} binaries into {target}")
-        log("(a cold build takes 15-30 minutes on two cores; later runs reuse it)")
+        log(f"(a cold build took {COLD_BUILD} on two cores: Kubernetes is compiled from source, since no binaries")
+        log(" can be downloaded here; the result is cached, and later runs only check a stamp file)")
         _build(staging, log)
         for name in settings.COMPONENTS:
             (staging / name).symlink_to("k8s")
@@ -146,16 +149,53 @@ def _build(out: Path, log: Callable[[str], None]) -> None:
         ("coredns", module / "coredns", ["."], "-s -w"),
         ("helm", module / "helm", ["helm.sh/helm/v3/cmd/helm"], helm_ldflags()),
     ]
-    for name, cwd, packages, ldflags in steps:
-        log(f"  go build {name} ...")
+    for number, (name, cwd, packages, ldflags) in enumerate(steps, 1):
         started = time.monotonic()
-        command = ["nice", go_binary(), "build", "-trimpath", "-tags", "notest"]
+        log(f"  [{number}/{len(steps)}] {name}: downloading its modules and listing its packages ...")
+        total = _package_count(cwd, packages)
+        command = ["nice", go_binary(), "build", "-v", "-trimpath", "-tags", "notest"]
         command += ["-ldflags", ldflags, "-o", str(out / name), *packages]
-        result = subprocess.run(command, cwd=cwd, env=go_env(), capture_output=True, text=True)
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
-            raise RuntimeError(f"go build of {name} failed (in {cwd}):\n{tail}")
-        log(f"  go build {name}: {time.monotonic() - started:.0f}s")
+        _go_build(name, cwd, command, total, log)
+        log(f"  [{number}/{len(steps)}] {name}: built in {_minutes(time.monotonic() - started)}")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+
+
+def _package_count(cwd: Path, packages: list[str]) -> int:
+    """How many packages a build compiles (it downloads the modules on a cold cache)."""
+    result = subprocess.run(
+        [go_binary(), "list", "-deps", "-tags", "notest", *packages],
+        cwd=cwd,
+        env=go_env(),
+        capture_output=True,
+        text=True,
+    )
+    return len(result.stdout.splitlines()) if result.returncode == 0 else 0
+
+
+def _go_build(name: str, cwd: Path, command: list[str], total: int, log: Callable[[str], None]) -> None:
+    """Run `go build -v`, which names each package as it compiles it, and say how far it is
+    every 30 seconds (the build of Kubernetes is one command of many minutes)."""
+    started = last = time.monotonic()
+    compiled, output = 0, []
+    process = subprocess.Popen(
+        command, cwd=cwd, env=go_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        output.append(line.rstrip())
+        package = line.strip()
+        if package and " " not in package and not package.startswith("#"):
+            compiled += 1  # an import path: one package compiled
+        if time.monotonic() - last >= 30:
+            last = time.monotonic()
+            share = f"{min(compiled / total, 1):.0%}, " if total else ""
+            log(f"    {name}: {share}{compiled} of {total or '?'} packages compiled, {_minutes(last - started)} so far")
+    if process.wait() != 0:
+        tail = "\n".join(output[-40:])
+        raise RuntimeError(f"go build of {name} failed (in {cwd}):\n{tail}")
 
 
 def ensure_kstatus(log: Callable[[str], None] = print) -> Path:

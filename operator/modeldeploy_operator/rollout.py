@@ -33,7 +33,6 @@ its evidence, and a rolled back spec is never promoted without a new spec or a r
 from __future__ import annotations
 
 import datetime
-
 from dataclasses import replace
 from typing import Literal
 

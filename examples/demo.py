@@ -1,0 +1,281 @@
+"""The whole story on a real cluster, in one command: `make demo` (and `make demo-down`).
+
+1. the local cluster (built from Go modules, no Docker; the first run compiles Kubernetes),
+2. the project's image built without Docker and imported into the node,
+3. the operator installed with the Helm chart,
+4. the example breast-cancer model, version 1, served from inside the cluster, with a load
+   generator sending it real rows (scikit-learn's data set) the whole time,
+5. version 2 (a better model) rolled out as a canary and promoted on its own,
+6. version 3 (trained on flipped labels) rolled out and rolled back on its own, on what it
+   predicts, while version 2 keeps answering,
+7. inputs shifted (a unit error: one feature arrives 10 times too large) and flagged as drift,
+8. a summary: each outcome, how long it took, requests served and failed.
+
+Progress is shown as it goes: what it is waiting for, and the plugin's live status
+(`kubectl modeldeploy status`). Everything stays up afterwards so you can look around;
+`make demo-down` (`python examples/demo.py down`) removes it all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from e2e.cluster import binaries, images, launcher, settings  # noqa: E402
+from e2e.load import Load, breast_cancer_bodies  # noqa: E402
+
+NAMESPACE = os.environ.get("DEMO_NAMESPACE", "modeldeploy-demo")
+RELEASE, RELEASE_NAMESPACE = "modeldeploy", "modeldeploy-system"
+NAME = "breast-cancer"
+SHIFT = {"mean area": 10.0}
+Obj = dict[str, Any]
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def note(text: str) -> None:
+    print(f"   {text}", flush=True)
+
+
+@dataclass
+class Phase:
+    name: str
+    outcome: str
+    seconds: float
+    served: int
+    failed: int
+
+
+class Demo:
+    def __init__(self, kubectl: Path, helm: Path, kubeconfig: Path) -> None:
+        self.kubectl_bin, self.helm_bin, self.kubeconfig = kubectl, helm, kubeconfig
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+        self.phases: list[Phase] = []
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [str(self.kubectl_bin), *args], input=input, capture_output=True, text=True, env=self.env, timeout=300
+        )
+        if check and result.returncode != 0:
+            raise SystemExit(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def helm(self, *args: str) -> None:
+        subprocess.run([str(self.helm_bin), *args], check=True, env=self.env)
+
+    def status(self) -> Obj:
+        body = json.loads(self.kubectl("-n", NAMESPACE, "get", "mdep", NAME, "-o", "json"))
+        return dict(body.get("status") or {})
+
+    def plugin_status(self) -> str:
+        command = [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", NAMESPACE, "status", NAME]
+        return subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=60).stdout
+
+    def apply(self, version: str, digest: str) -> None:
+        self.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(resource(version, digest)))
+
+    def watch(self, what: str, done: Callable[[Obj], bool], timeout: float) -> Obj:
+        """Poll status until done(status); print the plugin's status whenever it changes."""
+        note(f"waiting for {what} (the plugin's live status follows)")
+        deadline, shown = time.monotonic() + timeout, ""
+        while time.monotonic() < deadline:
+            status = self.status()
+            text = self.plugin_status()
+            if text and text != shown:
+                print("   | " + text.rstrip().replace("\n", "\n   | "), flush=True)
+                shown = text
+            if done(status):
+                return status
+            time.sleep(2)
+        raise SystemExit(f"gave up waiting for {what} after {timeout:.0f}s; see `kubectl -n {NAMESPACE} describe mdep`")
+
+
+def resource(version: str, sha256: str) -> Obj:
+    return {
+        "apiVersion": "modeldeploy.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": NAME},
+        "spec": {
+            "model": {
+                "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
+                "version": version,
+                "sha256": sha256,
+            },
+            "replicas": 2,
+            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "rollout": {
+                "steps": [50],
+                "interval": "20s",
+                "progressDeadline": "3m",
+                "analysis": {"minRequests": 50, "maxLatencyP99Ms": 1000, "maxPredictionShift": 0.2},
+            },
+            "drift": {"interval": "10s", "window": "30s", "minSamples": 200},
+        },
+    }
+
+
+def newest(status: Obj) -> Obj:
+    return dict((status.get("history") or [{}])[0])
+
+
+def condition(status: Obj, kind: str) -> Obj:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+def bring_up() -> tuple[Demo, str]:
+    say("1/8 the local cluster (Kubernetes built from Go modules, no Docker)")
+    if not (binaries.bin_dir() / binaries.STAMP).exists():
+        note(f"first run: compiling Kubernetes from source, about {binaries.COLD_BUILD} on two cores; progress below")
+    started = time.monotonic()
+    state = launcher.up(control_plane_only=False, run_dir=settings.run_dir())
+    note(f"cluster up in {time.monotonic() - started:.0f}s")
+    run_dir = settings.run_dir()
+    bin_dir = Path(state.bin_dir)
+    demo = Demo(bin_dir / "kubectl", bin_dir / "helm", run_dir / "admin.kubeconfig")
+    say("2/8 the modeldeploy image, built without Docker and imported into the node")
+    image = images.import_project_image(run_dir)
+    note(image)
+    say("3/8 the operator, installed with the Helm chart")
+    crd = "crd/modeldeployments.modeldeploy.dev"
+    if demo.kubectl("get", crd, "--ignore-not-found", "-o", "name").strip():
+        # a CRD applied by the tests or kubectl is adopted by the release (docs/chart.md, "CRD upgrades")
+        demo.kubectl("annotate", crd, f"meta.helm.sh/release-name={RELEASE}", "--overwrite")
+        demo.kubectl("annotate", crd, f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}", "--overwrite")
+        demo.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    repository, tag = image.rsplit(":", 1)
+    demo.helm(
+        "upgrade", "--install", RELEASE, str(REPO / "charts" / "modeldeploy"), "--namespace", RELEASE_NAMESPACE,
+        "--create-namespace", "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=IfNotPresent", "--wait", "--timeout", "5m",
+    )  # fmt: skip
+    demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
+    demo.kubectl(
+        "apply", "-f", "-", input=demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
+    )
+    return demo, image
+
+
+def story(demo: Demo) -> None:
+    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    say("4/8 version 1 of the breast-cancer classifier, served from inside the cluster")
+    started = time.monotonic()
+    demo.apply("1", digest["1"])
+    demo.watch("version 1 to be Ready", lambda s: condition(s, "Ready").get("status") == "True", 300)
+    demo.phases.append(Phase("version 1 deployed", "Ready", time.monotonic() - started, 0, 0))
+    address = demo.kubectl("-n", NAMESPACE, "get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}")
+    note(f"load: real rows from 2 threads to http://{address}/v2/models/{NAME}/infer, a fresh connection each")
+    with Load(address, model=NAME, workers=2) as load:
+        rollout(demo, load, "5/8 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
+        rollout(demo, load, "6/8 version 3 (trained on flipped labels) as a canary", "3", digest["3"], "RolledBack")
+        drift(demo, load)
+
+
+def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expected: str) -> None:
+    say(title)
+    started, served, failed = time.monotonic(), load.served(), load.failed()
+    before = len(demo.status().get("history") or [])
+    demo.apply(version, digest)
+
+    def ended(status: Obj) -> bool:
+        return len(status.get("history") or []) > before and newest(status).get("version") == version
+
+    status = demo.watch(f"version {version}'s rollout to end ({expected} expected)", ended, 420)
+    entry = newest(status)
+    note(f"{entry.get('outcome')}: {entry.get('message')}")
+    if entry.get("outcome") != expected:
+        note(f"expected {expected}: see `kubectl -n {NAMESPACE} modeldeploy history {NAME}`")
+    time.sleep(6)  # the leaving pods' last answers are counted too
+    demo.phases.append(
+        Phase(
+            f"version {version} rolled out",
+            str(entry.get("outcome")),
+            time.monotonic() - started,
+            load.served() - served,
+            load.failed() - failed,
+        )
+    )
+
+
+def drift(demo: Demo, load: Load) -> None:
+    say(f"7/8 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
+    started, served, failed = time.monotonic(), load.served(), load.failed()
+    load.bodies = breast_cancer_bodies(SHIFT)
+    status = demo.watch("DriftDetected", lambda s: condition(s, "DriftDetected").get("status") == "True", 240)
+    found = status.get("drift") or {}
+    moved = ", ".join(f"{f['name']} {f['score']:.2f}" for f in found.get("features") or [] if f.get("drifted"))
+    note(f"{found.get('verdict')}: score {found.get('score')}, drifted features: {moved or 'none'}")
+    demo.phases.append(
+        Phase(
+            "inputs shifted",
+            str(found.get("verdict")),
+            time.monotonic() - started,
+            load.served() - served,
+            load.failed() - failed,
+        )
+    )
+    load.bodies = breast_cancer_bodies()
+    note("inputs back to normal; the Drift column returns to NoDrift after one window (30 s)")
+
+
+def summary(demo: Demo, total: float) -> None:
+    say("8/8 summary")
+    print(f"   {'what':<28} {'outcome':<11} {'took':>7} {'requests':>9} {'failed':>7}")
+    for phase in demo.phases:
+        print(f"   {phase.name:<28} {phase.outcome:<11} {phase.seconds:>6.0f}s {phase.served:>9} {phase.failed:>7}")
+    print(f"\n   whole demo: {total / 60:.1f} minutes")
+    print(demo.kubectl("-n", NAMESPACE, "get", "mdep", "-o", "wide"))
+    print(
+        "   Look around (everything is still up):\n"
+        f'     eval "$({sys.executable} -m e2e.cluster env)"\n'
+        f"     kubectl -n {NAMESPACE} get mdep\n"
+        f"     kubectl -n {NAMESPACE} modeldeploy history {NAME}      # .venv/bin must be on PATH\n"
+        f"     kubectl -n {NAMESPACE} describe mdep {NAME}\n"
+        "   Remove it all: make demo-down"
+    )
+
+
+def down() -> None:
+    run_dir = settings.run_dir()
+    state = launcher.State.load(run_dir)
+    if state is not None and launcher.healthy(run_dir, state):
+        bin_dir = Path(state.bin_dir)
+        demo = Demo(bin_dir / "kubectl", bin_dir / "helm", run_dir / "admin.kubeconfig")
+        say(f"deleting namespace {NAMESPACE} and the Helm release")
+        demo.kubectl(
+            "delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s", check=False
+        )
+        subprocess.run(
+            [str(demo.helm_bin), "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"], env=demo.env, check=False
+        )
+    say("stopping the local cluster")
+    launcher.down(run_dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="The modeldeploy demo on the local cluster.")
+    parser.add_argument("action", nargs="?", choices=["up", "down"], default="up")
+    args = parser.parse_args(argv)
+    if args.action == "down":
+        down()
+        return
+    started = time.monotonic()
+    demo, _ = bring_up()
+    story(demo)
+    summary(demo, time.monotonic() - started)
+
+
+if __name__ == "__main__":
+    main()
