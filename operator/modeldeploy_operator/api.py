@@ -342,8 +342,7 @@ class Owner(_Model):
             min_length=1,
             max_length=MAX_CONTACT_LENGTH,
             pattern=ONE_LINE_PATTERN,
-            description="Whom to call, as one line of free text, e.g. '#fraud-oncall on Slack, "
-            "fraud-ml@example.com'.",
+            description="Whom to call, as one line of free text, e.g. '#fraud-oncall on Slack, fraud-ml@example.com'.",
         ),
     ] = None
     runbook: Annotated[
