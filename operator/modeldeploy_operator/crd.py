@@ -125,7 +125,7 @@ def status_schema() -> dict[str, Any]:
 
 ROOT_DESCRIPTION = "A model served with ONNX Runtime, rolled out as canaries, watched for drift."
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version", "description": "Stable version"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version", "description": "Canary version"},
