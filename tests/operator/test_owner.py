@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from modeldeploy_operator import reconcile as reconcile_module
 from modeldeploy_operator.api import ModelDeploymentSpec, Owner, parse_owner, parse_spec
 from modeldeploy_operator.builders import (
     NAME_LABEL,
@@ -21,7 +22,7 @@ from modeldeploy_operator.conditions import MAX_NOTE_BYTES, event_note
 from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.settings import Settings
 
-from tests.operator.test_reconcile import Cluster, FakeKube, converged, run
+from tests.operator.test_reconcile import NOW, PASS, Cluster, FakeJudge, FakeKube, canary_let_in, converged, run, step
 from tests.operator.test_reconcile import spec as reconcile_spec
 
 META = {"name": "fraud", "namespace": "ml", "uid": "3f0c1f9e-0000-4000-8000-000000000001"}
@@ -141,6 +142,39 @@ def test_an_owner_change_relabels_without_starting_a_rollout() -> None:
     assert stable["spec"]["template"]["spec"]["containers"] == containers_before
     assert cluster.canary is None and "canary" not in cluster.body["status"]
     assert not cluster.body["status"].get("history"), "no rollout started, none finished"
+
+
+def test_a_new_team_during_a_rollout_relabels_both_tracks_and_the_rollout_carries_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    cluster, kube, memory = converged()
+    judge = FakeJudge([[PASS], [PASS]])
+    cluster.edit_spec(model={"uri": "s3://models/fraud/8/model.onnx", "version": "8"}, rollout={"steps": [25, 50]})
+    step(cluster, kube, memory, judge)
+    cluster.pods_ready("canary")
+    step(cluster, kube, memory, judge)
+    step(cluster, kube, memory, judge)
+    rollout = cluster.body["status"]["canary"]
+    assert (rollout["step"], judge.asked) == (0, ["signature 2 1", "begin 3"])
+
+    cluster.edit_spec(owner={"team": "risk"})
+    step(cluster, kube, memory, judge, seconds=10)
+    for track, deployment in cluster.deployments.items():
+        assert deployment["spec"]["template"]["metadata"]["labels"][TEAM_LABEL] == "risk", track
+    stable_labels = cluster.deployments["stable"]["spec"]["template"]["metadata"]["labels"]
+    assert stable_labels["app.kubernetes.io/version"] == "7", "stable still serves its version"
+    status = cluster.body["status"]
+    assert (status["canary"]["revision"], status["canary"]["specHash"]) == (rollout["revision"], rollout["specHash"])
+    assert not status.get("history"), "the rollout was neither aborted nor replaced"
+
+    cluster.pods_ready("canary")  # the relabelled canary pod, held out until the operator lets it in
+    cluster.pods_ready("stable")
+    step(cluster, kube, memory, judge)
+    assert canary_let_in(cluster) == [True], "the new canary pod takes traffic without a new signature check"
+    step(cluster, kube, memory, judge, seconds=60)
+    assert judge.asked == ["signature 2 1", "begin 3", "verdict"]
+    assert cluster.body["status"]["canary"]["step"] == 1, "the step was judged and the rollout moved on"
 
 
 def test_taking_the_owner_out_takes_the_label_off() -> None:
