@@ -361,6 +361,16 @@ class Owner(_Model):
         return f"team {self.team}" + (f", contact {self.contact}" if self.contact else "")
 
 
+def about(meta: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
+    """Which ModelDeployment a webhook body is about, and who owns it: the `modelDeployment`
+    object of every payload the operator sends (`owner` only when the spec names one), so a
+    receiver can route it to the team."""
+    subject: dict[str, Any] = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")}
+    if owner is not None:
+        subject["owner"] = owner.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return subject
+
+
 class ModelDeploymentSpec(_Model):
     """A model to serve, and how to roll out its new versions."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Check, HistoryEntry, Owner, Webhook, parse_duration
+from modeldeploy_operator.api import Check, HistoryEntry, Owner, Webhook, about, parse_duration
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -33,15 +33,6 @@ async def post(hook: Webhook, body: Obj) -> tuple[bool, str]:
             return ok, f"{hook.name} answered {response.status}" + (f": {text}" if text and not ok else "")
     except (aiohttp.ClientError, TimeoutError) as error:
         return False, f"{hook.name} did not answer: {error or type(error).__name__}"
-
-
-def about(meta: Obj, owner: Owner | None) -> Obj:
-    """Which ModelDeployment a payload is about, and who owns it: the `modelDeployment` object
-    of every webhook body (`owner` only when the spec names one), so a receiver can route it."""
-    subject: Obj = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")}
-    if owner is not None:
-        subject["owner"] = owner.model_dump(by_alias=True, exclude_none=True, mode="json")
-    return subject
 
 
 async def gate(hooks: list[Webhook], meta: Obj, version: str, revision: int, *, owner: Owner | None) -> Check:

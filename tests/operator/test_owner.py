@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api import ModelDeploymentSpec, Owner, parse_owner, parse_spec
+from modeldeploy_operator.api import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
 from modeldeploy_operator.builders import (
     NAME_LABEL,
     TEAM_LABEL,
@@ -228,3 +228,24 @@ def test_a_long_message_is_shortened_and_the_owner_kept_within_the_api_limit() -
     assert len(note.encode()) <= MAX_NOTE_BYTES
     assert note.endswith(f"… (owner: team {'t' * 63}, contact {'ü' * 128})")
     assert len(event_note("é" * 2000, None).encode()) <= MAX_NOTE_BYTES
+
+
+# Whom to call, in every webhook body ---------------------------------------------------
+
+
+def test_every_webhook_body_names_the_owner_when_there_is_one() -> None:
+    """The one helper every payload's `modelDeployment` object comes from (rollout notices,
+    the preRollout gate, and a drift report built with it)."""
+    assert about(META, Owner.model_validate(OWNER)) == {
+        "namespace": "ml",
+        "name": "fraud",
+        "uid": META["uid"],
+        "owner": {"team": "fraud-ml", "contact": "#fraud-oncall", "runbook": "https://wiki.example.com/fraud"},
+    }
+    assert about(META, Owner(team="risk")) == {
+        "namespace": "ml",
+        "name": "fraud",
+        "uid": META["uid"],
+        "owner": {"team": "risk"},
+    }
+    assert about(META, None) == {"namespace": "ml", "name": "fraud", "uid": META["uid"]}
