@@ -28,6 +28,11 @@ SHA256_PATTERN = r"^[0-9a-f]{64}$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+TEAM_PATTERN = NAME_PATTERN  # a DNS label: also a valid label value, so children can carry it
+RUNBOOK_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"  # no newlines or other control characters
+MAX_CONTACT_LENGTH = 128
+MAX_RUNBOOK_LENGTH = 512
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -314,6 +319,58 @@ class Drift(_Model):
     ] = 200
 
 
+class Owner(_Model):
+    """Who owns this model and whom to call: shown in `kubectl get mdep -o wide`, the plugin's
+    status, every Event and the webhooks' payloads; the team also labels every child."""
+
+    team: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=63,
+            pattern=TEAM_PATTERN,
+            description="The owning team as a DNS label (lowercase letters, digits and '-', starting and ending "
+            "with a letter or digit, at most 63), e.g. fraud-ml; copied as the label modeldeploy.dev/team onto "
+            "the Deployments, their pods and the Services, so `kubectl get deploy,svc,pods -l "
+            "modeldeploy.dev/team=fraud-ml` finds them.",
+        ),
+    ]
+    contact: Annotated[
+        str | None,
+        Field(
+            default=None,
+            min_length=1,
+            max_length=MAX_CONTACT_LENGTH,
+            pattern=ONE_LINE_PATTERN,
+            description="Whom to call, as one line of free text, e.g. '#fraud-oncall on Slack, fraud-ml@example.com'.",
+        ),
+    ] = None
+    runbook: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=MAX_RUNBOOK_LENGTH,
+            pattern=RUNBOOK_PATTERN,
+            description="The runbook's http:// or https:// URL, without spaces.",
+        ),
+    ] = None
+
+    def summary(self) -> str:
+        """Team and contact in a few words, for Event notes: 'team fraud-ml, contact #fraud-oncall'.
+        The runbook is left out: a long URL would crowd out the Event's own message."""
+        return f"team {self.team}" + (f", contact {self.contact}" if self.contact else "")
+
+
+def about(meta: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
+    """Which ModelDeployment a webhook body is about, and who owns it: the `modelDeployment`
+    object of every payload the operator sends (`owner` only when the spec names one), so a
+    receiver can route it to the team."""
+    subject: dict[str, Any] = {"namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")}
+    if owner is not None:
+        subject["owner"] = owner.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return subject
+
+
 class ModelDeploymentSpec(_Model):
     """A model to serve, and how to roll out its new versions."""
 
@@ -323,6 +380,15 @@ class ModelDeploymentSpec(_Model):
     serving: Annotated[Serving, Field(default_factory=Serving, description="Serving options.")]
     rollout: Annotated[Rollout, Field(default_factory=Rollout, description="Canary rollout of new versions.")]
     drift: Annotated[Drift, Field(default_factory=Drift, description="Data drift detection.")]
+    owner: Annotated[
+        Owner | None,
+        Field(
+            default=None,
+            description="Who owns this model and whom to call. Changing it never starts a rollout: a new team "
+            "relabels the children (the Deployments replace their pods one by one), a new contact or runbook "
+            "changes no child.",
+        ),
+    ] = None
 
 
 # Status -------------------------------------------------------------------------------
@@ -536,6 +602,14 @@ def spec_problem(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(part) for part in ("spec", *first["loc"]))
     return f"{where}: {first['msg']} (got {first.get('input')!r})"
+
+
+def parse_owner(raw: dict[str, Any] | None) -> Owner | None:
+    """spec.owner alone, when it is valid: an invalid spec's Events still say whom to call."""
+    try:
+        return Owner.model_validate((raw or {}).get("owner")) if (raw or {}).get("owner") else None
+    except ValidationError:
+        return None
 
 
 def parse_spec(raw: dict[str, Any] | None) -> tuple[ModelDeploymentSpec | None, str | None]:

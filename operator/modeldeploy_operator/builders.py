@@ -28,6 +28,8 @@ Obj = dict[str, Any]
 TRACK_LABEL = f"{GROUP}/track"
 NAME_LABEL = f"{GROUP}/deployment"
 VERSION_LABEL = "app.kubernetes.io/version"
+TEAM_LABEL = f"{GROUP}/team"  # spec.owner.team, on every child, so cluster tools can select by team
+OPTIONAL_LABELS = frozenset({TEAM_LABEL})  # set only when the spec says so: absent means remove it
 DIGEST_ANNOTATION = f"{GROUP}/sha256"
 URI_ANNOTATION = f"{GROUP}/uri"
 SERVING_SPEC_ANNOTATION = f"{GROUP}/serving-spec"  # on a Deployment: what its pods serve, as JSON
@@ -47,7 +49,9 @@ SERVER_CONTAINER = "server"
 
 
 SERVING_FIELDS = ("model", "serving", "resources")
-"""The parts of a spec that change what the pods serve: changing one starts a rollout."""
+"""The parts of a spec that change what the pods serve: changing one starts a rollout.
+`owner` is not one: a new team relabels the pods (the Deployment replaces them one by one),
+a new contact or runbook changes no child at all."""
 
 
 def serving_spec(spec: ModelDeploymentSpec) -> Obj:
@@ -83,13 +87,19 @@ def selector_labels(name: str, track: str) -> dict[str, str]:
     return {"app.kubernetes.io/instance": name, NAME_LABEL: name, TRACK_LABEL: track}
 
 
-def common_labels(name: str, version: str, track: str) -> dict[str, str]:
+def owner_labels(spec: ModelDeploymentSpec) -> dict[str, str]:
+    """The team label, when the spec names an owner (the API validates it as a label value)."""
+    return {TEAM_LABEL: spec.owner.team} if spec.owner is not None else {}
+
+
+def common_labels(name: str, spec: ModelDeploymentSpec, track: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/name": "modeldeploy-server",
         "app.kubernetes.io/component": "model-server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
-        VERSION_LABEL: version,
+        VERSION_LABEL: spec.model.version,
         **selector_labels(name, track),
+        **owner_labels(spec),
     }
 
 
@@ -210,7 +220,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         pod_spec["readinessGates"] = [{"conditionType": TRAFFIC_GATE}]
     return {
         "metadata": {
-            "labels": common_labels(name, model.version, track),
+            "labels": common_labels(name, spec, track),
             "annotations": {
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(SERVER_PORT),
@@ -243,7 +253,7 @@ def build_deployment(
         "metadata": {
             "name": deployment_name(name, track),
             "namespace": meta["namespace"],
-            "labels": common_labels(name, spec.model.version, track),
+            "labels": common_labels(name, spec, track),
             "annotations": {
                 SERVING_SPEC_ANNOTATION: json.dumps(serving_spec(spec), sort_keys=True, separators=(",", ":")),
                 SPEC_HASH_ANNOTATION: spec_hash(spec),
@@ -272,6 +282,7 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
         "app.kubernetes.io/name": "modeldeploy-server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/instance": name,
+        **owner_labels(spec),
     }
     selector = {"app.kubernetes.io/instance": name, NAME_LABEL: name}
     if track is not None:
@@ -324,7 +335,8 @@ def build_children(
         wanted.append(build_service(meta, spec, "stable"))
         if canary_replicas:
             wanted.append(build_service(meta, spec, "canary"))
-    stable_spec = spec if stable is None else stable.model_copy(update={"replicas": spec.replicas})
+    # The stable track keeps what it serves, but its size and owner always follow the spec.
+    stable_spec = spec if stable is None else stable.model_copy(update={"replicas": spec.replicas, "owner": spec.owner})
     wanted.append(build_deployment(meta, stable_spec, settings, "stable"))
     if canary_replicas:
         wanted.append(build_deployment(meta, spec, settings, "canary", canary_replicas))

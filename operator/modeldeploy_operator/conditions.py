@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from modeldeploy_operator.api import Owner
 from modeldeploy_operator.reasons import Reason, event_type
+
+MAX_NOTE_BYTES = 1024  # an Event's note, as events.k8s.io/v1 limits it
 
 READY = "Ready"
 RECONCILING = "Reconciling"
@@ -96,6 +99,17 @@ def ready_transition(
     if previous[0] == state[0] == "False" and kind == "Normal" and event_type(previous[1]) == "Normal":
         return None
     return Event(kind, new.get("reason") or "Unknown", new.get("message", ""))
+
+
+def event_note(message: str, owner: Owner | None) -> str:
+    """An Event's note: its message, then whom to call, e.g. `... (owner: team fraud-ml,
+    contact #fraud-oncall)`, within the API's limit (the message is shortened, never the owner)."""
+    suffix = f" (owner: {owner.summary()})" if owner is not None else ""
+    room = MAX_NOTE_BYTES - len(suffix.encode())
+    encoded = message.encode()
+    if len(encoded) > room:
+        message = encoded[: room - len("…".encode())].decode(errors="ignore") + "…"
+    return message + suffix
 
 
 def drift_transition(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> Event | None:

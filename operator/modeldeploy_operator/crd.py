@@ -125,7 +125,7 @@ def status_schema() -> dict[str, Any]:
 
 ROOT_DESCRIPTION = "A model served with ONNX Runtime, rolled out as canaries, watched for drift."
 
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version", "description": "Stable version"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version", "description": "Canary version"},
@@ -133,6 +133,15 @@ PRINTER_COLUMNS = [
     {"name": "Drift", "type": "string", "jsonPath": ".status.drift.score", "description": "Drift score"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    # -o wide only (priority 1): who owns the model and whom to call.
+    {"name": "Team", "type": "string", "jsonPath": ".spec.owner.team", "description": "Owning team", "priority": 1},
+    {
+        "name": "Contact",
+        "type": "string",
+        "jsonPath": ".spec.owner.contact",
+        "description": "Whom to call",
+        "priority": 1,
+    },
 ]
 
 

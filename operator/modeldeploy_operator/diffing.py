@@ -3,13 +3,18 @@
 Only the fields the operator sets are compared; whatever the API server or other
 controllers add (defaults, status, their own annotations) is ignored. Quantities compare by
 value, so a spec's "0.5" CPU equals the "500m" the API server returns and an idle reconcile
-writes nothing.
+writes nothing. The one exception to "only what we set": a label the operator sets only
+sometimes (the team label, from spec.owner) differs when the object has it and we no
+longer want it, so taking an owner out of the spec removes the label (server-side apply
+drops a field its manager stops sending).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from modeldeploy_operator.builders import OPTIONAL_LABELS
 
 _SUFFIXES = {
     "m": Decimal("0.001"),
@@ -49,6 +54,8 @@ def differs(desired: Any, actual: Any, path: tuple[str, ...] = ()) -> bool:
     """True when some field of desired is missing from actual or has another value."""
     if isinstance(desired, dict):
         if not isinstance(actual, dict):
+            return True
+        if path and path[-1] == "labels" and any(k in actual and k not in desired for k in OPTIONAL_LABELS):
             return True
         return any(differs(value, actual.get(key), (*path, key)) for key, value in desired.items())
     if isinstance(desired, list):

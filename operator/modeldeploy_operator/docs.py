@@ -55,6 +55,7 @@ spec:
     interval: 60s
     analysis: {{maxErrorRate: 0.01, maxLatencyP99Ms: 200, maxPredictionShift: 0.2, minRequests: 50}}
   drift: {{method: psi, threshold: 0.2, window: 10m, interval: 1m, minSamples: 200}}
+  owner: {{team: fraud-ml, contact: "#fraud-oncall on Slack", runbook: https://wiki.example.com/fraud-model}}
 ```
 
 ## Spec
@@ -91,7 +92,9 @@ Each condition has `reason`, `message`, `observedGeneration` and `lastTransition
 which changes only when the condition's status changes. A Kubernetes Event (`kubectl
 describe mdep NAME`) is posted when `Ready`'s status or reason changes, never once per
 reconcile, of the type the table gives; a move from one `Normal` reason to another while
-`Ready` stays `False` (`Creating` to `RollingOut`) posts none.
+`Ready` stays `False` (`Creating` to `RollingOut`) posts none. An Event's note is the
+condition's message followed by whom to call when `spec.owner` is set, e.g. `version 7: 2 of
+2 replicas ready (owner: team fraud-ml, contact #fraud-oncall)`.
 
 | Reason | Ready | Also | Phase | Event | Meaning |
 |---|---|---|---|---|---|
@@ -114,7 +117,8 @@ message ends with `version X keeps serving`.
 ## Printer columns
 
 `kubectl get mdep` shows these; Canary and Weight stay empty outside a canary rollout, and
-Drift until drift has been evaluated.
+Drift until drift has been evaluated. Team and Contact (from `spec.owner`) show only with
+`kubectl get mdep -o wide`.
 
 | Column | From | Meaning |
 |---|---|---|
@@ -132,6 +136,8 @@ COMMANDS = """
 
 ```sh
 kubectl get mdep                                          # the columns above
+kubectl get mdep -o wide                                  # and who owns each model (spec.owner)
+kubectl get deploy,svc,pods -l modeldeploy.dev/team=fraud-ml  # every child of a team's models
 kubectl wait --for=condition=Ready mdep/NAME --timeout=5m # what CI scripts use
 kubectl scale mdep/NAME --replicas 3                      # the scale subresource; an HPA works too
 kubectl explain modeldeployment.spec.rollout              # every field's description, from the CRD

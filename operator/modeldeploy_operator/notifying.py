@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Check, HistoryEntry, Webhook, parse_duration
+from modeldeploy_operator.api import Check, HistoryEntry, Owner, Webhook, about, parse_duration
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -35,13 +35,9 @@ async def post(hook: Webhook, body: Obj) -> tuple[bool, str]:
         return False, f"{hook.name} did not answer: {error or type(error).__name__}"
 
 
-def _about(meta: Obj) -> Obj:
-    return {"namespace": meta["namespace"], "name": meta["name"], "uid": meta.get("uid")}
-
-
-async def gate(hooks: list[Webhook], meta: Obj, version: str, revision: int) -> Check:
+async def gate(hooks: list[Webhook], meta: Obj, version: str, revision: int, *, owner: Owner | None) -> Check:
     """Ask every preRollout webhook; the first that does not say yes holds the rollout."""
-    body = {"type": "preRollout", "modelDeployment": _about(meta), "version": version, "revision": revision}
+    body = {"type": "preRollout", "modelDeployment": about(meta, owner), "version": version, "revision": revision}
     answers = []
     for hook in hooks:
         if hook.type != "preRollout":
@@ -53,10 +49,11 @@ async def gate(hooks: list[Webhook], meta: Obj, version: str, revision: int) -> 
     return Check(check="webhook", result="Successful", message="; ".join(answers))
 
 
-def notify(hooks: list[Webhook], meta: Obj, entry: HistoryEntry) -> list[asyncio.Task[None]]:
+def notify(hooks: list[Webhook], meta: Obj, entry: HistoryEntry, *, owner: Owner | None) -> list[asyncio.Task[None]]:
     """Tell the promoted / rolledBack webhooks how a rollout ended, in the background."""
     kind = "promoted" if entry.outcome == "Promoted" else "rolledBack"
-    body = {"type": kind, "modelDeployment": _about(meta), "rollout": entry.model_dump(by_alias=True, mode="json")}
+    rollout = entry.model_dump(by_alias=True, mode="json")
+    body = {"type": kind, "modelDeployment": about(meta, owner), "rollout": rollout}
 
     async def send(hook: Webhook) -> None:
         ok, answer = await post(hook, body)

@@ -21,7 +21,7 @@ import kubernetes
 from pydantic import ValidationError
 
 from modeldeploy_operator import metrics, notifying, reasons, rollout
-from modeldeploy_operator.api import DriftStatus, ModelDeploymentSpec, parse_duration, parse_spec
+from modeldeploy_operator.api import DriftStatus, ModelDeploymentSpec, parse_duration, parse_owner, parse_spec
 from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,
@@ -29,7 +29,7 @@ from modeldeploy_operator.builders import (
     spec_hash,
     with_serving,
 )
-from modeldeploy_operator.conditions import drift_transition, ready_transition
+from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
 from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
@@ -91,17 +91,18 @@ async def reconcile(
         await kube.replace_status(meta["namespace"], meta["name"], status)
         writes.remember_status(key, status, cached)
         if spec is not None and plan is not None and plan.finished is not None and problem is None:
-            notifying.notify(spec.rollout.webhooks, meta, plan.finished)
+            notifying.notify(spec.rollout.webhooks, meta, plan.finished, owner=spec.owner)
+        owner = spec.owner if spec is not None else parse_owner(body.get("spec"))
         drifted = drift_transition(previous.get("conditions") or [], status["conditions"])
         if drifted is not None:
-            await kube.post_event(body, drifted.type, drifted.reason, drifted.message)
+            await kube.post_event(body, drifted.type, drifted.reason, event_note(drifted.message, owner))
         event = ready_transition(previous.get("conditions") or [], status["conditions"], writes.ready.get(key))
         if event is not None:
             writes.ready[key] = (
                 next(c["status"] for c in status["conditions"] if c["type"] == "Ready"),
                 event.reason,
             )
-            await kube.post_event(body, event.type, event.reason, event.message)
+            await kube.post_event(body, event.type, event.reason, event_note(event.message, owner))
     waits = [w for w in (plan.requeue_after if plan else None, drift_wait, settings.resync_seconds or None) if w]
     return min(waits) if waits else None
 
@@ -120,7 +121,9 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
         signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
         result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature)
         if result.check_webhooks and result.canary is not None:
-            gate = await notifying.gate(spec.rollout.webhooks, meta, target.version, result.canary.revision)
+            gate = await notifying.gate(
+                spec.rollout.webhooks, meta, target.version, result.canary.revision, owner=spec.owner
+            )
             result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
     if result.judge:
         verdict = await judge.verdict(key, stable_pods + canary_pods_now, spec.rollout.analysis)

@@ -1,6 +1,6 @@
 """`kubectl modeldeploy`: watch and steer rollouts from the command line.
 
-    kubectl modeldeploy status NAME [--watch]   steps, weights, each check's value and limit, history
+    kubectl modeldeploy status NAME [--watch]   owner, steps, weights, each check's value and limit, history
     kubectl modeldeploy history NAME            every finished rollout and the evidence it was decided on
     kubectl modeldeploy promote NAME [--full]   the next step now, or skip the rest and promote
     kubectl modeldeploy abort NAME              all traffic back to stable, the canary removed
@@ -49,16 +49,21 @@ def _checks(checks: list[Obj], indent: str = "  ") -> list[str]:
     return lines
 
 
+def _owner(owner: Obj) -> list[str]:
+    """Whom to call (spec.owner), as one line; nothing when the spec names no owner."""
+    parts = [f"{key} {owner[key]}" for key in ("team", "contact", "runbook") if owner.get(key)]
+    return [f"  owner   {', '.join(parts)}"] if parts else []
+
+
 def render_status(body: Obj) -> str:
     """What `kubectl modeldeploy status` prints for one ModelDeployment."""
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     stable, canary = status.get("stable") or {}, status.get("canary")
     ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    owner = spec.get("owner") or {}
     lines = [
-        f"{meta.get('namespace')}/{meta['name']}: {status.get('phase', 'Unknown')}"
-        + (f" (team {owner['team']})" if owner.get("team") else ""),
+        f"{meta.get('namespace')}/{meta['name']}: {status.get('phase', 'Unknown')}",
         f"  Ready {ready.get('status', 'Unknown')} {ready.get('reason', '')}: {ready.get('message', '')}",
+        *_owner(spec.get("owner") or {}),
         f"  stable  version {stable.get('version', '-')}, {stable.get('readyReplicas', 0)}/"
         f"{stable.get('replicas', 0)} ready, {stable.get('uri', '')}",
     ]

@@ -168,7 +168,11 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Drift": ".status.drift.score",
         "Ready": ".status.readyReplicas",
         "Age": ".metadata.creationTimestamp",
+        "Team": ".spec.owner.team",
+        "Contact": ".spec.owner.contact",
     }
+    wide = {column["name"] for column in version["additionalPrinterColumns"] if column.get("priority", 0) > 0}
+    assert wide == {"Team", "Contact"}, "who owns a model shows with -o wide, not in every table"
 
 
 def test_names(generated: dict[str, Any]) -> None:

@@ -10,10 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import HistoryEntry, Webhook
+from modeldeploy_operator.api import HistoryEntry, Owner, Webhook
 from modeldeploy_operator.notifying import gate, notify
 
 META = {"namespace": "ml", "name": "fraud", "uid": "u-1"}
+OWNER = Owner(team="fraud-ml", contact="#fraud-oncall")
 
 
 class Receiver:
@@ -58,7 +59,7 @@ def hook(base: str, path: str, kind: str, timeout: str = "2s") -> Webhook:
 def test_the_gate_passes_when_every_pre_rollout_webhook_says_yes(receiver: tuple[Receiver, str]) -> None:
     state, base = receiver
     hooks = [hook(base, "/freeze", "preRollout"), hook(base, "/audit", "preRollout"), hook(base, "/x", "promoted")]
-    check = asyncio.run(gate(hooks, META, "8", 3))
+    check = asyncio.run(gate(hooks, META, "8", 3, owner=None))
     assert check.result == "Successful"
     assert [path for path, _ in state.bodies] == ["/freeze", "/audit"]
     assert state.bodies[0][1] == {
@@ -72,11 +73,11 @@ def test_the_gate_passes_when_every_pre_rollout_webhook_says_yes(receiver: tuple
 def test_a_no_or_no_answer_holds_the_rollout_naming_the_webhook(receiver: tuple[Receiver, str]) -> None:
     state, base = receiver
     state.answers["/freeze"] = 503
-    check = asyncio.run(gate([hook(base, "/freeze", "preRollout")], META, "8", 3))
+    check = asyncio.run(gate([hook(base, "/freeze", "preRollout")], META, "8", 3, owner=None))
     assert (check.check, check.result) == ("webhook", "Failed")
     assert check.message == "preRollout webhook freeze answered 503: not now: change freeze"
     state.slow.add("/slow")
-    check = asyncio.run(gate([hook(base, "/slow", "preRollout", timeout="300ms")], META, "8", 3))
+    check = asyncio.run(gate([hook(base, "/slow", "preRollout", timeout="300ms")], META, "8", 3, owner=None))
     assert check.result == "Failed" and "slow did not answer" in check.message
 
 
@@ -99,10 +100,17 @@ def test_notices_tell_the_right_webhooks_how_the_rollout_ended(receiver: tuple[R
     hooks = [hook(base, "/won", "promoted"), hook(base, "/lost", "rolledBack")]
 
     async def main() -> None:
-        await asyncio.gather(*notify(hooks, META, entry))
+        await asyncio.gather(*notify(hooks, META, entry, owner=OWNER))
 
     asyncio.run(main())
     ((path, body),) = state.bodies
     assert path == "/lost" and body["type"] == "rolledBack"
     assert body["rollout"]["message"] == "predictionShift failed: PSI 2.1"
-    assert body["modelDeployment"]["name"] == "fraud"
+    assert body["modelDeployment"] == {**META, "owner": {"team": "fraud-ml", "contact": "#fraud-oncall"}}
+
+
+def test_the_gate_tells_who_owns_the_model(receiver: tuple[Receiver, str]) -> None:
+    state, base = receiver
+    asyncio.run(gate([hook(base, "/freeze", "preRollout")], META, "8", 3, owner=OWNER))
+    ((_, body),) = state.bodies
+    assert body["modelDeployment"]["owner"] == {"team": "fraud-ml", "contact": "#fraud-oncall"}

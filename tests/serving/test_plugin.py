@@ -9,7 +9,10 @@ from modeldeploy_cli.plugin import render_history, render_status
 
 BODY = {
     "metadata": {"name": "fraud", "namespace": "ml", "annotations": {"modeldeploy.dev/paused": "true"}},
-    "spec": {"rollout": {"steps": [10, 50]}},
+    "spec": {
+        "rollout": {"steps": [10, 50]},
+        "owner": {"team": "fraud-ml", "contact": "#fraud-oncall", "runbook": "https://wiki.example.com/fraud"},
+    },
     "status": {
         "phase": "Progressing",
         "conditions": [{"type": "Ready", "status": "False", "reason": "CanaryPaused", "message": "step 1 of 2"}],
@@ -64,6 +67,13 @@ def test_status_shows_steps_weights_checks_and_history() -> None:
     assert "2: version 6 RolledBack by analysis" in text
     assert "drift   Drifted by psi over 10m, score 0.93 (threshold 0.2), 400 rows" in text
     assert "mean area" in text
+
+
+def test_status_says_who_owns_the_model() -> None:
+    lines = render_status(BODY).splitlines()
+    assert lines[2] == "  owner   team fraud-ml, contact #fraud-oncall, runbook https://wiki.example.com/fraud"
+    without = render_status({**BODY, "spec": {"rollout": {"steps": [10, 50]}}})
+    assert "owner" not in without, "no owner line for a spec without one"
 
 
 def test_history_keeps_the_evidence() -> None:
