@@ -10,7 +10,7 @@ NS=${DEMO_NAMESPACE:-ml}
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "bringing up the local cluster (the first run builds Kubernetes from source: allow 30 minutes)"
+step "bringing up the local cluster (the first run compiles Kubernetes from source: about 26 minutes on two cores, with progress)"
 $PY -m e2e.cluster up
 eval "$($PY -m e2e.cluster env)"
 kubectl get nodes

@@ -109,6 +109,7 @@ def resource(version: str, sha256: str) -> Obj:
         "kind": "ModelDeployment",
         "metadata": {"name": NAME},
         "spec": {
+            "owner": {"team": "ml-platform", "contact": "#ml-oncall", "runbook": "https://example.com/runbooks/cancer"},
             "model": {
                 "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
                 "version": version,
@@ -148,18 +149,21 @@ def bring_up() -> tuple[Demo, str]:
     say("2/8 the modeldeploy image, built without Docker and imported into the node")
     image = images.import_project_image(run_dir)
     note(image)
-    say("3/8 the operator, installed with the Helm chart")
+    say(f"3/8 the operator, installed with the Helm chart (watching namespace {NAMESPACE})")
     crd = "crd/modeldeployments.modeldeploy.dev"
     if demo.kubectl("get", crd, "--ignore-not-found", "-o", "name").strip():
         # a CRD applied by the tests or kubectl is adopted by the release (docs/chart.md, "CRD upgrades")
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-name={RELEASE}", "--overwrite")
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}", "--overwrite")
         demo.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+    namespace = demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
+    demo.kubectl("apply", "-f", "-", input=namespace)
     repository, tag = image.rsplit(":", 1)
     demo.helm(
         "upgrade", "--install", RELEASE, str(REPO / "charts" / "modeldeploy"), "--namespace", RELEASE_NAMESPACE,
         "--create-namespace", "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-        "--set", "image.pullPolicy=IfNotPresent", "--wait", "--timeout", "5m",
+        "--set", "image.pullPolicy=IfNotPresent", "--set", f"watchNamespaces={{{NAMESPACE}}}",
+        "--wait", "--timeout", "5m",
     )  # fmt: skip
     demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
     demo.kubectl(

@@ -92,6 +92,7 @@ class Judge:
     starts: dict[Key, Reading] = field(default_factory=dict)
     readings: dict[Key, deque[Reading]] = field(default_factory=dict)  # drift: the last window's reads
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # by what the stable pods serve
+    serving: dict[Key, str] = field(default_factory=dict)  # what the drift readings were taken of
 
     async def signature(self, model: str, stable: list[Pod], canary: list[Pod]) -> Check:
         if not stable or not canary:
@@ -125,6 +126,7 @@ class Judge:
 
     def forget_drift(self, key: Key) -> None:
         self.readings.pop(key, None)
+        self.serving.pop(key, None)
 
     async def drift(
         self, key: Key, model: str, pods: list[Pod], serving: str, settings: Drift, now: float
@@ -132,6 +134,9 @@ class Judge:
         """Read the stable pods and assess the window; None when this read only starts one."""
         span = parse_duration(settings.window)
         reading = await self.source.read(pods)
+        if self.serving.get(key) != serving:
+            self.readings.pop(key, None)  # another model: its window starts afresh
+            self.serving[key] = serving
         kept = self.readings.setdefault(key, deque())
         kept.append(reading)
         while len(kept) > 2 and kept[1].at <= now - span:

@@ -43,9 +43,9 @@ from modeldeploy_operator.status import (
     canary_pods,
     decide_status,
     observe_rollout,
-    pod_ready,
     pods_to_open,
     previous_status,
+    serving_template,
 )
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -149,7 +149,7 @@ async def _drift(
     if wait > 0:
         return previous, wait
     stable = children.track("stable")
-    pods = pods_of([pod for pod in stable.pods if pod_ready(pod)])
+    pods = pods_of(serving_template(stable))  # one model in a window, even mid rolling update
     serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
     if not pods:
         return previous, interval

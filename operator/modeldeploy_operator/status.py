@@ -308,6 +308,19 @@ def selector(name: str) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(name, "stable").items())
 
 
+def serving_template(track: Track) -> list[Obj]:
+    """The track's ready pods that serve what its pod template says (same model uri, digest
+    and version): during a rolling update, the old ReplicaSet's pods serve another model."""
+    template = (((track.deployment or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
+
+    def model(meta: Obj) -> tuple[str | None, str | None, str | None]:
+        annotations, labels = meta.get("annotations") or {}, meta.get("labels") or {}
+        return annotations.get(URI_ANNOTATION), annotations.get(DIGEST_ANNOTATION), labels.get(VERSION_LABEL)
+
+    wanted = model(template)
+    return [pod for pod in track.pods if pod_ready(pod) and model(pod.get("metadata") or {}) == wanted]
+
+
 def track_status(track: Track) -> TrackStatus:
     """What a track's Deployment serves: its pod template, checked against its ready pods.
 

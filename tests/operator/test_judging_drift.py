@@ -66,3 +66,19 @@ def test_unshifted_traffic_is_no_drift_and_a_unit_error_is_drifted_naming_the_fe
     assert moved is not None and moved.verdict == "Drifted", moved
     assert moved.features[0].name == "mean area" and moved.features[0].drifted
     assert "drifted: mean area" in moved.message
+
+
+def test_a_new_model_on_stable_starts_a_fresh_window(stable: list[ServeProcess], example_models: ExampleModels) -> None:
+    """After a promotion the stable pods serve another model: readings of the old one are not
+    mixed into the new one's window (its first read only opens one)."""
+    pods = [as_pod(f"stable-{i}", p) for i, p in enumerate(stable)]
+    judge = Judge(PodScraper())
+    settings = Drift(window="10m", interval="1m", min_samples=100)
+    rows = reference_rows(example_models, "breast-cancer")
+    assert asyncio.run(judge.drift(KEY, "breast-cancer", pods, "v1", settings, 1_000.0)) is None
+    traffic(stable, rows[:200])
+    assert asyncio.run(judge.drift(KEY, "breast-cancer", pods, "v1", settings, 1_060.0)) is not None
+    assert asyncio.run(judge.drift(KEY, "breast-cancer", pods, "v2", settings, 1_120.0)) is None
+    traffic(stable, rows[:150])
+    fresh = asyncio.run(judge.drift(KEY, "breast-cancer", pods, "v2", settings, 1_180.0))
+    assert fresh is not None and fresh.samples == 150, fresh

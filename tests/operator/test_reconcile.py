@@ -185,7 +185,8 @@ class Cluster:
         pods wait behind their readiness gate; stable's are ready)."""
         deployment = self.deployments[track]
         replicas = deployment["spec"]["replicas"]
-        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        template = deployment["spec"]["template"]["metadata"]
+        labels, annotations = template["labels"], template.get("annotations") or {}
         gated = bool(deployment["spec"]["template"]["spec"].get("readinessGates"))
         deployment["status"] = {
             "observedGeneration": deployment["metadata"]["generation"],
@@ -201,7 +202,7 @@ class Cluster:
             conditions.append({"type": "Ready", "status": "True"})
         self.pods = [p for p in self.pods if p["metadata"]["labels"]["modeldeploy.dev/track"] != track] + [
             {
-                "metadata": {"name": f"fraud-{track}-{i}", "labels": labels},
+                "metadata": {"name": f"fraud-{track}-{i}", "labels": labels, "annotations": annotations},
                 "status": {"podIP": f"10.244.0.{i + (50 if gated else 10)}", "conditions": list(conditions)},
             }
             for i in range(replicas)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted
 from modeldeploy_operator.reasons import BY_NAME, Reason
-from modeldeploy_operator.status import observe, pod_failure, selector, serving_version
+from modeldeploy_operator.status import Track, observe, pod_failure, selector, serving_template, serving_version
 
 DIGEST_MISMATCH = (
     "fetch failed (digest-mismatch): s3://models/fraud/8/model.onnx: sha256 mismatch: expected 9f2c, got 1b7e"
@@ -312,3 +312,24 @@ def test_selector_is_the_stable_pods() -> None:
         selector("fraud")
         == "app.kubernetes.io/instance=fraud,modeldeploy.dev/deployment=fraud,modeldeploy.dev/track=stable"
     )
+
+
+def model_meta(version: str, uri: str, digest: str) -> dict[str, Any]:
+    return {
+        "labels": {"modeldeploy.dev/version": version},
+        "annotations": {"modeldeploy.dev/uri": uri, "modeldeploy.dev/sha256": digest},
+    }
+
+
+def test_drift_reads_only_the_pods_that_serve_the_stable_template() -> None:
+    """Mid rolling update (after a promotion), the old ReplicaSet's pods serve another model:
+    mixing them into the window would judge one model's predictions by another's profile."""
+    new, old = model_meta("2", "file:///m/v2.onnx", "b" * 64), model_meta("1", "file:///m/v1.onnx", "a" * 64)
+    ready = {"conditions": [{"type": "Ready", "status": "True"}], "podIP": "10.0.0.1"}
+    pods = [
+        {"metadata": {"name": "new-ready", **new}, "status": ready},
+        {"metadata": {"name": "old-ready", **old}, "status": ready},
+        {"metadata": {"name": "new-starting", **new}, "status": {"conditions": []}},
+    ]
+    track = Track(deployment={"spec": {"template": {"metadata": new}}}, pods=pods)
+    assert [p["metadata"]["name"] for p in serving_template(track)] == ["new-ready"]
