@@ -194,14 +194,18 @@ def assess(reference: Reference, window: DriftWindow, settings: DriftSettings) -
         values = _check(
             method, settings.limit, counts, reference.features[name], reference.rows, feature_alpha, len(names)
         )
-        presence = _check(
-            method,
-            settings.limit,
-            np.asarray([counts.sum(), empty], dtype=np.float64),
-            np.asarray([1.0, 0.0]),
-            reference.rows,
-            feature_alpha,
-            len(names),
+        presence = (
+            _check(
+                method,
+                settings.limit,
+                np.asarray([counts.sum(), empty], dtype=np.float64),
+                np.asarray([1.0, 0.0]),
+                reference.rows,
+                feature_alpha,
+                len(names),
+            )
+            if empty
+            else (1.0 if method == "chi-square" else 0.0, False, settings.limit)  # nothing missing: no check
         )
         # The feature shows its values' check, unless its missing values are the worse drift.
         worse = presence[1] and (not values[1] or _severity(method, *presence[::2]) > _severity(method, *values[::2]))

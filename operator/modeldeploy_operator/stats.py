@@ -49,17 +49,21 @@ class ChiSquare:
 
 def _counts(values: npt.ArrayLike, name: str) -> FloatArray:
     array = np.asarray(values, dtype=np.float64).reshape(-1)
-    if array.size == 0 or not np.all(np.isfinite(array)) or np.any(array < 0):
+    # (array >= 0) is False for NaN; the sum is finite only when every count is
+    if array.size == 0 or not (array >= 0).all() or not math.isfinite(array.sum()):
         raise ValueError(f"{name}: expected finite counts of 0 or more in at least one bin, got {array.tolist()}")
     return array
 
 
-def smoothed_shares(counts: npt.ArrayLike, pseudocount: float = PSEUDOCOUNT) -> FloatArray:
-    """Shares of each bin after adding ``pseudocount`` rows to every bin: never 0."""
-    array = _counts(counts, "counts")
+def _smoothed(array: FloatArray, pseudocount: float) -> FloatArray:
     smoothed: FloatArray = array + pseudocount
     shares: FloatArray = smoothed / smoothed.sum()
     return shares
+
+
+def smoothed_shares(counts: npt.ArrayLike, pseudocount: float = PSEUDOCOUNT) -> FloatArray:
+    """Shares of each bin after adding ``pseudocount`` rows to every bin: never 0."""
+    return _smoothed(_counts(counts, "counts"), pseudocount)
 
 
 def _pair(window: npt.ArrayLike, reference: npt.ArrayLike, reference_rows: float) -> tuple[FloatArray, FloatArray]:
@@ -69,7 +73,7 @@ def _pair(window: npt.ArrayLike, reference: npt.ArrayLike, reference_rows: float
         raise ValueError(f"window has {q.size} bins but the reference has {p.size}")
     if reference_rows <= 0:
         raise ValueError(f"reference_rows: expected more than 0, got {reference_rows}")
-    return smoothed_shares(q), smoothed_shares(p / p.sum() * reference_rows)
+    return _smoothed(q, PSEUDOCOUNT), _smoothed(p / p.sum() * reference_rows, PSEUDOCOUNT)
 
 
 def psi(window: npt.ArrayLike, reference: npt.ArrayLike, reference_rows: float) -> float:
