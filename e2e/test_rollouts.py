@@ -22,6 +22,7 @@ from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
+from tests.gitops.checks import argocd_health, kstatus
 
 IN_IMAGE = images.MODELS_DIR
 ROLLOUT = {
@@ -55,6 +56,14 @@ def mdep(version: str, sha256: str) -> str:
 def history(kube: Cluster, namespace: str) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = (get(kube, namespace, "mdep", "cancer").get("status") or {}).get("history") or []
     return result
+
+
+def gitops(kube: Cluster, namespace: str, argocd: str, kstatus_status: str) -> str:
+    """Argo CD's health (the chart's Lua) and kstatus on the live object; Argo CD's message."""
+    live = get(kube, namespace, "mdep", "cancer")
+    health = argocd_health(live)
+    assert (health["status"], kstatus([live])[0]["status"]) == (argocd, kstatus_status), (health, live["status"])
+    return health.get("message", "")
 
 
 def plugin(kube: Cluster, namespace: str, *args: str) -> str:
@@ -91,6 +100,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
         )
         shown = plugin(kube, namespace, "status", "cancer")
         assert "canary  version 2" in shown and "50% requested" in shown, shown
+        gitops(kube, namespace, "Progressing", "InProgress")
         wait_for(
             "version 2 promoted",
             lambda: (history(kube, namespace) or [{}])[0].get("outcome") == "Promoted",
@@ -105,6 +115,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     assert {c["check"]: c["result"] for c in promoted["analysis"]}["predictionShift"] == "Successful"
     status = get(kube, namespace, "mdep", "cancer")["status"]
     assert status["stable"]["version"] == "2" and "canary" not in status
+    gitops(kube, namespace, "Healthy", "Current")
 
     with Load(address) as load:
         time.sleep(3)
@@ -133,6 +144,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert (status["phase"], ready["status"], stalled["reason"]) == ("Degraded", "False", "RolledBack")
     assert status["stable"]["version"] == "2"
+    assert "predictionShift failed" in gitops(kube, namespace, "Degraded", "Failed")
     events = kube.kubectl("-n", namespace, "get", "events", "--field-selector", "involvedObject.name=cancer")
     assert "RolledBack" in events and "predictionShift failed" in events
     shown = plugin(kube, namespace, "history", "cancer")

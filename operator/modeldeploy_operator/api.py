@@ -206,7 +206,7 @@ class Webhook(_Model):
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=63, description="A name for messages and Events.")]
     url: Annotated[
-        str, Field(pattern=r"^https?://[^\\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
+        str, Field(pattern=r"^https?://[^\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
     ]
     type: Annotated[
         Literal["preRollout", "promoted", "rolledBack"],

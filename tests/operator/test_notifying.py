@@ -114,3 +114,11 @@ def test_the_gate_tells_who_owns_the_model(receiver: tuple[Receiver, str]) -> No
     asyncio.run(gate([hook(base, "/freeze", "preRollout")], META, "8", 3, owner=OWNER))
     ((_, body),) = state.bodies
     assert body["modelDeployment"]["owner"] == {"team": "fraud-ml", "contact": "#fraud-oncall"}
+
+
+def test_a_webhook_host_may_start_with_an_s() -> None:
+    """The URL pattern once refused every host beginning with "s" (a doubled backslash)."""
+    from modeldeploy_operator.api import Webhook
+
+    hook = Webhook.model_validate({"name": "gate", "url": "http://svc.ml.svc:8080/gate", "type": "preRollout"})
+    assert hook.url == "http://svc.ml.svc:8080/gate"
