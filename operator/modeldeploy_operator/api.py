@@ -385,7 +385,12 @@ class Capture(_Model):
                     "!has(self.credentialsSecret) || self.sink.startsWith('s3://')",
                     "credentialsSecret is only used with an s3:// sink",
                     ".credentialsSecret",
-                )
+                ),
+                cel(
+                    "duration(self.flushInterval) > duration('0s')",
+                    "flushInterval must be more than 0s, e.g. 30s",
+                    ".flushInterval",
+                ),
             ]
         }
     )
