@@ -164,7 +164,7 @@ class Capture:
     def _flush(self, entries: list[_Entry]) -> None:
         try:
             lines = [
-                orjson.dumps(row)
+                orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
                 for entry in entries
                 for row in capture_rows(
                     self.source, entry.timestamp, entry.inputs, entry.outputs, self.names, entry.rows

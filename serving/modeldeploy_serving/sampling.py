@@ -136,7 +136,8 @@ def capture_rows(
     """The first `count` rows of one request, each {timestamp, model, version, track, inputs,
     outputs}. Inputs are keyed by feature name where the profile names a column (others as
     INPUT[COLUMN]; an input the profile does not cover at all keeps its tensor name and the
-    row's values); outputs by output name. Missing values (NaN) are written as null."""
+    row's values); outputs by output name. Missing values (NaN) are written as null by the
+    JSON encoder (orjson with OPT_SERIALIZE_NUMPY)."""
     stamp = iso_time(timestamp)
     columns = [(name, *_input_columns(name, array[:count], names)) for name, array in inputs.items()]
     predictions = {name: _values(array[:count]) for name, array in outputs.items()}
@@ -173,7 +174,10 @@ def _input_columns(name: str, array: np.ndarray, names: FeatureNames) -> tuple[l
 
 
 def _values(array: np.ndarray) -> list[Any]:
-    """Rows of an array as JSON-ready Python values (bytes as text)."""
+    """Rows of an array as JSON-ready values (bytes as text). FP32 and FP16 values stay numpy
+    scalars, so the JSON encoder writes them as they were sent (14.02, not 14.020000457763672)."""
+    if array.dtype.kind == "f" and array.itemsize < 8 and array.ndim <= 2:
+        return list(array) if array.ndim == 1 else [list(row) for row in array]
     values: list[Any] = array.tolist()
     if array.dtype.kind in "OS":
         values = [_text(value) for value in values]

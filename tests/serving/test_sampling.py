@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import orjson
 import pytest
 from modeldeploy_serving.profile import FeatureProfile, Profile
 from modeldeploy_serving.sampling import (
@@ -183,3 +184,10 @@ def test_event_headers_are_cloudevents_named_as_kserve_names_them() -> None:
 def test_times_are_utc_with_milliseconds() -> None:
     assert iso_time(0.0) == "1970-01-01T00:00:00.000Z"
     assert iso_time(NOON + 0.9999) == "2025-11-25T12:00:00.999Z"
+
+
+def test_a_json_line_writes_fp32_as_sent_and_missing_values_as_null() -> None:
+    inputs = {"input": np.array([[14.02, np.nan, 0.0796]], dtype=np.float32)}
+    rows = capture_rows(SOURCE, NOON, inputs, {"y": np.array([0.5], dtype=np.float32)}, {}, 1)
+    line = orjson.dumps(rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
+    assert b'"inputs":{"input":[14.02,null,0.0796]},"outputs":{"y":0.5}' in line
