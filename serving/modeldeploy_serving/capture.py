@@ -21,13 +21,14 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import orjson
 from prometheus_client import Counter
 
+from modeldeploy_serving import s3
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.s3 import S3Location, put_object
 from modeldeploy_serving.sampling import (
     CONTENT_TYPE,
     CaptureOptions,
@@ -90,6 +91,7 @@ class Capture:
         self._stopping = False
         self._sequence = 0
         self._thread: threading.Thread | None = None
+        self._s3: Any = None  # an S3 client, made on the first write and kept
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="capture-writer", daemon=True)
@@ -206,7 +208,9 @@ class Capture:
 
     def _put_object(self, body: bytes, now: float, sequence: int) -> None:
         key = object_key(self.sink.prefix, self.source, now, self.options.pod, sequence)
-        put_object(S3Location(self.sink.bucket, key), body, CONTENT_TYPE, self.options.timeout_seconds)
+        if self._s3 is None:
+            self._s3 = s3.writer(self.options.timeout_seconds)
+        s3.put_object(self._s3, s3.S3Location(self.sink.bucket, key), body, CONTENT_TYPE)
 
     def _post(self, body: bytes, now: float, sequence: int) -> None:
         headers = event_headers(str(uuid.uuid4()), self.source, now, self.options.namespace, self.options.pod)

@@ -135,7 +135,14 @@ def open_object(location: S3Location) -> S3Body:
     return S3Body(answer["Body"], answer.get("ContentLength"))
 
 
-def put_object(location: S3Location, body: bytes, content_type: str, timeout: float = 30) -> None:
-    """PUT the object (production capture); raises S3Error or ConnectionError as open_object does."""
+def writer(timeout: float = 30) -> Any:
+    """A client for put_object, kept by a caller that writes many objects (production capture):
+    creating one costs far more than a request. Raises as open_object does."""
     with _answers():
-        _client(timeout).put_object(Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type)
+        return _client(timeout)
+
+
+def put_object(client: Any, location: S3Location, body: bytes, content_type: str) -> None:
+    """PUT the object with a client from writer(); raises S3Error or ConnectionError as open_object does."""
+    with _answers():
+        client.put_object(Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type)

@@ -62,6 +62,9 @@ def started_s3(content: bytes) -> Iterator[S3Store]:
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
+        # moto keeps its accounts in the test process, across servers: start from none.
+        with urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10):
+            pass
         setup = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "setup"}
         setup["aws_secret_access_key"] = "setup"
         iam = boto3.client("iam", **setup)
