@@ -71,17 +71,12 @@ class Capture:
         names: FeatureNames,
         written: Counter | None = None,
         dropped: dict[str, Counter] | None = None,
-        draw: Callable[[], float] | None = None,
     ) -> None:
         self.options = options
         self.source = source
         self.names = names
         self.sink = Sink.parse(options.sink)
-        self.sampler = (
-            RowSampler(options.sample_rate, options.max_rows_per_minute)
-            if draw is None
-            else RowSampler(options.sample_rate, options.max_rows_per_minute, draw)
-        )
+        self.sampler = RowSampler(options.sample_rate, options.max_rows_per_minute)
         self._written = written
         self._dropped = dropped or {}
         self._write: Write = self._put_object if self.sink.kind == "s3" else self._post
