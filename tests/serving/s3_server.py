@@ -54,11 +54,12 @@ def set_auth(endpoint: str, unauthenticated_requests: str) -> None:
 
 
 @contextlib.contextmanager
-def started_s3(content: bytes) -> Iterator[S3Store]:
+def started_s3(content: bytes, host: str = "127.0.0.1") -> Iterator[S3Store]:
     """moto's server with the model at KEY and ODD_KEY in BUCKET, a user that may read it and
-    write to CAPTURE_BUCKET, and roles for web identity; signatures checked from then on."""
+    write to CAPTURE_BUCKET, and roles for web identity; signatures checked from then on.
+    host 0.0.0.0 lets pods on the local cluster reach it at the node's address."""
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
