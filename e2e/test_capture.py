@@ -80,7 +80,10 @@ def test_serving_pods_write_samples_of_their_answers_to_s3(
         kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
 
         rows = np.asarray(images.example_request_rows(), dtype=np.float32)
-        for _ in range(3):
+        # kube-proxy may program the Service a moment after the pod is Ready: the first answer is awaited.
+        first = wait_for("the Service to answer", lambda: predict(kube, namespace, "cancer", rows), timeout=60)
+        assert first["model_version"] == "1"
+        for _ in range(2):
             assert predict(kube, namespace, "cancer", rows)["model_version"] == "1"
 
         def captured() -> list[dict[str, Any]]:
