@@ -371,6 +371,78 @@ def about(meta: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
     return subject
 
 
+SINK_PATTERN = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?|https?://[^\s/]+.*)$"
+
+
+class Capture(_Model):
+    """Production samples for retraining: a share of requests and their predictions, written in
+    batches to object storage or an HTTP endpoint, off the request path."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.credentialsSecret) || self.sink.startsWith('s3://')",
+                    "credentialsSecret is only used with an s3:// sink",
+                    ".credentialsSecret",
+                ),
+                cel(
+                    "duration(self.flushInterval) > duration('0s')",
+                    "flushInterval must be more than 0s, e.g. 30s",
+                    ".flushInterval",
+                ),
+            ]
+        }
+    )
+
+    sink: Annotated[
+        str,
+        Field(
+            pattern=SINK_PATTERN,
+            max_length=2048,
+            description="Where samples go: s3://BUCKET/PREFIX (JSON-lines objects under "
+            "PREFIX/MODEL/VERSION/YYYY/MM/DD/) or an http(s):// URL (JSON lines POSTed with CloudEvents headers).",
+        ),
+    ]
+    sample_rate: Annotated[
+        float,
+        Field(default=0.1, gt=0, le=1, description="Share of answered requests whose rows are captured, e.g. 0.1."),
+    ] = 0.1
+    max_rows_per_minute: Annotated[
+        int,
+        Field(
+            default=600,
+            ge=1,
+            le=1_000_000,
+            description="Most rows each serving pod captures per minute; rows past it are counted as dropped "
+            "(reason row_cap).",
+        ),
+    ] = 600
+    batch_size: Annotated[
+        int,
+        Field(default=500, ge=1, le=100_000, description="Rows per object or POST, at most."),
+    ] = 500
+    flush_interval: Annotated[
+        str,
+        Field(
+            default="30s",
+            pattern=DURATION_PATTERN,
+            description="Longest a captured row waits before its batch is written, e.g. 30s, 5m.",
+        ),
+    ] = "30s"
+    credentials_secret: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=NAME_PATTERN,
+            max_length=253,
+            description="A Secret in the same namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+            "AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3) become the serving container's environment, "
+            "for an s3:// sink; without it the AWS SDK's usual chain applies.",
+        ),
+    ] = None
+
+
 class ModelDeploymentSpec(_Model):
     """A model to serve, and how to roll out its new versions."""
 
@@ -388,6 +460,10 @@ class ModelDeploymentSpec(_Model):
             "relabels the children (the Deployments replace their pods one by one), a new contact or runbook "
             "changes no child.",
         ),
+    ] = None
+    capture: Annotated[
+        Capture | None,
+        Field(default=None, description="Production samples for retraining; off unless given."),
     ] = None
 
 

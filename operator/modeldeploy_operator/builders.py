@@ -20,7 +20,7 @@ import posixpath
 import urllib.parse
 from typing import Any
 
-from modeldeploy_operator.api import GROUP, KIND, VERSION, ModelDeploymentSpec
+from modeldeploy_operator.api import GROUP, KIND, VERSION, Capture, ModelDeploymentSpec, parse_duration
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]
@@ -45,6 +45,8 @@ USER_ID = 65532
 MODELS_DIR = "/models"
 PVC_DIR = "/mnt/model-claim"
 FETCH_CONTAINER = "fetch-model"
+POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # as modeldeploy_serving.server reads them
+NAMESPACE_ENV = "MODELDEPLOY_NAMESPACE"
 SERVER_CONTAINER = "server"
 
 
@@ -197,6 +199,8 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
+    if spec.capture is not None:
+        _add_capture(server, spec.capture)
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -231,6 +235,35 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         },
         "spec": pod_spec,
     }
+
+
+def capture_args(capture: Capture) -> list[str]:
+    """The server's flags for spec.capture (docs/capture.md)."""
+    return [
+        "--capture-sink",
+        capture.sink,
+        "--capture-sample-rate",
+        repr(capture.sample_rate),
+        "--capture-max-rows-per-minute",
+        str(capture.max_rows_per_minute),
+        "--capture-batch-rows",
+        str(capture.batch_size),
+        "--capture-flush-interval-seconds",
+        repr(parse_duration(capture.flush_interval)),
+    ]
+
+
+def _add_capture(server: Obj, capture: Capture) -> None:
+    """Capture's flags on the server container, the pod's name and namespace for the objects'
+    keys and the events' source, and the sink's credentials as environment variables (as the
+    fetch step gets the model's)."""
+    server["args"] += capture_args(capture)
+    server["env"] += [
+        {"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": NAMESPACE_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if capture.credentials_secret:
+        server["envFrom"] = [{"secretRef": {"name": capture.credentials_secret}}]
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:

@@ -49,6 +49,23 @@ def _share(text: str) -> float:
     return value
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share above 0, up to 1, got {text}")
+    return value
+
+
+def _sink(text: str) -> str:
+    from modeldeploy_serving.sampling import Sink
+
+    try:
+        Sink.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeploy", description="Deploy and serve ONNX models.")
     parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
@@ -82,6 +99,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
+    )
+
+    capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
+    capture.add_argument(
+        "--capture-sink", type=_sink, help="s3://BUCKET/PREFIX or an http(s):// URL that takes JSON lines"
+    )
+    capture.add_argument(
+        "--capture-sample-rate", type=_rate, default=0.1, help="share of answered requests captured (default 0.1)"
+    )
+    capture.add_argument(
+        "--capture-max-rows-per-minute", type=_positive, default=600, help="most rows captured a minute (default 600)"
+    )
+    capture.add_argument("--capture-batch-rows", type=_positive, default=500, help="rows per write (default 500)")
+    capture.add_argument(
+        "--capture-flush-interval-seconds",
+        type=_positive_seconds,
+        default=30.0,
+        help="longest a row waits to be written (default 30)",
+    )
+    capture.add_argument(
+        "--capture-queue-rows", type=_positive, default=10_000, help="rows waiting for the sink; more are dropped"
     )
 
     fetch = commands.add_parser("fetch", help="download a model and verify its sha256 (the init step)")
@@ -141,8 +179,19 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from modeldeploy_serving.fetching import FetchError
     from modeldeploy_serving.model import ModelLoadError
+    from modeldeploy_serving.sampling import CaptureOptions
     from modeldeploy_serving.server import ServeOptions, serve
 
+    capture = None
+    if args.capture_sink:
+        capture = CaptureOptions(
+            sink=args.capture_sink,
+            sample_rate=args.capture_sample_rate,
+            max_rows_per_minute=args.capture_max_rows_per_minute,
+            batch_rows=args.capture_batch_rows,
+            flush_seconds=args.capture_flush_interval_seconds,
+            queue_rows=args.capture_queue_rows,
+        )
     options = ServeOptions(
         model=args.model,
         name=args.name,
@@ -160,6 +209,7 @@ def _serve(args: argparse.Namespace) -> int:
         idle_timeout_seconds=args.idle_timeout_seconds,
         large_body_bytes=args.large_body_bytes,
         grpc_port=args.grpc_port,
+        capture=capture,
     )
     try:
         serve(options)

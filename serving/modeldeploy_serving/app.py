@@ -8,6 +8,7 @@ server itself answers 5xx, and it is counted as such.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,11 +22,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
 from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
+from modeldeploy_serving.sampling import CaptureOptions, RowSource, feature_names
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,23 @@ class ServingApp:
         max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
         telemetry: bool = True,
         large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
+        capture: CaptureOptions | None = None,
     ) -> None:
         self.model = model
-        self.metrics = ServerMetrics(model.name, model.version, track, model.sha256, model.profile)
+        self.metrics = ServerMetrics(
+            model.name, model.version, track, model.sha256, model.profile, capture=capture is not None
+        )
+        self.capture = (
+            None
+            if capture is None
+            else Capture(
+                capture,
+                RowSource(model.name, model.version, track),
+                feature_names(model.profile),
+                self.metrics.capture_rows,
+                self.metrics.capture_dropped,
+            )
+        )
         self.telemetry = telemetry
         self.max_request_bytes = max_request_bytes
         self.batcher = Batcher(
@@ -124,6 +141,8 @@ class ServingApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.batcher.start()
+                if self.capture is not None:
+                    self.capture.start()
                 for start in self.on_startup:
                     await start()
                 self.ready = True
@@ -133,6 +152,8 @@ class ServingApp:
                 for stop in self.on_shutdown:
                     await stop()
                 await self.batcher.stop()
+                if self.capture is not None:
+                    await asyncio.to_thread(self.capture.stop)  # writes what is queued
                 self.parser.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -234,6 +255,8 @@ class ServingApp:
         """
         outputs = await self.batcher.submit(request.inputs, request.rows)
         check_outputs_finite(outputs, request.outputs, request.inputs)
+        if self.capture is not None:
+            self.capture.offer(request.inputs, outputs, request.rows)
         return outputs
 
     def record(self, outcome: str, started: float) -> None:

@@ -109,7 +109,9 @@ class _Classes:
 class ServerMetrics:
     """All metrics of one served model on one track, in its own registry."""
 
-    def __init__(self, model: str, version: str, track: str, sha256: str, profile: Profile | None) -> None:
+    def __init__(
+        self, model: str, version: str, track: str, sha256: str, profile: Profile | None, capture: bool = False
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.base = (model, version, track)
         base_names = list(t.BASE_LABELS)
@@ -146,6 +148,19 @@ class ServerMetrics:
             registry=self.registry,
         ).labels(*self.base, sha256, "v1" if profile else "none").set(1)
         self.registry.register(_ProcessCpu(self.base))
+        self.capture_rows: Counter | None = None
+        self.capture_dropped: dict[str, Counter] = {}
+        if capture:  # only a pod that captures exports the series
+            self.capture_rows = Counter(
+                t.CAPTURE_ROWS, "Captured rows written to the sink.", base_names, registry=self.registry
+            ).labels(*self.base)
+            dropped = Counter(
+                t.CAPTURE_DROPPED_ROWS,
+                "Sampled rows not written to the sink, by reason.",
+                [*base_names, t.LABEL_REASON],
+                registry=self.registry,
+            )
+            self.capture_dropped = {reason: dropped.labels(*self.base, reason) for reason in t.DROP_REASONS}
         self.data = _DataTelemetry(profile, self.base)
         self.registry.register(self.data)
 

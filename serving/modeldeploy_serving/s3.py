@@ -7,14 +7,16 @@ shared config or credentials file and profile (AWS_PROFILE), a web identity toke
 endpoint (ECS, EKS Pod Identity) and the instance metadata service. With no credentials
 anywhere the request is sent unsigned, which public buckets accept. AWS_ENDPOINT_URL_S3 (or
 AWS_ENDPOINT_URL) points at an S3-compatible server (MinIO, Ceph, ...), addressed
-path-style there. Retries are left to the fetch step, which reports them.
+path-style there. Retries are left to the callers (the fetch step, capture), which report them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -84,30 +86,35 @@ class S3Body:
         self.close()
 
 
-def open_object(location: S3Location) -> S3Body:
-    """GET the object; raises S3Error for an answer that is not the object, ConnectionError for none."""
+def _client(read_timeout: float = 30) -> Any:
+    """An S3 client from the SDK's credential chain; unsigned when it finds no credentials."""
     env = os.environ
     session = botocore.session.get_session()
     custom_endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    credentials = session.get_credentials()
+    config = botocore.config.Config(
+        retries={"total_max_attempts": 1},
+        s3={"addressing_style": "path"} if custom_endpoint else {},
+        signature_version=None if credentials is not None else botocore.UNSIGNED,
+        connect_timeout=min(10, read_timeout),
+        read_timeout=read_timeout,
+    )
+    return session.create_client(
+        "s3",
+        region_name=env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or session.get_config_variable("region")
+        or "us-east-1",
+        endpoint_url=custom_endpoint,
+        config=config,
+    )
+
+
+@contextlib.contextmanager
+def _answers() -> Iterator[None]:
+    """botocore's failures as S3Error (S3 or the credential chain said no) or ConnectionError (no answer)."""
     try:
-        credentials = session.get_credentials()
-        config = botocore.config.Config(
-            retries={"total_max_attempts": 1},
-            s3={"addressing_style": "path"} if custom_endpoint else {},
-            signature_version=None if credentials is not None else botocore.UNSIGNED,
-            connect_timeout=10,
-            read_timeout=30,
-        )
-        client = session.create_client(
-            "s3",
-            region_name=env.get("AWS_REGION")
-            or env.get("AWS_DEFAULT_REGION")
-            or session.get_config_variable("region")
-            or "us-east-1",
-            endpoint_url=custom_endpoint,
-            config=config,
-        )
-        answer = client.get_object(Bucket=location.bucket, Key=location.key)
+        yield
     except botocore.exceptions.ClientError as error:
         details = error.response.get("Error", {})
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -119,4 +126,23 @@ def open_object(location: S3Location) -> S3Body:
         raise S3Error(None, "InvalidConfig", str(error)) from None
     except (botocore.exceptions.BotoCoreError, OSError) as error:  # no answer at all: endpoint down, timeouts
         raise ConnectionError(str(error)) from None
+
+
+def open_object(location: S3Location) -> S3Body:
+    """GET the object; raises S3Error for an answer that is not the object, ConnectionError for none."""
+    with _answers():
+        answer = _client().get_object(Bucket=location.bucket, Key=location.key)
     return S3Body(answer["Body"], answer.get("ContentLength"))
+
+
+def writer(timeout: float = 30) -> Any:
+    """A client for put_object, kept by a caller that writes many objects (production capture):
+    creating one costs far more than a request. Raises as open_object does."""
+    with _answers():
+        return _client(timeout)
+
+
+def put_object(client: Any, location: S3Location, body: bytes, content_type: str) -> None:
+    """PUT the object with a client from writer(); raises S3Error or ConnectionError as open_object does."""
+    with _answers():
+        client.put_object(Bucket=location.bucket, Key=location.key, Body=body, ContentType=content_type)

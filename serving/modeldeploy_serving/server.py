@@ -7,9 +7,11 @@ already in flight finish (up to the grace period) before the batcher is stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import tempfile
 import urllib.parse
 from dataclasses import dataclass
@@ -31,6 +33,10 @@ from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.grpc_service import GrpcService
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES
+from modeldeploy_serving.sampling import CaptureOptions
+
+POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # set by the operator from the downward API
+NAMESPACE_ENV = "MODELDEPLOY_NAMESPACE"
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,7 @@ class ServeOptions:
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
     grpc_port: int | None = None  # the Open Inference Protocol's gRPC service; off unless given
+    capture: CaptureOptions | None = None  # production samples for retraining; off unless given
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -75,10 +82,19 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
         max_request_bytes=options.max_request_bytes,
         telemetry=options.telemetry,
         large_body_bytes=options.large_body_bytes,
+        capture=_with_identity(options.capture),
     )
     if options.grpc_port is not None:
         GrpcService(app, options.host, options.grpc_port)
     return app
+
+
+def _with_identity(capture: CaptureOptions | None) -> CaptureOptions | None:
+    """Capture options with the pod's name and namespace (for object keys and event sources)."""
+    if capture is None:
+        return None
+    pod = capture.pod or os.environ.get(POD_NAME_ENV) or socket.gethostname()
+    return dataclasses.replace(capture, pod=pod, namespace=capture.namespace or os.environ.get(NAMESPACE_ENV, ""))
 
 
 def serve(options: ServeOptions) -> None:

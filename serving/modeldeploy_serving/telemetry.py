@@ -36,6 +36,12 @@ OUTCOME_INVALID: Final = "invalid"  # 4xx: the request was refused before infere
 OUTCOME_ERROR: Final = "error"  # 5xx: the server failed
 OUTCOMES: Final = (OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR)
 
+LABEL_REASON: Final = "reason"  # one of DROP_REASONS
+DROP_ROW_CAP: Final = "row_cap"  # sampled, but past the minute's maxRowsPerMinute
+DROP_QUEUE_FULL: Final = "queue_full"  # the queue to the sink was full (the sink is slow or down)
+DROP_SINK_ERROR: Final = "sink_error"  # the sink refused or did not answer, after every attempt
+DROP_REASONS: Final = (DROP_ROW_CAP, DROP_QUEUE_FULL, DROP_SINK_ERROR)
+
 # Cardinality bounds: a model with more features or classes than this exports only the
 # first ones (in profile order); the rest are counted in FEATURES_UNTRACKED.
 MAX_FEATURES: Final = 64
@@ -55,6 +61,8 @@ PREDICTION_VALUE: Final = "modeldeploy_prediction_value"  # histogram: output, c
 PREDICTION_CLASS: Final = "modeldeploy_prediction_class"  # counter: output, class
 MODEL_INFO: Final = "modeldeploy_model_info"  # gauge 1: sha256, profile
 PROCESS_CPU: Final = "modeldeploy_process_cpu_seconds"  # counter: CPU time of the serving process
+CAPTURE_ROWS: Final = "modeldeploy_capture_rows"  # counter: captured rows written to the sink
+CAPTURE_DROPPED_ROWS: Final = "modeldeploy_capture_dropped_rows"  # counter: reason (sampled rows not written)
 
 # Fixed label values of the model_info gauge.
 LABEL_SHA256: Final = "sha256"

@@ -18,6 +18,8 @@ from modeldeploy_operator.builders import (
     build_service,
     inference_url,
     model_file,
+    serving_spec,
+    spec_hash,
 )
 from modeldeploy_operator.settings import Settings
 
@@ -334,3 +336,78 @@ def test_inference_url() -> None:
     assert inference_url("fraud", "ml", Settings(cluster_domain="corp.local")) == (
         "http://fraud.ml.svc.corp.local/v2/models/fraud/infer"
     )
+
+
+# Production capture ------------------------------------------------------------------------
+
+CAPTURE = {
+    "sink": "s3://samples/fraud",
+    "sampleRate": 0.05,
+    "maxRowsPerMinute": 1200,
+    "batchSize": 200,
+    "flushInterval": "1m30s",
+    "credentialsSecret": "capture-writer",
+}
+
+
+def test_capture_flags_follow_the_spec() -> None:
+    args = server_of(pod(capture=CAPTURE))["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert {name: setting for name, setting in flags.items() if name.startswith("--capture-")} == {
+        "--capture-sink": "s3://samples/fraud",
+        "--capture-sample-rate": "0.05",
+        "--capture-max-rows-per-minute": "1200",
+        "--capture-batch-rows": "200",
+        "--capture-flush-interval-seconds": "90.0",
+    }
+
+
+def test_capture_defaults() -> None:
+    args = server_of(pod(capture={"sink": "https://collector.ml.svc/capture"}))["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert [flags[f"--capture-{name}"] for name in ("sample-rate", "max-rows-per-minute", "batch-rows")] == [
+        "0.1",
+        "600",
+        "500",
+    ]
+    assert flags["--capture-flush-interval-seconds"] == "30.0"
+
+
+def test_the_serve_command_accepts_the_capture_flags() -> None:
+    from modeldeploy_cli.main import _parser
+
+    args = _parser().parse_args(server_of(pod(capture=CAPTURE))["args"])
+    assert (args.capture_sink, args.capture_sample_rate, args.capture_max_rows_per_minute) == (
+        "s3://samples/fraud",
+        0.05,
+        1200,
+    )
+    assert (args.capture_batch_rows, args.capture_flush_interval_seconds) == (200, 90.0)
+
+
+def test_without_capture_the_server_gets_no_capture_flags_or_identity() -> None:
+    server = server_of(pod())
+    assert not [arg for arg in server["args"] if arg.startswith("--capture")]
+    assert [item["name"] for item in server["env"]] == ["MODELDEPLOY_TRACK"]
+
+
+def test_a_capturing_server_knows_its_pod_and_namespace_and_gets_the_sink_credentials() -> None:
+    template = pod(capture=CAPTURE, model={"credentialsSecret": "s3-reader"})
+    server = server_of(template)
+    assert server["env"][1:] == [
+        {"name": "MODELDEPLOY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "MODELDEPLOY_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    assert server["envFrom"] == [{"secretRef": {"name": "capture-writer"}}]
+    assert fetch_of(template)["envFrom"] == [{"secretRef": {"name": "s3-reader"}}]  # each its own Secret
+    assert "s3-reader" not in repr(server)
+
+
+def test_an_http_sink_without_credentials_gets_no_env_from() -> None:
+    assert "envFrom" not in server_of(pod(capture={"sink": "http://collector.ml.svc:8080/"}))
+
+
+def test_capture_is_not_a_new_model_version() -> None:
+    """Turning capture on or changing it restarts the pods in place; it starts no rollout."""
+    assert spec_hash(spec(capture=CAPTURE)) == spec_hash(spec())
+    assert "capture" not in serving_spec(spec(capture=CAPTURE))

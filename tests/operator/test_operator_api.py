@@ -164,6 +164,26 @@ def test_a_new_version_goes_to_a_canary_and_scale_reaches_stable(operators: Oper
         ),
         ({"model": {"uri": URI}}, "spec.model.version", "Required value"),
         (
+            {"model": {"uri": URI, "version": "1"}, "capture": {"sink": "ftp://x/samples"}},
+            "spec.capture.sink",
+            "should match",
+        ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "capture": {"sink": "s3://samples", "sampleRate": 0}},
+            "spec.capture.sampleRate",
+            "greater than 0",
+        ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "capture": {"sink": "https://c.ml/x", "credentialsSecret": "s3"}},
+            "spec.capture.credentialsSecret",
+            "only used with an s3:// sink",
+        ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "capture": {"sink": "s3://samples", "flushInterval": "0s"}},
+            "spec.capture.flushInterval",
+            "more than 0s",
+        ),
+        (
             {"model": {"uri": URI, "version": "1"}, "drift": {"method": "magic"}},
             "spec.drift.method",
             "Unsupported value",

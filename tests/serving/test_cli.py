@@ -27,6 +27,18 @@ def test_version() -> None:
             "argument --max-batch-delay-us: must be 0 or more",
         ),
         (["serve"], "the following arguments are required: --model"),
+        (
+            ["serve", "--model", "m.onnx", "--capture-sink", "gs://bucket/samples"],
+            "argument --capture-sink: expected s3://BUCKET/PREFIX or an http(s):// URL",
+        ),
+        (
+            ["serve", "--model", "m.onnx", "--capture-sink", "s3://b", "--capture-sample-rate", "1.5"],
+            "argument --capture-sample-rate: must be a share above 0, up to 1, got 1.5",
+        ),
+        (
+            ["serve", "--model", "m.onnx", "--capture-flush-interval-seconds", "0"],
+            "argument --capture-flush-interval-seconds: must be more than 0 seconds",
+        ),
         (["fetch", "s3://b/k"], "the following arguments are required: --dest"),
         (["profile", "--model", "m.onnx"], "the following arguments are required: --data, --out"),
         ([], "the following arguments are required: command"),

@@ -10,102 +10,25 @@ file and profile, and a web identity token exchanged with STS for a role's keys 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
 from modeldeploy_serving.fetching import TERMINATION_LOG_ENV, FetchError, Retry, fetch
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import ExampleModels
-from tests.serving.harness import MODELDEPLOY, free_port
+from tests.serving.harness import MODELDEPLOY
+from tests.serving.s3_server import BUCKET, KEY, ODD_KEY, S3Store, set_auth, started_s3
 
-BUCKET = "models"
-KEY = "fraud/7/model.onnx"
-ODD_KEY = "fraud/v 8/modèle+final (1).onnx"  # spaces, a plus, brackets and non-ASCII in the path
 QUICK = Retry(attempts=2, first_delay=0.01)
-
-
-@dataclass(frozen=True)
-class S3Store:
-    endpoint: str
-    access_key: str
-    secret_key: str
-    content: bytes
-    role_arn: str
-    unprivileged_role_arn: str
-
-    def env(self, **overrides: str) -> dict[str, str]:
-        env = {
-            "AWS_ENDPOINT_URL_S3": self.endpoint,
-            "AWS_ACCESS_KEY_ID": self.access_key,
-            "AWS_SECRET_ACCESS_KEY": self.secret_key,
-            "AWS_REGION": "us-east-1",
-        }
-        return {**env, **overrides}
-
-
-def set_auth(endpoint: str, unauthenticated_requests: str) -> None:
-    request = urllib.request.Request(
-        f"{endpoint}/moto-api/reset-auth",
-        data=unauthenticated_requests.encode(),
-        headers={"Content-Type": "text/plain"},  # not a form, or moto reads an empty body
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 200
 
 
 @pytest.fixture(scope="module")
 def s3(example_models: ExampleModels) -> Iterator[S3Store]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        setup = {"endpoint_url": endpoint, "region_name": "us-east-1", "aws_access_key_id": "setup"}
-        setup["aws_secret_access_key"] = "setup"
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="model-reader")
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{BUCKET}/*"},
-                {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{BUCKET}"},
-            ],
-        }
-        iam.put_user_policy(UserName="model-reader", PolicyName="read-models", PolicyDocument=json.dumps(policy))
-        key = iam.create_access_key(UserName="model-reader")["AccessKey"]
-        trust = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/oidc.eks.example/id/CLUSTER"},
-                    "Action": "sts:AssumeRoleWithWebIdentity",
-                }
-            ],
-        }
-        role = iam.create_role(RoleName="model-serving", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-        iam.put_role_policy(RoleName="model-serving", PolicyName="read-models", PolicyDocument=json.dumps(policy))
-        other = iam.create_role(RoleName="no-models", AssumeRolePolicyDocument=json.dumps(trust))["Role"]
-        content = example_models.path("breast-cancer", "2").read_bytes()
-        bucket = boto3.client("s3", **setup)
-        bucket.create_bucket(Bucket=BUCKET)
-        bucket.put_object(Bucket=BUCKET, Key=KEY, Body=content)
-        bucket.put_object(Bucket=BUCKET, Key=ODD_KEY, Body=content)
-        iam.close()
-        bucket.close()
-        set_auth(endpoint, "0")  # from here on, every request must be signed by a known key
-        yield S3Store(endpoint, key["AccessKeyId"], key["SecretAccessKey"], content, role["Arn"], other["Arn"])
-    finally:
-        set_auth(endpoint, "inf")
-        server.stop()
+    with started_s3(example_models.path("breast-cancer", "2").read_bytes()) as store:
+        yield store
 
 
 @pytest.fixture

@@ -4,16 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.model import Model
+from modeldeploy_serving.sampling import CaptureOptions
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.serving.harness import InProcessServer, infer_body
+from tests.serving.harness import InProcessServer, in_process, infer_body
+
+
+def exported(server: InProcessServer) -> list[Metric]:
+    """The families on the server's /metrics page, without prometheus-client's <name>_created
+    timestamps next to each counter and histogram."""
+    return [f for f in text_string_to_metric_families(server.metrics()) if not f.name.endswith("_created")]
+
 
 NAMES = {value for name, value in vars(t).items() if name.isupper() and str(value).startswith("modeldeploy_")}
 EXTRA_LABELS = {t.LABEL_OUTCOME, t.LABEL_FEATURE, t.LABEL_OUTPUT, t.LABEL_CLASS, "le", t.LABEL_SHA256, t.LABEL_PROFILE}
+CAPTURE_NAMES = {t.CAPTURE_ROWS, t.CAPTURE_DROPPED_ROWS}  # exported only by a pod that captures
 
 
 def test_names_are_distinct_and_prefixed() -> None:
-    assert len(NAMES) == 13
+    assert len(NAMES) == 15
     assert all(not name.endswith("_total") for name in NAMES)  # the exporter adds it to counters
     assert t.TRACKS == (t.STABLE, t.CANARY) == ("stable", "canary")
     assert t.TRACK_ENV == "MODELDEPLOY_TRACK"
@@ -23,12 +35,23 @@ def test_the_metrics_page_exports_exactly_the_contracts_names(
     cancer_server: InProcessServer, cancer_rows: np.ndarray
 ) -> None:
     cancer_server.infer(infer_body(cancer_rows[:3]))
-    # prometheus-client adds a <name>_created timestamp next to each counter and histogram.
-    families = [f for f in text_string_to_metric_families(cancer_server.metrics()) if not f.name.endswith("_created")]
-    assert {family.name for family in families} == NAMES
+    families = exported(cancer_server)
+    assert {family.name for family in families} == NAMES - CAPTURE_NAMES
     for family in families:
         for sample in family.samples:
             assert set(t.BASE_LABELS) <= set(sample.labels), sample
             assert set(sample.labels) - set(t.BASE_LABELS) <= EXTRA_LABELS, sample
     outcomes = {s.labels[t.LABEL_OUTCOME] for f in families if f.name == t.REQUESTS for s in f.samples}
     assert outcomes == set(t.OUTCOMES)
+
+
+def test_a_capturing_server_exports_every_name_of_the_contract(cancer_v1: Model) -> None:
+    capture = CaptureOptions("http://127.0.0.1:9/never-written", sample_rate=1e-12)
+    with in_process(ServingApp(cancer_v1, capture=capture)) as server:
+        families = exported(server)
+    assert {family.name for family in families} == NAMES
+    for family in families:
+        for sample in family.samples:
+            assert set(sample.labels) - set(t.BASE_LABELS) <= EXTRA_LABELS | {t.LABEL_REASON}, sample
+    reasons = {s.labels[t.LABEL_REASON] for f in families if f.name == t.CAPTURE_DROPPED_ROWS for s in f.samples}
+    assert reasons == set(t.DROP_REASONS)
