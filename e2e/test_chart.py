@@ -203,7 +203,10 @@ def test_operator_installed_by_the_chart_serves_a_model(
 
     assert can("patch", "deployments") and can("patch", "modeldeployments", namespace, "--subresource=status")
     assert can("delete", "deployments")  # a finished canary is deleted
-    assert not can("delete", "pods") and not can("get", "secrets") and not can("update", "modeldeployments")
+    assert not can("delete", "pods") and not can("list", "secrets") and not can("update", "modeldeployments")
+    assert can("get", "secrets")  # only a drift webhook's signing key, by name
+    assert can("create", "jobs") and can("watch", "jobs") and can("create", "configmaps")  # retraining
+    assert not can("delete", "jobs") and not can("update", "configmaps")
     assert not can("patch", "deployments", where="default")  # only the namespaces it watches
     assert can("update", "leases/modeldeploy-operator-leader", system)
     assert not can("create", "leases", system) and not can("update", "leases/other", system)

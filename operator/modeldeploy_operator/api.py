@@ -269,6 +269,80 @@ class Rollout(_Model):
     ] = False
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the ModelDeployment's namespace."""
+
+    name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253, description="The Secret's name.")]
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="The key whose value is used.")]
+
+
+class DriftWebhook(_Model):
+    """Where the drift report is POSTed as JSON, once per drift episode (docs/drift.md)."""
+
+    url: Annotated[
+        str, Field(pattern=r"^https?://[^\\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
+    ]
+    timeout: Annotated[
+        str, Field(default="5s", pattern=DURATION_PATTERN, description="How long to wait for each answer.")
+    ] = "5s"
+    retries: Annotated[
+        int,
+        Field(
+            default=3,
+            ge=0,
+            le=10,
+            description="Attempts after the first when there is no answer, a 5xx, a 408 or a 429; other answers "
+            "are final.",
+        ),
+    ] = 3
+    backoff: Annotated[
+        str,
+        Field(
+            default="1s",
+            pattern=DURATION_PATTERN,
+            description="The wait before the first retry, doubled before each next one.",
+        ),
+    ] = "1s"
+    signing_secret: Annotated[
+        SecretKeyRef | None,
+        Field(
+            default=None,
+            description="A Secret key whose value signs the body: the X-Modeldeploy-Signature header carries "
+            "sha256=HEX, the HMAC-SHA256 of the raw body.",
+        ),
+    ] = None
+
+
+class JobTemplate(_Model):
+    """A batch/v1 Job's metadata and spec, as in a CronJob's jobTemplate."""
+
+    metadata: Annotated[
+        dict[str, Any] | None,
+        Field(
+            default=None,
+            description="Labels and annotations for the Job (its name is the operator's).",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ] = None
+    spec: Annotated[
+        dict[str, Any],
+        Field(
+            description="A batch/v1 JobSpec: template.spec.containers is required; restartPolicy defaults to "
+            "Never, and the restricted pod security settings are filled in where the template leaves them out.",
+            json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        ),
+    ]
+
+
+class Retraining(_Model):
+    """A Job started once per drift episode, with the drift report mounted as a file."""
+
+    job_template: Annotated[
+        JobTemplate,
+        Field(description="The Job to create; its containers get MODELDEPLOY_DRIFT_REPORT, the report's path."),
+    ]
+
+
 class Drift(_Model):
     """Data drift detection on the features the model receives, against its reference profile."""
 
@@ -317,6 +391,14 @@ class Drift(_Model):
     min_samples: Annotated[
         int, Field(default=200, ge=1, description="Rows needed in the window before drift is judged.")
     ] = 200
+    webhook: Annotated[
+        DriftWebhook | None,
+        Field(default=None, description="A webhook told once per drift episode, with the drift report."),
+    ] = None
+    retraining: Annotated[
+        Retraining | None,
+        Field(default=None, description="A retraining Job created once per drift episode."),
+    ] = None
 
 
 class Owner(_Model):
@@ -602,6 +684,31 @@ class PredictionDriftStatus(_Model):
     drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
 
 
+class DriftEpisode(_Model):
+    """A drift episode: from a Drifted verdict until the next NoDrift (Inconclusive does not end it)."""
+
+    number: Annotated[int, Field(description="Episodes counted per ModelDeployment from 1.")]
+    started_at: Annotated[str, Field(description="When the verdict turned Drifted.")]
+    ended_at: Annotated[
+        str | None, Field(description="When the verdict returned to NoDrift; absent while the episode lasts.")
+    ] = None
+
+
+class RetrainingStatus(_Model):
+    """The retraining Job of the latest drift episode."""
+
+    job: Annotated[str, Field(description="The Job's name: NAME-retrain-EPISODE.")]
+    episode: Annotated[int, Field(description="The drift episode it was created for.")]
+    outcome: Annotated[
+        Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"],
+        Field(
+            description="Pending (no pod running yet), Running, Succeeded, Failed (read from the Job's status), "
+            "or NotCreated (the API server refused it; the message says why)."
+        ),
+    ]
+    message: Annotated[str, Field(description="Why it was not created, or the Job's last condition.")] = ""
+
+
 class DriftStatus(_Model):
     """The latest drift evaluation of the stable pods' traffic against the model's profile."""
 
@@ -621,6 +728,13 @@ class DriftStatus(_Model):
     )
     prediction: Annotated[
         PredictionDriftStatus | None, Field(description="Prediction drift, when the profile has outputs.")
+    ] = None
+    episode: Annotated[
+        DriftEpisode | None, Field(description="The latest drift episode; absent until the first Drifted verdict.")
+    ] = None
+    retraining: Annotated[
+        RetrainingStatus | None,
+        Field(description="The latest episode's retraining Job, with spec.drift.retraining."),
     ] = None
 
 

@@ -53,7 +53,7 @@ def _structural(node: Any) -> Any:
         return node
     out: dict[str, Any] = {}
     for key, value in node.items():
-        if key == "title" or (key == "additionalProperties" and value is False):
+        if key == "title" or (key == "additionalProperties" and isinstance(value, bool)):  # true: preserved
             continue
         if key == "exclusiveMinimum":
             out["minimum"], out["exclusiveMinimum"] = value, True

@@ -164,6 +164,8 @@ def _type(schema: dict[str, Any]) -> str:
     kind = str(schema.get("type", "any"))
     if kind == "array":
         return f"array of {_type(schema['items'])}"
+    if kind == "object" and schema.get("x-kubernetes-preserve-unknown-fields"):
+        return "object (free-form)"
     if kind == "object" and "additionalProperties" in schema and "properties" not in schema:
         return f"map of string to {_type(schema['additionalProperties'])}"
     return kind
@@ -277,7 +279,17 @@ def render() -> str:
         "| Reason | DriftDetected | Event | Meaning |\n|---|---|---|---|\n"
     )
     reason_rows += "".join(
-        f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n" for r in reasons.ALL if r.condition != "Ready"
+        f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n"
+        for r in reasons.ALL
+        if r.condition == "DriftDetected"
+    )
+    reason_rows += (
+        "\nEvents of the response to drift, with no condition of their own "
+        "(see [drift.md](drift.md#the-response-a-webhook-and-a-retraining-job)):\n\n"
+        "| Reason | Condition | Event | Meaning |\n|---|---|---|---|\n"
+    )
+    reason_rows += "".join(
+        f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n" for r in reasons.ALL if r.condition == "-"
     )
     columns = "".join(
         f"| {column['name']} | `{column['jsonPath']}` | {_cell(_column_meaning(column))} |\n"

@@ -35,7 +35,7 @@ from modeldeploy_operator.status import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods", "route_users")
+INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods", "owned_jobs", "route_users")
 ROUTE_INDEX = "http_routes"  # only when the route handlers are registered
 
 
@@ -89,6 +89,13 @@ def owned_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body
     return {(namespace or "", labels.get(NAME_LABEL, "")): _slim_pod(body)}
 
 
+@kopf.index("batch", "v1", "jobs", labels=OWNED)
+def owned_jobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    """Retraining Jobs (spec.drift.retraining), for their outcome in status.drift.retraining:
+    like a pod's, their name, labels and status are all a reconcile reads."""
+    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim_pod(body)}
+
+
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def model_deployment_changed(type: str, namespace: str | None, name: str, memo: Any, **kwargs: Any) -> None:
     _keep_indexes(memo, kwargs)
@@ -97,6 +104,7 @@ async def model_deployment_changed(type: str, namespace: str | None, name: str, 
         memo.writes.forget((namespace or "", name))
         memo.queue.forget((namespace or "", name))
         memo.judge.forget((namespace or "", name))
+        memo.judge.forget_drift((namespace or "", name))
         return
     memo.queue.trigger((namespace or "", name))
 
@@ -115,6 +123,12 @@ async def service_changed(namespace: str | None, labels: Mapping[str, str], memo
 
 @kopf.on.event("v1", "pods", labels=OWNED)
 async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=OWNED)
+async def job_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
     _keep_indexes(memo, kwargs)
     memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
 
@@ -183,5 +197,6 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
         _all(indexes["owned_pods"], key),
         next(iter(_all(routes, (key[0], route))), None) if route and routes is not None else None,
         routes_watched=routes is not None,
+        jobs=_all(indexes["owned_jobs"], key),
     )
     return await reconcile(body, children, memo.settings, memo.kube, memo.writes, memo.judge)

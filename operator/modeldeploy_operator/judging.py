@@ -93,6 +93,7 @@ class Judge:
     readings: dict[Key, deque[Reading]] = field(default_factory=dict)  # drift: the last window's reads
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # by what the stable pods serve
     serving: dict[Key, str] = field(default_factory=dict)  # what the drift readings were taken of
+    every_feature: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)  # the last assessment's, worst first
 
     async def signature(self, model: str, stable: list[Pod], canary: list[Pod]) -> Check:
         if not stable or not canary:
@@ -127,6 +128,12 @@ class Judge:
     def forget_drift(self, key: Key) -> None:
         self.readings.pop(key, None)
         self.serving.pop(key, None)
+        self.every_feature.pop(key, None)
+
+    def features_of(self, key: Key) -> list[dict[str, Any]] | None:
+        """Every feature of the last assessment, worst first, for the drift report; None
+        after a restart (the report then lists status.drift's top 5)."""
+        return self.every_feature.get(key)
 
     async def drift(
         self, key: Key, model: str, pods: list[Pod], serving: str, settings: Drift, now: float
@@ -171,6 +178,7 @@ class Judge:
         )
         result = assess(Reference.from_profile(profile), drift_window(track), drift_settings)
         report = result.report(result.top_features(5))
+        self.every_feature[key] = result.report(result.top_features(len(result.features)))["features"]
         moved = [f["name"] for f in report["features"] if f["drifted"]]
         if result.verdict == "Inconclusive":
             message = f"{result.samples} rows in {found.seconds:.0f}s, fewer than minSamples {settings.min_samples}"

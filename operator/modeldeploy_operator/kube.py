@@ -1,5 +1,6 @@
 """The operator's one seam to the Kubernetes API: apply (children, and weights on a user's
-HTTPRoute), patch status, post events.
+HTTPRoute), create (a drift episode's retraining Job and its report), read a webhook's
+signing Secret, patch status, post events.
 
 Everything here is a thin call; deciding what to send happens elsewhere. Calls are made
 with the official client in a worker thread, so the kopf event loop never blocks.
@@ -8,12 +9,21 @@ with the official client in a worker thread, so the kopf event loop never blocks
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import logging
 from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiClient, AppsV1Api, AuthorizationV1Api, CoreV1Api, CustomObjectsApi, EventsV1Api
+from kubernetes.client import (
+    ApiClient,
+    AppsV1Api,
+    AuthorizationV1Api,
+    BatchV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    EventsV1Api,
+)
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
@@ -30,6 +40,7 @@ class Kube:
         self.client = client
         self.apps = AppsV1Api(client)
         self.core = CoreV1Api(client)
+        self.batch = BatchV1Api(client)
         self.custom = CustomObjectsApi(client)
         self.events = EventsV1Api(client)
         self.writes = 0  # counted for the benchmark and the operator's metrics
@@ -76,6 +87,42 @@ class Kube:
             )
         else:
             raise ValueError(f"cannot apply a {desired['kind']}")
+
+    async def create(self, obj: Obj) -> bool:
+        """Create a Job or a ConfigMap once: False when one of that name exists already (made
+        by an earlier reconcile of the same drift episode), which is what was wanted."""
+        meta = obj["metadata"]
+        if obj["kind"] == "Job":
+            create: Any = self.batch.create_namespaced_job
+        elif obj["kind"] == "ConfigMap":
+            create = self.core.create_namespaced_config_map
+        else:
+            raise ValueError(f"cannot create a {obj['kind']}")
+
+        def call() -> bool:
+            self.writes += 1
+            metrics.API_WRITES.labels(f"{obj['kind']} create").inc()
+            try:
+                create(meta["namespace"], obj, field_manager=FIELD_MANAGER)
+            except kubernetes.client.ApiException as error:
+                if error.status == 409:
+                    return False
+                raise
+            return True
+
+        return await asyncio.to_thread(call)
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> bytes:
+        """One key of a Secret (a webhook's signing key); KeyError naming it when absent."""
+
+        def call() -> bytes:
+            secret = self.core.read_namespaced_secret(name, namespace)
+            data = secret.data or {}
+            if key not in data:
+                raise KeyError(f"Secret {namespace}/{name} has no key {key!r} (it has: {', '.join(sorted(data))})")
+            return base64.b64decode(data[key])
+
+        return await asyncio.to_thread(call)
 
     async def delete(self, obj: Obj) -> None:
         """Delete a child no longer wanted (a finished canary, an unused per-track Service)."""

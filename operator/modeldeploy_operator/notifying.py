@@ -1,4 +1,5 @@
-"""Calling the webhooks a rollout names: the preRollout gate and the end-of-rollout notices.
+"""Calling webhooks: a rollout's preRollout gate and end-of-rollout notices, and the drift
+report sent when a drift episode opens.
 
 I/O only. The gate asks every preRollout webhook, in order, with a JSON body that says
 which ModelDeployment and which version is about to take traffic; any answer but a 2xx, or
@@ -6,17 +7,24 @@ none within the webhook's timeout, holds the rollout and is reported as a Failed
 check naming the webhook and what it answered. The notices (promoted, rolledBack) are sent
 once, in the background, after the status that records the outcome is written; a failure
 is logged, never retried across restarts and never holds a reconcile.
+
+The drift report (spec.drift.webhook) goes the same way, once per drift episode, after the
+status that opens the episode is written: in the background, tried again after no answer,
+a 5xx, a 408 or a 429 with a doubling wait (retraining.retry_delays), signed when a Secret
+is named. When it is not taken in the end, `failed` is told why (an Event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Check, HistoryEntry, Owner, Webhook, about, parse_duration
+from modeldeploy_operator.api import Check, DriftWebhook, HistoryEntry, Owner, Webhook, about, parse_duration
+from modeldeploy_operator.retraining import retry_delays, worth_retry
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]
@@ -60,8 +68,57 @@ def notify(hooks: list[Webhook], meta: Obj, entry: HistoryEntry, *, owner: Owner
         if not ok:
             log.warning("%s webhook for %s/%s: %s", kind, meta["namespace"], meta["name"], answer)
 
-    tasks = [asyncio.get_running_loop().create_task(send(hook)) for hook in hooks if hook.type == kind]
-    for task in tasks:
-        _SENDING.add(task)
-        task.add_done_callback(_SENDING.discard)
+    tasks = [_keep(asyncio.get_running_loop().create_task(send(hook))) for hook in hooks if hook.type == kind]
     return tasks
+
+
+def _keep(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    _SENDING.add(task)
+    task.add_done_callback(_SENDING.discard)
+    return task
+
+
+async def _post_bytes(url: str, timeout: float, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
+    """(HTTP status or None without an answer, what it said) for one POST of raw bytes."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+            session.post(url, data=body, headers=headers) as response,
+        ):
+            return response.status, (await response.text())[:200].strip()
+    except (aiohttp.ClientError, TimeoutError) as error:
+        return None, str(error) or type(error).__name__
+
+
+async def deliver(
+    hook: DriftWebhook,
+    body: bytes,
+    headers: dict[str, str],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> tuple[bool, str]:
+    """POST the drift report, trying again as spec.drift.webhook says: (taken, what was answered)."""
+    waits = retry_delays(hook.retries, parse_duration(hook.backoff))
+    attempts = 0
+    while True:
+        attempts += 1
+        status, text = await _post_bytes(hook.url, parse_duration(hook.timeout), body, headers)
+        if status is not None and 200 <= status < 300:
+            return True, f"{hook.url} answered {status}"
+        answer = f"answered {status}" + (f": {text}" if text else "") if status is not None else f"no answer: {text}"
+        if not worth_retry(status) or not waits:
+            return False, f"{hook.url} {answer} (after {attempts} attempt{'s' if attempts > 1 else ''})"
+        await sleep(waits.pop(0))
+
+
+def report_drift(
+    hook: DriftWebhook, body: bytes, headers: dict[str, str], failed: Callable[[str], Awaitable[None]]
+) -> asyncio.Task[None]:
+    """Send the drift report in the background; `failed` hears why when it is not taken."""
+
+    async def send() -> None:
+        ok, answer = await deliver(hook, body, headers)
+        if not ok:
+            log.warning("drift webhook: %s", answer)
+            await failed(answer)
+
+    return _keep(asyncio.get_running_loop().create_task(send()))

@@ -22,7 +22,7 @@ class Reason:
 
     name: str
     event: Literal["Normal", "Warning"]
-    ready: Literal["True", "False", "Unknown"]
+    ready: Literal["True", "False", "Unknown", "-"]  # "-": an Event only, no condition
     also: Literal["Reconciling", "Stalled", "-"]  # the kstatus condition set beside Ready
     phase: Literal["Pending", "Progressing", "Ready", "Degraded", "-"]
     doc: str
@@ -189,6 +189,37 @@ DRIFT_INCONCLUSIVE = Reason(
     "could not be read; the message says which.",
     "DriftDetected",
 )
+# Events only (condition "-"): the response to drift, posted on the ModelDeployment.
+RETRAINING_STARTED = Reason(
+    "RetrainingStarted",
+    "Normal",
+    "-",
+    "-",
+    "-",
+    "A drift episode began and `spec.drift.retraining` is set: the Job `NAME-retrain-N` was created with the "
+    "drift report mounted; `status.drift.retraining` follows its outcome.",
+    "-",
+)
+RETRAINING_NOT_CREATED = Reason(
+    "RetrainingNotCreated",
+    "Warning",
+    "-",
+    "-",
+    "-",
+    "The API server refused the retraining Job or its report ConfigMap (an invalid `jobTemplate`, a quota, "
+    "RBAC); the message says why. It is not tried again in the same episode.",
+    "-",
+)
+DRIFT_WEBHOOK_FAILED = Reason(
+    "DriftWebhookFailed",
+    "Warning",
+    "-",
+    "-",
+    "-",
+    "`spec.drift.webhook` did not take the drift report after its retries, or its signing Secret could not be "
+    "read; the message says what it answered.",
+    "-",
+)
 
 ALL: tuple[Reason, ...] = (
     CREATING,
@@ -209,6 +240,9 @@ ALL: tuple[Reason, ...] = (
     NO_DRIFT,
     DRIFT_INCONCLUSIVE,
     HTTP_ROUTE_UNUSABLE,
+    RETRAINING_STARTED,
+    RETRAINING_NOT_CREATED,
+    DRIFT_WEBHOOK_FAILED,
 )
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}
 

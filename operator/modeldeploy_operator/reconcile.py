@@ -3,9 +3,10 @@
 It reads as the steps it takes: observe (the watch caches, given as Children), plan the
 rollout (rollout.py; reading the signatures or the step's telemetry only when the plan asks
 for a judgement), build the desired objects (builders), diff and apply only what differs,
-delete what is no longer wanted, let canary pods take traffic when the plan allows, decide
-the whole status (status), write it once when it changed, post an Event on a transition,
-and tell the queue when to wake it next. Every decision is made by a pure
+delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
+drift when due and respond to a new drift episode (retraining.py: the Job before the status
+that records it, the webhook after), decide the whole status (status), write it once when
+it changed, post an Event on a transition, and tell the queue when to wake it next. Every decision is made by a pure
 function elsewhere; this module only sends what they decided.
 """
 
@@ -20,8 +21,17 @@ from typing import Any
 import kubernetes
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying, reasons, rollout
-from modeldeploy_operator.api import DriftStatus, ModelDeploymentSpec, parse_duration, parse_owner, parse_spec
+from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
+from modeldeploy_operator.api import (
+    DriftStatus,
+    DriftWebhook,
+    ModelDeploymentSpec,
+    Owner,
+    RetrainingStatus,
+    parse_duration,
+    parse_owner,
+    parse_spec,
+)
 from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,
@@ -80,9 +90,11 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-    drift, drift_wait = (None, None)
+    drift, drift_wait, report = None, None, None
     if spec is not None and spec.drift.enabled:
         drift, drift_wait = await _drift(key, body, spec, children, judge)
+        if drift is not None:
+            drift, report = await _respond(key, body, spec, drift, children, kube, judge)
     elif spec is not None:
         judge.forget_drift(key)
     status = decide_status(body, spec, children, settings, problem, now_iso(), plan, drift).dump()
@@ -92,6 +104,8 @@ async def reconcile(
         writes.remember_status(key, status, cached)
         if spec is not None and plan is not None and plan.finished is not None and problem is None:
             notifying.notify(spec.rollout.webhooks, meta, plan.finished, owner=spec.owner)
+        if spec is not None and spec.drift.webhook and report and drift is not None and problem is None:
+            await _report_drift(body, spec.drift.webhook, drift, report, kube, spec.owner)
         owner = spec.owner if spec is not None else parse_owner(body.get("spec"))
         drifted = drift_transition(previous.get("conditions") or [], status["conditions"])
         if drifted is not None:
@@ -160,6 +174,78 @@ async def _drift(
     return evaluated, interval
 
 
+async def _respond(
+    key: Key, body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, children: Children, kube: Kube, judge: Judge
+) -> tuple[DriftStatus, bytes | None]:
+    """status.drift with its episode and retraining Job, creating the Job when one is due;
+    and the drift report to send once the status is written, when an episode opened now."""
+    drift, opened = retraining.carry(previous_status(body).drift, drift, now_iso())
+    report = None
+    if opened or retraining.retraining_due(drift):
+        version = _stable_version(body, spec)
+        every = judge.features_of(key)
+        report = retraining.encode(retraining.report(body["metadata"], version, drift, every, spec.owner))
+        drift = await _retrain(body, spec, drift, report, kube)
+    return retraining.with_job(drift, children.jobs), report if opened else None
+
+
+def _stable_version(body: Obj, spec: ModelDeploymentSpec) -> str:
+    """The version the stable pods serve (the drift was measured on them)."""
+    stable = previous_status(body).stable
+    return (stable.version if stable is not None else None) or spec.model.version
+
+
+async def _retrain(body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, report: bytes, kube: Kube) -> DriftStatus:
+    """Create the open episode's report ConfigMap and Job when spec.drift.retraining asks and
+    status does not record them yet; an existing one of the same name is this episode's."""
+    episode = retraining.retraining_due(drift)
+    if spec.drift.retraining is None or episode is None:
+        return drift
+    meta = body["metadata"]
+    config_map = retraining.build_report_config_map(meta, episode.number, report)
+    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number)
+    name, created = job["metadata"]["name"], False
+    refused = await _send(kube.create, config_map)
+    if refused is None:
+        try:
+            created = await kube.create(job)
+        except kubernetes.client.ApiException as error:
+            if error.status is None or error.status >= 500:
+                raise  # worth a retry
+            refused = f"Job {name}: {error.reason}: {_api_message(error)}"
+    if refused is not None:
+        await kube.post_event(body, "Warning", reasons.RETRAINING_NOT_CREATED.name, event_note(refused, spec.owner))
+        outcome = RetrainingStatus(job=name, episode=episode.number, outcome="NotCreated", message=refused)
+        return drift.model_copy(update={"retraining": outcome})
+    if created:
+        message = f"drift episode {episode.number}: Job {name} created with the drift report"
+        await kube.post_event(body, "Normal", reasons.RETRAINING_STARTED.name, event_note(message, spec.owner))
+    pending = RetrainingStatus(job=name, episode=episode.number, outcome="Pending")
+    return drift.model_copy(update={"retraining": pending})
+
+
+async def _report_drift(
+    body: Obj, hook: DriftWebhook, drift: DriftStatus, report: bytes, kube: Kube, owner: Owner | None
+) -> None:
+    """Send the report of the episode that just opened (its status is written), signed when a Secret is named."""
+    meta, secret = body["metadata"], None
+
+    async def failed(message: str) -> None:
+        note = event_note(f"drift webhook: {message}", owner)
+        await kube.post_event(body, "Warning", reasons.DRIFT_WEBHOOK_FAILED.name, note)
+
+    if hook.signing_secret is not None:
+        ref = hook.signing_secret
+        try:
+            secret = await kube.secret_value(meta["namespace"], ref.name, ref.key)
+        except (kubernetes.client.ApiException, KeyError) as error:
+            why = error.reason if isinstance(error, kubernetes.client.ApiException) else error.args[0]
+            await failed(f"not sent: cannot read the signing Secret {ref.name} (key {ref.key}): {why}")
+            return
+    number = drift.episode.number if drift.episode is not None else 0
+    notifying.report_drift(hook, report, retraining.headers(report, meta, number, secret), failed)
+
+
 def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:
     """What the stable Deployment serves now (its annotation), to keep it as it is."""
     deployment = children.track("stable").deployment or {}
@@ -200,7 +286,7 @@ async def _apply(
     return None
 
 
-async def _send(call: Callable[[Obj], Awaitable[None]], obj: Obj) -> str | None:
+async def _send(call: Callable[[Obj], Awaitable[object]], obj: Obj) -> str | None:
     """Send one write; the API server's refusal as a message, or None when it was taken."""
     try:
         await call(obj)

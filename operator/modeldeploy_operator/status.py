@@ -58,6 +58,7 @@ class Children:
     services: dict[str, Obj] = field(default_factory=dict)
     route: Obj | None = None
     routes_watched: bool = True  # False: the operator may not read HTTPRoutes (RBAC)
+    jobs: list[Obj] = field(default_factory=list)  # retraining Jobs (read for their outcome, never deleted)
 
     def track(self, name: str) -> Track:
         return self.tracks.get(name) or Track()
@@ -70,6 +71,7 @@ class Children:
         pods: list[Obj],
         route: Obj | None = None,
         routes_watched: bool = True,
+        jobs: list[Obj] | None = None,
     ) -> Children:
         """Sort a resource's objects into tracks by their track label."""
         tracks: dict[str, Track] = {}
@@ -77,7 +79,8 @@ class Children:
             tracks.setdefault(_track_of(deployment), Track()).deployment = deployment
         for pod in pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
-        return cls(tracks, {_track_of(service): service for service in services}, route, routes_watched)
+        services_by_track = {_track_of(service): service for service in services}
+        return cls(tracks, services_by_track, route, routes_watched, list(jobs or []))
 
     def objects(self) -> list[Obj]:
         """Every Deployment and Service, for finding the ones no longer wanted."""

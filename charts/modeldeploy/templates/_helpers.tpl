@@ -72,6 +72,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "patch"]
+# The response to drift (spec.drift.retraining): a retraining Job per drift episode, and the
+# ConfigMap that carries its drift report; created once, watched for the Job's outcome,
+# never updated or deleted (the ModelDeployment owns them).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create"]
+# spec.drift.webhook.signingSecret: the one Secret key named is read when a report is sent
+# (get only: Secrets are never listed or watched).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
