@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +43,24 @@ class FakeKube:
     order: list[str] = field(default_factory=list)  # every apply and delete, in order, never cleared
     every_event: list[tuple[str, str, str]] = field(default_factory=list)  # never cleared
     refuse: kubernetes.client.ApiException | None = None
+    created: list[Obj] = field(default_factory=list)  # Jobs and ConfigMaps, by create
+    existing: set[tuple[str, str]] = field(default_factory=set)  # (kind, name) created so far, never cleared
+    refuse_create: kubernetes.client.ApiException | None = None
+    refuse_status: kubernetes.client.ApiException | None = None
+    secrets: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+
+    async def create(self, obj: Obj) -> bool:
+        if self.refuse_create is not None and obj["kind"] == "Job":
+            raise self.refuse_create
+        key = (obj["kind"], obj["metadata"]["name"])
+        if key in self.existing:
+            return False  # the API server's 409: one of that name exists
+        self.existing.add(key)
+        self.created.append(copy.deepcopy(obj))
+        return True
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> bytes:
+        return self.secrets[(namespace, name, key)]
 
     async def apply(self, desired: Obj) -> None:
         if self.refuse is not None:
@@ -56,6 +76,8 @@ class FakeKube:
         self.opened.append(pod["metadata"]["name"])
 
     async def replace_status(self, namespace: str, name: str, status: Obj) -> None:
+        if self.refuse_status is not None:
+            raise self.refuse_status
         self.statuses.append(copy.deepcopy(status))
 
     async def post_event(self, owner: Obj, kind: str, reason: str, message: str) -> None:
@@ -64,13 +86,14 @@ class FakeKube:
 
     @property
     def writes(self) -> int:
-        return len(self.applied) + len(self.deleted) + len(self.statuses) + len(self.events)
+        return len(self.applied) + len(self.deleted) + len(self.statuses) + len(self.events) + len(self.created)
 
     def clear(self) -> None:
         self.applied.clear()
         self.deleted.clear()
         self.statuses.clear()
         self.events.clear()
+        self.created.clear()
 
 
 # How the API server writes quantities back.
@@ -106,6 +129,7 @@ class Cluster:
         self.services: dict[str, Obj] = {}  # by name
         self.route: Obj | None = None  # the user's HTTPRoute, if the test makes one
         self.pods: list[Obj] = []
+        self.jobs: dict[str, Obj] = {}  # retraining Jobs by name
 
     @property
     def deployment(self) -> Obj | None:
@@ -124,7 +148,11 @@ class Cluster:
         deployments = list(self.deployments.values())
         services = list(self.services.values())
         return Children.group(
-            copy.deepcopy(deployments), copy.deepcopy(services), copy.deepcopy(self.pods), copy.deepcopy(self.route)
+            copy.deepcopy(deployments),
+            copy.deepcopy(services),
+            copy.deepcopy(self.pods),
+            copy.deepcopy(self.route),
+            jobs=copy.deepcopy(list(self.jobs.values())),
         )
 
     def take(self, kube: FakeKube) -> None:
@@ -175,6 +203,9 @@ class Cluster:
                         {"type": "modeldeploy.dev/traffic", "status": "True"},
                         {"type": "Ready", "status": "True"},
                     ]
+        for created in kube.created:
+            if created["kind"] == "Job":
+                self.jobs[created["metadata"]["name"]] = {**copy.deepcopy(created), "status": {}}
         for status in kube.statuses:
             self.body["status"] = copy.deepcopy(status)  # the whole status is replaced
             self.body["metadata"]["resourceVersion"] = self.next_version()
@@ -693,6 +724,148 @@ def test_drift_sets_its_own_condition_and_an_event_when_the_verdict_changes(monk
     conditions = {c["type"]: c for c in cluster.body["status"]["conditions"]}
     assert conditions["DriftDetected"]["status"] == "False"
     assert kube.every_event[-1][:2] == ("Normal", "NoDrift")
+
+
+# The response to drift: a retraining Job and a webhook, once per episode ----------------
+
+SECRET = b"shared with the receiver"
+DRIFTED = {
+    "verdict": "Drifted",
+    "score": 0.9,
+    "threshold": 0.2,
+    "samples": 400,
+    "message": "drifted: mean area",
+    "features": [{"name": "mean area", "score": 0.9, "drifted": True}],
+}
+CALM = {"verdict": "NoDrift", "score": 0.05, "threshold": 0.2, "samples": 400}
+UNSURE = {"verdict": "Inconclusive", "samples": 12, "message": "12 rows"}
+RESPONSE = {
+    "interval": "1m",
+    "window": "5m",
+    "webhook": {"url": "https://hooks.example.com/drift", "signingSecret": {"name": "hook", "key": "secret"}},
+    "retraining": {
+        "jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "train", "image": "trainer:3"}]}}}}
+    },
+}
+
+
+def responding(monkeypatch: pytest.MonkeyPatch) -> tuple[Cluster, FakeKube, LastWrites, list[tuple[bytes, Obj]]]:
+    """A converged deployment whose spec.drift has a webhook and a retraining template; the
+    reports handed to notifying.report_drift (our seam) are recorded, not sent."""
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    sent: list[tuple[bytes, Obj]] = []
+
+    def report_drift(hook: Any, body: bytes, headers: Obj, failed: Any) -> None:
+        sent.append((body, headers))
+
+    monkeypatch.setattr(reconcile_module.notifying, "report_drift", report_drift)
+    cluster, kube, memory = converged()
+    kube.secrets[("ml", "hook", "secret")] = SECRET
+    cluster.edit_spec(drift=RESPONSE)
+    return cluster, kube, memory, sent
+
+
+def made(kube: FakeKube) -> list[str]:
+    return sorted(f"{kind} {name}" for kind, name in kube.existing)
+
+
+def test_an_episode_creates_one_job_and_sends_one_signed_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, sent = responding(monkeypatch)
+    judge = DriftJudge([DRIFTED, DRIFTED, UNSURE, CALM, DRIFTED])
+    step(cluster, kube, memory, judge)
+    assert made(kube) == ["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"]
+    drift = cluster.body["status"]["drift"]
+    assert drift["episode"] == {"number": 1, "startedAt": iso(NOW[0])}
+    assert drift["retraining"] == {"job": "fraud-retrain-1", "episode": 1, "outcome": "Pending", "message": ""}
+    assert ("Normal", "RetrainingStarted") in [e[:2] for e in kube.every_event]
+    ((body, headers),) = sent
+    expected = "sha256=" + hmac.new(SECRET, body, hashlib.sha256).hexdigest()
+    assert headers["X-Modeldeploy-Signature"] == expected
+    report = json.loads(body)
+    assert (report["verdict"], report["version"], report["episode"]["number"]) == ("Drifted", "7", 1)
+    job = cluster.jobs["fraud-retrain-1"]
+    mounted = job["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+    assert mounted == "fraud-retrain-1"
+
+    job["status"] = {"active": 1}  # the Job controller started its pod; the watch tells the operator
+    step(cluster, kube, memory, judge)
+    assert cluster.body["status"]["drift"]["retraining"]["outcome"] == "Running"
+    assert judge.asked == ["drift 2"], "a Job's change is no evaluation"
+
+    for verdict in ("Drifted", "Inconclusive"):
+        step(cluster, kube, memory, judge, seconds=61)
+        assert cluster.body["status"]["drift"]["verdict"] == verdict
+        assert (made(kube), len(sent)) == (["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"], 1), verdict
+    job["status"] = {"conditions": [{"type": "Complete", "status": "True", "reason": "Done"}]}
+    step(cluster, kube, memory, judge, seconds=61)  # NoDrift: the episode ends
+    drift = cluster.body["status"]["drift"]
+    assert drift["episode"]["endedAt"] == iso(NOW[0])
+    assert drift["retraining"] == {"job": "fraud-retrain-1", "episode": 1, "outcome": "Succeeded", "message": "Done"}
+    step(cluster, kube, memory, judge, seconds=61)  # Drifted again: episode 2
+    assert made(kube) == [
+        "ConfigMap fraud-retrain-1",
+        "ConfigMap fraud-retrain-2",
+        "Job fraud-retrain-1",
+        "Job fraud-retrain-2",
+    ]
+    assert len(sent) == 2 and json.loads(sent[1][0])["episode"]["number"] == 2
+    assert cluster.body["status"]["drift"]["retraining"]["job"] == "fraud-retrain-2"
+
+
+def test_a_restart_creates_no_second_job_for_the_same_episode(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, sent = responding(monkeypatch)
+    step(cluster, kube, memory, DriftJudge([DRIFTED]))
+    assert len(sent) == 1
+    # A new operator process: nothing in memory, the episode and its Job in status.
+    step(cluster, kube, LastWrites(), DriftJudge([DRIFTED]), seconds=61)
+    assert made(kube) == ["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"]
+    assert len(sent) == 1 and cluster.body["status"]["drift"]["episode"]["number"] == 1
+
+
+def test_a_crash_before_the_status_write_finds_its_job_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, sent = responding(monkeypatch)
+    kube.refuse_status = kubernetes.client.ApiException(status=500, reason="etcd timeout")
+    with pytest.raises(kubernetes.client.ApiException):
+        step(cluster, kube, memory, DriftJudge([DRIFTED]))
+    assert made(kube) == ["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"] and sent == []
+    kube.refuse_status = None
+    started = sum(1 for e in kube.every_event if e[1] == "RetrainingStarted")
+    step(cluster, kube, LastWrites(), DriftJudge([DRIFTED]))  # restarted: the same episode, number 1
+    assert made(kube) == ["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"], "the existing Job is this episode's"
+    assert cluster.body["status"]["drift"]["retraining"]["job"] == "fraud-retrain-1"
+    assert sum(1 for e in kube.every_event if e[1] == "RetrainingStarted") == started
+    assert len(sent) == 1, "the report goes out once its episode is in status"
+
+
+def test_a_refused_job_is_reported_and_not_tried_again_in_the_episode(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, _ = responding(monkeypatch)
+    body = json.dumps({"message": "Job.batch is invalid: spec.template.spec.containers[0].image: Required value"})
+    kube.refuse_create = kubernetes.client.ApiException(status=422, reason="Unprocessable Entity")
+    kube.refuse_create.body = body
+    judge = DriftJudge([DRIFTED, DRIFTED])
+    step(cluster, kube, memory, judge)
+    retraining = cluster.body["status"]["drift"]["retraining"]
+    assert (retraining["outcome"], retraining["job"]) == ("NotCreated", "fraud-retrain-1")
+    assert "containers[0].image: Required value" in retraining["message"]
+    assert ("Warning", "RetrainingNotCreated") in [e[:2] for e in kube.every_event]
+    kube.refuse_create = None
+    step(cluster, kube, memory, judge, seconds=61)
+    assert made(kube) == ["ConfigMap fraud-retrain-1"], "not again in the same episode"
+
+
+def test_an_unreadable_signing_secret_sends_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, sent = responding(monkeypatch)
+    kube.secrets.clear()
+
+    async def missing(namespace: str, name: str, key: str) -> bytes:
+        raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+
+    monkeypatch.setattr(kube, "secret_value", missing)
+    step(cluster, kube, memory, DriftJudge([DRIFTED]))
+    assert sent == []
+    ((kind, reason, message),) = [e for e in kube.every_event if e[1] == "DriftWebhookFailed"]
+    assert kind == "Warning"
+    assert "signing Secret hook (key secret)" in message and "has no key 'secret'" in message
 
 
 # With an HTTPRoute -----------------------------------------------------------------------
