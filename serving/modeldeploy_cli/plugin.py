@@ -95,11 +95,26 @@ def render_status(body: Obj) -> str:
             f"    {f['name']:<28}{f['score']:<10g}{'drifted' if f['drifted'] else ''}"
             for f in drift.get("features") or []
         ]
+        lines += _response(drift)
     history = status.get("history") or []
     if history:
         lines.append("  history (newest first):")
         lines += [_history_line(entry) for entry in history[:3]]
     return "\n".join(lines)
+
+
+def _response(drift: Obj) -> list[str]:
+    """The drift episode and its retraining Job, when there is one."""
+    lines = []
+    episode = drift.get("episode")
+    if episode:
+        until = f", ended {episode['endedAt']}" if episode.get("endedAt") else ", still open"
+        lines.append(f"  episode {episode.get('number')} since {episode.get('startedAt')}{until}")
+    job = drift.get("retraining")
+    if job:
+        said = f": {job['message']}" if job.get("message") else ""
+        lines.append(f"  retraining Job {job.get('job')} (episode {job.get('episode')}): {job.get('outcome')}{said}")
+    return lines
 
 
 def _history_line(entry: Obj) -> str:

@@ -863,7 +863,7 @@ def test_an_unreadable_signing_secret_sends_nothing_and_says_why(monkeypatch: py
     monkeypatch.setattr(kube, "secret_value", missing)
     step(cluster, kube, memory, DriftJudge([DRIFTED]))
     assert sent == []
-    ((kind, reason, message),) = [e for e in kube.every_event if e[1] == "DriftWebhookFailed"]
+    ((kind, _, message),) = [e for e in kube.every_event if e[1] == "DriftWebhookFailed"]
     assert kind == "Warning"
     assert "signing Secret hook (key secret)" in message and "has no key 'secret'" in message
 

@@ -39,6 +39,8 @@ BODY = {
             "evaluatedAt": "2026-11-25T10:01:00Z",
             "message": "drifted: mean area",
             "features": [{"name": "mean area", "score": 0.93, "drifted": True}],
+            "episode": {"number": 2, "startedAt": "2026-11-25T10:01:00Z"},
+            "retraining": {"job": "fraud-retrain-2", "episode": 2, "outcome": "Running", "message": ""},
         },
         "history": [
             {
@@ -67,6 +69,8 @@ def test_status_shows_steps_weights_checks_and_history() -> None:
     assert "2: version 6 RolledBack by analysis" in text
     assert "drift   Drifted by psi over 10m, score 0.93 (threshold 0.2), 400 rows" in text
     assert "mean area" in text
+    assert "episode 2 since 2026-11-25T10:01:00Z, still open" in text
+    assert "retraining Job fraud-retrain-2 (episode 2): Running" in text
 
 
 def test_status_says_who_owns_the_model() -> None:
