@@ -181,7 +181,7 @@ async def _respond(
     and the drift report to send once the status is written, when an episode opened now."""
     drift, opened = retraining.carry(previous_status(body).drift, drift, now_iso())
     report = None
-    if opened or retraining.retraining_due(drift):
+    if opened or (spec.drift.retraining is not None and retraining.retraining_due(drift)):
         version = _stable_version(body, spec)
         every = judge.features_of(key)
         report = retraining.encode(retraining.report(body["metadata"], version, drift, every, spec.owner))
