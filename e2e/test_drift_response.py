@@ -18,17 +18,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import numpy as np
 import pytest
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
-from e2e.load import ROWS_PER_REQUEST, Load
+from e2e.load import Load, breast_cancer_bodies
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 
 SECRET = "shared-with-the-receiver"
-MEAN_AREA = 3  # the column moved by the shift
+SHIFT = {"mean area": 10.0}  # a unit error
 
 
 def mdep(sha256: str, webhook: str, image: str) -> str:
@@ -74,18 +73,6 @@ def mdep(sha256: str, webhook: str, image: str) -> str:
             },
         }
     )
-
-
-def shifted(bodies: list[bytes]) -> list[bytes]:
-    """The same requests with `mean area` in the wrong unit (times 10)."""
-    moved = []
-    for body in bodies:
-        request = json.loads(body)
-        data = np.asarray(request["inputs"][0]["data"], dtype=np.float64).reshape(ROWS_PER_REQUEST, -1)
-        data[:, MEAN_AREA] *= 10
-        request["inputs"][0]["data"] = data.reshape(-1).tolist()
-        moved.append(json.dumps(request).encode())
-    return moved
 
 
 @pytest.fixture
@@ -136,7 +123,7 @@ def test_one_webhook_report_and_one_retraining_job_per_drift_episode(
     with Load(address) as load:
         normal = load.bodies
         wait_for("a first verdict of no drift", verdict("NoDrift"), timeout=120, every=1)
-        load.bodies = shifted(normal)
+        load.bodies = breast_cancer_bodies(SHIFT)
         first = wait_for("the shift to be seen", verdict("Drifted"), timeout=120, every=1)
         assert first["episode"]["number"] == 1 and first["features"][0]["name"] == "mean area", first
 
@@ -168,7 +155,7 @@ def test_one_webhook_report_and_one_retraining_job_per_drift_episode(
         assert [j["metadata"]["name"] for j in jobs] == ["cancer-retrain-1"], "one Job for the first episode"
         assert len(received) == 1, "one report for the first episode"
 
-        load.bodies = shifted(normal)
+        load.bodies = breast_cancer_bodies(SHIFT)
         second = wait_for("a second episode", verdict("Drifted"), timeout=120, every=1)
         assert second["episode"]["number"] == 2
         wait_for("the second Job", lambda: get(kube, namespace, "job", "cancer-retrain-2"), timeout=60, every=1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import retraining
-from modeldeploy_operator.api import DriftEpisode, DriftStatus, JobTemplate, RetrainingStatus
+from modeldeploy_operator.api import DriftEpisode, DriftStatus, JobTemplate, Owner, RetrainingStatus
 
 META = {"namespace": "ml", "name": "fraud", "uid": "3f0c1f9e-0000-4000-8000-000000000001"}
 
@@ -105,6 +105,9 @@ def test_the_report_has_status_drift_the_deployment_and_every_feature() -> None:
     }
     assert retraining.report(META, "7", drift, None)["features"] == [{"name": "b", "score": 0.9, "drifted": True}]
     assert json.loads(retraining.encode(report)) == report
+    owner = Owner(team="fraud-ml", contact="#fraud-oncall")
+    owned = retraining.report(META, "7", drift, every, owner)["modelDeployment"]
+    assert owned == {**META, "owner": {"team": "fraud-ml", "contact": "#fraud-oncall"}}, "as in every webhook body"
 
 
 def test_the_signature_is_hmac_sha256_of_the_raw_body() -> None:
