@@ -118,7 +118,13 @@ def test_one_webhook_report_and_one_retraining_job_per_drift_episode(
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
 
     def verdict(wanted: str) -> Any:
-        return lambda: drift(kube, namespace) if drift(kube, namespace).get("verdict") == wanted else None
+        def check() -> dict[str, Any]:
+            seen = drift(kube, namespace)
+            if seen.get("verdict") != wanted:
+                raise AssertionError(f"status.drift is {seen}")  # wait_for shows the last one
+            return seen
+
+        return check
 
     with Load(address) as load:
         normal = load.bodies

@@ -22,7 +22,7 @@ import kopf
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, PLURAL, VERSION
-from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL
+from modeldeploy_operator.builders import DIGEST_ANNOTATION, MANAGED_BY, NAME_LABEL, URI_ANNOTATION
 from modeldeploy_operator.health import start_health_server
 from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.kube import Kube
@@ -156,17 +156,18 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
 
 
 def _slim_pod(body: kopf.Body) -> dict[str, Any]:
-    """What a reconcile reads of a pod: its labels, whether it is going away, its IP and
-    status; not its spec, which the pod template already says."""
+    """What a reconcile reads of a pod: its labels, the model annotations (which model file
+    it serves: status.serving_template compares them with the pod template's), whether it is
+    going away, its IP and status; not its spec, which the pod template already says."""
     meta = body.get("metadata", {})
-    return {
-        "metadata": {
-            key: meta[key]
-            for key in ("name", "namespace", "labels", "deletionTimestamp", "resourceVersion")
-            if key in meta
-        },
-        "status": dict(body.get("status", {})),
+    slim = {
+        key: meta[key] for key in ("name", "namespace", "labels", "deletionTimestamp", "resourceVersion") if key in meta
     }
+    annotations = meta.get("annotations") or {}
+    model = {key: annotations[key] for key in (URI_ANNOTATION, DIGEST_ANNOTATION) if key in annotations}
+    if model:
+        slim["annotations"] = model
+    return {"metadata": slim, "status": dict(body.get("status", {}))}
 
 
 def _keep_indexes(memo: Any, kwargs: dict[str, Any]) -> None:
