@@ -280,7 +280,7 @@ class DriftWebhook(_Model):
     """Where the drift report is POSTed as JSON, once per drift episode (docs/drift.md)."""
 
     url: Annotated[
-        str, Field(pattern=r"^https?://[^\\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
+        str, Field(pattern=r"^https?://[^\s/]+.*$", max_length=2048, description="http:// or https:// URL to POST to.")
     ]
     timeout: Annotated[
         str, Field(default="5s", pattern=DURATION_PATTERN, description="How long to wait for each answer.")

@@ -203,7 +203,10 @@ async def _retrain(body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, rep
         return drift
     meta = body["metadata"]
     config_map = retraining.build_report_config_map(meta, episode.number, report)
-    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number)
+    samples = None
+    if spec.capture is not None:
+        samples = retraining.capture_uri(spec.capture.sink, meta["name"], _stable_version(body, spec))
+    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number, samples)
     name, created = job["metadata"]["name"], False
     refused = await _send(kube.create, config_map)
     if refused is None:

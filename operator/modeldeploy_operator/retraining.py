@@ -20,6 +20,8 @@ import hmac
 import json
 from typing import Any, Literal
 
+from modeldeploy_serving.sampling import Sink
+
 from modeldeploy_operator.api import DriftEpisode, DriftStatus, JobTemplate, Owner, RetrainingStatus, about
 from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL, owner_reference
 
@@ -135,6 +137,17 @@ def retry_delays(retries: int, backoff: float) -> list[float]:
 def worth_retry(status: int | None) -> bool:
     """No answer (None), a 5xx, a 408 or a 429 is tried again; anything else is final."""
     return status is None or status >= 500 or status in RETRY_STATUSES
+
+
+def capture_uri(sink: str, model: str, version: str) -> str:
+    """Where spec.capture writes the samples of the version that drifted: for an s3:// sink
+    the key prefix `s3://BUCKET/PREFIX/MODEL/VERSION/` (keys then sort by day and time, see
+    sampling.object_key); for an http(s):// sink the sink itself, which the Job may know how
+    to query."""
+    parsed = Sink.parse(sink)
+    if parsed.kind != "s3":
+        return sink
+    return f"s3://{parsed.bucket}/" + "/".join(part for part in (parsed.prefix, model, version) if part) + "/"
 
 
 def _labels(name: str, episode: int) -> dict[str, str]:

@@ -812,6 +812,14 @@ def test_an_episode_creates_one_job_and_sends_one_signed_report(monkeypatch: pyt
     assert cluster.body["status"]["drift"]["retraining"]["job"] == "fraud-retrain-2"
 
 
+def test_the_job_is_told_where_the_captured_samples_are(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, _ = responding(monkeypatch)
+    cluster.edit_spec(capture={"sink": "s3://samples/prod"})
+    step(cluster, kube, memory, DriftJudge([DRIFTED]))
+    (container,) = cluster.jobs["fraud-retrain-1"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MODELDEPLOY_CAPTURE_URI", "value": "s3://samples/prod/fraud/7/"} in container["env"]
+
+
 def test_a_restart_creates_no_second_job_for_the_same_episode(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster, kube, memory, sent = responding(monkeypatch)
     step(cluster, kube, memory, DriftJudge([DRIFTED]))

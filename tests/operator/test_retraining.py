@@ -261,3 +261,28 @@ def test_the_outcome_is_read_from_the_watched_job_and_kept_when_it_is_gone() -> 
     assert retraining.with_job(updated, []) == updated, "deleted (a TTL): the last outcome stands"
     refused = evaluation("Drifted", retraining={**job, "outcome": "NotCreated", "message": "quota"})
     assert retraining.with_job(refused, [finished]) == refused
+
+
+@pytest.mark.parametrize(
+    ("sink", "uri"),
+    [
+        ("s3://samples", "s3://samples/fraud/7/"),
+        ("s3://samples/prod/risk/", "s3://samples/prod/risk/fraud/7/"),
+        ("https://collector.example.com/rows", "https://collector.example.com/rows"),
+    ],
+)
+def test_the_capture_uri_is_where_the_version_that_drifted_is_sampled(sink: str, uri: str) -> None:
+    assert retraining.capture_uri(sink, "fraud", "7") == uri
+
+
+def test_the_capture_uri_is_a_prefix_of_the_keys_the_server_writes() -> None:
+    from modeldeploy_serving.sampling import Sink, object_key
+
+    sink = "s3://samples/prod/"
+    key = object_key(Sink.parse(sink).prefix, _Source("fraud", "7"), 1_800_000_000.0, "fraud-stable-1", 1)  # type: ignore[arg-type]
+    assert f"s3://samples/{key}".startswith(retraining.capture_uri(sink, "fraud", "7"))
+
+
+class _Source:
+    def __init__(self, model: str, version: str) -> None:
+        self.model, self.version = model, version
