@@ -242,6 +242,7 @@ class _ShadowTelemetry:
         )
         duration_bounds = _bucket_bounds(list(t.REQUEST_DURATION_BUCKETS))
         for version, counts in self.versions.items():
+            counts.flush()
             base = [*self.base, version]
             for outcome, count in counts.outcomes.items():
                 requests.add_metric([*base, outcome], float(count))

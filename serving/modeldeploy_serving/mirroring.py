@@ -203,6 +203,10 @@ def _flat(array: np.ndarray) -> Any:
     return np.ascontiguousarray(array.reshape(-1))
 
 
+class _ClosedBeforeAnswer(EOFError):
+    """Not a byte of an answer: on a reused connection, the shadow had closed it while idle."""
+
+
 class _Connection:
     """One keep-alive HTTP/1.1 connection to the shadow, opened on first use and after a failure."""
 
@@ -216,7 +220,7 @@ class _Connection:
         reused = self._writer is not None
         try:
             return await self._exchange(path, body)
-        except (ConnectionError, asyncio.IncompleteReadError, EOFError):
+        except (ConnectionError, _ClosedBeforeAnswer):
             if not reused:
                 raise
             # The shadow closed a connection that sat idle; one fresh try, as browsers do.
@@ -230,22 +234,7 @@ class _Connection:
         request = f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n".encode()
         writer.write(request + body)
         await writer.drain()
-        status_line = await reader.readline()
-        if not status_line:
-            raise EOFError("the shadow closed the connection before answering")
-        parts = status_line.split(None, 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
-        length, chunked, close = None, False, parts[0] == b"HTTP/1.0"
-        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.partition(b":")
-            name, value = name.strip().lower(), value.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value == b"chunked"
-            elif name == b"connection":
-                close = value == b"close"
+        status, length, chunked, close = await _read_head(reader)
         if chunked:
             answer = await _read_chunked(reader)
         elif length is not None and length <= MAX_ANSWER_BYTES:
@@ -254,13 +243,40 @@ class _Connection:
             raise ValueError("the shadow's answer has no Content-Length (or one over 64 MiB)")
         if close:
             self.close()
-        return int(parts[1]), answer
+        return status, answer
 
     def close(self) -> None:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._writer.close()
         self._reader = self._writer = None
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, bool, bool]:
+    """An answer's status line and headers: (status, content length, chunked, connection close)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            raise _ClosedBeforeAnswer("the shadow closed the connection before answering") from None
+        raise
+    except asyncio.LimitOverrunError:
+        raise ValueError("the shadow's answer has a head over 64 KiB") from None
+    status_line, *lines = head.split(b"\r\n")
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    length, chunked, close = None, False, parts[0] == b"HTTP/1.0"
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = value == b"chunked"
+        elif name == b"connection":
+            close = value == b"close"
+    return int(parts[1]), length, chunked, close
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

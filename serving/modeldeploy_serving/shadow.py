@@ -27,6 +27,7 @@ from modeldeploy_serving.profile import SCORE_EDGES, OutputProfile, Profile
 from modeldeploy_serving.signature import TensorSpec
 
 OTHER = "other"  # the class of labels past the MAX_CLASSES bound
+FLUSH_ROWS = 256  # compared rows kept before they are counted together (or fewer, when read)
 CONFIG_FIELDS = ("target", "fraction", "version")
 LABEL_DATATYPES = frozenset(("BOOL", "BYTES", "INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"))
 
@@ -240,6 +241,8 @@ class ShadowCounts:
         self.duration_sum = 0.0
         self.labels = [LabelCounts(p) for p in plan if p.kind == "labels"]
         self.deltas = [DeltaCounts(p) for p in plan if p.kind != "labels"]
+        self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+        self._pending_rows = 0
 
     def count(self, outcome: str) -> None:
         self.outcomes[outcome] += 1
@@ -249,18 +252,52 @@ class ShadowCounts:
         self.duration_sum += seconds
 
     def compare(self, stable: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -> bool:
-        """Count one pair of answers; False, counting nothing, when they cannot be paired."""
+        """Take one pair of answers; False, counting nothing, when they cannot be paired.
+
+        Pairs are kept (references, no copies) and counted together once FLUSH_ROWS rows
+        wait, or when the counts are read: a numpy call costs the same for one row as for
+        hundreds, and a mirrored request is often a single row.
+        """
         counters: list[LabelCounts | DeltaCounts] = [*self.labels, *self.deltas]
+        rows = 0
         for counter in counters:
             name = counter.plan.name
             if name not in stable or name not in shadow or stable[name].shape != shadow[name].shape:
                 return False
             if isinstance(counter, DeltaCounts) and shadow[name].dtype.kind not in "fiub":
                 return False
-        for counter in counters:
-            counter.count(stable[counter.plan.name], shadow[counter.plan.name])
+            rows = max(rows, stable[name].shape[0] if stable[name].ndim else 1)
+        self._pending.append((stable, shadow))
+        self._pending_rows += rows
         self.count(t.SHADOW_OK)
+        if self._pending_rows >= FLUSH_ROWS:
+            self.flush()
         return True
+
+    def flush(self) -> None:
+        """Count every pair taken since the last flush."""
+        pending, self._pending, self._pending_rows = self._pending, [], 0
+        if not pending:
+            return
+        counters: list[LabelCounts | DeltaCounts] = [*self.labels, *self.deltas]
+        for counter in counters:
+            name = counter.plan.name
+            keep_columns = counter.plan.kind == "scores"
+            try:
+                stable = np.concatenate([_rows(p[0][name], keep_columns) for p in pending])
+                shadow = np.concatenate([_rows(p[1][name], keep_columns) for p in pending])
+            except ValueError:  # answers whose other dimensions differ: one pair at a time
+                for one_stable, one_shadow in pending:
+                    counter.count(one_stable[name], one_shadow[name])
+                continue
+            counter.count(stable, shadow)
+
+
+def _rows(array: np.ndarray, keep_columns: bool) -> np.ndarray:
+    """An output as rows of columns (scores) or as a flat run of values (labels and values)."""
+    if keep_columns and array.ndim:
+        return array.reshape(array.shape[0], -1)
+    return array.reshape(-1)
 
 
 def decode_outputs(document: Any, dtypes: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -190,8 +190,12 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     processes: list[ServeProcess], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
 ) -> None:
     config = tmp_path / "shadow.json"
-    canary = start(processes, example_models, "3", t.CANARY)
-    stable = start(processes, example_models, "1", t.STABLE, "--shadow-config", str(config))
+    # The canary closes connections idle for 0.2 s: the stable server's kept-alive connection
+    # is gone by its next copy, which must go through on a fresh one, not count as a failure.
+    canary = start(processes, example_models, "3", t.CANARY, "--idle-timeout-seconds", "0.2")
+    stable = start(
+        processes, example_models, "1", t.STABLE, "--shadow-config", str(config), "--shadow-connections", "1"
+    )
     write_config(config, canary.url, "3")
     canary.wait_ready()
     stable.wait_ready()
@@ -210,6 +214,9 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     assert httpx.post(infer, json=body, timeout=30).status_code == 200
     wait_for(lambda: shadow_outcomes(stable, "3b").get(t.SHADOW_OK) == 1, "the copy to 3b compared")
     assert shadow_outcomes(stable, "3")[t.SHADOW_OK] == 1
+    assert (
+        shadow_outcomes(stable, "3b")[t.SHADOW_UNREACHABLE] == shadow_outcomes(stable, "3")[t.SHADOW_UNREACHABLE] == 0
+    )
     assert requests_by_outcome(page(canary), t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 2
 
     # A shadow that is not listening, and one that fails every request: counted, never felt.

@@ -94,6 +94,7 @@ def test_labels_agreement_and_confusion_are_counted_row_by_row() -> None:
     stable = np.array([0, 0, 1, 1, 1, 0], dtype=np.int64)
     shadow = np.array([0, 1, 0, 1, 2, 0], dtype=np.int64)  # 2 is not in the profile
     assert counts.compare({"label": stable}, {"label": shadow})
+    counts.flush()
     (labels,) = counts.labels
     assert (labels.compared, labels.agreed) == (6, 3)
     assert sorted(labels.cells()) == [("0", "0", 2), ("0", "1", 1), ("1", "0", 1), ("1", "1", 1), ("1", OTHER, 1)]
@@ -104,6 +105,7 @@ def test_a_model_that_swaps_classes_keeps_the_shares_and_is_still_caught() -> No
     counts = ShadowCounts("3", [OutputPlan("label", "labels", labels=("0", "1"))])
     stable = np.array([0, 1] * 50)
     counts.compare({"label": stable}, {"label": 1 - stable})
+    counts.flush()
     (labels,) = counts.labels
     assert np.bincount(stable).tolist() == np.bincount(1 - stable).tolist()  # the same class shares
     assert (labels.compared, labels.agreed) == (100, 0)
@@ -114,6 +116,7 @@ def test_classes_without_a_profile_are_learned_up_to_the_bound() -> None:
     counts = ShadowCounts("3", [OutputPlan("label", "labels")])
     stable = np.array([f"c{i}" for i in range(t.MAX_CLASSES + 5)])
     counts.compare({"label": stable}, {"label": stable.copy()})
+    counts.flush()
     (labels,) = counts.labels
     assert labels.agreed == labels.compared == t.MAX_CLASSES + 5
     cells = dict(((s, c), n) for s, c, n in labels.cells())
@@ -126,6 +129,7 @@ def test_scores_are_compared_as_absolute_differences_on_right_closed_buckets() -
     stable = np.array([[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]], dtype=np.float32)
     shadow = np.array([[0.9, 0.1], [0.45, 0.55], [0.8, 0.2]], dtype=np.float32)
     assert counts.compare({"probabilities": stable}, {"probabilities": shadow})
+    counts.flush()
     (deltas,) = counts.deltas
     edges = np.asarray(t.SHADOW_DELTA_BUCKETS)
     expected = np.abs(stable.astype(np.float64) - shadow.astype(np.float64))
@@ -141,6 +145,7 @@ def test_regression_values_are_binned_on_edges_scaled_to_the_reference_range() -
     counts = ShadowCounts("2", comparison_plan(profile, [VALUE]))
     stable = np.array([[100.0], [200.0], [300.0]], dtype=np.float32)
     counts.compare({"variable": stable}, {"variable": stable + np.array([[0.0], [7.0], [40.0]], dtype=np.float32)})
+    counts.flush()
     (deltas,) = counts.deltas
     edges = deltas.plan.edges
     assert edges[-1] == 1000.0
@@ -154,6 +159,7 @@ def test_answers_that_cannot_be_paired_count_nothing() -> None:
     assert not counts.compare(stable, {"label": np.array([0, 1])})  # an output missing
     assert not counts.compare(stable, {**stable, "label": np.array([0, 1, 1])})  # another shape
     assert not counts.compare(stable, {**stable, "probabilities": np.array([["a", "b"], ["c", "d"]])})
+    counts.flush()
     assert counts.labels[0].compared == 0 and counts.deltas[0].counts.sum() == 0
     assert counts.outcomes[t.SHADOW_OK] == 0
 
@@ -174,6 +180,7 @@ def test_fp32_outputs_survive_json_exactly_so_identical_models_differ_by_zero() 
     decoded = decode_outputs(orjson.loads(answer), {"label": np.int64, "probabilities": np.float32})
     counts = ShadowCounts("1", comparison_plan(None, [LABEL, PROBABILITIES]))
     assert counts.compare({"label": labels, "probabilities": probabilities}, decoded)
+    counts.flush()
     assert counts.labels[0].agreed == 50
     assert counts.deltas[0].counts[:, 0].tolist() == [50, 50]  # every difference exactly 0
     assert decode_outputs({"outputs": [{"name": "label", "shape": [3], "data": [1, 2]}]}, {"label": np.int64}) == {}
@@ -199,3 +206,26 @@ def test_profile_score_edges_are_the_probability_scale() -> None:
     )
     (plan,) = comparison_plan(profile, [PROBABILITIES])
     assert (plan.labels, plan.edges) == (("k0", "k1"), t.SHADOW_DELTA_BUCKETS)
+
+
+def test_pairs_are_counted_together_and_the_same_as_one_by_one() -> None:
+    rng = np.random.default_rng(11)
+    plan = comparison_plan(None, [LABEL, PROBABILITIES])
+    together, one_by_one = ShadowCounts("3", plan), ShadowCounts("3", plan)
+    pairs = []
+    for rows in rng.integers(1, 6, 120).tolist():  # more than FLUSH_ROWS rows: flushes on its own too
+        stable = {"label": rng.integers(0, 2, rows), "probabilities": rng.random((rows, 2), dtype=np.float32)}
+        shadow = {"label": rng.integers(0, 3, rows), "probabilities": rng.random((rows, 2), dtype=np.float32)}
+        pairs.append((stable, shadow))
+        assert together.compare(stable, shadow)
+    pending_before_read = together.labels[0].compared
+    assert 0 < pending_before_read < sum(len(p[0]["label"]) for p in pairs)  # some counted, some waiting
+    together.flush()
+    for stable, shadow in pairs:
+        one_by_one.compare(stable, shadow)
+        one_by_one.flush()
+    assert together.labels[0].compared == one_by_one.labels[0].compared == sum(len(p[0]["label"]) for p in pairs)
+    assert together.labels[0].agreed == one_by_one.labels[0].agreed
+    assert sorted(together.labels[0].cells()) == sorted(one_by_one.labels[0].cells())
+    assert together.deltas[0].counts.tolist() == one_by_one.deltas[0].counts.tolist()
+    assert together.outcomes[t.SHADOW_OK] == one_by_one.outcomes[t.SHADOW_OK] == len(pairs)
