@@ -18,15 +18,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import ModelHost, ServeProcess, free_port, infer_body, output, scrape, value
+from tests.serving.test_grpc import SERVICE, infer_request
 
 NAME = "breast-cancer"
 CHUNKS = (1, 2, 3, 5)  # rows per request, in turn
@@ -193,8 +196,13 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     # The canary closes connections idle for 0.2 s: the stable server's kept-alive connection
     # is gone by its next copy, which must go through on a fresh one, not count as a failure.
     canary = start(processes, example_models, "3", t.CANARY, "--idle-timeout-seconds", "0.2")
+    grpc_port = free_port()
     stable = start(
-        processes, example_models, "1", t.STABLE, "--shadow-config", str(config), "--shadow-connections", "1"
+        processes,
+        example_models,
+        "1",
+        t.STABLE,
+        *("--shadow-config", str(config), "--shadow-connections", "1", "--grpc-port", str(grpc_port)),
     )
     write_config(config, canary.url, "3")
     canary.wait_ready()
@@ -217,7 +225,19 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     assert (
         shadow_outcomes(stable, "3b")[t.SHADOW_UNREACHABLE] == shadow_outcomes(stable, "3")[t.SHADOW_UNREACHABLE] == 0
     )
-    assert requests_by_outcome(page(canary), t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 2
+    # A request that came over gRPC is mirrored too (as REST, like every copy).
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        model_infer = channel.unary_unary(
+            SERVICE + "ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        answer = model_infer(infer_request(cancer_rows[:3], raw=True), timeout=30)
+        assert [o.name for o in answer.outputs] == ["label", "probabilities"]
+    wait_for(lambda: shadow_outcomes(stable, "3b").get(t.SHADOW_OK) == 2, "the gRPC request's copy compared")
+    canary_page = page(canary)
+    assert requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 3
+    assert value(canary_page, t.ROWS + "_total") == 1 + 1 + 3
 
     # A shadow that is not listening, and one that fails every request: counted, never felt.
     write_config(config, f"http://127.0.0.1:{free_port()}", "gone")
