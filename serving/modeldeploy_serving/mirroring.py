@@ -43,6 +43,7 @@ DEFAULT_TIMEOUT_SECONDS = 1.0
 DEFAULT_CONNECTIONS = 8
 REREAD_SECONDS = 1.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
+MAX_MERGED_ROWS = 64  # rows of waiting copies sent together in one call, at most
 _UNREAD = object()
 
 Arrays = dict[str, np.ndarray]
@@ -146,26 +147,47 @@ class Mirror:
     async def _work(self) -> None:
         assert self._queue is not None
         connection: _Connection | None = None
+        carried: _Copy | None = None  # taken while merging, but for another call
         try:
             while True:
-                copy = await self._queue.get()
-                config = copy.config
+                first = carried if carried is not None else await self._queue.get()
+                batch, carried = self._merge_waiting(first)
+                config = first.config
                 if connection is None or (connection.host, connection.port) != (config.host, config.port):
                     if connection is not None:
                         connection.close()
                     connection = _Connection(config.host, config.port)
-                await self._send(connection, copy)
+                await self._send(connection, batch)
         finally:
             if connection is not None:
                 connection.close()
 
-    async def _send(self, connection: _Connection, copy: _Copy) -> None:
-        counts = self._counts_for(copy.config.version)
+    def _merge_waiting(self, first: _Copy) -> tuple[list[_Copy], _Copy | None]:
+        """first, and the copies already waiting that can go in the same call (rows stacked).
+
+        With no backlog every copy goes alone, as its request came; when copies pile up
+        (more traffic than the connections carry one by one) they share calls, as the
+        batcher merges requests, which keeps mirroring's cost per request low.
+        """
+        assert self._queue is not None
+        batch, key, rows = [first], _merge_key(first), _rows(first)
+        while key is not None and rows < MAX_MERGED_ROWS and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if _merge_key(item) != key or rows + _rows(item) > MAX_MERGED_ROWS:
+                return batch, item
+            batch.append(item)
+            rows += _rows(item)
+        return batch, None
+
+    async def _send(self, connection: _Connection, batch: list[_Copy]) -> None:
+        config, copies = batch[0].config, len(batch)
+        counts = self._counts_for(config.version)
+        inputs, stable = _stacked([c.inputs for c in batch]), _stacked([c.stable for c in batch])
         body = orjson.dumps(
             {
                 "inputs": [
                     {"name": name, "shape": list(array.shape), "datatype": self._datatypes[name], "data": _flat(array)}
-                    for name, array in copy.inputs.items()
+                    for name, array in inputs.items()
                 ]
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
@@ -176,25 +198,43 @@ class Mirror:
                 status, answer = await connection.post(self.path, body)
         except TimeoutError:
             connection.close()
-            counts.count(t.SHADOW_TIMEOUT)
+            counts.count(t.SHADOW_TIMEOUT, copies)
             return
         except (OSError, EOFError, ValueError) as error:
             connection.close()
-            log.debug("shadow %s unreachable: %s", copy.config.target, error)
-            counts.count(t.SHADOW_UNREACHABLE)
+            log.debug("shadow %s unreachable: %s", config.target, error)
+            counts.count(t.SHADOW_UNREACHABLE, copies)
             return
-        counts.observe_duration(time.perf_counter() - started)
+        counts.observe_duration(time.perf_counter() - started, copies)
         if 400 <= status < 500:
-            counts.count(t.SHADOW_INVALID)
+            counts.count(t.SHADOW_INVALID, copies)
         elif not 200 <= status < 300:
-            counts.count(t.SHADOW_ERROR)
+            counts.count(t.SHADOW_ERROR, copies)
         else:
             try:
                 shadow = decode_outputs(orjson.loads(answer), self._dtypes)
             except orjson.JSONDecodeError:
                 shadow = {}
-            if not counts.compare(copy.stable, shadow):
-                counts.count(t.SHADOW_INCOMPARABLE)
+            counts.count(t.SHADOW_OK if counts.compare(stable, shadow) else t.SHADOW_INCOMPARABLE, copies)
+
+
+def _rows(copy: _Copy) -> int:
+    return int(next(iter(copy.inputs.values())).shape[0])
+
+
+def _merge_key(copy: _Copy) -> tuple[Any, ...] | None:
+    """Copies merge when they go to the same shadow with inputs alike but for the rows, and
+    stable's outputs have one row per input row (so the merged answer splits the same way)."""
+    rows = _rows(copy)
+    if any(array.ndim == 0 or array.shape[0] != rows for array in copy.stable.values()):
+        return None
+    return (copy.config, *((name, array.shape[1:], array.dtype.str) for name, array in copy.inputs.items()))
+
+
+def _stacked(parts: list[Arrays]) -> Arrays:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
 def _flat(array: np.ndarray) -> Any:

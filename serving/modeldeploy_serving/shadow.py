@@ -244,12 +244,13 @@ class ShadowCounts:
         self._pending: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
         self._pending_rows = 0
 
-    def count(self, outcome: str) -> None:
-        self.outcomes[outcome] += 1
+    def count(self, outcome: str, copies: int = 1) -> None:
+        self.outcomes[outcome] += copies
 
-    def observe_duration(self, seconds: float) -> None:
-        self.durations[int(np.searchsorted(self.duration_edges, seconds, side="left"))] += 1
-        self.duration_sum += seconds
+    def observe_duration(self, seconds: float, copies: int = 1) -> None:
+        """The shadow's answer time, once for each copy the call carried."""
+        self.durations[int(np.searchsorted(self.duration_edges, seconds, side="left"))] += copies
+        self.duration_sum += seconds * copies
 
     def compare(self, stable: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -> bool:
         """Take one pair of answers; False, counting nothing, when they cannot be paired.
@@ -269,7 +270,6 @@ class ShadowCounts:
             rows = max(rows, stable[name].shape[0] if stable[name].ndim else 1)
         self._pending.append((stable, shadow))
         self._pending_rows += rows
-        self.count(t.SHADOW_OK)
         if self._pending_rows >= FLUSH_ROWS:
             self.flush()
         return True

@@ -166,7 +166,8 @@ def test_agreement_with_the_canary_is_counted_exactly_on_the_same_rows(
     # The canary answered no live request: every request it saw was a mirrored copy.
     canary_page = page(canary)
     assert requests_by_outcome(canary_page, t.REQUESTS) == dict.fromkeys(t.OUTCOMES, 0.0)
-    assert requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == requests
+    # Copies that waited together may share a call: at least one call, never more than copies.
+    assert 1 <= requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] <= requests
     assert value(canary_page, t.ROWS + "_total") == len(rows)
 
     # While mirroring, the stable server's page holds every name of the contract, and only those.
@@ -298,4 +299,9 @@ def test_a_stopped_canary_never_holds_up_stable_and_a_full_queue_drops_copies(
     finally:
         os.kill(canary.process.pid, signal.SIGCONT)
     wait_for(lambda: shadow_outcomes(stable, "3")[t.SHADOW_OK] == 6, "the six copies answered once it runs")
-    assert requests_by_outcome(page(canary), t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 6
+    canary_page = page(canary)
+    assert value(canary_page, t.ROWS + "_total") == 6  # one row each
+    # The two in flight went alone; the first worker free took the four waiting in one call.
+    assert requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 3
+    compared = {t.LABEL_SHADOW_VERSION: "3", t.LABEL_OUTPUT: "label"}
+    assert value(page(stable), t.SHADOW_LABELS_COMPARED + "_total", **compared) == 6

@@ -98,7 +98,6 @@ def test_labels_agreement_and_confusion_are_counted_row_by_row() -> None:
     (labels,) = counts.labels
     assert (labels.compared, labels.agreed) == (6, 3)
     assert sorted(labels.cells()) == [("0", "0", 2), ("0", "1", 1), ("1", "0", 1), ("1", "1", 1), ("1", OTHER, 1)]
-    assert counts.outcomes[t.SHADOW_OK] == 1
 
 
 def test_a_model_that_swaps_classes_keeps_the_shares_and_is_still_caught() -> None:
@@ -161,7 +160,6 @@ def test_answers_that_cannot_be_paired_count_nothing() -> None:
     assert not counts.compare(stable, {**stable, "probabilities": np.array([["a", "b"], ["c", "d"]])})
     counts.flush()
     assert counts.labels[0].compared == 0 and counts.deltas[0].counts.sum() == 0
-    assert counts.outcomes[t.SHADOW_OK] == 0
 
 
 def test_fp32_outputs_survive_json_exactly_so_identical_models_differ_by_zero() -> None:
@@ -187,13 +185,17 @@ def test_fp32_outputs_survive_json_exactly_so_identical_models_differ_by_zero() 
     assert decode_outputs({"error": "no"}, {"label": np.int64}) == {}
 
 
-def test_durations_use_the_request_duration_buckets() -> None:
+def test_durations_and_outcomes_count_every_copy_a_call_carried() -> None:
     counts = ShadowCounts("3", [])
-    for seconds in (0.0004, 0.003, 0.003, 9.0):
+    for seconds in (0.0004, 0.003, 9.0):
         counts.observe_duration(seconds)
+    counts.observe_duration(0.003, copies=4)  # one call carrying four merged copies
     edges = list(t.REQUEST_DURATION_BUCKETS)
-    assert counts.durations[0] == 1 and counts.durations[edges.index(0.005)] == 2 and counts.durations[-1] == 1
-    assert counts.duration_sum == pytest.approx(9.0064)
+    assert counts.durations[0] == 1 and counts.durations[edges.index(0.005)] == 5 and counts.durations[-1] == 1
+    assert counts.duration_sum == pytest.approx(9.0004 + 5 * 0.003)
+    counts.count(t.SHADOW_OK, 4)
+    counts.count(t.SHADOW_DROPPED)
+    assert counts.outcomes == {**dict.fromkeys(t.SHADOW_OUTCOMES, 0), t.SHADOW_OK: 4, t.SHADOW_DROPPED: 1}
 
 
 def test_profile_score_edges_are_the_probability_scale() -> None:
@@ -228,4 +230,3 @@ def test_pairs_are_counted_together_and_the_same_as_one_by_one() -> None:
     assert together.labels[0].agreed == one_by_one.labels[0].agreed
     assert sorted(together.labels[0].cells()) == sorted(one_by_one.labels[0].cells())
     assert together.deltas[0].counts.tolist() == one_by_one.deltas[0].counts.tolist()
-    assert together.outcomes[t.SHADOW_OK] == one_by_one.outcomes[t.SHADOW_OK] == len(pairs)
