@@ -172,6 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--canary-version", default="2", help="breast-cancer version of the shadow (default 2)")
     default_core = "2" if (os.cpu_count() or 1) >= 3 else LOAD_CORE
     parser.add_argument("--canary-core", default=default_core, help=f"core of the canary (default {default_core})")
+    parser.add_argument("--stable-flags", default="", help="more serve flags for stable, e.g. '--shadow-connections 2'")
     parser.add_argument("--port", type=int, default=18100)
     parser.add_argument("--out", type=Path, help="also write the runs and the summary as JSON here")
     return parser.parse_args(argv)
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
         config = work / "shadow.json"
         config.write_text("")
         v1, shadow = models / f"{NAME}-v1.onnx", models / f"{NAME}-v{args.canary_version}.onnx"
-        stable = ours("stable", "stable", v1, NAME, args.port, "--version", "1", "--shadow-config", str(config))
+        flags = ["--shadow-config", str(config), *args.stable_flags.split()]
+        stable = ours("stable", "stable", v1, NAME, args.port, "--version", "1", *flags)
         canary = ours("canary", "canary", shadow, NAME, args.port + 1, "--version", args.canary_version)
         # Server.start pins to the server core; the inner taskset moves the canary off it.
         canary.command = ["taskset", "-c", args.canary_core, *canary.command]

@@ -2,9 +2,10 @@
 
 The stable server answers its client first. Only then is a sampled copy of the request
 (its parsed inputs, with stable's outputs) put on a bounded queue; a few worker tasks on
-the same event loop send each copy to the shadow over the Open Inference Protocol's REST
-API, with a deadline, and count how the shadow answered and how its answer compares with
-stable's (shadow.py). A full queue drops the copy and counts it; a slow or failing shadow
+the same event loop send it to the shadow over the Open Inference Protocol's REST API,
+with a deadline, and count how the shadow answered and how its answer compares with
+stable's (shadow.py). Copies that wait in the queue go together, rows stacked, so under
+load one HTTP exchange carries several. A full queue drops the copy and counts it; a slow or failing shadow
 only fills the queue, it never holds up an answer to a client.
 
 Where the copies go comes from a small JSON file (shadow.py's ShadowConfig) that the
