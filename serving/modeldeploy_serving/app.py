@@ -81,18 +81,7 @@ class ServingApp:
             )
         )
         # Copies of answered requests to a shadow (the canary), when a shadow config is given.
-        self.mirror = (
-            Mirror(
-                shadow,
-                model.name,
-                model.inputs,
-                model.outputs,
-                self.metrics.shadow.counts,
-                self.metrics.shadow.set_config,
-            )
-            if shadow is not None
-            else None
-        )
+        self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = max_request_bytes
         self.batcher = Batcher(

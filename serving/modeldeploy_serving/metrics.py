@@ -19,7 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
-from modeldeploy_serving.shadow import OutputPlan, ShadowConfig, ShadowCounts, comparison_plan
+from modeldeploy_serving.shadow import comparison_plan
+from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
 from modeldeploy_serving.signature import TensorSpec
 
 FLUSH_ROWS = 256  # rows kept before they are counted together (or fewer, at every scrape)
@@ -179,7 +180,7 @@ class ServerMetrics:
             self.capture_dropped = {reason: dropped.labels(*self.base, reason) for reason in t.DROP_REASONS}
         self.data = _DataTelemetry(profile, self.base)
         self.registry.register(self.data)
-        self.shadow = _ShadowTelemetry(self.base, comparison_plan(profile, list(outputs)))
+        self.shadow = ShadowTelemetry(self.base, comparison_plan(profile, list(outputs)))
         self.registry.register(self.shadow)
 
     def observe_batch(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float) -> None:
@@ -188,85 +189,6 @@ class ServerMetrics:
         self.batch_size.observe(rows)
         self.rows.inc(rows)
         self.data.observe(inputs, outputs)
-
-
-class _ShadowTelemetry:
-    """What the copies mirrored to a shadow found, per shadow version (shadow.py counts it)."""
-
-    def __init__(self, base: tuple[str, ...], plan: list[OutputPlan]) -> None:
-        self.base = base
-        self.plan = plan
-        self.config: ShadowConfig | None = None  # set by the mirror whenever it reads its config
-        self.versions: dict[str, ShadowCounts] = {}
-
-    def counts(self, version: str) -> ShadowCounts:
-        found = self.versions.get(version)
-        if found is None:
-            found = self.versions[version] = ShadowCounts(version, self.plan)
-        return found
-
-    def set_config(self, config: ShadowConfig | None) -> None:
-        self.config = config
-
-    def describe(self) -> list[Metric]:
-        return []
-
-    def collect(self) -> Iterator[Metric]:
-        if not self.versions and self.config is None:
-            return
-        names = [*t.BASE_LABELS, t.LABEL_SHADOW_VERSION]
-        fraction = GaugeMetricFamily(t.SHADOW_FRACTION, "Share of answered requests mirrored now.", labels=names)
-        if self.config is not None:
-            fraction.add_metric([*self.base, self.config.version], self.config.fraction)
-        requests = CounterMetricFamily(
-            t.SHADOW_REQUESTS, "Copies mirrored to the shadow, by outcome.", labels=[*names, t.LABEL_OUTCOME]
-        )
-        duration = HistogramMetricFamily(
-            t.SHADOW_DURATION, "Time from sending a copy to the shadow's whole answer.", labels=names
-        )
-        compared = CounterMetricFamily(
-            t.SHADOW_LABELS_COMPARED, "Rows whose predicted labels were compared.", labels=[*names, t.LABEL_OUTPUT]
-        )
-        agreed = CounterMetricFamily(
-            t.SHADOW_LABELS_AGREED, "Rows whose predicted labels agreed.", labels=[*names, t.LABEL_OUTPUT]
-        )
-        confusion = CounterMetricFamily(
-            t.SHADOW_CONFUSION,
-            "Rows by stable's label and the shadow's label.",
-            labels=[*names, t.LABEL_OUTPUT, t.LABEL_STABLE_CLASS, t.LABEL_CANARY_CLASS],
-        )
-        delta = HistogramMetricFamily(
-            t.SHADOW_OUTPUT_DELTA,
-            "Absolute difference between stable's and the shadow's score or value, per row.",
-            labels=[*names, t.LABEL_OUTPUT, t.LABEL_CLASS],
-        )
-        duration_bounds = _bucket_bounds(list(t.REQUEST_DURATION_BUCKETS))
-        for version, counts in self.versions.items():
-            counts.flush()
-            base = [*self.base, version]
-            for outcome, count in counts.outcomes.items():
-                requests.add_metric([*base, outcome], float(count))
-            cumulative = np.cumsum(counts.durations)
-            duration.add_metric(
-                base,
-                buckets=list(zip(duration_bounds, (float(c) for c in cumulative), strict=True)),
-                sum_value=counts.duration_sum,
-            )
-            for labels in counts.labels:
-                compared.add_metric([*base, labels.plan.name], float(labels.compared))
-                agreed.add_metric([*base, labels.plan.name], float(labels.agreed))
-                for stable_class, shadow_class, rows in labels.cells():
-                    confusion.add_metric([*base, labels.plan.name, stable_class, shadow_class], float(rows))
-            for deltas in counts.deltas:
-                bounds = _bucket_bounds(list(deltas.plan.edges))
-                for row, label in enumerate(deltas.labels):
-                    cumulative = np.cumsum(deltas.counts[row])
-                    delta.add_metric(
-                        [*base, deltas.plan.name, label],
-                        buckets=list(zip(bounds, (float(c) for c in cumulative), strict=True)),
-                        sum_value=float(deltas.sums[row]),
-                    )
-        yield from (fraction, requests, duration, compared, agreed, confusion, delta)
 
 
 class _ProcessCpu:

@@ -34,7 +34,9 @@ import numpy as np
 import orjson
 
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.model import Model
 from modeldeploy_serving.shadow import ShadowConfig, ShadowConfigError, ShadowCounts, decode_outputs, parse_config
+from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
 from modeldeploy_serving.signature import TensorSpec
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,11 @@ class Mirror:
         self._seen: object = _UNREAD
         self._queue: asyncio.Queue[_Copy] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def serving(cls, options: MirrorOptions, model: Model, telemetry: ShadowTelemetry) -> Mirror:
+        """The mirror of a server of model, counting into that server's shadow telemetry."""
+        return cls(options, model.name, model.inputs, model.outputs, telemetry.counts, telemetry.set_config)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue(max(1, self.options.queue_size))
