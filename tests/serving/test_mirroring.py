@@ -25,10 +25,23 @@ import onnxruntime as ort
 import pytest
 from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.model import Model
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ExampleModels
-from tests.serving.harness import ModelHost, ServeProcess, free_port, infer_body, output, scrape, value
+from tests.serving.harness import (
+    InProcessServer,
+    ModelHost,
+    ServeProcess,
+    free_port,
+    infer_body,
+    output,
+    scrape,
+    value,
+)
+from tests.serving.test_capture import Receiver
+from tests.serving.test_capture import options as capture_options
 from tests.serving.test_grpc import SERVICE, infer_request
 
 NAME = "breast-cancer"
@@ -305,3 +318,22 @@ def test_a_stopped_canary_never_holds_up_stable_and_a_full_queue_drops_copies(
     assert requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 3
     compared = {t.LABEL_SHADOW_VERSION: "3", t.LABEL_OUTPUT: "label"}
     assert value(page(stable), t.SHADOW_LABELS_COMPARED + "_total", **compared) == 6
+
+
+def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
+    cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    sink = Receiver()
+    server = InProcessServer(ServingApp(cancer_v1, track=t.CANARY, capture=capture_options(sink.url)))
+    try:
+        live = server.infer(infer_body(cancer_rows[:2]))
+        copies = [server.infer(infer_body(cancer_rows[i : i + 1]), headers={t.SHADOW_HEADER: "1"}) for i in range(5)]
+        text = server.metrics()
+    finally:
+        server.close()  # the lifespan shutdown writes what capture still holds
+        sink.close()
+    assert [live.status_code, *(copy.status_code for copy in copies)] == [200] * 6
+    assert requests_by_outcome(text, t.REQUESTS)[t.OUTCOME_OK] == 1
+    assert requests_by_outcome(text, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 5
+    assert value(text, t.ROWS + "_total") == 2 + 5  # the model answered them all
+    assert len(sink.rows) == 2  # only the live request's rows: stable sampled the copies' originals
