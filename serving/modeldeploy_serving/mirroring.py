@@ -127,7 +127,7 @@ class Mirror:
         try:
             stat = path.stat()
             seen: tuple[int, ...] | None = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-        except FileNotFoundError:
+        except OSError:  # missing (or unreadable): no shadow
             seen = None
         if seen == self._seen:
             return
@@ -137,13 +137,11 @@ class Mirror:
         except (OSError, UnicodeDecodeError, ShadowConfigError) as error:
             log.error("shadow config %s: %s; mirroring is off until it is fixed", path, error)
             config = None
-        if config != self.config:
-            if config is None:
-                log.info("mirroring off (%s)", path if seen is None else f"{path} is empty or invalid")
-            else:
-                log.info("mirroring %g of requests to %s (version %s)", config.fraction, config.target, config.version)
-            if config is not None:
-                self._counts_for(config.version)  # its series are exported (at zero) from now on
+        if config != self.config and config is None:
+            log.info("mirroring off (%s)", f"no file {path}" if seen is None else f"{path} is empty or invalid")
+        elif config != self.config and config is not None:
+            log.info("mirroring %g of requests to %s (version %s)", config.fraction, config.target, config.version)
+            self._counts_for(config.version)  # its series are exported (at zero) from now on
         self.config = config
         self._on_config(config)
 

@@ -227,7 +227,7 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     assert httpx.post(infer, json=body, timeout=30).status_code == 200
     wait_for(lambda: shadow_outcomes(stable, "3").get(t.SHADOW_OK) == 1, "the first copy compared")
 
-    config.write_text("")  # an empty file: off
+    config.write_text('{"target": "https://canary:8443", "version": "3"}')  # invalid (https): off, logged
     wait_for(lambda: fraction_of(stable) == {}, "mirroring off")
     assert httpx.post(infer, json=body, timeout=30).status_code == 200
     # On again under another version label: the request answered while off was never copied.
@@ -269,6 +269,12 @@ def test_switching_the_shadow_off_and_to_other_targets_follows_the_file(
     finally:
         host.close()
     assert shadow_outcomes(stable, "broken")[t.SHADOW_OK] == 0
+    config.write_text("")  # an empty file: off
+    wait_for(lambda: fraction_of(stable) == {}, "mirroring off")
+    stable.terminate()
+    code, errors = stable.finish()
+    assert code == 0
+    assert "target must be a plain http:// URL like http://host:port, got 'https://canary:8443'" in errors
 
 
 def process_state(pid: int) -> str:
