@@ -78,6 +78,14 @@ def parse_config(text: str) -> ShadowConfig | None:
     return ShadowConfig(target.rstrip("/"), float(fraction), version, host, port)
 
 
+def config_text(target: str, fraction: float, version: str) -> str:
+    """The file the operator writes (a ConfigMap key mounted into the stable pods) for
+    parse_config to read; it checks what it writes, so a bad value fails where it is made."""
+    text = json.dumps({"target": target, "fraction": fraction, "version": version}, sort_keys=True)
+    parse_config(text)
+    return text
+
+
 def _address(target: str) -> tuple[str, int]:
     scheme, _, rest = target.partition("://")
     if scheme != "http" or not rest:

@@ -15,6 +15,7 @@ from modeldeploy_serving.shadow import (
     ShadowConfigError,
     ShadowCounts,
     comparison_plan,
+    config_text,
     decode_outputs,
     parse_config,
 )
@@ -33,6 +34,13 @@ def test_a_config_says_where_how_many_and_which_version() -> None:
     assert default is not None and (default.fraction, default.host, default.port) == (1.0, "10.0.0.7", 80)
     ipv6 = parse_config('{"target": "http://[::1]:9000", "version": "7"}')
     assert ipv6 is not None and (ipv6.host, ipv6.port) == ("::1", 9000)
+
+
+def test_the_operator_writes_what_the_server_reads() -> None:
+    text = config_text("http://fraud-canary.ml:8080", 0.5, "7")
+    assert parse_config(text) == ShadowConfig("http://fraud-canary.ml:8080", 0.5, "7")
+    with pytest.raises(ShadowConfigError, match="fraction must be a number from 0 to 1, got 2"):
+        config_text("http://fraud-canary.ml:8080", 2, "7")
 
 
 @pytest.mark.parametrize("text", ["", "  \n"])
