@@ -100,6 +100,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
     )
+    serve.add_argument(
+        "--shadow-config",
+        type=Path,
+        help="a JSON file {target, fraction, version}: mirror answered requests to that shadow (re-read on change)",
+    )
+    serve.add_argument(
+        "--shadow-queue-size", type=_positive, default=256, help="copies waiting to be mirrored; more are dropped"
+    )
+    serve.add_argument(
+        "--shadow-timeout-seconds", type=_positive_seconds, default=1.0, help="longest the shadow may take per copy"
+    )
+    serve.add_argument(
+        "--shadow-connections", type=_positive, default=8, help="copies in flight to the shadow at once (default 8)"
+    )
 
     capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
     capture.add_argument(
@@ -210,6 +224,10 @@ def _serve(args: argparse.Namespace) -> int:
         large_body_bytes=args.large_body_bytes,
         grpc_port=args.grpc_port,
         capture=capture,
+        shadow_config=args.shadow_config,
+        shadow_queue_size=args.shadow_queue_size,
+        shadow_timeout_seconds=args.shadow_timeout_seconds,
+        shadow_connections=args.shadow_connections,
     )
     try:
         serve(options)

@@ -25,6 +25,7 @@ from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
+from modeldeploy_serving.mirroring import Mirror, MirrorOptions
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
 from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
@@ -41,6 +42,7 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
+SHADOW_HEADER = t.SHADOW_HEADER.encode()
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
@@ -55,10 +57,17 @@ class ServingApp:
         telemetry: bool = True,
         large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
         capture: CaptureOptions | None = None,
+        shadow: MirrorOptions | None = None,
     ) -> None:
         self.model = model
         self.metrics = ServerMetrics(
-            model.name, model.version, track, model.sha256, model.profile, capture=capture is not None
+            model.name,
+            model.version,
+            track,
+            model.sha256,
+            model.profile,
+            capture=capture is not None,
+            outputs=model.outputs,
         )
         self.capture = (
             None
@@ -71,6 +80,8 @@ class ServingApp:
                 self.metrics.capture_dropped,
             )
         )
+        # Copies of answered requests to a shadow (the canary), when a shadow config is given.
+        self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = max_request_bytes
         self.batcher = Batcher(
@@ -143,6 +154,8 @@ class ServingApp:
                 self.batcher.start()
                 if self.capture is not None:
                     self.capture.start()
+                if self.mirror is not None:
+                    await self.mirror.start()
                 for start in self.on_startup:
                     await start()
                 self.ready = True
@@ -151,6 +164,8 @@ class ServingApp:
                 self.ready = False
                 for stop in self.on_shutdown:
                     await stop()
+                if self.mirror is not None:
+                    await self.mirror.stop()
                 await self.batcher.stop()
                 if self.capture is not None:
                     await asyncio.to_thread(self.capture.stop)  # writes what is queued
@@ -215,14 +230,20 @@ class ServingApp:
         self.batcher.expected += 1
         submitted = False
         blobs: list[bytes] = []
+        header_length = None
+        mirrored = False  # a copy of another server's request: counted apart, never mirrored again
+        for name, value in scope["headers"]:
+            if name == binary.HEADER:
+                header_length = value
+            elif name == SHADOW_HEADER:
+                mirrored = True
         try:
             body = await self._read_body(scope, receive)
-            header_length = next((value for name, value in scope["headers"] if name == binary.HEADER), None)
             text, binary_data = binary.split_body(body, header_length)
             request = await self.parser.parse(text, binary_data, header_length is not None)
             self.batcher.expected -= 1
             submitted = True
-            outputs = await self.predict(request)
+            outputs = await self.predict(request, capture=not mirrored)
             response = {
                 "model_name": self.model.name,
                 "model_version": self.model.version,
@@ -245,17 +266,24 @@ class ServingApp:
             await _send(send, status, b"".join([head, *blobs]), OCTET_STREAM, [length])
         else:
             await _respond(send, status, response)
+        if mirrored:
+            if self.telemetry:
+                self.metrics.mirrored[outcome].inc()
+            return
         self.record(outcome, started)
+        if status == 200 and self.mirror is not None:
+            self.mirror.offer(request.inputs, outputs)
 
-    async def predict(self, request: InferenceRequest) -> dict[str, np.ndarray]:
+    async def predict(self, request: InferenceRequest, capture: bool = True) -> dict[str, np.ndarray]:
         """The model's outputs for a parsed request, batched with others and checked finite.
 
         The caller counts itself in batcher.expected while it reads and parses, and out just
-        before calling this, so the batcher knows whom it may wait for.
+        before calling this, so the batcher knows whom it may wait for. A mirrored copy is
+        not captured (capture=False): the server it came from sampled the request itself.
         """
         outputs = await self.batcher.submit(request.inputs, request.rows)
         check_outputs_finite(outputs, request.outputs, request.inputs)
-        if self.capture is not None:
+        if capture and self.capture is not None:
             self.capture.offer(request.inputs, outputs, request.rows)
         return outputs
 

@@ -151,6 +151,8 @@ class GrpcService:
             else:
                 _fill_contents(tensor.contents, array, datatype)
         app.record(t.OUTCOME_OK, started)
+        if app.mirror is not None:
+            app.mirror.offer(parsed.inputs, outputs)
         return response
 
     async def _check_model(self, name: str, version: str, context: aio.ServicerContext) -> None:

@@ -10,7 +10,7 @@ Prometheus histograms only when /metrics is scraped. Names come from telemetry.p
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
+from modeldeploy_serving.shadow import comparison_plan
+from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
+from modeldeploy_serving.signature import TensorSpec
 
 FLUSH_ROWS = 256  # rows kept before they are counted together (or fewer, at every scrape)
 
@@ -110,7 +113,14 @@ class ServerMetrics:
     """All metrics of one served model on one track, in its own registry."""
 
     def __init__(
-        self, model: str, version: str, track: str, sha256: str, profile: Profile | None, capture: bool = False
+        self,
+        model: str,
+        version: str,
+        track: str,
+        sha256: str,
+        profile: Profile | None,
+        capture: bool = False,
+        outputs: Sequence[TensorSpec] = (),
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.base = (model, version, track)
@@ -119,6 +129,13 @@ class ServerMetrics:
             t.REQUESTS, "Inference requests by outcome.", [*base_names, t.LABEL_OUTCOME], registry=self.registry
         )
         self.requests = {outcome: requests.labels(*self.base, outcome) for outcome in t.OUTCOMES}
+        mirrored = Counter(
+            t.MIRRORED_REQUESTS,
+            f"Requests mirrored here by another server ({t.SHADOW_HEADER}), by outcome; not in {t.REQUESTS}.",
+            [*base_names, t.LABEL_OUTCOME],
+            registry=self.registry,
+        )
+        self.mirrored = {outcome: mirrored.labels(*self.base, outcome) for outcome in t.OUTCOMES}
         self.request_duration = Histogram(
             t.REQUEST_DURATION,
             "Time from a request's arrival to its answer.",
@@ -163,6 +180,8 @@ class ServerMetrics:
             self.capture_dropped = {reason: dropped.labels(*self.base, reason) for reason in t.DROP_REASONS}
         self.data = _DataTelemetry(profile, self.base)
         self.registry.register(self.data)
+        self.shadow = ShadowTelemetry(self.base, comparison_plan(profile, list(outputs)))
+        self.registry.register(self.shadow)
 
     def observe_batch(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float) -> None:
         rows = next(iter(inputs.values())).shape[0]

@@ -31,6 +31,12 @@ from modeldeploy_serving.connections import (
 )
 from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.grpc_service import GrpcService
+from modeldeploy_serving.mirroring import (
+    DEFAULT_CONNECTIONS,
+    DEFAULT_QUEUE_SIZE,
+    DEFAULT_TIMEOUT_SECONDS,
+    MirrorOptions,
+)
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES
 from modeldeploy_serving.sampling import CaptureOptions
@@ -61,6 +67,10 @@ class ServeOptions:
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
     grpc_port: int | None = None  # the Open Inference Protocol's gRPC service; off unless given
     capture: CaptureOptions | None = None  # production samples for retraining; off unless given
+    shadow_config: Path | None = None  # a shadow config file, re-read when it changes; off unless given
+    shadow_queue_size: int = DEFAULT_QUEUE_SIZE
+    shadow_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    shadow_connections: int = DEFAULT_CONNECTIONS
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -83,6 +93,16 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
         telemetry=options.telemetry,
         large_body_bytes=options.large_body_bytes,
         capture=_with_identity(options.capture),
+        shadow=(
+            MirrorOptions(
+                options.shadow_config,
+                queue_size=options.shadow_queue_size,
+                timeout_seconds=options.shadow_timeout_seconds,
+                connections=options.shadow_connections,
+            )
+            if options.shadow_config is not None
+            else None
+        ),
     )
     if options.grpc_port is not None:
         GrpcService(app, options.host, options.grpc_port)

@@ -63,6 +63,40 @@ MODEL_INFO: Final = "modeldeploy_model_info"  # gauge 1: sha256, profile
 PROCESS_CPU: Final = "modeldeploy_process_cpu_seconds"  # counter: CPU time of the serving process
 CAPTURE_ROWS: Final = "modeldeploy_capture_rows"  # counter: captured rows written to the sink
 CAPTURE_DROPPED_ROWS: Final = "modeldeploy_capture_dropped_rows"  # counter: reason (sampled rows not written)
+# Requests that carried SHADOW_HEADER: a copy of another server's live request. Counted here
+# (outcome), never in REQUESTS, so a canary's REQUESTS count only live requests.
+MIRRORED_REQUESTS: Final = "modeldeploy_mirrored_requests"  # counter: outcome
+
+# Shadow traffic, exported by the server that mirrors (stable), labelled BASE_LABELS and
+# LABEL_SHADOW_VERSION (the version that answered the copies).
+SHADOW_HEADER: Final = "x-modeldeploy-shadow"  # on every mirrored request, value "1"
+LABEL_SHADOW_VERSION: Final = "shadow_version"
+LABEL_STABLE_CLASS: Final = "stable_class"
+LABEL_CANARY_CLASS: Final = "canary_class"
+SHADOW_FRACTION: Final = "modeldeploy_shadow_fraction"  # gauge: the share of requests mirrored now
+SHADOW_REQUESTS: Final = "modeldeploy_shadow_requests"  # counter: outcome, one of SHADOW_OUTCOMES
+SHADOW_DURATION: Final = "modeldeploy_shadow_duration_seconds"  # histogram: the shadow's answer time
+SHADOW_LABELS_COMPARED: Final = "modeldeploy_shadow_labels_compared"  # counter: output; rows
+SHADOW_LABELS_AGREED: Final = "modeldeploy_shadow_labels_agreed"  # counter: output; rows
+SHADOW_CONFUSION: Final = "modeldeploy_shadow_confusion"  # counter: output, stable_class, canary_class
+SHADOW_OUTPUT_DELTA: Final = "modeldeploy_shadow_output_delta"  # histogram: output, class; |stable - shadow|
+
+SHADOW_OK: Final = "ok"  # the shadow answered 2xx and the answers were compared
+SHADOW_INVALID: Final = "invalid"  # the shadow refused the copy (4xx)
+SHADOW_ERROR: Final = "error"  # the shadow failed (5xx)
+SHADOW_TIMEOUT: Final = "timeout"  # no whole answer within the mirroring timeout
+SHADOW_UNREACHABLE: Final = "unreachable"  # no connection, or the connection broke
+SHADOW_INCOMPARABLE: Final = "incomparable"  # 2xx, but outputs missing or of another shape
+SHADOW_DROPPED: Final = "dropped"  # never sent: the mirroring queue was full
+SHADOW_OUTCOMES: Final = (
+    SHADOW_OK,
+    SHADOW_INVALID,
+    SHADOW_ERROR,
+    SHADOW_TIMEOUT,
+    SHADOW_UNREACHABLE,
+    SHADOW_INCOMPARABLE,
+    SHADOW_DROPPED,
+)
 
 # Fixed label values of the model_info gauge.
 LABEL_SHA256: Final = "sha256"
@@ -84,3 +118,26 @@ REQUEST_DURATION_BUCKETS: Final = (
     5.0,
 )
 BATCH_SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# Edges of SHADOW_OUTPUT_DELTA for scores (probabilities, in [0, 1]); exactly equal answers
+# fall in the first bucket (le="0.0"). A regression output's edges are these times the power
+# of ten at or above its reference range (the profile's last edge minus its first), so a
+# model predicting values around 100 gets edges 0, 0.1, ... 1000 (see docs/telemetry.md).
+SHADOW_DELTA_BUCKETS: Final = (
+    0.0,
+    0.0001,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1.0,
+)

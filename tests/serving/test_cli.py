@@ -39,6 +39,18 @@ def test_version() -> None:
             ["serve", "--model", "m.onnx", "--capture-flush-interval-seconds", "0"],
             "argument --capture-flush-interval-seconds: must be more than 0 seconds",
         ),
+        (
+            ["serve", "--model", "m.onnx", "--shadow-queue-size", "0"],
+            "argument --shadow-queue-size: must be at least 1",
+        ),
+        (
+            ["serve", "--model", "m.onnx", "--shadow-timeout-seconds", "0"],
+            "argument --shadow-timeout-seconds: must be more than 0 seconds",
+        ),
+        (
+            ["serve", "--model", "m.onnx", "--shadow-connections", "0"],
+            "argument --shadow-connections: must be at least 1",
+        ),
         (["fetch", "s3://b/k"], "the following arguments are required: --dest"),
         (["profile", "--model", "m.onnx"], "the following arguments are required: --data, --out"),
         ([], "the following arguments are required: command"),

@@ -1,0 +1,341 @@
+"""Mirroring: a copy of answered requests goes to the shadow (the canary), off the request path.
+
+The stable server answers its client first. Only then is a sampled copy of the request
+(its parsed inputs, with stable's outputs) put on a bounded queue; a few worker tasks on
+the same event loop send it to the shadow over the Open Inference Protocol's REST API,
+with a deadline, and count how the shadow answered and how its answer compares with
+stable's (shadow.py). Copies that wait in the queue go together, rows stacked, so under
+load one HTTP exchange carries several. A full queue drops the copy and counts it; a slow or failing shadow
+only fills the queue, it never holds up an answer to a client.
+
+Where the copies go comes from a small JSON file (shadow.py's ShadowConfig) that the
+operator writes into a ConfigMap mounted in the stable pods. The file is checked once a
+second and re-read when it changes, so a shadow starts and stops without restarting the
+stable pods; a missing or empty file turns mirroring off.
+
+The HTTP client is a few lines over asyncio streams: the shadow is another modeldeploy
+server, every answer has a Content-Length, and a keep-alive connection per worker keeps a
+copy's cost to one write and one read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.model import Model
+from modeldeploy_serving.shadow import ShadowConfig, ShadowConfigError, ShadowCounts, decode_outputs, parse_config
+from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
+from modeldeploy_serving.signature import TensorSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QUEUE_SIZE = 256
+DEFAULT_TIMEOUT_SECONDS = 1.0
+DEFAULT_CONNECTIONS = 8
+REREAD_SECONDS = 1.0
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+MAX_MERGED_ROWS = 64  # rows of waiting copies sent together in one call, at most
+_UNREAD = object()
+
+Arrays = dict[str, np.ndarray]
+CountsFor = Callable[[str], ShadowCounts]
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    config_path: Path
+    queue_size: int = DEFAULT_QUEUE_SIZE
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    connections: int = DEFAULT_CONNECTIONS
+    reread_seconds: float = REREAD_SECONDS
+
+
+@dataclass(frozen=True)
+class _Copy:
+    config: ShadowConfig
+    inputs: Arrays
+    stable: Arrays
+
+
+class Mirror:
+    """The queue, its workers and the config watcher of one stable server."""
+
+    def __init__(
+        self,
+        options: MirrorOptions,
+        model_name: str,
+        inputs: list[TensorSpec],
+        outputs: list[TensorSpec],
+        counts_for: CountsFor,
+        on_config: Callable[[ShadowConfig | None], None] = lambda config: None,
+    ) -> None:
+        self.options = options
+        self.path = f"/v2/models/{model_name}/infer"
+        self._datatypes = {spec.name: spec.datatype for spec in inputs}
+        self._dtypes = {spec.name: spec.dtype for spec in outputs}
+        self._counts_for = counts_for
+        self._on_config = on_config
+        self.config: ShadowConfig | None = None
+        self._seen: object = _UNREAD
+        self._queue: asyncio.Queue[_Copy] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @classmethod
+    def serving(cls, options: MirrorOptions, model: Model, telemetry: ShadowTelemetry) -> Mirror:
+        """The mirror of a server of model, counting into that server's shadow telemetry."""
+        return cls(options, model.name, model.inputs, model.outputs, telemetry.counts, telemetry.set_config)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(max(1, self.options.queue_size))
+        self.reread()
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._watch(), name="shadow-config")]
+        for number in range(max(1, self.options.connections)):
+            self._tasks.append(loop.create_task(self._work(), name=f"shadow-{number}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def offer(self, inputs: Arrays, stable: Arrays) -> None:
+        """After an answer: maybe queue a copy. Never waits; a full queue drops and counts."""
+        config = self.config
+        if config is None or self._queue is None or random.random() >= config.fraction:
+            return
+        try:
+            self._queue.put_nowait(_Copy(config, inputs, stable))
+        except asyncio.QueueFull:
+            self._counts_for(config.version).count(t.SHADOW_DROPPED)
+
+    def reread(self) -> None:
+        """Read the config file again if it changed (or appeared, or went away)."""
+        path = self.options.config_path
+        try:
+            stat = path.stat()
+            seen: tuple[int, ...] | None = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        except OSError:  # missing (or unreadable): no shadow
+            seen = None
+        if seen == self._seen:
+            return
+        self._seen = seen
+        try:
+            config = parse_config(path.read_text()) if seen is not None else None
+        except (OSError, UnicodeDecodeError, ShadowConfigError) as error:
+            log.error("shadow config %s: %s; mirroring is off until it is fixed", path, error)
+            config = None
+        if config != self.config and config is None:
+            log.info("mirroring off (%s)", f"no file {path}" if seen is None else f"{path} is empty or invalid")
+        elif config != self.config and config is not None:
+            log.info("mirroring %g of requests to %s (version %s)", config.fraction, config.target, config.version)
+            self._counts_for(config.version)  # its series are exported (at zero) from now on
+        self.config = config
+        self._on_config(config)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reread_seconds)
+            self.reread()
+
+    async def _work(self) -> None:
+        assert self._queue is not None
+        connection: _Connection | None = None
+        carried: _Copy | None = None  # taken while merging, but for another call
+        try:
+            while True:
+                first = carried if carried is not None else await self._queue.get()
+                batch, carried = self._merge_waiting(first)
+                config = first.config
+                if connection is None or (connection.host, connection.port) != (config.host, config.port):
+                    if connection is not None:
+                        connection.close()
+                    connection = _Connection(config.host, config.port)
+                await self._send(connection, batch)
+        finally:
+            if connection is not None:
+                connection.close()
+
+    def _merge_waiting(self, first: _Copy) -> tuple[list[_Copy], _Copy | None]:
+        """first, and the copies already waiting that can go in the same call (rows stacked).
+
+        With no backlog every copy goes alone, as its request came; when copies pile up
+        (more traffic than the connections carry one by one) they share calls, as the
+        batcher merges requests, which keeps mirroring's cost per request low.
+        """
+        assert self._queue is not None
+        batch, key, rows = [first], _merge_key(first), _rows(first)
+        while key is not None and rows < MAX_MERGED_ROWS and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if _merge_key(item) != key or rows + _rows(item) > MAX_MERGED_ROWS:
+                return batch, item
+            batch.append(item)
+            rows += _rows(item)
+        return batch, None
+
+    async def _send(self, connection: _Connection, batch: list[_Copy]) -> None:
+        config, copies = batch[0].config, len(batch)
+        counts = self._counts_for(config.version)
+        inputs, stable = _stacked([c.inputs for c in batch]), _stacked([c.stable for c in batch])
+        body = orjson.dumps(
+            {
+                "inputs": [
+                    {"name": name, "shape": list(array.shape), "datatype": self._datatypes[name], "data": _flat(array)}
+                    for name, array in inputs.items()
+                ]
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.options.timeout_seconds):
+                status, answer = await connection.post(self.path, body)
+        except TimeoutError:
+            connection.close()
+            counts.count(t.SHADOW_TIMEOUT, copies)
+            return
+        except (OSError, EOFError, ValueError) as error:
+            connection.close()
+            log.debug("shadow %s unreachable: %s", config.target, error)
+            counts.count(t.SHADOW_UNREACHABLE, copies)
+            return
+        counts.observe_duration(time.perf_counter() - started, copies)
+        if 400 <= status < 500:
+            counts.count(t.SHADOW_INVALID, copies)
+        elif not 200 <= status < 300:
+            counts.count(t.SHADOW_ERROR, copies)
+        else:
+            try:
+                shadow = decode_outputs(orjson.loads(answer), self._dtypes)
+            except orjson.JSONDecodeError:
+                shadow = {}
+            counts.count(t.SHADOW_OK if counts.compare(stable, shadow) else t.SHADOW_INCOMPARABLE, copies)
+
+
+def _rows(copy: _Copy) -> int:
+    return int(next(iter(copy.inputs.values())).shape[0])
+
+
+def _merge_key(copy: _Copy) -> tuple[Any, ...] | None:
+    """Copies merge when they go to the same shadow with inputs alike but for the rows, and
+    stable's outputs have one row per input row (so the merged answer splits the same way)."""
+    rows = _rows(copy)
+    if any(array.ndim == 0 or array.shape[0] != rows for array in copy.stable.values()):
+        return None
+    return (copy.config, *((name, array.shape[1:], array.dtype.str) for name, array in copy.inputs.items()))
+
+
+def _stacked(parts: list[Arrays]) -> Arrays:
+    if len(parts) == 1:
+        return parts[0]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _flat(array: np.ndarray) -> Any:
+    if array.dtype.kind in "OUS":
+        return array.reshape(-1).tolist()
+    return np.ascontiguousarray(array.reshape(-1))
+
+
+class _ClosedBeforeAnswer(EOFError):
+    """Not a byte of an answer: on a reused connection, the shadow had closed it while idle."""
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to the shadow, opened on first use and after a failure."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._head = f"host: {host}:{port}\r\ncontent-type: application/json\r\n{t.SHADOW_HEADER}: 1\r\n"
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        reused = self._writer is not None
+        try:
+            return await self._exchange(path, body)
+        except (ConnectionError, _ClosedBeforeAnswer):
+            if not reused:
+                raise
+            # The shadow closed a connection that sat idle; one fresh try, as browsers do.
+            self.close()
+            return await self._exchange(path, body)
+
+    async def _exchange(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self._writer is None or self._reader is None:
+            self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self._reader, self._writer
+        request = f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n".encode()
+        writer.write(request + body)
+        await writer.drain()
+        status, length, chunked, close = await _read_head(reader)
+        if chunked:
+            answer = await _read_chunked(reader)
+        elif length is not None and length <= MAX_ANSWER_BYTES:
+            answer = await reader.readexactly(length)
+        else:
+            raise ValueError("the shadow's answer has no Content-Length (or one over 64 MiB)")
+        if close:
+            self.close()
+        return status, answer
+
+    def close(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+        self._reader = self._writer = None
+
+
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, bool, bool]:
+    """An answer's status line and headers: (status, content length, chunked, connection close)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError as error:
+        if not error.partial:
+            raise _ClosedBeforeAnswer("the shadow closed the connection before answering") from None
+        raise
+    except asyncio.LimitOverrunError:
+        raise ValueError("the shadow's answer has a head over 64 KiB") from None
+    status_line, *lines = head.split(b"\r\n")
+    parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
+    length, chunked, close = None, False, parts[0] == b"HTTP/1.0"
+    for line in lines:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = value == b"chunked"
+        elif name == b"connection":
+            close = value == b"close"
+    return int(parts[1]), length, chunked, close
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        length = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+        if length == 0:
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass  # trailers
+            return b"".join(chunks)
+        size += length
+        if size > MAX_ANSWER_BYTES:
+            raise ValueError("the shadow's answer is over 64 MiB")
+        chunks.append(await reader.readexactly(length))
+        await reader.readline()
