@@ -130,10 +130,11 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Stable", "type": "string", "jsonPath": ".status.stable.version", "description": "Stable version"},
     {"name": "Canary", "type": "string", "jsonPath": ".status.canary.version", "description": "Canary version"},
     {"name": "Weight", "type": "integer", "jsonPath": ".status.canary.actualWeight", "description": "Canary %"},
-    {"name": "Drift", "type": "string", "jsonPath": ".status.drift.score", "description": "Drift score"},
+    {"name": "Drift", "type": "string", "jsonPath": ".status.drift.verdict", "description": "Drift verdict"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    # -o wide only (priority 1): who owns the model and whom to call.
+    # -o wide only (priority 1): the drift score, who owns the model and whom to call.
+    {"name": "Score", "type": "number", "jsonPath": ".status.drift.score", "description": "Drift score", "priority": 1},
     {"name": "Team", "type": "string", "jsonPath": ".spec.owner.team", "description": "Owning team", "priority": 1},
     {
         "name": "Contact",

@@ -165,14 +165,15 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Stable": ".status.stable.version",
         "Canary": ".status.canary.version",
         "Weight": ".status.canary.actualWeight",
-        "Drift": ".status.drift.score",
+        "Drift": ".status.drift.verdict",
         "Ready": ".status.readyReplicas",
         "Age": ".metadata.creationTimestamp",
+        "Score": ".status.drift.score",
         "Team": ".spec.owner.team",
         "Contact": ".spec.owner.contact",
     }
     wide = {column["name"] for column in version["additionalPrinterColumns"] if column.get("priority", 0) > 0}
-    assert wide == {"Team", "Contact"}, "who owns a model shows with -o wide, not in every table"
+    assert wide == {"Score", "Team", "Contact"}, "the drift score and the owner show with -o wide only"
 
 
 def test_names(generated: dict[str, Any]) -> None:
