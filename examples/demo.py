@@ -217,7 +217,12 @@ def drift(demo: Demo, load: Load) -> None:
     say(f"7/8 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
     started, served, failed = time.monotonic(), load.served(), load.failed()
     load.bodies = breast_cancer_bodies(SHIFT)
-    status = demo.watch("DriftDetected", lambda s: condition(s, "DriftDetected").get("status") == "True", 240)
+
+    def flagged(status: Obj) -> bool:
+        features = (status.get("drift") or {}).get("features") or []
+        return condition(status, "DriftDetected").get("status") == "True" and any(f.get("drifted") for f in features)
+
+    status = demo.watch("DriftDetected, naming the feature that moved", flagged, 240)
     found = status.get("drift") or {}
     moved = ", ".join(f"{f['name']} {f['score']:.2f}" for f in found.get("features") or [] if f.get("drifted"))
     note(f"{found.get('verdict')}: score {found.get('score')}, drifted features: {moved or 'none'}")

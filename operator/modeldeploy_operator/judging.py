@@ -32,7 +32,7 @@ from modeldeploy_operator.api import Analysis, Check, Drift, DriftStatus, parse_
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.plans import iso
 from modeldeploy_operator.sources import TelemetrySource
-from modeldeploy_operator.windows import Pod, Reading, TrackWindow, window
+from modeldeploy_operator.windows import NO_BASELINE, Pod, Reading, TrackWindow, window
 
 Key = tuple[str, str]
 TIMEOUT = 5.0
@@ -161,6 +161,10 @@ class Judge:
                 message=message,
             )
 
+        if found.partial and found.errors and all(why == NO_BASELINE for why in found.errors.values()):
+            kept.clear()  # a pod joined between reads (a rolling update): this read opens a fresh window
+            kept.append(reading)
+            return None
         if found.partial:
             missing = ", ".join(f"{pod} ({why})" for pod, why in sorted(found.errors.items()))
             return inconclusive(f"telemetry missing from {missing}")

@@ -286,6 +286,9 @@ def _restarted(before: PodCounters, now: PodCounters) -> bool:
     return any(values.get(series, 0.0) < value for series, value in before.values.items())
 
 
+NO_BASELINE = "no baseline: the pod was running at the previous read but was not read then"
+
+
 def window(previous: Reading, current: Reading) -> Window:
     """The counts of current's pods since previous, per track."""
     errors = dict(current.errors)
@@ -296,7 +299,7 @@ def window(previous: Reading, current: Reading) -> Window:
         before = previous.pods.get(name)
         if before is None:
             if name in previous.errors or (now.started is not None and now.started < previous.at):
-                errors[name] = "no baseline: the pod was running at the previous read but was not read then"
+                errors[name] = NO_BASELINE
                 continue
             appeared.append(name)
             deltas.append((now, dict(now.values)))

@@ -82,3 +82,20 @@ def test_a_new_model_on_stable_starts_a_fresh_window(stable: list[ServeProcess],
     traffic(stable, rows[:150])
     fresh = asyncio.run(judge.drift(KEY, "breast-cancer", pods, "v2", settings, 1_180.0))
     assert fresh is not None and fresh.samples == 150, fresh
+
+
+def test_a_pod_that_joins_between_reads_opens_a_fresh_window_not_an_inconclusive_one(
+    stable: list[ServeProcess], example_models: ExampleModels
+) -> None:
+    """A rolling update brings a pod that was already running at the last read but not read
+    (not Ready yet): its counts since then are unknown, so the window starts again from
+    this read instead of showing Inconclusive for a whole window."""
+    first, second = (as_pod(f"stable-{i}", p) for i, p in enumerate(stable))
+    judge = Judge(PodScraper())
+    settings = Drift(window="10m", interval="1m", min_samples=100)
+    rows = reference_rows(example_models, "breast-cancer")
+    assert asyncio.run(judge.drift(KEY, "breast-cancer", [first], "v1", settings, 1_000.0)) is None
+    assert asyncio.run(judge.drift(KEY, "breast-cancer", [first, second], "v1", settings, 1_060.0)) is None
+    traffic(stable, rows[:200])
+    judged = asyncio.run(judge.drift(KEY, "breast-cancer", [first, second], "v1", settings, 1_120.0))
+    assert judged is not None and judged.verdict == "NoDrift" and judged.samples == 200, judged
