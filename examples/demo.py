@@ -156,8 +156,10 @@ def bring_up() -> tuple[Demo, str]:
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-name={RELEASE}", "--overwrite")
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}", "--overwrite")
         demo.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-    namespace = demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
-    demo.kubectl("apply", "-f", "-", input=namespace)
+    if demo.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name").strip():
+        note(f"a previous run's namespace {NAMESPACE} is deleted first, so the story starts afresh")
+        demo.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
+    demo.kubectl("create", "namespace", NAMESPACE)
     repository, tag = image.rsplit(":", 1)
     demo.helm(
         "upgrade", "--install", RELEASE, str(REPO / "charts" / "modeldeploy"), "--namespace", RELEASE_NAMESPACE,

@@ -24,7 +24,8 @@ import math
 from typing import Any
 
 from modeldeploy_operator import stats
-from modeldeploy_operator.api import Analysis, Check
+from modeldeploy_operator.api import Analysis
+from modeldeploy_operator.api_status import Check
 from modeldeploy_operator.windows import Bins, TrackWindow, Window
 
 OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"

@@ -4,7 +4,7 @@ These models are the one source of truth for the resource: the CRD's OpenAPI sch
 crds/modeldeployment.yaml is generated from them (crd.py), so every description,
 default, range and pattern below is what `kubectl explain` shows and what the API server
 enforces. Cross-field rules that a schema cannot say are CEL rules, attached with
-`cel(...)` next to the field they guard.
+`cel(...)` next to the field they guard. The spec is here; the status is in api_status.py.
 """
 
 from __future__ import annotations
@@ -53,11 +53,13 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any
     return entry
 
 
-class _Model(BaseModel):
+class ResourceModel(BaseModel):
+    """The base of the resource's models: camelCase in YAML, unknown fields refused, immutable."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-class ModelSource(_Model):
+class ModelSource(ResourceModel):
     """Where the model file is and how to check it."""
 
     model_config = ConfigDict(
@@ -113,7 +115,7 @@ class ModelSource(_Model):
     ] = None
 
 
-class Batching(_Model):
+class Batching(ResourceModel):
     """Adaptive batching of concurrent requests into one ONNX Runtime call."""
 
     max_batch_size: Annotated[
@@ -124,7 +126,7 @@ class Batching(_Model):
     ] = 500
 
 
-class Serving(_Model):
+class Serving(ResourceModel):
     """How each serving pod runs the model."""
 
     threads: Annotated[int, Field(default=1, ge=1, le=64, description="ONNX Runtime threads per pod.")] = 1
@@ -139,7 +141,7 @@ class Serving(_Model):
     ] = None
 
 
-class Resources(_Model):
+class Resources(ResourceModel):
     """CPU and memory for each serving pod, as in a container's resources."""
 
     requests: Annotated[
@@ -152,7 +154,7 @@ class Resources(_Model):
     ] = None
 
 
-class Analysis(_Model):
+class Analysis(ResourceModel):
     """The checks a canary must pass at every step. Too little traffic is Inconclusive, never a pass."""
 
     max_error_rate: Annotated[
@@ -187,11 +189,11 @@ class Analysis(_Model):
     ] = False
 
 
-class HTTPRouteRef(_Model):
+class HTTPRouteRef(ResourceModel):
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253, description="The HTTPRoute's name.")]
 
 
-class Traffic(_Model):
+class Traffic(ResourceModel):
     """How traffic is split; without httpRoute, weights come from replica counts."""
 
     http_route: Annotated[
@@ -200,7 +202,7 @@ class Traffic(_Model):
     ] = None
 
 
-class Webhook(_Model):
+class Webhook(ResourceModel):
     """A URL the rollout calls with a JSON body: a gate before the canary's first live request,
     or a notification when a rollout ends."""
 
@@ -221,7 +223,7 @@ class Webhook(_Model):
     ] = "5s"
 
 
-class Rollout(_Model):
+class Rollout(ResourceModel):
     """How a new model version goes out: canary steps, judged on live telemetry."""
 
     steps: Annotated[
@@ -269,14 +271,14 @@ class Rollout(_Model):
     ] = False
 
 
-class SecretKeyRef(_Model):
+class SecretKeyRef(ResourceModel):
     """One key of a Secret in the ModelDeployment's namespace."""
 
     name: Annotated[str, Field(pattern=NAME_PATTERN, max_length=253, description="The Secret's name.")]
     key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="The key whose value is used.")]
 
 
-class DriftWebhook(_Model):
+class DriftWebhook(ResourceModel):
     """Where the drift report is POSTed as JSON, once per drift episode (docs/drift.md)."""
 
     url: Annotated[
@@ -313,7 +315,7 @@ class DriftWebhook(_Model):
     ] = None
 
 
-class JobTemplate(_Model):
+class JobTemplate(ResourceModel):
     """A batch/v1 Job's metadata and spec, as in a CronJob's jobTemplate."""
 
     metadata: Annotated[
@@ -334,7 +336,7 @@ class JobTemplate(_Model):
     ]
 
 
-class Retraining(_Model):
+class Retraining(ResourceModel):
     """A Job started once per drift episode, with the drift report mounted as a file."""
 
     job_template: Annotated[
@@ -343,7 +345,7 @@ class Retraining(_Model):
     ]
 
 
-class Drift(_Model):
+class Drift(ResourceModel):
     """Data drift detection on the features the model receives, against its reference profile."""
 
     model_config = ConfigDict(
@@ -401,7 +403,7 @@ class Drift(_Model):
     ] = None
 
 
-class Owner(_Model):
+class Owner(ResourceModel):
     """Who owns this model and whom to call: shown in `kubectl get mdep -o wide`, the plugin's
     status, every Event and the webhooks' payloads; the team also labels every child."""
 
@@ -456,7 +458,7 @@ def about(meta: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
 SINK_PATTERN = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?|https?://[^\s/]+.*)$"
 
 
-class Capture(_Model):
+class Capture(ResourceModel):
     """Production samples for retraining: a share of requests and their predictions, written in
     batches to object storage or an HTTP endpoint, off the request path."""
 
@@ -525,7 +527,7 @@ class Capture(_Model):
     ] = None
 
 
-class ModelDeploymentSpec(_Model):
+class ModelDeploymentSpec(ResourceModel):
     """A model to serve, and how to roll out its new versions."""
 
     model: Annotated[ModelSource, Field(description="The model file to serve.")]
@@ -547,244 +549,6 @@ class ModelDeploymentSpec(_Model):
         Capture | None,
         Field(default=None, description="Production samples for retraining; off unless given."),
     ] = None
-
-
-# Status -------------------------------------------------------------------------------
-# The CRD's status schema and the status tables in docs/modeldeployment.md are generated
-# from these models (crd.py, docs.py); the reconcile writes what they dump, whole.
-
-
-class Condition(_Model):
-    """A kstatus-style condition."""
-
-    type: Annotated[str, Field(description="Ready, Reconciling, Stalled or DriftDetected.")]
-    status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
-    reason: Annotated[str, Field(description="Why, in one word; docs/modeldeployment.md lists every reason.")]
-    message: Annotated[str, Field(description="What happened, for a person.")] = ""
-    last_transition_time: Annotated[
-        str, Field(description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"})
-    ]
-    observed_generation: Annotated[
-        int | None, Field(description="The metadata.generation the condition was decided for.")
-    ] = None
-
-
-class TrackStatus(_Model):
-    """What one track's Deployment serves, read from its pod template and its pods."""
-
-    version: Annotated[
-        str | None,
-        Field(
-            description="The model version the ready pods serve (their version label); without ready pods, "
-            "the pod template's."
-        ),
-    ] = None
-    revision: Annotated[int | None, Field(description="The Deployment's revision.")] = None
-    uri: Annotated[
-        str | None,
-        Field(
-            description="The model file the pod template fetches; absent while the ready pods serve another "
-            "version than the template's."
-        ),
-    ] = None
-    sha256: Annotated[str | None, Field(description="The digest the pod template verifies, when it verifies one.")] = (
-        None
-    )
-    replicas: Annotated[int, Field(description="The Deployment's pods.")] = 0
-    ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
-
-
-CheckName = Literal["signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost"]
-CheckResult = Literal["Successful", "Failed", "Inconclusive"]
-
-
-class Check(_Model):
-    """One check of a canary step, with the evidence it was decided on."""
-
-    check: Annotated[CheckName, Field(description="signature, errorRate, latencyP99, predictionShift or cost.")]
-    result: Annotated[
-        CheckResult,
-        Field(description="Successful, Failed, or Inconclusive (too little data: the step waits)."),
-    ]
-    value: Annotated[float | None, Field(description="What was measured; absent when nothing could be.")] = None
-    limit: Annotated[float | None, Field(description="The limit from spec.rollout.analysis; absent without one.")] = (
-        None
-    )
-    samples: Annotated[int, Field(description="Canary requests (or rows) the value was computed from.")] = 0
-    message: Annotated[str, Field(description="The value, limit and samples in words, or why it is Inconclusive.")] = ""
-
-
-class CanaryStatus(_Model):
-    """The rollout under way; removed when it is promoted, rolled back or aborted."""
-
-    revision: Annotated[int, Field(description="This rollout's number, counted per ModelDeployment from 1.")]
-    version: Annotated[str, Field(description="The new version (spec.model.version).")]
-    uri: Annotated[str, Field(description="The new model file.")]
-    sha256: Annotated[str | None, Field(description="Its digest, when the spec gives one.")] = None
-    spec_hash: Annotated[
-        str, Field(description="A digest of what the pods serve (model, serving, resources) for this rollout.")
-    ]
-    step: Annotated[int, Field(description="Index into spec.rollout.steps of the current step.")] = 0
-    requested_weight: Annotated[
-        int, Field(description="Percent of traffic the current step asks for; 0 before any live traffic.")
-    ] = 0
-    actual_weight: Annotated[
-        int, Field(description="Percent of the serving pods behind the Service that are canary pods now.")
-    ] = 0
-    started_at: Annotated[str, Field(description="When the rollout started.")]
-    step_started_at: Annotated[
-        str | None, Field(description="When the current step's weight was verified and its interval began.")
-    ] = None
-    inconclusive_since: Annotated[
-        str | None, Field(description="Since when the step's judgement has been Inconclusive.")
-    ] = None
-    promoting: Annotated[
-        bool, Field(description="Every step passed: the stable Deployment is being updated to the new version.")
-    ] = False
-    handled: Annotated[
-        str, Field(description="The last user command (annotation value) acted on, so each acts once.")
-    ] = ""
-    message: Annotated[str, Field(description="What the rollout is doing or waiting for.")] = ""
-    analysis: list[Check] = Field(default_factory=list, description="The latest judgement of the current step.")
-
-
-class HistoryEntry(_Model):
-    """A finished rollout and why it ended as it did."""
-
-    revision: Annotated[int, Field(description="The rollout's number (status.canary.revision while it ran).")]
-    version: Annotated[str, Field(description="The version rolled out.")]
-    uri: Annotated[str, Field(description="Its model file.")]
-    sha256: Annotated[str | None, Field(description="Its digest, when given.")] = None
-    spec_hash: Annotated[str, Field(description="A digest of what the pods served (model, serving, resources).")]
-    outcome: Annotated[
-        Literal["Promoted", "RolledBack", "Aborted"], Field(description="Promoted, RolledBack or Aborted.")
-    ]
-    reason: Annotated[str, Field(description="The condition reason the outcome was given with.")]
-    message: Annotated[str, Field(description="Why, with the deciding check's value and limit.")] = ""
-    decided_by: Annotated[
-        Literal["analysis", "deadline", "signature", "startup", "user", "spec"],
-        Field(
-            description="What decided: analysis, deadline, signature, startup (the canary never came up), "
-            "user (promote or abort) or spec (a newer spec replaced it)."
-        ),
-    ]
-    analysis: Annotated[list[Check], Field(default_factory=list, description="The last judgement before the decision.")]
-    started_at: Annotated[str, Field(description="When the rollout started.")]
-    finished_at: Annotated[str, Field(description="When it was decided.")]
-
-
-class FeatureDriftStatus(_Model):
-    name: Annotated[str, Field(description="The feature, as the profile names it.")]
-    score: Annotated[float, Field(description="Its score with the method in use.")]
-    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
-
-
-class PredictionDriftStatus(_Model):
-    score: Annotated[float, Field(description="The most shifted output's score.")]
-    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
-
-
-class DriftEpisode(_Model):
-    """A drift episode: from a Drifted verdict until the next NoDrift (Inconclusive does not end it)."""
-
-    number: Annotated[int, Field(description="Episodes counted per ModelDeployment from 1.")]
-    started_at: Annotated[str, Field(description="When the verdict turned Drifted.")]
-    ended_at: Annotated[
-        str | None, Field(description="When the verdict returned to NoDrift; absent while the episode lasts.")
-    ] = None
-
-
-class RetrainingStatus(_Model):
-    """The retraining Job of the latest drift episode."""
-
-    job: Annotated[str, Field(description="The Job's name: NAME-retrain-EPISODE.")]
-    episode: Annotated[int, Field(description="The drift episode it was created for.")]
-    outcome: Annotated[
-        Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"],
-        Field(
-            description="Pending (no pod running yet), Running, Succeeded, Failed (read from the Job's status), "
-            "or NotCreated (the API server refused it; the message says why)."
-        ),
-    ]
-    message: Annotated[str, Field(description="Why it was not created, or the Job's last condition.")] = ""
-
-
-class DriftStatus(_Model):
-    """The latest drift evaluation of the stable pods' traffic against the model's profile."""
-
-    verdict: Annotated[
-        Literal["Drifted", "NoDrift", "Inconclusive"],
-        Field(description="Drifted, NoDrift, or Inconclusive (fewer than minSamples rows, no profile, no telemetry)."),
-    ]
-    method: Annotated[str, Field(description="psi, jensen-shannon or chi-square.")]
-    score: Annotated[float | None, Field(description="The most drifted feature's score.")] = None
-    threshold: Annotated[float | None, Field(description="The threshold that feature was held to.")] = None
-    samples: Annotated[int, Field(description="Rows in the window.")] = 0
-    window: Annotated[str, Field(description="The window evaluated (spec.drift.window).")]
-    evaluated_at: Annotated[str, Field(description="When it was evaluated.")]
-    message: Annotated[str, Field(description="Why it is Inconclusive, or which features moved.")] = ""
-    features: list[FeatureDriftStatus] = Field(
-        default_factory=list, description="The 5 most drifted features, worst first."
-    )
-    prediction: Annotated[
-        PredictionDriftStatus | None, Field(description="Prediction drift, when the profile has outputs.")
-    ] = None
-    episode: Annotated[
-        DriftEpisode | None, Field(description="The latest drift episode; absent until the first Drifted verdict.")
-    ] = None
-    retraining: Annotated[
-        RetrainingStatus | None,
-        Field(description="The latest episode's retraining Job, with spec.drift.retraining."),
-    ] = None
-
-
-class ModelDeploymentStatus(_Model):
-    """What the operator observed; written only by the operator, whole, and only when it changes."""
-
-    observed_generation: Annotated[
-        int | None,
-        Field(description="The `metadata.generation` this status describes; older: not caught up yet."),
-    ] = None
-    phase: Annotated[
-        Literal["Pending", "Progressing", "Ready", "Degraded"] | None,
-        Field(description="`Pending`, `Progressing`, `Ready` or `Degraded`."),
-    ] = None
-    replicas: Annotated[
-        int | None, Field(description="Serving pods of the stable Deployment (the scale subresource reads it).")
-    ] = None
-    ready_replicas: Annotated[int | None, Field(description="Of those, the ready ones.")] = None
-    selector: Annotated[
-        str | None,
-        Field(description="The stable pods' label selector, for `kubectl scale` and a HorizontalPodAutoscaler."),
-    ] = None
-    url: Annotated[
-        str | None,
-        Field(
-            description="The in-cluster inference endpoint: "
-            "`http://NAME.NAMESPACE.svc.CLUSTER_DOMAIN/v2/models/NAME/infer`."
-        ),
-    ] = None
-    stable: Annotated[
-        TrackStatus | None,
-        Field(description="What the stable Deployment serves: all traffic outside a rollout."),
-    ] = None
-    canary: Annotated[
-        CanaryStatus | None,
-        Field(description="The rollout under way, present only during one."),
-    ] = None
-    drift: Annotated[DriftStatus | None, Field(description="The latest drift evaluation.")] = None
-    history: list[HistoryEntry] = Field(
-        default_factory=list, description="Finished rollouts, newest first, at most 10."
-    )
-    conditions: list[Condition] = Field(
-        default_factory=list,
-        description="Ready; Reconciling and Stalled while something is abnormal (kstatus).",
-        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-    )
-
-    def dump(self) -> dict[str, Any]:
-        """The status as the API server stores it: camelCase, without unset fields."""
-        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
 def spec_problem(error: ValidationError) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from modeldeploy_operator import api
+from modeldeploy_operator import api, api_status
 
 _DROP = {"title", "additionalProperties_false"}
 
@@ -118,7 +118,7 @@ def _without_defaults(node: Any) -> Any:
 
 
 def status_schema() -> dict[str, Any]:
-    raw = api.ModelDeploymentStatus.model_json_schema(by_alias=True, mode="serialization")
+    raw = api_status.ModelDeploymentStatus.model_json_schema(by_alias=True, mode="serialization")
     schema: dict[str, Any] = _without_defaults(_structural(_resolve(raw, raw.get("$defs", {}))))
     return schema
 

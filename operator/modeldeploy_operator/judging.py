@@ -28,7 +28,8 @@ import numpy as np
 from modeldeploy_serving.profile import Profile, ProfileError
 
 from modeldeploy_operator import analysis
-from modeldeploy_operator.api import Analysis, Check, Drift, DriftStatus, parse_duration
+from modeldeploy_operator.api import Analysis, Drift, parse_duration
+from modeldeploy_operator.api_status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.plans import iso
 from modeldeploy_operator.sources import TelemetrySource

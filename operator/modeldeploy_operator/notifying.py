@@ -23,7 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Check, DriftWebhook, HistoryEntry, Owner, Webhook, about, parse_duration
+from modeldeploy_operator.api import DriftWebhook, Owner, Webhook, about, parse_duration
+from modeldeploy_operator.api_status import Check, HistoryEntry
 from modeldeploy_operator.retraining import retry_delays, worth_retry
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Literal
 
-from modeldeploy_operator.api import GROUP, CanaryStatus, HistoryEntry
+from modeldeploy_operator.api import GROUP
+from modeldeploy_operator.api_status import CanaryStatus, HistoryEntry
 from modeldeploy_operator.reasons import Reason
 
 HISTORY_LIMIT = 10

@@ -22,16 +22,8 @@ import kubernetes
 from pydantic import ValidationError
 
 from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
-from modeldeploy_operator.api import (
-    DriftStatus,
-    DriftWebhook,
-    ModelDeploymentSpec,
-    Owner,
-    RetrainingStatus,
-    parse_duration,
-    parse_owner,
-    parse_spec,
-)
+from modeldeploy_operator.api import DriftWebhook, ModelDeploymentSpec, Owner, parse_duration, parse_owner, parse_spec
+from modeldeploy_operator.api_status import DriftStatus, RetrainingStatus
 from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,

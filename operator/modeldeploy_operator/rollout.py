@@ -37,14 +37,8 @@ from dataclasses import replace
 from typing import Literal
 
 from modeldeploy_operator import reasons
-from modeldeploy_operator.api import (
-    CanaryStatus,
-    Check,
-    HistoryEntry,
-    ModelDeploymentSpec,
-    ModelDeploymentStatus,
-    parse_duration,
-)
+from modeldeploy_operator.api import ModelDeploymentSpec, parse_duration
+from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
 from modeldeploy_operator.plans import (
     HISTORY_LIMIT,
     WAIT_FOR_PODS,

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from modeldeploy_operator import reasons
-from modeldeploy_operator.api import Condition, DriftStatus, ModelDeploymentSpec, ModelDeploymentStatus, TrackStatus
+from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api_status import Condition, DriftStatus, ModelDeploymentStatus, TrackStatus
 from modeldeploy_operator.builders import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import retraining
-from modeldeploy_operator.api import DriftStatus, DriftWebhook
+from modeldeploy_operator.api import DriftWebhook
+from modeldeploy_operator.api_status import DriftStatus
 from modeldeploy_operator.notifying import deliver, report_drift
 
 META = {"namespace": "ml", "name": "fraud", "uid": "u-1"}

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import HistoryEntry, Owner, Webhook
+from modeldeploy_operator.api import Owner, Webhook
+from modeldeploy_operator.api_status import HistoryEntry
 from modeldeploy_operator.notifying import gate, notify
 
 META = {"namespace": "ml", "name": "fraud", "uid": "u-1"}
