@@ -28,8 +28,12 @@ PROFILE_KEY = "modeldeploy.profile"
 PROFILE_FORMAT = "modeldeploy.dev/profile"
 PROFILE_VERSION = 1
 DEFAULT_BINS = 10
-SCORE_EDGES = tuple(round(i / 10, 1) for i in range(11))  # 0.0, 0.1, ... 1.0
 PROBABILITY_SLACK = 1e-5  # how far past [0, 1] a column may stray and still be binned as a probability
+SCORE_EDGES = (PROBABILITY_SLACK, *(round(i / 10, 1) for i in range(1, 10)), 1.0 - PROBABILITY_SLACK)
+"""Probability bins: (-inf, 1e-5], (1e-5, 0.1], ... (0.9, 0.99999], (0.99999, inf). The outer
+edges sit just inside 0 and 1, not on them: a tree ensemble's float32 votes give "certain"
+rows -1.2e-7 or 0.0, 1.0000001 or 1.0 depending on the batch they were computed in, and an
+edge at exactly 0 or 1 would put the same answer in different bins in the profile and live."""
 
 FloatArray = npt.NDArray[np.float64]
 OutputKind = Literal["classes", "scores", "values"]

@@ -98,7 +98,7 @@ def test_outputs_are_profiled_by_kind() -> None:
     assert [(s.kind, s.column, s.edges) for s in scores] == [("scores", 0, list(SCORE_EDGES))] * 1 + [
         ("scores", 1, list(SCORE_EDGES))
     ]
-    assert scores[1].proportions == [0.0, 1 / 4, 0, 0, 0, 0, 0, 1 / 4, 1 / 4, 0, 1 / 4, 0.0]
+    assert scores[1].proportions == [0.0, 1 / 4, 0, 0, 0, 0, 0, 1 / 4, 1 / 4, 0, 0, 1 / 4]  # 1.0: "certain"
     values = profile_output("variable", np.arange(10.0).reshape(-1, 1))
     assert values[0].kind == "values" and values[0].edges[-1] == 9.0
     named = label_scores(
@@ -110,6 +110,9 @@ def test_outputs_are_profiled_by_kind() -> None:
 def test_probabilities_a_few_ulps_outside_zero_and_one_are_still_scores() -> None:
     summed = np.array([[-1.1920929e-07, 1.0000001], [0.5, 0.5]], dtype=np.float32)  # a forest's float32 votes
     assert [o.edges for o in profile_output("probabilities", summed)] == [list(SCORE_EDGES)] * 2
+    edges = np.asarray(SCORE_EDGES)
+    zero, one = bin_index(np.array([-1.1920929e-07, 0.0, 1e-6]), edges), bin_index(np.array([1.0, 1.0000001]), edges)
+    assert zero.tolist() == [0, 0, 0] and one.tolist() == [11, 11], "a certain answer's bin must not hang on an ulp"
     not_probabilities = np.array([[-3.0, 4.0], [0.5, 0.5]])
     assert [o.edges[0] for o in profile_output("margins", not_probabilities)] != [0.0, 0.0]
 
