@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import statistics
 import subprocess
@@ -42,6 +41,7 @@ from raw_results import write_raw  # noqa: E402
 from e2e.cluster import images, launcher, settings  # noqa: E402
 from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
 from e2e.load import Load  # noqa: E402
+from e2e.manifests import cancer  # noqa: E402
 from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
 
 Obj = dict[str, Any]
@@ -59,28 +59,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def mdep(version: str, sha256: str, interval: str, label: str | None = None) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
-                    "version": label or version,
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": {
-                    "steps": [50],
-                    "interval": interval,
-                    "progressDeadline": "3m",
-                    "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000},
-                },
-            },
-        }
-    )
+    rollout = {
+        "steps": [50],
+        "interval": interval,
+        "progressDeadline": "3m",
+        "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000},
+    }
+    return cancer(version, sha256, replicas=2, rollout=rollout)
 
 
 class Watcher:

@@ -17,6 +17,7 @@ import pytest
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get, predict
 from tests.serving.s3_server import CAPTURE_BUCKET, objects, started_s3
@@ -28,28 +29,14 @@ def node_address(kube: Cluster) -> str:
 
 
 def mdep(name: str, sha256: str, sink: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {
-                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v1.onnx",
-                    "version": "1",
-                    "sha256": sha256,
-                },
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "capture": {
-                    "sink": sink,
-                    "sampleRate": 1,
-                    "batchSize": 50,
-                    "flushInterval": "2s",
-                    "credentialsSecret": "capture-writer",
-                },
-            },
-        }
-    )
+    capture = {
+        "sink": sink,
+        "sampleRate": 1,
+        "batchSize": 50,
+        "flushInterval": "2s",
+        "credentialsSecret": "capture-writer",
+    }
+    return cancer("1", sha256, name=name, capture=capture)
 
 
 @pytest.mark.cluster

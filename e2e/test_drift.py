@@ -9,7 +9,6 @@ normal again it must turn False within two intervals, and Ready never moves.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from e2e.cluster import images
 from e2e.load import Load, breast_cancer_bodies
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 
@@ -25,22 +25,8 @@ SLACK = 8  # seconds: the status write, the poll, a busy machine
 
 
 def mdep(sha256: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v1.onnx",
-                    "version": "1",
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "drift": {"interval": f"{INTERVAL}s", "window": f"{INTERVAL}s", "minSamples": 200},
-            },
-        }
+    return cancer(
+        "1", sha256, replicas=2, drift={"interval": f"{INTERVAL}s", "window": f"{INTERVAL}s", "minSamples": 200}
     )
 
 

@@ -22,28 +22,14 @@ from modeldeploy_serving import inference_pb2 as pb
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 
 IN_IMAGE = images.MODELS_DIR
 
 
 def mdep(name: str, version: str, sha256: str, replicas: int = 1) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": name},
-            "spec": {
-                "model": {
-                    "uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx",
-                    "version": version,
-                    "sha256": sha256,
-                },
-                "replicas": replicas,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-            },
-        }
-    )
+    return cancer(version, sha256, name=name, replicas=replicas)
 
 
 def get(kube: Cluster, namespace: str, *what: str) -> Any:

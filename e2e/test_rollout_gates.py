@@ -17,6 +17,7 @@ import pytest
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.manifests import model_deployment
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 from e2e.test_rollouts import history
@@ -25,24 +26,8 @@ Obj = dict[str, Any]
 
 
 def mdep(file: str, version: str, sha256: str, deadline: str = "3m") -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {"uri": f"file://{images.MODELS_DIR}/{file}", "version": version, "sha256": sha256},
-                "replicas": 1,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": {
-                    "steps": [50],
-                    "interval": "10s",
-                    "progressDeadline": deadline,
-                    "analysis": {"minRequests": 20},
-                },
-            },
-        }
-    )
+    rollout = {"steps": [50], "interval": "10s", "progressDeadline": deadline, "analysis": {"minRequests": 20}}
+    return json.dumps(model_deployment("cancer", file, version, sha256, rollout=rollout))
 
 
 class CanaryEndpoints:

@@ -9,7 +9,6 @@ labels) must be rolled back on its own on prediction shift, version 2 answering 
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import pytest
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 from tests.gitops.checks import argocd_health, kstatus
@@ -34,23 +34,7 @@ ROLLOUT = {
 
 
 def mdep(version: str, sha256: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx",
-                    "version": version,
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": ROLLOUT,
-            },
-        }
-    )
+    return cancer(version, sha256, replicas=2, rollout=ROLLOUT)
 
 
 def history(kube: Cluster, namespace: str) -> list[dict[str, Any]]:

@@ -10,7 +10,6 @@ needs traffic through a Gateway, which this cluster does not have).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ import yaml
 
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 from e2e.test_rollouts import plugin
@@ -39,27 +39,8 @@ ROUTE = {
 
 
 def mdep(version: str, sha256: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
-                    "version": version,
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": {
-                    "steps": [10, 50],
-                    "interval": "10m",
-                    "traffic": {"httpRoute": {"name": "cancer-public"}},
-                },
-            },
-        }
-    )
+    rollout = {"steps": [10, 50], "interval": "10m", "traffic": {"httpRoute": {"name": "cancer-public"}}}
+    return cancer(version, sha256, replicas=2, rollout=rollout)
 
 
 def weights(kube: Cluster, namespace: str) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from e2e.cluster import binaries, images, launcher, settings  # noqa: E402
 from e2e.load import Load, breast_cancer_bodies  # noqa: E402
+from e2e.manifests import model_deployment  # noqa: E402
 
 NAMESPACE = os.environ.get("DEMO_NAMESPACE", "modeldeploy-demo")
 RELEASE, RELEASE_NAMESPACE = "modeldeploy", "modeldeploy-system"
@@ -104,28 +105,21 @@ class Demo:
 
 
 def resource(version: str, sha256: str) -> Obj:
-    return {
-        "apiVersion": "modeldeploy.dev/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": NAME},
-        "spec": {
-            "owner": {"team": "ml-platform", "contact": "#ml-oncall", "runbook": "https://example.com/runbooks/cancer"},
-            "model": {
-                "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
-                "version": version,
-                "sha256": sha256,
-            },
-            "replicas": 2,
-            "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-            "rollout": {
-                "steps": [50],
-                "interval": "20s",
-                "progressDeadline": "3m",
-                "analysis": {"minRequests": 50, "maxLatencyP99Ms": 1000, "maxPredictionShift": 0.2},
-            },
-            "drift": {"interval": "10s", "window": "30s", "minSamples": 200},
+    return model_deployment(
+        NAME,
+        f"breast-cancer-v{version}.onnx",
+        version,
+        sha256,
+        replicas=2,
+        owner={"team": "ml-platform", "contact": "#ml-oncall", "runbook": "https://example.com/runbooks/cancer"},
+        rollout={
+            "steps": [50],
+            "interval": "20s",
+            "progressDeadline": "3m",
+            "analysis": {"minRequests": 50, "maxLatencyP99Ms": 1000, "maxPredictionShift": 0.2},
         },
-    }
+        drift={"interval": "10s", "window": "30s", "minSamples": 200},
+    )
 
 
 def newest(status: Obj) -> Obj:

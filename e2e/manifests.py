@@ -1,0 +1,35 @@
+"""ModelDeployments of the example models baked into the image, as the cluster tests, the
+rollout benchmark and the demo apply them: one builder, so they differ only where it matters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from e2e.cluster import images
+
+SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+"""Serving pod resources small enough for several versions at once on a 2-core node."""
+
+
+def model_deployment(
+    name: str, file: str, version: str, sha256: str, *, replicas: int = 1, **spec: Any
+) -> dict[str, Any]:
+    """A ModelDeployment serving `file` from the image's example models; `spec` adds fields."""
+    return {
+        "apiVersion": "modeldeploy.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": f"file://{images.MODELS_DIR}/{file}", "version": version, "sha256": sha256},
+            "replicas": replicas,
+            "resources": SMALL,
+            **spec,
+        },
+    }
+
+
+def cancer(version: str, sha256: str, *, name: str = "cancer", replicas: int = 1, **spec: Any) -> str:
+    """Breast-cancer version `version` (1, 2 or 3) as JSON for `kubectl apply -f -`."""
+    file = f"breast-cancer-v{version}.onnx"
+    return json.dumps(model_deployment(name, file, version, sha256, replicas=replicas, **spec))
