@@ -101,6 +101,10 @@ class CanaryStatus(ResourceModel):
     promoting: Annotated[
         bool, Field(description="Every step passed: the stable Deployment is being updated to the new version.")
     ] = False
+    promoted_by: Annotated[
+        Literal["analysis", "user"] | None,
+        Field(description="Who decided the promotion under way: analysis (every step passed) or user (promote)."),
+    ] = None
     handled: Annotated[
         str, Field(description="The last user command (annotation value) acted on, so each acts once.")
     ] = ""

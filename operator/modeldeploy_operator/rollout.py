@@ -277,9 +277,9 @@ def _settled(
         )
         return _steady(kept)
     if observed.stable_rolled:
-        entry, kept = _finish(
-            canary, history, "Promoted", reasons.SERVING, f"version {canary.version} promoted", "analysis", now
-        )
+        by = canary.promoted_by or "analysis"
+        message = f"version {canary.version} promoted" + (" by a user" if by == "user" else "")
+        entry, kept = _finish(canary, history, "Promoted", reasons.SERVING, message, by, now)
         return _steady(kept, entry)
     message = f"promoting version {target.version}: updating the stable Deployment while the canary serves"
     return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, stable="target")
@@ -442,7 +442,7 @@ def _step(
     label = f"step {index + 1} of {len(steps)}"
     note = _note(spec, requested, observed)
     if _newer(commands.promote_full, canary.handled, canary.started_at):
-        promoted = _with(canary, promoting=True, handled=commands.promote_full)
+        promoted = _with(canary, promoting=True, promoted_by="user", handled=commands.promote_full)
         return _rolling(
             promoted, observed, True, "promoted by a user: updating stable", spec, WAIT_FOR_PODS, stable="target"
         )
@@ -461,9 +461,11 @@ def _step(
             interval,
             step_started=True,
         )
-    if commands.paused:
-        return _rolling(canary, observed, True, f"{label}: {note}; paused", spec, None, reason=reasons.CANARY_PAUSED)
     user_promote = _newer(commands.promote, canary.handled, canary.started_at)
+    if commands.paused and not user_promote:
+        # A pause holds what the operator would do on its own; a user's promote still acts
+        # (the next step is then held in turn), as promote --full and abort do.
+        return _rolling(canary, observed, True, f"{label}: {note}; paused", spec, None, reason=reasons.CANARY_PAUSED)
     due = seconds(canary.step_started_at) + interval
     if now < due and not user_promote:
         return _rolling(
@@ -510,7 +512,7 @@ def _step(
         return _rolling(
             passed, observed, True, "every step passed; waiting for `kubectl modeldeploy promote`", spec, None
         )
-    promoting = _with(passed, promoting=True)
+    promoting = _with(passed, promoting=True, promoted_by="user" if user_promote else "analysis")
     return _rolling(
         promoting,
         observed,

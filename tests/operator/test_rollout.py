@@ -299,6 +299,39 @@ def test_abort_pause_and_promote_commands() -> None:
     assert aborted.reason is reasons.ABORTED and aborted.history[0].decided_by == "user"
 
 
+def test_a_promote_while_paused_moves_one_step_and_the_next_step_stays_paused() -> None:
+    """Pause holds what the operator would do on its own, not a user's own promote."""
+    world = World()
+    for _ in range(3):
+        world.step()
+    world.commands = Commands(paused=True)
+    assert world.wait(120).reason is reasons.CANARY_PAUSED, "held past the interval, not judged"
+    world.commands = Commands(paused=True, promote=plugin_stamp(world.now + 0.2))
+    moved = world.wait(1)
+    assert moved.canary is not None and (moved.canary.step, moved.canary.requested_weight) == (1, 50)
+    world.step()  # the new step's weight verified
+    held = world.wait(600)
+    assert held.reason is reasons.CANARY_PAUSED and not held.judge and held.canary is not None
+    assert held.canary.step == 1, "the promote acted once; the pause holds the next step"
+    world.commands = Commands(promote=world.commands.promote)  # resume
+    judged = world.wait(1, verdict=GOOD)
+    assert judged.stable == "target", "resumed past its interval: judged and promoted at once"
+
+
+def test_a_users_promotion_is_recorded_as_decided_by_the_user() -> None:
+    for command in ("promote_full", "promote"):
+        world = World(spec=spec(steps=[50]))
+        for _ in range(3):
+            world.step()
+        world.commands = Commands(**{command: plugin_stamp(world.now + 0.5)})
+        promoting = world.wait(1)
+        assert promoting.stable == "target" and promoting.canary is not None, command
+        assert promoting.canary.promoted_by == "user"
+        done = world.step()
+        assert (done.history[0].outcome, done.history[0].decided_by) == ("Promoted", "user"), command
+        assert done.history[0].message == "version 8 promoted by a user"
+
+
 def test_manual_promotion_waits_for_promote_after_the_last_step() -> None:
     world = World(spec=spec(steps=[50], manualPromotion=True))
     for _ in range(3):
