@@ -45,6 +45,27 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 60, every: fl
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last seen: {last!r}")
 
 
+def run_plugin(kube: Cluster, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl modeldeploy -n NAMESPACE ARGS` as this tree's code (PYTHONPATH is passed on)."""
+    env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return subprocess.run(
+        [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def plugin(kube: Cluster, namespace: str, *args: str) -> str:
+    """What the plugin prints for a command that must succeed."""
+    result = run_plugin(kube, namespace, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 @pytest.fixture(scope="session")
 def crd_installed(control_plane: Cluster) -> Cluster:
     kube = control_plane

@@ -9,8 +9,6 @@ labels) must be rolled back on its own on prediction shift, version 2 answering 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -20,7 +18,7 @@ from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
 from e2e.manifests import cancer
-from e2e.operator_fixtures import OperatorLauncher, wait_for
+from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
 from tests.gitops.checks import argocd_health, kstatus
 
@@ -48,18 +46,6 @@ def gitops(kube: Cluster, namespace: str, argocd: str, kstatus_status: str) -> s
     health = argocd_health(live)
     assert (health["status"], kstatus([live])[0]["status"]) == (argocd, kstatus_status), (health, live["status"])
     return health.get("message", "")
-
-
-def plugin(kube: Cluster, namespace: str, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", namespace, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 @pytest.mark.cluster

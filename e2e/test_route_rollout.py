@@ -18,9 +18,8 @@ import yaml
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.manifests import cancer
-from e2e.operator_fixtures import OperatorLauncher, wait_for
+from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
-from e2e.test_rollouts import plugin
 
 ROUTE = {
     "apiVersion": "gateway.networking.k8s.io/v1",

@@ -11,7 +11,8 @@ kubectl runs any `kubectl-NAME` on PATH as `kubectl NAME`; this is the console s
 `kubectl-modeldeploy` (installed with the [operator] extra). It only reads ModelDeployments
 and sets annotations on them (modeldeploy.dev/promote and so on, each a timestamp the
 operator acts on once): it never rewrites a spec field a GitOps tool owns, and never writes
-status. Exit codes: 0 done, 1 the resource or the cluster refused, 2 bad usage.
+status. Exit codes: 0 done, 1 the resource or the cluster refused (no such resource, no
+rollout to promote or abort, nothing to retry), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -137,6 +138,20 @@ def render_history(body: Obj) -> str:
     return "\n".join(lines)
 
 
+def refusal(command: str, body: Obj) -> str | None:
+    """Why a command would do nothing to this ModelDeployment, or None when it would act."""
+    status = body.get("status") or {}
+    if command in ("promote", "abort") and not status.get("canary"):
+        return "has no rollout under way"
+    if command == "retry":
+        if status.get("canary"):
+            return "has a rollout under way: nothing to retry"
+        last = (status.get("history") or [{}])[0]
+        if last.get("outcome") not in ("RolledBack", "Aborted"):
+            return "has no rolled back or aborted rollout to retry"
+    return None
+
+
 def _api() -> Any:
     import kubernetes
 
@@ -219,8 +234,9 @@ def _run(api: Any, namespace: str, args: argparse.Namespace) -> int:
         print(render_history(_get(api, namespace, name)))
         return 0
     body = _get(api, namespace, name)
-    if args.command in ("promote", "abort") and not (body.get("status") or {}).get("canary"):
-        print(f"kubectl modeldeploy {args.command}: {namespace}/{name} has no rollout under way", file=sys.stderr)
+    refused = refusal(args.command, body)
+    if refused:
+        print(f"kubectl modeldeploy {args.command}: {namespace}/{name} {refused}", file=sys.stderr)
         return 1
     key = {"promote": "promote-full" if getattr(args, "full", False) else "promote"}.get(args.command, args.command)
     if args.command in ("pause", "resume"):

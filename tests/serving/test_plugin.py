@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import Any
 
-from modeldeploy_cli.plugin import render_history, render_status
+from modeldeploy_cli.plugin import refusal, render_history, render_status
 
 BODY = {
     "metadata": {"name": "fraud", "namespace": "ml", "annotations": {"modeldeploy.dev/paused": "true"}},
@@ -91,3 +92,15 @@ def test_usage_errors_exit_2() -> None:
         [sys.executable, "-m", "modeldeploy_cli.plugin", "promote"], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 2 and "the following arguments are required: name" in result.stderr
+
+
+def test_commands_that_would_do_nothing_are_refused() -> None:
+    rolling = BODY
+    settled: dict[str, Any] = {**BODY, "status": {**BODY["status"], "canary": None}}
+    promoted = {**settled, "status": {**settled["status"], "history": [{"outcome": "Promoted"}]}}
+    assert [refusal(c, rolling) for c in ("promote", "abort", "pause", "resume")] == [None] * 4
+    assert refusal("retry", rolling) == "has a rollout under way: nothing to retry"
+    assert refusal("promote", settled) == refusal("abort", settled) == "has no rollout under way"
+    assert refusal("retry", settled) is None, "the last rollout was rolled back"
+    assert refusal("retry", promoted) == "has no rolled back or aborted rollout to retry"
+    assert refusal("retry", {"metadata": {"name": "new"}}) == "has no rolled back or aborted rollout to retry"

@@ -1,0 +1,266 @@
+"""`kubectl modeldeploy` on the full local cluster: every command does what it says.
+
+One ModelDeployment of the example breast-cancer models, steps [10, 50] held for 10 minutes
+each, so nothing moves unless a command moves it, under a load generator the whole time.
+Two rollouts of version 2 (pod start-ups are the cost on a small machine): the first is
+paused, promoted one step while paused, resumed and aborted; `retry` starts it again as a
+new revision, which is promoted a step and then fully. On the way: `status` (plain,
+`--json`, `--watch`), `history`, the exit codes, and once `kubectl modeldeploy` itself, with
+the console script on PATH, to prove kubectl finds the plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e.cluster import images
+from e2e.cluster.pytest_plugin import Cluster
+from e2e.load import Load
+from e2e.operator_fixtures import OperatorLauncher, plugin, run_plugin, wait_for
+from e2e.test_modeldeployment import get
+
+STEPS = [10, 50]
+
+
+def mdep(version: str, sha256: str) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "modeldeploy.dev/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "cancer"},
+            "spec": {
+                "model": {
+                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
+                    "version": version,
+                    "sha256": sha256,
+                },
+                "replicas": 2,
+                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "rollout": {"steps": STEPS, "interval": "10m", "progressDeadline": "15m"},
+            },
+        }
+    )
+
+
+def status(kube: Cluster, namespace: str) -> dict[str, Any]:
+    result: dict[str, Any] = get(kube, namespace, "mdep", "cancer").get("status") or {}
+    return result
+
+
+def ready_reason(kube: Cluster, namespace: str) -> str:
+    ready = next(c for c in status(kube, namespace)["conditions"] if c["type"] == "Ready")
+    return str(ready["reason"])
+
+
+def at_step(kube: Cluster, namespace: str, revision: int, step: int) -> dict[str, Any] | None:
+    """The canary once the step's weight is verified (its interval running), else None."""
+    canary = status(kube, namespace).get("canary") or {}
+    wanted = (canary.get("revision"), canary.get("step"), bool(canary.get("stepStartedAt")))
+    return canary if wanted == (revision, step, True) else None
+
+
+def canary_endpoints(kube: Cluster, namespace: str) -> list[str]:
+    slices = get(kube, namespace, "endpointslices", "-l", "kubernetes.io/service-name=cancer")["items"]
+    return [
+        name
+        for s in slices
+        for e in s.get("endpoints") or []
+        if (name := (e.get("targetRef") or {}).get("name", "")).startswith("cancer-canary")
+    ]
+
+
+class Watch:
+    """`status NAME --watch` as a subprocess, its output collected as it comes."""
+
+    def __init__(self, kube: Cluster, namespace: str) -> None:
+        env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin", **_pythonpath()}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", namespace, "status", "cancer", "--watch"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def blocks(self) -> list[str]:
+        """Each printed status, split at the `--- HH:MM:SS` line the watch puts between them."""
+        found: list[list[str]] = [[]]
+        for line in list(self.lines):
+            if line.startswith("--- "):
+                found.append([])
+            else:
+                found[-1].append(line)
+        return ["\n".join(block) for block in found]
+
+    def stop(self) -> int | None:
+        running = self.process.poll() is None
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self._reader.join(timeout=10)
+        return None if running else self.process.returncode
+
+
+def _pythonpath() -> dict[str, str]:
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
+def kubectl_plugin(kube: Cluster, namespace: str, *args: str) -> str:
+    """`kubectl modeldeploy ...` for real: kubectl finds `kubectl-modeldeploy` on PATH."""
+    scripts = Path(sysconfig.get_path("scripts"))
+    if not (scripts / "kubectl-modeldeploy").exists():
+        raise AssertionError(f"no kubectl-modeldeploy in {scripts}: install the project (pip install -e .[operator])")
+    result = subprocess.run(
+        [str(kube.bin_dir / "kubectl"), "modeldeploy", "-n", namespace, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"KUBECONFIG": str(kube.kubeconfig), "PATH": f"{scripts}:/usr/bin:/bin", **_pythonpath()},
+    )
+    assert result.returncode == 0, f"kubectl modeldeploy {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def refused(kube: Cluster, namespace: str, *args: str) -> tuple[int, str]:
+    result = run_plugin(kube, namespace, *args)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.cluster
+def test_every_plugin_command_does_what_it_says(
+    operators: OperatorLauncher, namespace: str, serving_image: str
+) -> None:
+    kube = operators.kube
+    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
+
+    code, stderr = refused(kube, namespace, "promote")
+    assert code == 2 and "the following arguments are required: name" in stderr, stderr
+    code, stderr = refused(kube, namespace, "promote", "cancer", "--fully")
+    assert code == 2 and "unrecognized arguments: --fully" in stderr, stderr
+    for command in ("status", "history", "promote", "pause"):
+        code, stderr = refused(kube, namespace, command, "nowhere")
+        assert code == 1 and '"nowhere" not found' in stderr, (command, stderr)
+
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
+    for command, why in (
+        ("promote", "has no rollout under way"),
+        ("abort", "has no rollout under way"),
+        ("retry", "has no rolled back or aborted rollout to retry"),
+    ):
+        code, stderr = refused(kube, namespace, command, "cancer")
+        assert code == 1 and f"{namespace}/cancer {why}" in stderr, (command, stderr)
+    assert "cancer: no finished rollouts yet" in plugin(kube, namespace, "history", "cancer")
+    address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
+
+    with Load(address) as load:
+        kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
+        wait_for("rollout 1 at step 1", lambda: at_step(kube, namespace, 1, 0), timeout=240)
+        shown = plugin(kube, namespace, "status", "cancer")
+        assert "canary  version 2 (rollout 1), step 1 of 2 [10, 50]: weight 10% requested, 33% achieved" in shown
+        assert "stable  version 1, 2/2 ready" in shown and "checks:" in shown, shown
+        assert "signature       Successful" in shown, shown
+        code, stderr = refused(kube, namespace, "retry", "cancer")
+        assert code == 1 and "has a rollout under way" in stderr, stderr
+        as_json = json.loads(plugin(kube, namespace, "status", "cancer", "--json"))
+        assert (as_json["canary"]["step"], as_json["canary"]["requestedWeight"], as_json["phase"]) == (
+            0,
+            10,
+            "Progressing",
+        )
+        assert as_json["stable"]["version"] == "1"
+
+        watch = Watch(kube, namespace)
+        try:
+            wait_for("the watch's first block", lambda: "step 1 of 2" in watch.blocks()[0], timeout=30)
+            assert plugin(kube, namespace, "pause", "cancer").strip() == f"{namespace}/cancer: pause requested"
+            wait_for("paused", lambda: ready_reason(kube, namespace) == "CanaryPaused", timeout=30)
+            shown = plugin(kube, namespace, "status", "cancer")
+            assert "paused: steps wait until `kubectl modeldeploy resume`" in shown, shown
+
+            # A promote while paused moves one step; the next step is held in turn.
+            plugin(kube, namespace, "promote", "cancer")
+            wait_for("rollout 1 at step 2", lambda: at_step(kube, namespace, 1, 1), timeout=180)
+            wait_for("step 2 paused", lambda: ready_reason(kube, namespace) == "CanaryPaused", timeout=30)
+            time.sleep(5)
+            assert status(kube, namespace)["canary"]["step"] == 1, "one promote, one step"
+            wait_for(
+                "the watch printing step 2",
+                lambda: any("step 2 of 2" in block for block in watch.blocks()[1:]),
+                timeout=30,
+            )
+            assert "50% requested, 50% achieved" in watch.blocks()[-1], watch.blocks()[-1]
+        finally:
+            exited = watch.stop()
+        assert exited is None, f"the watch exited by itself with {exited}: {watch.lines[-5:]}"
+
+        plugin(kube, namespace, "resume", "cancer")
+        wait_for("resumed", lambda: ready_reason(kube, namespace) == "CanaryProgressing", timeout=30)
+        annotations = get(kube, namespace, "mdep", "cancer")["metadata"].get("annotations") or {}
+        assert "modeldeploy.dev/paused" not in annotations
+        assert status(kube, namespace)["canary"]["step"] == 1, "resumed: the step's interval still runs"
+
+        plugin(kube, namespace, "abort", "cancer")
+        wait_for("rollout 1 aborted", lambda: "canary" not in status(kube, namespace), timeout=60)
+        aborted = status(kube, namespace)
+        assert (aborted["history"][0]["outcome"], aborted["history"][0]["decidedBy"]) == ("Aborted", "user")
+        assert (aborted["history"][0]["revision"], aborted["history"][0]["version"]) == (1, "2")
+        assert (aborted["phase"], aborted["stable"]["version"], ready_reason(kube, namespace)) == (
+            "Degraded",
+            "1",
+            "Aborted",
+        )
+        wait_for("no canary endpoint", lambda: not canary_endpoints(kube, namespace), timeout=30)
+        wait_for(
+            "the canary Deployment gone",
+            lambda: [d["metadata"]["name"] for d in get(kube, namespace, "deployments")["items"]] == ["cancer-stable"],
+            timeout=60,
+        )
+        time.sleep(3)
+        assert load.failed() == 0, f"answers through the abort: {dict(load.answers)}"
+        assert status(kube, namespace).get("canary") is None, "an aborted spec stays held"
+
+        assert plugin(kube, namespace, "retry", "cancer").strip() == f"{namespace}/cancer: retry requested"
+        wait_for("rollout 2 at step 1", lambda: at_step(kube, namespace, 2, 0), timeout=240)
+        plugin(kube, namespace, "promote", "cancer")
+        wait_for("rollout 2 at step 2", lambda: at_step(kube, namespace, 2, 1), timeout=180)
+        out = plugin(kube, namespace, "promote", "cancer", "--full")
+        assert out.strip() == f"{namespace}/cancer: promote --full requested", out
+        wait_for("rollout 2 promoted", lambda: status(kube, namespace)["history"][0]["revision"] == 2, timeout=300)
+        kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
+        time.sleep(8)  # the canary's pods leave: requests keep being answered
+        assert load.failed() == 0, f"answers through the promotion: {dict(load.answers)}"
+        assert load.versions["1"] > 0 and load.versions["2"] > 0, dict(load.versions)
+
+    done = status(kube, namespace)
+    assert [(e["revision"], e["outcome"], e["decidedBy"]) for e in done["history"]] == [
+        (2, "Promoted", "user"),
+        (1, "Aborted", "user"),
+    ]
+    assert (done["phase"], done["stable"]["version"], done.get("canary")) == ("Ready", "2", None)
+    code, stderr = refused(kube, namespace, "promote", "cancer")
+    assert code == 1 and "has no rollout under way" in stderr, stderr
+
+    shown = kubectl_plugin(kube, namespace, "history", "cancer")
+    assert "2: version 2 Promoted by user" in shown and "1: version 2 Aborted by user" in shown, shown
+    assert "Serving: version 2 promoted by a user" in shown and "Aborted: aborted by a user" in shown, shown
+    shown = kubectl_plugin(kube, namespace, "status", "cancer")
+    assert "stable  version 2" in shown and "canary  none" in shown and "history (newest first):" in shown, shown
