@@ -99,7 +99,11 @@ class CanaryStatus(ResourceModel):
         str | None, Field(description="Since when the step's judgement has been Inconclusive.")
     ] = None
     promoting: Annotated[
-        bool, Field(description="Every step passed: the stable Deployment is being updated to the new version.")
+        bool,
+        Field(
+            description="Every step passed (or a user promoted): the stable Deployment is being updated to the new "
+            "version."
+        ),
     ] = False
     promoted_by: Annotated[
         Literal["analysis", "user"] | None,
