@@ -26,6 +26,7 @@ import pytest
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
+from e2e.manifests import cancer
 from e2e.operator_fixtures import OperatorLauncher, plugin, run_plugin, wait_for
 from e2e.test_modeldeployment import get
 
@@ -33,23 +34,7 @@ STEPS = [10, 50]
 
 
 def mdep(version: str, sha256: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{images.MODELS_DIR}/breast-cancer-v{version}.onnx",
-                    "version": version,
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": {"steps": STEPS, "interval": "10m", "progressDeadline": "15m"},
-            },
-        }
-    )
+    return cancer(version, sha256, replicas=2, rollout={"steps": STEPS, "interval": "10m", "progressDeadline": "15m"})
 
 
 def status(kube: Cluster, namespace: str) -> dict[str, Any]:
