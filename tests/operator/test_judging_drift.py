@@ -62,9 +62,16 @@ def test_unshifted_traffic_is_no_drift_and_a_unit_error_is_drifted_naming_the_fe
     area = 3  # "mean area": its values ten times as large, as if sent in the wrong unit
     shifted[:, area] *= 10
     traffic(stable, shifted)
-    moved = asyncio.run(evaluate(1_120.0))
+    half = asyncio.run(evaluate(1_120.0))  # the window since the first read: 300 rows of each
+    assert half is not None and half.samples == 600
+    assert half.features[0].name == "mean area" and half.features[0].drifted, half
+    judge.forget_drift(KEY)  # a window of shifted rows only (readings are timed by the wall clock)
+    assert asyncio.run(evaluate(1_130.0)) is None
+    traffic(stable, shifted)
+    moved = asyncio.run(evaluate(1_190.0))
     assert moved is not None and moved.verdict == "Drifted", moved
     assert moved.features[0].name == "mean area" and moved.features[0].drifted
+    assert moved.prediction is not None and moved.prediction.drifted, "one feature of 30 moves the predictions"
     assert "drifted: mean area" in moved.message
 
 
