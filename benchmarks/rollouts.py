@@ -123,14 +123,17 @@ def promotion(kube: Cluster, watcher: Watcher, load: Load, digest: dict[str, str
 
 
 def _newest(watcher: Watcher, version: str, outcome: str, after: int = 0) -> Obj | None:
+    """The newest history entry if it is newer than revision `after` and as expected
+    (history keeps 10 entries: its length stops growing, its revisions do not)."""
     history = watcher.status().get("history") or []
-    if len(history) > after and history[0].get("version") == version and history[0].get("outcome") == outcome:
-        return dict(history[0])
+    newest = history[0] if history else {}
+    if newest.get("revision", 0) > after and newest.get("version") == version and newest.get("outcome") == outcome:
+        return dict(newest)
     return None
 
 
 def rollback(kube: Cluster, watcher: Watcher, round_: int, digest: dict[str, str], interval: str) -> Obj:
-    entries = len(watcher.status().get("history") or [])
+    entries = max((e.get("revision", 0) for e in watcher.status().get("history") or []), default=0)
     if round_ == 0:
         kube.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=mdep("3", digest["3"], interval))
     else:
