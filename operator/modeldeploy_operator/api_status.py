@@ -164,7 +164,8 @@ class HistoryEntry(ResourceModel):
     shadow: Annotated[
         bool | None,
         Field(
-            description="True when decided in the shadow step: the analysis is of mirrored requests; no user was served."
+            description="True when decided in the shadow step: the analysis is of mirrored requests; "
+            "no user was served by this version."
         ),
     ] = None
     started_at: Annotated[str, Field(description="When the rollout started.")]
