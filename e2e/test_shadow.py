@@ -22,11 +22,11 @@ import pytest
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
-from e2e.operator_fixtures import OperatorLauncher, wait_for
+from e2e.manifests import cancer
+from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
-from e2e.test_rollouts import history, plugin
+from e2e.test_rollouts import history
 
-IN_IMAGE = images.MODELS_DIR
 ROLLOUT = {
     "steps": [50],
     "interval": "20s",
@@ -37,23 +37,7 @@ ROLLOUT = {
 
 
 def mdep(version: str, sha256: str) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {
-                    "uri": f"file://{IN_IMAGE}/breast-cancer-v{version}.onnx",
-                    "version": version,
-                    "sha256": sha256,
-                },
-                "replicas": 2,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "rollout": ROLLOUT,
-            },
-        }
-    )
+    return cancer(version, sha256, replicas=2, rollout=ROLLOUT)
 
 
 def counted(page: str, name: str) -> float:
