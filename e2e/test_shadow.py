@@ -66,6 +66,23 @@ def canary_counts(kube: Cluster, namespace: str, version: str) -> tuple[float, f
     return (live, mirrored) if found else None
 
 
+def canary_view(kube: Cluster, namespace: str) -> str:
+    """What the canary pods say of the copies they answered, by outcome, and the end of their
+    logs: where a Failed shadow check's refusals came from, for the assertion's message."""
+    said = []
+    for pod in get(kube, namespace, "pods", "-l", "modeldeploy.dev/track=canary")["items"]:
+        name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
+        try:
+            with urllib.request.urlopen(f"http://{ip}:8080/metrics", timeout=3) as response:
+                page = response.read().decode()
+            mirrored = re.findall(r"^modeldeploy_mirrored_requests_total\{([^}]*)\} (\S+)$", page, re.MULTILINE)
+        except OSError as error:
+            mirrored = [("unreadable", str(error))]
+        logs = kube.kubectl("-n", namespace, "logs", name, "-c", "server", "--tail=15", check=False)
+        said.append(f"{name}: {mirrored}\n{logs}")
+    return "\n".join(said)
+
+
 def canary(kube: Cluster, namespace: str) -> dict[str, Any]:
     found: dict[str, Any] = get(kube, namespace, "mdep", "cancer")["status"].get("canary") or {}
     return found
@@ -121,12 +138,17 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
         time.sleep(3)
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
         wait_for("the shadow step", lambda: canary(kube, namespace).get("shadow"), timeout=240)
-        wait_for(
-            "version 2 through the shadow step",
-            lambda: canary(kube, namespace).get("requestedWeight") == 50,
-            timeout=240,
-            every=1.0,
-        )
+        views: list[str] = []
+
+        def through() -> bool:
+            latest = canary(kube, namespace)
+            if latest.get("shadow") and latest.get("stepStartedAt"):
+                views[:] = [canary_view(kube, namespace)]
+            rolled_back = (history(kube, namespace) or [{}])[0].get("version") == "2"
+            assert not rolled_back, f"{history(kube, namespace)[0]['message']}\n{views[-1] if views else ''}"
+            return latest.get("requestedWeight") == 50
+
+        wait_for("version 2 through the shadow step", through, timeout=240, every=2.0)
         passed = {c["check"]: c for c in canary(kube, namespace)["analysis"]}
         assert passed["agreement"]["result"] == "Successful" and passed["agreement"]["value"] >= 0.9, passed
         wait_for(
