@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from modeldeploy_operator import reasons
 from modeldeploy_operator.api_status import Check, ModelDeploymentStatus
 from modeldeploy_operator.plans import Plan, iso
@@ -163,3 +165,32 @@ def test_without_shadow_the_first_step_follows_the_gates_as_before() -> None:
     assert gate.canary_traffic and not gate.mirror and gate.canary is not None and not gate.canary.shadow
     assert world.step().step_started
     assert world.wait(60, verdict=GOOD).canary is not None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["agrees", "disagrees", "too_few", "not_mirroring"]), st.integers(min_value=1, max_value=90)
+        ),
+        max_size=12,
+    )
+)
+def test_no_live_traffic_before_a_successful_shadow_judgement(moves: list[tuple[str, int]]) -> None:
+    """Whatever the shadow's answers, the canary takes live traffic only right after a
+    Successful judgement, and a Failed one ends the rollout with it never having served."""
+    world = shadowed()
+    world.step()
+    world.step()
+    verdicts = {"agrees": AGREES, "disagrees": DISAGREES, "too_few": TOO_FEW, "not_mirroring": TOO_FEW}
+    for kind, seconds in moves:
+        before = world.status.canary
+        mirroring = NOT_YET if kind == "not_mirroring" else MIRRORING
+        result = world.wait(seconds, verdict=verdicts[kind], mirroring=mirroring)
+        if result.canary_traffic:
+            assert before is not None and before.shadow, "live traffic only leaves the shadow step"
+            assert kind == "agrees" and result.canary is not None and result.canary.analysis == AGREES
+            break
+        if result.state == "held":
+            assert all(not p.canary_traffic for p in world.plans)
+            break
