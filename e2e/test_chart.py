@@ -207,6 +207,7 @@ def test_operator_installed_by_the_chart_serves_a_model(
     assert can("get", "secrets")  # only a drift webhook's signing key, by name
     assert can("create", "jobs") and can("watch", "jobs") and can("create", "configmaps")  # retraining
     assert not can("delete", "jobs") and not can("update", "configmaps")
+    assert can("patch", "configmaps") and can("delete", "configmaps")  # the shadow config (spec.rollout.shadow)
     assert not can("patch", "deployments", where="default")  # only the namespaces it watches
     assert can("update", "leases/modeldeploy-operator-leader", system)
     assert not can("create", "leases", system) and not can("update", "leases/other", system)

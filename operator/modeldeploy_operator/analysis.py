@@ -16,6 +16,14 @@ samples it was computed from:
 
 Fewer than minRequests canary requests, or a window that misses a pod's counts, makes
 every check Inconclusive: the step waits, it never passes on too little data.
+
+The shadow step (judge_shadow) is judged on what the stable pods counted of their copies
+to the canary: errorRate and latencyP99 of the mirrored calls, agreement (the share of rows
+on which both versions predicted the same label, minAgreement) and outputDelta (the 95th
+percentile of |stable - canary| per row for scores and regression outputs,
+maxOutputDeltaP95, reported only without it). A check with nothing of its kind to compare
+(agreement for a regression model) is Successful with no value and says so; with nothing
+compared at all it is Inconclusive.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any
 from modeldeploy_operator import stats
 from modeldeploy_operator.api import Analysis
 from modeldeploy_operator.api_status import Check
+from modeldeploy_operator.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.windows import Bins, TrackWindow, Window
 
 OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"
@@ -198,3 +207,103 @@ def signature(stable: dict[str, Any], canary: dict[str, Any]) -> Check:
         return _check("signature", "Failed", None, None, 0, "signature differs from stable: " + "; ".join(differences))
     inputs, outputs = len(_tensors(canary, "inputs")), len(_tensors(canary, "outputs"))
     return _check("signature", "Successful", None, None, 0, f"{inputs} inputs and {outputs} outputs match stable")
+
+
+def judge_shadow(window: Window, limits: Analysis, version: str, minimum: int) -> list[Check]:
+    """The shadow step's checks: the canary's answers to mirrored copies against stable's
+    own answers to the same requests, as the stable pods counted them over the window.
+
+    errorRate and latencyP99 are of the mirrored calls; agreement (labels) and outputDelta
+    (scores and regression outputs) are paired: the same rows answered by both versions.
+    Fewer than `minimum` copies sent to the canary makes every check Inconclusive."""
+    stable = window.tracks.get("stable")
+    shadow = shadow_window(stable, version) if stable is not None else None
+    samples = shadow.sent if shadow is not None else 0
+    why = None
+    if window.partial:
+        why = "telemetry missing from " + ", ".join(f"{pod} ({e})" for pod, e in sorted(window.errors.items()))
+    elif shadow is None:
+        why = "no telemetry from the stable pods"
+    elif samples < minimum:
+        dropped = f" ({shadow.dropped} dropped: the mirroring queue was full)" if shadow.dropped else ""
+        why = f"{samples} mirrored requests in {window.seconds:.0f}s{dropped}, fewer than minRequests {minimum}"
+    if why is not None:
+        limited = {
+            "errorRate": limits.max_error_rate,
+            "latencyP99": limits.max_latency_p99_ms,
+            "agreement": limits.min_agreement,
+            "outputDelta": limits.max_output_delta_p95,
+        }
+        return [_check(name, "Inconclusive", None, limit, samples, why) for name, limit in limited.items()]
+    assert shadow is not None
+    return [
+        mirrored_errors(shadow, limits.max_error_rate),
+        mirrored_latency(shadow, limits.max_latency_p99_ms),
+        agreement(shadow, limits.min_agreement),
+        output_delta(shadow, limits.max_output_delta_p95),
+    ]
+
+
+def mirrored_errors(shadow: ShadowWindow, limit: float) -> Check:
+    sent, failed = shadow.sent, shadow.failed
+    value = _rounded(failed / sent)
+    parts = ", ".join(f"{o} {shadow.outcomes.get(o, 0)}" for o in FAILED_OUTCOMES if shadow.outcomes.get(o, 0))
+    message = f"{value:.2%} of {sent} mirrored requests failed on the canary{f' ({parts})' if parts else ''}"
+    message += f"; limit {limit:.2%}"
+    return _check("errorRate", "Failed" if value > limit else "Successful", value, limit, sent, message)
+
+
+def mirrored_latency(shadow: ShadowWindow, limit_ms: float) -> Check:
+    seconds = _quantile(shadow.duration, 0.99)
+    samples = shadow.duration.total
+    if seconds is None:
+        return _check("latencyP99", "Inconclusive", None, limit_ms, samples, "no mirrored answer was timed")
+    value = _rounded(seconds * 1000)
+    message = f"p99 {value:g} ms over {samples} mirrored requests answered by the canary; limit {limit_ms:g} ms"
+    return _check("latencyP99", "Failed" if value > limit_ms else "Successful", value, limit_ms, samples, message)
+
+
+def agreement(shadow: ShadowWindow, limit: float) -> Check:
+    """The share of compared rows on which the canary predicted stable's label (the worst
+    label output when there are several), with the largest disagreements named."""
+    outputs = sorted(output for output, rows in shadow.compared.items() if rows)
+    if not outputs:
+        if shadow.deltas:  # a model without a label output: outputDelta judges it
+            message = "no label output to compare (scores and values are judged by outputDelta)"
+            return _check("agreement", "Successful", None, limit, 0, message)
+        return _check("agreement", "Inconclusive", None, limit, 0, "no mirrored answer was compared")
+    rates = {output: shadow.agreed.get(output, 0) / shadow.compared[output] for output in outputs}
+    worst = min(outputs, key=lambda output: rates[output])
+    rows = shadow.compared[worst]
+    value = _rounded(rates[worst])
+    cells = sorted(
+        ((count, stable, canary) for (output, stable, canary), count in shadow.confusion.items()),
+        reverse=True,
+    )
+    off = [f"{stable}->{canary} {count}" for count, stable, canary in cells if stable != canary][:3]
+    message = f"canary agreed with stable on {value:.2%} of {rows} rows of {worst}; limit {limit:.2%}"
+    if off:
+        message += f" (stable->canary: {', '.join(off)})"
+    return _check("agreement", "Failed" if value < limit else "Successful", value, limit, rows, message)
+
+
+def output_delta(shadow: ShadowWindow, limit: float | None) -> Check:
+    """The 95th percentile of |stable - canary| per row, of the output (or class column)
+    where it is largest; gates only with maxOutputDeltaP95."""
+    found: list[tuple[float, int, str]] = []
+    for (output, column), bins in sorted(shadow.deltas.items()):
+        p95 = _quantile(bins, 0.95) if bins.total else None
+        if p95 is not None:
+            found.append((p95, bins.total, output + (f"[{column}]" if column else "")))
+    if not found:
+        if any(shadow.compared.values()):  # labels only: agreement judges it
+            message = "no score or regression output to compare (labels are judged by agreement)"
+            return _check("outputDelta", "Successful", None, limit, 0, message)
+        result = "Inconclusive" if limit is not None else "Successful"
+        return _check("outputDelta", result, None, limit, 0, "no mirrored score or value was compared")
+    p95, rows, name = max(found)
+    value = _rounded(p95)
+    message = f"p95 |stable - canary| {value:g} on {name} over {rows} rows"
+    message += f"; limit {limit:g}" if limit is not None else " (reported only: no maxOutputDeltaP95)"
+    failed = limit is not None and value > limit
+    return _check("outputDelta", "Failed" if failed else "Successful", value, limit, rows, message)

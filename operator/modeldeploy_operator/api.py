@@ -179,6 +179,26 @@ class Analysis(ResourceModel):
             "without it the cost is reported but never fails a step.",
         ),
     ] = None
+    min_agreement: Annotated[
+        float,
+        Field(
+            default=0.9,
+            ge=0,
+            le=1,
+            description="Shadow step: lowest share of mirrored rows on which the canary predicts the same label "
+            "as stable (models with a label output).",
+        ),
+    ] = 0.9
+    max_output_delta_p95: Annotated[
+        float | None,
+        Field(
+            default=None,
+            ge=0,
+            description="Shadow step: highest 95th percentile of |stable - canary| per mirrored row, for scores "
+            "and regression outputs, in the output's units; without it the difference is reported but never "
+            "fails the shadow step.",
+        ),
+    ] = None
     dry_run: Annotated[
         bool,
         Field(
@@ -223,6 +243,34 @@ class Webhook(ResourceModel):
     ] = "5s"
 
 
+class Shadow(ResourceModel):
+    """A shadow step before the first live step: the canary answers a copy of live requests,
+    compared with stable's answers on the same inputs, and takes no live traffic."""
+
+    fraction: Annotated[
+        float,
+        Field(default=1.0, gt=0, le=1, description="Share of stable's answered requests mirrored to the canary."),
+    ] = 1.0
+    duration: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=DURATION_PATTERN,
+            description="How long the canary is mirrored to before the shadow step is judged; default "
+            "spec.rollout.interval.",
+        ),
+    ] = None
+    min_requests: Annotated[
+        int | None,
+        Field(
+            default=None,
+            ge=1,
+            description="Mirrored requests needed before the shadow step is judged; default "
+            "spec.rollout.analysis.minRequests.",
+        ),
+    ] = None
+
+
 class Rollout(ResourceModel):
     """How a new model version goes out: canary steps, judged on live telemetry."""
 
@@ -261,6 +309,15 @@ class Rollout(ResourceModel):
         max_length=10,
         description="Webhooks: a preRollout gate, and notifications when a rollout is promoted or rolled back.",
     )
+    shadow: Annotated[
+        Shadow | None,
+        Field(
+            default=None,
+            description="A shadow step before the first live step (`shadow: {}` for the defaults); off unless given. "
+            "Do not mirror a model with side effects: every mirrored request is answered twice.",
+            json_schema_extra={"x-modeldeploy-off-unless-given": True},
+        ),
+    ] = None
     manual_promotion: Annotated[
         bool,
         Field(

@@ -54,14 +54,22 @@ class TrackStatus(ResourceModel):
     ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
 
 
-CheckName = Literal["signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost"]
+CheckName = Literal[
+    "signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost", "agreement", "outputDelta"
+]
 CheckResult = Literal["Successful", "Failed", "Inconclusive"]
 
 
 class Check(ResourceModel):
     """One check of a canary step, with the evidence it was decided on."""
 
-    check: Annotated[CheckName, Field(description="signature, errorRate, latencyP99, predictionShift or cost.")]
+    check: Annotated[
+        CheckName,
+        Field(
+            description="signature, webhook, errorRate, latencyP99, predictionShift or cost; in the shadow step "
+            "errorRate, latencyP99 (of the mirrored calls), agreement and outputDelta."
+        ),
+    ]
     result: Annotated[
         CheckResult,
         Field(description="Successful, Failed, or Inconclusive (too little data: the step waits)."),
@@ -70,7 +78,12 @@ class Check(ResourceModel):
     limit: Annotated[float | None, Field(description="The limit from spec.rollout.analysis; absent without one.")] = (
         None
     )
-    samples: Annotated[int, Field(description="Canary requests (or rows) the value was computed from.")] = 0
+    samples: Annotated[
+        int,
+        Field(
+            description="Canary requests (mirrored requests in the shadow step, or rows) the value was computed from."
+        ),
+    ] = 0
     message: Annotated[str, Field(description="The value, limit and samples in words, or why it is Inconclusive.")] = ""
 
 
@@ -96,7 +109,18 @@ class CanaryStatus(ResourceModel):
         str | None, Field(description="When the current step's weight was verified and its interval began.")
     ] = None
     inconclusive_since: Annotated[
-        str | None, Field(description="Since when the step's judgement has been Inconclusive.")
+        str | None,
+        Field(
+            description="Since when the step's judgement has been Inconclusive (in the shadow step also: since "
+            "when it has waited for the stable pods to mirror)."
+        ),
+    ] = None
+    shadow: Annotated[
+        bool | None,
+        Field(
+            description="True in the shadow step: the canary answers copies of live requests mirrored by the stable "
+            "pods and takes no live traffic (requestedWeight 0); analysis compares the two answers."
+        ),
     ] = None
     promoting: Annotated[
         bool,
@@ -137,6 +161,13 @@ class HistoryEntry(ResourceModel):
         ),
     ]
     analysis: Annotated[list[Check], Field(default_factory=list, description="The last judgement before the decision.")]
+    shadow: Annotated[
+        bool | None,
+        Field(
+            description="True when decided in the shadow step: the analysis is of mirrored requests; "
+            "no user was served by this version."
+        ),
+    ] = None
     started_at: Annotated[str, Field(description="When the rollout started.")]
     finished_at: Annotated[str, Field(description="When it was decided.")]
 

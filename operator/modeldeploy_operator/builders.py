@@ -4,6 +4,12 @@ Pure functions, one per kind of object, tested with plain data. What they return
 whole truth about what the operator wants; the apply step compares it with the cluster and
 writes only what differs.
 
+The stable pods also mount the shadow config (an optional ConfigMap, empty or absent unless
+a shadow step mirrors to the canary): the server re-reads it, so a shadow starts and stops
+without restarting stable pods. The mount is in every stable pod template; it is not part
+of what the pods serve (the spec hash), so adding it restarts stable pods once (a rolling
+update) and never starts a rollout.
+
 The serving pod: an init container runs `modeldeploy fetch` (verifying the digest) into an
 emptyDir; the server reads it from there and answers the protocol over REST (port `http`)
 and gRPC (port `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`).
@@ -48,6 +54,10 @@ FETCH_CONTAINER = "fetch-model"
 POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # as modeldeploy_serving.server reads them
 NAMESPACE_ENV = "MODELDEPLOY_NAMESPACE"
 SERVER_CONTAINER = "server"
+SHADOW_TRACK = "shadow"  # the track label of the shadow config and the canary's shadow Service
+SHADOW_DIR = "/etc/modeldeploy/shadow"
+SHADOW_FILE = "shadow.json"  # the ConfigMap's key, the file the stable server re-reads
+SHADOW_VOLUME = "shadow-config"
 
 
 SERVING_FIELDS = ("model", "serving", "resources")
@@ -201,6 +211,13 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
     }
     if spec.capture is not None:
         _add_capture(server, spec.capture)
+    volumes = list(volumes)
+    if track == "stable":
+        # Every stable pod reads the shadow config from an optional ConfigMap: starting or
+        # stopping a shadow step rewrites the ConfigMap, never the pod template.
+        server["args"] += ["--shadow-config", f"{SHADOW_DIR}/{SHADOW_FILE}"]
+        server["volumeMounts"].append({"name": SHADOW_VOLUME, "mountPath": SHADOW_DIR, "readOnly": True})
+        volumes.append({"name": SHADOW_VOLUME, "configMap": {"name": shadow_name(name), "optional": True}})
     pod_spec: Obj = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -349,19 +366,85 @@ def build_service(meta: Obj, spec: ModelDeploymentSpec, track: str | None = None
     }
 
 
+def shadow_name(name: str) -> str:
+    """The shadow config ConfigMap's name, and the canary's shadow Service's."""
+    return f"{name}-{SHADOW_TRACK}"
+
+
+def shadow_target(meta: Obj, settings: Settings) -> str:
+    """Where the stable pods send their copies: the canary's shadow Service."""
+    return f"http://{shadow_name(meta['name'])}.{meta['namespace']}.svc.{settings.cluster_domain}:{SERVICE_PORT}"
+
+
+def build_shadow_config_map(meta: Obj, spec: ModelDeploymentSpec, config: str) -> Obj:
+    """The shadow config the stable pods re-read (modeldeploy_serving.shadow.config_text);
+    empty: mirroring off. Kept while spec.rollout.shadow is set, emptied between shadows."""
+    name = meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": shadow_name(name),
+            "namespace": meta["namespace"],
+            "labels": _shadow_labels(name, spec),
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "data": {SHADOW_FILE: config},
+    }
+
+
+def _shadow_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "modeldeploy-server",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/instance": name,
+        NAME_LABEL: name,
+        TRACK_LABEL: SHADOW_TRACK,
+        **owner_labels(spec),
+    }
+
+
+def build_shadow_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
+    """`NAME-shadow`: the canary pods for the stable pods' copies during the shadow step.
+
+    The canary pods are not Ready then (their readiness gate stays closed, so the model's
+    Service and any HTTPRoute backend leave them out); this Service publishes them anyway
+    (publishNotReadyAddresses), and only the stable pods' mirroring is told its name."""
+    name = meta["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": shadow_name(name),
+            "namespace": meta["namespace"],
+            "labels": _shadow_labels(name, spec),
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(name, "canary"),
+            "publishNotReadyAddresses": True,
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
 def build_children(
     meta: Obj,
     spec: ModelDeploymentSpec,
     settings: Settings,
     stable: ModelDeploymentSpec | None = None,
     canary_replicas: int = 0,
+    shadow_config: str = "",
 ) -> list[Obj]:
     """Every object a ModelDeployment wants, in the order they are applied.
 
     `stable` is what the stable Deployment keeps serving during a rollout (default: the
     spec); with `canary_replicas`, a canary Deployment of the spec. The Service comes first,
     so pods have a name as soon as they are ready; per-track Services only when an
-    HTTPRoute splits traffic by weight between them.
+    HTTPRoute splits traffic by weight between them. With spec.rollout.shadow, the shadow
+    config ConfigMap (`shadow_config`, empty while nothing is mirrored) and, while the stable
+    pods mirror to the canary, the canary's shadow Service.
     """
     wanted = [build_service(meta, spec)]
     if spec.rollout.traffic.http_route is not None:
@@ -373,6 +456,10 @@ def build_children(
     wanted.append(build_deployment(meta, stable_spec, settings, "stable"))
     if canary_replicas:
         wanted.append(build_deployment(meta, spec, settings, "canary", canary_replicas))
+    if spec.rollout.shadow is not None or shadow_config:
+        wanted.insert(0, build_shadow_config_map(meta, spec, shadow_config))
+        if shadow_config and canary_replicas:
+            wanted.insert(1, build_shadow_service(meta, spec))
     return wanted
 
 

@@ -45,6 +45,9 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     return {key: _resolve(value, defs) for key, value in node.items() if key != "$defs"}
 
 
+OFF_UNLESS_GIVEN = "x-modeldeploy-off-unless-given"  # an optional object left without a default
+
+
 def _structural(node: Any) -> Any:
     """OpenAPI v3 spelling, no titles, and a default on optional objects so nested defaults apply."""
     if isinstance(node, list):
@@ -64,6 +67,8 @@ def _structural(node: Any) -> Any:
     if out.get("type") == "object" and "properties" in out:
         required = set(out.get("required", []))
         for name, prop in out["properties"].items():
+            if prop.pop(OFF_UNLESS_GIVEN, False):
+                continue  # its presence turns something on (spec.rollout.shadow): no default
             if (
                 prop.get("type") == "object"
                 and "default" not in prop

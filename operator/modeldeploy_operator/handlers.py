@@ -22,7 +22,14 @@ import kopf
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api import GROUP, PLURAL, VERSION
-from modeldeploy_operator.builders import DIGEST_ANNOTATION, MANAGED_BY, NAME_LABEL, URI_ANNOTATION
+from modeldeploy_operator.builders import (
+    DIGEST_ANNOTATION,
+    MANAGED_BY,
+    NAME_LABEL,
+    SHADOW_TRACK,
+    TRACK_LABEL,
+    URI_ANNOTATION,
+)
 from modeldeploy_operator.health import start_health_server
 from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.kube import Kube
@@ -35,7 +42,16 @@ from modeldeploy_operator.status import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
-INDEXES = ("model_deployments", "owned_deployments", "owned_services", "owned_pods", "owned_jobs", "route_users")
+INDEXES = (
+    "model_deployments",
+    "owned_deployments",
+    "owned_services",
+    "owned_pods",
+    "owned_jobs",
+    "owned_config_maps",
+    "route_users",
+)
+SHADOW_CONFIGS = {**OWNED, TRACK_LABEL: SHADOW_TRACK}  # not the retraining reports: they are never deleted
 ROUTE_INDEX = "http_routes"  # only when the route handlers are registered
 
 
@@ -94,6 +110,12 @@ def owned_jobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body
     """Retraining Jobs (spec.drift.retraining), for their outcome in status.drift.retraining:
     like a pod's, their name, labels and status are all a reconcile reads."""
     return {(namespace or "", labels.get(NAME_LABEL, "")): _slim_pod(body)}
+
+
+@kopf.index("v1", "configmaps", labels=SHADOW_CONFIGS)
+def owned_config_maps(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    """The shadow config each ModelDeployment with spec.rollout.shadow keeps (builders.py)."""
+    return {(namespace or "", labels.get(NAME_LABEL, "")): _slim(body)}
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -199,5 +221,6 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
         next(iter(_all(routes, (key[0], route))), None) if route and routes is not None else None,
         routes_watched=routes is not None,
         jobs=_all(indexes["owned_jobs"], key),
+        config_maps=_all(indexes["owned_config_maps"], key),
     )
     return await reconcile(body, children, memo.settings, memo.kube, memo.writes, memo.judge)

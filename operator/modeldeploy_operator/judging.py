@@ -1,10 +1,12 @@
 """Reading what a canary step and a drift evaluation are judged on.
 
-I/O and a little state, no decisions (analysis.py and drift.py decide). When the rollout
+I/O and a little state, no decisions (analysis.py, shadowing.py and drift.py decide). When the rollout
 plan asks for a signature check, one canary pod's and one stable pod's `GET /v2/models/NAME` are compared (analysis.py);
 when a step's interval begins, a reading of both tracks' pods is kept in memory as the
 window's start; when the step is due, a second reading closes the window and analysis.py
-judges it. A window's first reading lives only in memory: after an operator restart the
+judges it. In the shadow step only the stable pods are read: they count the copies they
+mirror and compare the answers (shadowing.py); whether they mirror yet is one read of them.
+A window's first reading lives only in memory: after an operator restart the
 step's window starts again (the plan says so in status), rather than being misread.
 
 Drift: every `spec.drift.interval` the stable pods are read; the readings of the last
@@ -27,7 +29,7 @@ import aiohttp
 import numpy as np
 from modeldeploy_serving.profile import Profile, ProfileError
 
-from modeldeploy_operator import analysis
+from modeldeploy_operator import analysis, shadowing
 from modeldeploy_operator.api import Analysis, Drift, parse_duration
 from modeldeploy_operator.api_status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
@@ -117,6 +119,21 @@ class Judge:
             return None
         end = await self.source.read(pods)
         return analysis.judge(window(start, end), limits)
+
+    async def mirroring(self, pods: list[Pod], version: str, fraction: float) -> shadowing.Mirroring:
+        """Whether the stable pods mirror to the canary's version yet (their shadow fraction gauge)."""
+        return shadowing.mirroring(await self.source.read(pods), version, fraction)
+
+    async def shadow_verdict(
+        self, key: Key, pods: list[Pod], limits: Analysis, version: str, minimum: int
+    ) -> list[Check] | None:
+        """The shadow step's checks over its window of the stable pods' counts; None when the
+        window's start was lost (restart)."""
+        start = self.starts.get(key)
+        if start is None:
+            return None
+        end = await self.source.read(pods)
+        return analysis.judge_shadow(window(start, end), limits, version, minimum)
 
     def forget(self, key: Key) -> None:
         """The rollout ended (or the resource is gone): drop its step window."""

@@ -79,6 +79,8 @@ class Kube:
             self.apps.patch_namespaced_deployment(meta["name"], meta["namespace"], desired, **options)
         elif desired["kind"] == "Service":
             self.core.patch_namespaced_service(meta["name"], meta["namespace"], desired, **options)
+        elif desired["kind"] == "ConfigMap":
+            self.core.patch_namespaced_config_map(meta["name"], meta["namespace"], desired, **options)
         elif desired["kind"] == ROUTE_KIND:
             # The user's route: its rules only, and only if unchanged since it was read (the
             # patch carries the resourceVersion; a stale one is refused with 409, retried).
@@ -125,13 +127,16 @@ class Kube:
         return await asyncio.to_thread(call)
 
     async def delete(self, obj: Obj) -> None:
-        """Delete a child no longer wanted (a finished canary, an unused per-track Service)."""
+        """Delete a child no longer wanted (a finished canary, an unused per-track Service, the
+        shadow config once spec.rollout.shadow is gone)."""
         meta = obj["metadata"]
         delete: Any
         if obj["kind"] == "Deployment":
             delete = self.apps.delete_namespaced_deployment
         elif obj["kind"] == "Service":
             delete = self.core.delete_namespaced_service
+        elif obj["kind"] == "ConfigMap":
+            delete = self.core.delete_namespaced_config_map
         else:
             raise ValueError(f"cannot delete a {obj['kind']}")
 

@@ -90,6 +90,8 @@ class Plan:
     requeue_after: float | None = None
     finished: HistoryEntry | None = None  # the rollout that ended in this call
     route_weight: int | None = None  # the canary weight to set on the HTTPRoute; None: no route
+    mirror: bool = False  # the stable pods mirror to the canary (the shadow config names it)
+    check_mirroring: bool = False  # call again with whether the stable pods mirror yet
 
 
 def iso(moment: float) -> str:

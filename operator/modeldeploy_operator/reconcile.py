@@ -1,8 +1,8 @@
 """One reconcile of one ModelDeployment: orchestration only.
 
 It reads as the steps it takes: observe (the watch caches, given as Children), plan the
-rollout (rollout.py; reading the signatures or the step's telemetry only when the plan asks
-for a judgement), build the desired objects (builders), diff and apply only what differs,
+rollout (rollout.py; reading the signatures, whether the stable pods mirror to a shadow, or the
+step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
 delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
 drift when due and respond to a new drift episode (retraining.py: the Job before the status
 that records it, the webhook after), decide the whole status (status), write it once when
@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kubernetes
+from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
 from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
@@ -28,6 +29,7 @@ from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,
     build_children,
+    shadow_target,
     spec_hash,
     with_serving,
 )
@@ -74,7 +76,9 @@ async def reconcile(
     if spec is not None:
         plan = await _plan(key, body, spec, children, judge)
         stable = spec if plan.stable == "target" else _stable_serving(spec, children)
-        wanted = build_children(meta, spec, settings, stable, plan.canary_replicas)
+        wanted = build_children(
+            meta, spec, settings, stable, plan.canary_replicas, _shadow_config(meta, spec, plan, settings)
+        )
         wanted += route_patches(meta, children.route, plan.route_weight)  # before any delete
         problem = await _apply(key, wanted, children, kube, writes)
         if problem is None and plan.canary_traffic:
@@ -131,14 +135,34 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
                 spec.rollout.webhooks, meta, target.version, result.canary.revision, owner=spec.owner
             )
             result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
+    shadow = spec.rollout.shadow
+    if result.check_mirroring and result.canary is not None and shadow is not None:
+        seen = await judge.mirroring(stable_pods, result.canary.version, shadow.fraction)
+        result = rollout.plan(spec, target, previous, observed, commands, now, mirroring=seen)
+    in_shadow = result.canary is not None and bool(result.canary.shadow)
     if result.judge:
-        verdict = await judge.verdict(key, stable_pods + canary_pods_now, spec.rollout.analysis)
+        analysis = spec.rollout.analysis
+        if in_shadow and result.canary is not None and shadow is not None:
+            minimum = shadow.min_requests or analysis.min_requests
+            verdict = await judge.shadow_verdict(key, stable_pods, analysis, result.canary.version, minimum)
+        else:
+            verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
         result = rollout.plan(
             spec, target, previous, observed, commands, now, verdict=verdict, window_lost=verdict is None
         )
     if result.step_started:
-        await judge.begin(key, stable_pods + canary_pods_now)
+        in_shadow = result.canary is not None and bool(result.canary.shadow)
+        await judge.begin(key, stable_pods if in_shadow else stable_pods + canary_pods_now)
     return result
+
+
+def _shadow_config(meta: Obj, spec: ModelDeploymentSpec, plan: Plan, settings: Settings) -> str:
+    """The shadow config file for the stable pods: the canary's shadow Service while the plan
+    mirrors to it, else empty (mirroring off)."""
+    shadow = spec.rollout.shadow
+    if not plan.mirror or plan.canary is None or shadow is None:
+        return ""
+    return config_text(shadow_target(meta, settings), shadow.fraction, plan.canary.version)
 
 
 async def _drift(

@@ -13,6 +13,9 @@ The life of a rollout:
              the Service by a readiness gate;
   gate       once a canary pod is up, its signature is compared with stable's; a mismatch,
              a fetch failure or a canary that never comes up rolls back before any request;
+  shadow     with `spec.rollout.shadow`, the stable pods mirror copies of live requests to
+             the canary, still out of the Service, and the two answers are compared on the
+             same inputs; a failure rolls back before any user was served (shadow_step.py);
   steps      each step's weight is verified (the canary pods are in the Service), held for
              the interval, then judged: Failed rolls back at once, Inconclusive waits (up to
              progressDeadline), Successful moves on;
@@ -34,30 +37,30 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import replace
-from typing import Literal
 
 from modeldeploy_operator import reasons
 from modeldeploy_operator.api import ModelDeploymentSpec, parse_duration
 from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
+from modeldeploy_operator.moves import canary_size as _canary_size
+from modeldeploy_operator.moves import changed as _with
+from modeldeploy_operator.moves import end as _end
+from modeldeploy_operator.moves import finish as _finish
+from modeldeploy_operator.moves import rolling as _rolling
+from modeldeploy_operator.moves import rollout_seconds
+from modeldeploy_operator.moves import steady as _steady
 from modeldeploy_operator.plans import (
-    HISTORY_LIMIT,
     WAIT_FOR_PODS,
     Commands,
-    Decider,
     Observed,
     Plan,
     Target,
     iso,
     seconds,
 )
-from modeldeploy_operator.reasons import Reason
-from modeldeploy_operator.traffic import (
-    achieved_weight,
-    canary_replicas,
-    canary_replicas_for_route,
-    route_note,
-    weight_note,
-)
+from modeldeploy_operator.shadow_step import begin as shadow_begin
+from modeldeploy_operator.shadow_step import shadow_step
+from modeldeploy_operator.shadowing import Mirroring
+from modeldeploy_operator.traffic import achieved_weight, route_note, weight_note
 
 
 def _instant(text: str) -> tuple[float, bool] | None:
@@ -93,52 +96,6 @@ def _newer(command: str, *than: str | None) -> bool:
     return True
 
 
-def _steady(history: list[HistoryEntry], finished: HistoryEntry | None = None) -> Plan:
-    return Plan("steady", "target", 0, False, None, history, finished=finished)
-
-
-def _finish(
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    outcome: Literal["Promoted", "RolledBack", "Aborted"],
-    reason: Reason,
-    message: str,
-    decided_by: Decider,
-    now: float,
-    analysis: list[Check] | None = None,
-) -> tuple[HistoryEntry, list[HistoryEntry]]:
-    entry = HistoryEntry(
-        revision=canary.revision,
-        version=canary.version,
-        uri=canary.uri,
-        sha256=canary.sha256,
-        spec_hash=canary.spec_hash,
-        outcome=outcome,
-        reason=reason.name,
-        message=message,
-        decided_by=decided_by,
-        analysis=analysis if analysis is not None else canary.analysis,
-        started_at=canary.started_at,
-        finished_at=iso(now),
-    )
-    return entry, [entry, *history][:HISTORY_LIMIT]
-
-
-def _end(
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    outcome: Literal["RolledBack", "Aborted"],
-    reason: Reason,
-    message: str,
-    decided_by: Decider,
-    now: float,
-    analysis: list[Check] | None = None,
-) -> Plan:
-    """Roll back: all traffic to stable at once, the canary removed, the spec held."""
-    entry, kept = _finish(canary, history, outcome, reason, message, decided_by, now, analysis)
-    return Plan("held", "keep", 0, False, None, kept, reason, message, finished=entry)
-
-
 def _start(
     spec: ModelDeploymentSpec, target: Target, history: list[HistoryEntry], commands: Commands, now: float
 ) -> Plan:
@@ -166,13 +123,6 @@ def _start(
         canary.message,
         requeue_after=WAIT_FOR_PODS,
     )
-
-
-def _canary_size(spec: ModelDeploymentSpec, weight: int) -> int:
-    """Canary pods for a weight: nearest by pod share, or, with an HTTPRoute, the capacity."""
-    if spec.rollout.traffic.http_route is not None:
-        return canary_replicas_for_route(spec.replicas, weight)
-    return canary_replicas(spec.replicas, weight)
 
 
 def _with_route(spec: ModelDeploymentSpec, result: Plan, observed: Observed) -> Plan:
@@ -204,12 +154,14 @@ def plan(
     verdict: list[Check] | None = None,
     window_lost: bool = False,
     gate: Check | None = None,
+    mirroring: Mirroring | None = None,
 ) -> Plan:
     """The next plan; see the module docstring for the life of a rollout.
 
-    `signature`, `verdict` and `gate` (the preRollout webhooks' answer) are given only when
-    the previous call asked for them (check_signature, judge, check_webhooks)."""
-    decided = _plan(spec, target, previous, observed, commands, now, signature, verdict, window_lost, gate)
+    `signature`, `verdict`, `gate` (the preRollout webhooks' answer) and `mirroring` (whether
+    the stable pods mirror to the canary yet) are given only when the previous call asked for
+    them (check_signature, judge, check_webhooks, check_mirroring)."""
+    decided = _plan(spec, target, previous, observed, commands, now, signature, verdict, window_lost, gate, mirroring)
     return _with_route(spec, decided, observed)
 
 
@@ -224,6 +176,7 @@ def _plan(
     verdict: list[Check] | None,
     window_lost: bool,
     gate: Check | None,
+    mirroring: Mirroring | None,
 ) -> Plan:
     history, canary = list(previous.history), previous.canary
     if observed.stable_hash is None:
@@ -245,12 +198,8 @@ def _plan(
         if held and last is not None:
             return Plan("held", "keep", 0, False, None, history, reasons.BY_NAME[last.reason], last.message)
         return _start(spec, target, history, commands, now)
-    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost, gate)
+    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost, gate, mirroring)
     return _with_history(decided, history)
-
-
-def _with(canary: CanaryStatus, **changes: object) -> CanaryStatus:
-    return canary.model_copy(update=changes)
 
 
 def _with_history(result: Plan, history: list[HistoryEntry]) -> Plan:
@@ -285,43 +234,6 @@ def _settled(
     return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, stable="target")
 
 
-def _rolling(
-    canary: CanaryStatus,
-    observed: Observed,
-    traffic: bool,
-    message: str,
-    spec: ModelDeploymentSpec,
-    requeue_after: float | None,
-    stable: Literal["target", "keep"] = "keep",
-    reason: Reason = reasons.CANARY_PROGRESSING,
-    check_signature: bool = False,
-    judge: bool = False,
-    step_started: bool = False,
-    check_webhooks: bool = False,
-) -> Plan:
-    if spec.rollout.traffic.http_route is not None:
-        actual = (observed.route_weight or 0) if traffic else 0
-    else:
-        actual = achieved_weight(observed.stable_ready, observed.canary_serving) if traffic else 0
-    updated = _with(canary, actual_weight=actual, message=message)
-    replicas = _canary_size(spec, spec.rollout.steps[canary.step])
-    return Plan(
-        "rolling",
-        stable,
-        replicas,
-        traffic,
-        updated,
-        [],
-        reason,
-        message,
-        check_signature=check_signature,
-        check_webhooks=check_webhooks,
-        judge=judge,
-        step_started=step_started,
-        requeue_after=requeue_after,
-    )
-
-
 def _decide(
     spec: ModelDeploymentSpec,
     canary: CanaryStatus,
@@ -333,6 +245,7 @@ def _decide(
     verdict: list[Check] | None,
     window_lost: bool,
     gate: Check | None = None,
+    mirroring: Mirroring | None = None,
 ) -> Plan:
     rollout = spec.rollout
     interval, deadline = parse_duration(rollout.interval), parse_duration(rollout.progress_deadline)
@@ -343,6 +256,11 @@ def _decide(
         return _end(canary, history, "RolledBack", reason, f"canary version {canary.version}: {why}", "startup", now)
     if canary.promoting:
         return _rolling(canary, observed, True, "promoting", spec, WAIT_FOR_PODS, stable="target")
+    if canary.shadow:
+        user_promote = _newer(commands.promote, canary.handled, canary.started_at)
+        return shadow_step(
+            spec, canary, history, observed, commands, now, verdict, window_lost, mirroring, user_promote
+        )
     if canary.requested_weight == 0:  # before any live traffic
         return _gate(spec, canary, history, observed, now, signature, deadline, gate)
     return _step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
@@ -394,6 +312,8 @@ def _gate(
                 )
             held = _with(canary, analysis=checks)
             return _rolling(held, observed, False, f"held: {gate.message}", spec, WAIT_FOR_PODS)
+    if spec.rollout.shadow is not None:
+        return shadow_begin(spec, canary, observed, checks, now)
     first = spec.rollout.steps[0]
     started = _with(canary, requested_weight=first, analysis=checks)
     message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
@@ -522,7 +442,3 @@ def _step(
         WAIT_FOR_PODS,
         stable="target",
     )
-
-
-def rollout_seconds(value: float) -> str:
-    return f"{max(value, 0):.0f}s"

@@ -60,6 +60,7 @@ class Children:
     route: Obj | None = None
     routes_watched: bool = True  # False: the operator may not read HTTPRoutes (RBAC)
     jobs: list[Obj] = field(default_factory=list)  # retraining Jobs (read for their outcome, never deleted)
+    config_maps: list[Obj] = field(default_factory=list)  # the shadow config (labelled track "shadow")
 
     def track(self, name: str) -> Track:
         return self.tracks.get(name) or Track()
@@ -73,6 +74,7 @@ class Children:
         route: Obj | None = None,
         routes_watched: bool = True,
         jobs: list[Obj] | None = None,
+        config_maps: list[Obj] | None = None,
     ) -> Children:
         """Sort a resource's objects into tracks by their track label."""
         tracks: dict[str, Track] = {}
@@ -81,12 +83,12 @@ class Children:
         for pod in pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
         services_by_track = {_track_of(service): service for service in services}
-        return cls(tracks, services_by_track, route, routes_watched, list(jobs or []))
+        return cls(tracks, services_by_track, route, routes_watched, list(jobs or []), list(config_maps or []))
 
     def objects(self) -> list[Obj]:
-        """Every Deployment and Service, for finding the ones no longer wanted."""
+        """Every Deployment, Service and shadow config, for finding the ones no longer wanted."""
         deployments = [t.deployment for t in self.tracks.values() if t.deployment is not None]
-        return [*deployments, *self.services.values()]
+        return [*deployments, *self.services.values(), *self.config_maps]
 
 
 def _track_of(obj: Obj) -> str:

@@ -46,10 +46,37 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     f"{t.PREDICTION_VALUE}_bucket": (t.PREDICTION_VALUE, (t.LABEL_OUTPUT, t.LABEL_CLASS, LE)),
     f"{t.PREDICTION_CLASS}_total": (t.PREDICTION_CLASS, (t.LABEL_OUTPUT, t.LABEL_CLASS)),
     f"{t.PROCESS_CPU}_total": (t.PROCESS_CPU, ()),
+    # What the stable pods counted of the copies they mirrored to a shadow (shadowing.py reads them).
+    f"{t.SHADOW_REQUESTS}_total": (t.SHADOW_REQUESTS, (t.LABEL_SHADOW_VERSION, t.LABEL_OUTCOME)),
+    f"{t.SHADOW_DURATION}_bucket": (t.SHADOW_DURATION, (t.LABEL_SHADOW_VERSION, LE)),
+    f"{t.SHADOW_LABELS_COMPARED}_total": (t.SHADOW_LABELS_COMPARED, (t.LABEL_SHADOW_VERSION, t.LABEL_OUTPUT)),
+    f"{t.SHADOW_LABELS_AGREED}_total": (t.SHADOW_LABELS_AGREED, (t.LABEL_SHADOW_VERSION, t.LABEL_OUTPUT)),
+    f"{t.SHADOW_CONFUSION}_total": (
+        t.SHADOW_CONFUSION,
+        (t.LABEL_SHADOW_VERSION, t.LABEL_OUTPUT, t.LABEL_STABLE_CLASS, t.LABEL_CANARY_CLASS),
+    ),
+    f"{t.SHADOW_OUTPUT_DELTA}_bucket": (
+        t.SHADOW_OUTPUT_DELTA,
+        (t.LABEL_SHADOW_VERSION, t.LABEL_OUTPUT, t.LABEL_CLASS, LE),
+    ),
+}
+SHADOW_FAMILIES = frozenset(
+    (
+        t.SHADOW_REQUESTS,
+        t.SHADOW_DURATION,
+        t.SHADOW_LABELS_COMPARED,
+        t.SHADOW_LABELS_AGREED,
+        t.SHADOW_CONFUSION,
+        t.SHADOW_OUTPUT_DELTA,
+    )
+)
+# Gauges: read as they are at a read, never subtracted. shadow_version -> the share mirrored now.
+GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
+    t.SHADOW_FRACTION: (t.SHADOW_FRACTION, (t.LABEL_SHADOW_VERSION,)),
 }
 STARTED = f"{t.REQUESTS}_created"  # when the pod's counters started: changes on a restart
 # Every sample name a read needs, for a source that selects series by name.
-SAMPLE_NAMES: tuple[str, ...] = (*FAMILIES, STARTED, t.MODEL_INFO)
+SAMPLE_NAMES: tuple[str, ...] = (*FAMILIES, *GAUGES, STARTED, t.MODEL_INFO)
 _WANTED = frozenset(SAMPLE_NAMES)
 
 _LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
@@ -85,6 +112,7 @@ class PodCounters:
     sha256: str
     started: float | None  # the pod's counter start time (seconds since the epoch)
     values: Mapping[Series, float]
+    gauges: Mapping[Series, float] = field(default_factory=dict)  # GAUGES, as they were at the read
 
 
 @dataclass(frozen=True)
@@ -134,6 +162,7 @@ class TrackWindow:
     predictions: Mapping[tuple[str, str], Bins]  # (output, class; "" for a regression) -> bins
     classes: Mapping[str, Mapping[str, int]]  # output -> predicted class -> count
     mismatched: tuple[str, ...] = ()  # histograms left out: the track's pods bin them differently
+    shadow: Mapping[Series, int] = field(default_factory=dict)  # SHADOW_FAMILIES series summed over the pods
 
     @property
     def total_requests(self) -> int:
@@ -208,6 +237,7 @@ def parse_metrics(pod: str, text: str) -> PodCounters:
     first sample: a serving process exports one of each.
     """
     values: dict[Series, float] = {}
+    gauges: dict[Series, float] = {}
     base: tuple[str, str, str] | None = None
     sha256 = ""
     started: float | None = None
@@ -230,15 +260,19 @@ def parse_metrics(pod: str, text: str) -> PodCounters:
                 started = value
         elif name == t.MODEL_INFO:
             sha256 = get(t.LABEL_SHA256)
+        elif name in GAUGES:
+            family, keys = GAUGES[name]
+            gauges[(family, *map(get, keys))] = value
         else:
             family, keys = FAMILIES[name]
             values[(family, *map(get, keys))] = value
-    return _counters_of(pod, base, sha256, started, values)
+    return _counters_of(pod, base, sha256, started, values, gauges)
 
 
 def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, str], float]]) -> PodCounters:
     """One pod's samples (sample name, labels, value), however they were read, to its counters."""
     values: dict[Series, float] = {}
+    gauges: dict[Series, float] = {}
     base: tuple[str, str, str] | None = None
     sha256 = ""
     started: float | None = None
@@ -253,10 +287,13 @@ def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, st
                 started = value
         elif name == t.MODEL_INFO:
             sha256 = labels.get(t.LABEL_SHA256, "")
+        elif name in GAUGES:
+            family, keys = GAUGES[name]
+            gauges[(family, *(labels.get(key, "") for key in keys))] = value
         elif name in FAMILIES:
             family, keys = FAMILIES[name]
             values[(family, *(labels.get(key, "") for key in keys))] = value
-    return _counters_of(pod, base, sha256, started, values)
+    return _counters_of(pod, base, sha256, started, values, gauges)
 
 
 def _two_identities(pod: str, first: tuple[str, ...], other: tuple[str, ...]) -> str:
@@ -267,14 +304,19 @@ def _two_identities(pod: str, first: tuple[str, ...], other: tuple[str, ...]) ->
 
 
 def _counters_of(
-    pod: str, base: tuple[str, str, str] | None, sha256: str, started: float | None, values: dict[Series, float]
+    pod: str,
+    base: tuple[str, str, str] | None,
+    sha256: str,
+    started: float | None,
+    values: dict[Series, float],
+    gauges: dict[Series, float],
 ) -> PodCounters:
     if base is None or not any(series[0] == t.REQUESTS for series in values):
         raise TelemetryError(f"pod {pod}: no {t.REQUESTS}_total series; is it a modeldeploy serving pod?")
     if base[2] not in t.TRACKS:
         raise TelemetryError(f"pod {pod}: track label {base[2]!r} is not one of {', '.join(t.TRACKS)}")
     model, version, track = base
-    return PodCounters(pod, model, version, track, sha256, started, values)
+    return PodCounters(pod, model, version, track, sha256, started, values, gauges)
 
 
 def _restarted(before: PodCounters, now: PodCounters) -> bool:
@@ -414,7 +456,20 @@ def track_window(track: str, pods: Sequence[tuple[PodCounters, Mapping[Series, f
         predictions={(key[0], key[1]): bins for key, bins in predictions.items()},
         classes=classes,
         mismatched=tuple(mismatched + feature_mismatch + prediction_mismatch),
+        shadow=_shadow_sums(members),
     )
+
+
+def _shadow_sums(members: Members) -> dict[Series, int]:
+    """Every shadow series summed over the track's pods (a histogram's buckets too: the
+    server bins each output's differences on edges fixed by the model, the same on every
+    pod of one version)."""
+    sums: dict[Series, float] = {}
+    for pod in members:
+        for family in SHADOW_FAMILIES:
+            for series, value in pod.get(family, {}).items():
+                sums[series] = sums.get(series, 0.0) + value
+    return {series: round(value) for series, value in sums.items()}
 
 
 def _empty_latency() -> Bins:

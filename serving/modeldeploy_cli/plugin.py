@@ -70,7 +70,20 @@ def render_status(body: Obj) -> str:
     ]
     if (meta.get("annotations") or {}).get(ANNOTATIONS["paused"], "").lower() == "true":
         lines.append("  paused: steps wait until `kubectl modeldeploy resume`")
-    if canary:
+    if canary and canary.get("shadow"):
+        steps = (spec.get("rollout") or {}).get("steps") or []
+        fraction = ((spec.get("rollout") or {}).get("shadow") or {}).get("fraction", 1.0)
+        lines.append(
+            f"  canary  version {canary.get('version')} (rollout {canary.get('revision')}), shadow step before "
+            f"step 1 of {len(steps)} {steps}: no live traffic (weight 0%), stable mirrors {fraction:.0%} "
+            "of its requests to it"
+        )
+        lines.append(f"  {canary.get('message', '')}")
+        lines += _shadow_summary(canary.get("analysis") or [])
+        if canary.get("analysis"):
+            lines.append("  checks:")
+            lines += _checks(canary["analysis"], "    ")
+    elif canary:
         steps = (spec.get("rollout") or {}).get("steps") or []
         lines.append(
             f"  canary  version {canary.get('version')} (rollout {canary.get('revision')}), step "
@@ -104,6 +117,20 @@ def render_status(body: Obj) -> str:
     return "\n".join(lines)
 
 
+def _shadow_summary(checks: list[Obj]) -> list[str]:
+    """The shadow step's paired comparison in one line: agreement and output difference."""
+    found = {check.get("check"): check for check in checks}
+    agreement, delta = found.get("agreement") or {}, found.get("outputDelta") or {}
+    parts = []
+    if agreement.get("value") is not None:
+        parts.append(f"agreement with stable {agreement['value']:.2%} on {agreement.get('samples', 0)} rows")
+    if delta.get("value") is not None:
+        parts.append(f"p95 |stable - canary| {delta['value']:g} on {delta.get('samples', 0)} rows")
+    if not parts:
+        return []
+    return [f"  shadow  {', '.join(parts)} (the same requests answered by both versions)"]
+
+
 def _response(drift: Obj) -> list[str]:
     """The drift episode and its retraining Job, when there is one."""
     lines = []
@@ -121,7 +148,8 @@ def _response(drift: Obj) -> list[str]:
 def _history_line(entry: Obj) -> str:
     return (
         f"    {entry.get('revision')}: version {entry.get('version')} {entry.get('outcome')} "
-        f"by {entry.get('decidedBy')} at {entry.get('finishedAt')}: {entry.get('reason')}: {entry.get('message', '')}"
+        f"by {entry.get('decidedBy')}{' in the shadow step' if entry.get('shadow') else ''} at "
+        f"{entry.get('finishedAt')}: {entry.get('reason')}: {entry.get('message', '')}"
     )
 
 

@@ -214,6 +214,7 @@ def test_server_args_follow_the_spec() -> None:
         "--threads": "4",
         "--max-batch-size": "8",
         "--max-batch-delay-us": "250",
+        "--shadow-config": "/etc/modeldeploy/shadow/shadow.json",  # stable pods read it; empty: no mirroring
     }
 
 

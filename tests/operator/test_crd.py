@@ -117,6 +117,17 @@ def test_object_defaults_are_what_pydantic_fills_in(spec_schema: dict[str, Any])
             assert prop["default"] == filled[name], name
 
 
+def test_the_shadow_step_is_off_unless_given(spec_schema: dict[str, Any]) -> None:
+    """An object default would make the API server fill in `shadow: {}` on every resource,
+    turning the step on for all; the generator's marker leaves no trace in the schema."""
+    rollout = spec_schema["properties"]["rollout"]
+    assert "default" not in rollout["properties"]["shadow"]
+    assert "shadow" not in rollout["default"]
+    assert crd.OFF_UNLESS_GIVEN not in str(spec_schema)
+    shadow = rollout["properties"]["shadow"]["properties"]
+    assert shadow["fraction"]["default"] == 1.0 and "default" not in shadow["duration"]
+
+
 def test_defaults_pass_their_own_schema(spec_schema: dict[str, Any]) -> None:
     """The API server validates a default as written (nested defaults not applied) and
     refuses the whole CRD otherwise: no default on an object with required fields, and an

@@ -130,6 +130,7 @@ class Cluster:
         self.route: Obj | None = None  # the user's HTTPRoute, if the test makes one
         self.pods: list[Obj] = []
         self.jobs: dict[str, Obj] = {}  # retraining Jobs by name
+        self.config_maps: dict[str, Obj] = {}  # the shadow config, by name
 
     @property
     def deployment(self) -> Obj | None:
@@ -153,6 +154,7 @@ class Cluster:
             copy.deepcopy(self.pods),
             copy.deepcopy(self.route),
             jobs=copy.deepcopy(list(self.jobs.values())),
+            config_maps=copy.deepcopy(list(self.config_maps.values())),
         )
 
     def take(self, kube: FakeKube) -> None:
@@ -186,6 +188,8 @@ class Cluster:
                 assert sent == self.route["metadata"]["resourceVersion"], "the API server would refuse: 409"
                 self.route["spec"]["rules"] = stored["spec"]["rules"]
                 self.route["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
+            elif desired["kind"] == "ConfigMap":
+                self.config_maps[stored["metadata"]["name"]] = stored
             else:
                 stored["spec"].update(clusterIP="10.96.0.17", clusterIPs=["10.96.0.17"], sessionAffinity="None")
                 self.services[stored["metadata"]["name"]] = stored
@@ -193,6 +197,8 @@ class Cluster:
             track = gone["metadata"].get("labels", {}).get("modeldeploy.dev/track")
             if gone["kind"] == "Service":
                 self.services.pop(gone["metadata"]["name"], None)
+            if gone["kind"] == "ConfigMap":
+                self.config_maps.pop(gone["metadata"]["name"], None)
             if gone["kind"] == "Deployment" and track in self.deployments:
                 del self.deployments[track]
                 self.pods = [p for p in self.pods if p["metadata"]["labels"]["modeldeploy.dev/track"] != track]

@@ -87,6 +87,41 @@ def test_history_keeps_the_evidence() -> None:
     assert "predictionShift Failed       2.1 (limit 0.2)" in text
 
 
+SHADOW_CANARY = {
+    "version": "8",
+    "revision": 4,
+    "step": 0,
+    "requestedWeight": 0,
+    "actualWeight": 0,
+    "shadow": True,
+    "message": "shadow step: mirroring; judged in 20s",
+    "analysis": [
+        {"check": "errorRate", "result": "Successful", "value": 0.0, "limit": 0.01, "samples": 240},
+        {"check": "agreement", "result": "Failed", "value": 0.0625, "limit": 0.9, "samples": 240},
+        {"check": "outputDelta", "result": "Successful", "value": 0.48, "samples": 240, "message": "reported only"},
+    ],
+}
+
+
+def test_status_shows_the_shadow_step_with_agreement_and_deltas() -> None:
+    spec = {"rollout": {"steps": [10, 50], "shadow": {"fraction": 0.5}}}
+    body = {**BODY, "spec": spec, "status": {**BODY["status"], "canary": SHADOW_CANARY}}
+    text = render_status(body)
+    assert (
+        "canary  version 8 (rollout 4), shadow step before step 1 of 2 [10, 50]: no live traffic (weight 0%), "
+        "stable mirrors 50% of its requests to it"
+    ) in text
+    assert "shadow  agreement with stable 6.25% on 240 rows, p95 |stable - canary| 0.48 on 240 rows" in text
+    assert "agreement       Failed       0.0625 (limit 0.9), 240 samples" in text
+    assert "weight 0% requested" not in text
+
+
+def test_history_marks_a_rollout_decided_in_the_shadow_step() -> None:
+    entry = {**BODY["status"]["history"][0], "shadow": True, "message": "shadow step: agreement failed"}
+    text = render_history({**BODY, "status": {"history": [entry]}})
+    assert "version 6 RolledBack by analysis in the shadow step at 2026-11-25T10:00:00Z" in text
+
+
 def test_usage_errors_exit_2() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "modeldeploy_cli.plugin", "promote"], capture_output=True, text=True, timeout=60

@@ -74,13 +74,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: ["get", "list", "watch", "patch"]
 # The response to drift (spec.drift.retraining): a retraining Job per drift episode, and the
 # ConfigMap that carries its drift report; created once, watched for the Job's outcome,
-# never updated or deleted (the ModelDeployment owns them).
+# never updated or deleted (the ModelDeployment owns them). The shadow step
+# (spec.rollout.shadow): the ConfigMap NAME-shadow the stable pods read, applied (patch)
+# and deleted when spec.rollout.shadow goes away.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # spec.drift.webhook.signingSecret: the one Secret key named is read when a report is sent
 # (get only: Secrets are never listed or watched).
 - apiGroups: [""]
