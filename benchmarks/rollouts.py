@@ -41,7 +41,7 @@ from raw_results import write_raw  # noqa: E402
 from e2e.cluster import images, launcher, settings  # noqa: E402
 from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
 from e2e.load import Load  # noqa: E402
-from e2e.manifests import cancer  # noqa: E402
+from e2e.manifests import cancer, cancer_digests  # noqa: E402
 from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
 
 Obj = dict[str, Any]
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
     kube.kubectl("create", "namespace", NAMESPACE)
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators = OperatorLauncher(kube, NAMESPACE, Path(tempfile.mkdtemp(prefix="bench-rollouts-")))
     watcher = Watcher(kube)
     try:

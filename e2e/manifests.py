@@ -12,6 +12,11 @@ SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "51
 """Serving pod resources small enough for several versions at once on a 2-core node."""
 
 
+def cancer_digests() -> dict[str, str]:
+    """The sha256 of each breast-cancer version in the image, by version ("1", "2", "3")."""
+    return {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+
+
 def model_deployment(
     name: str, file: str, version: str, sha256: str, *, replicas: int = 1, **spec: Any
 ) -> dict[str, Any]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import images
 from e2e.load import Load, breast_cancer_bodies
-from e2e.manifests import cancer
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 
@@ -39,7 +38,7 @@ def test_shifted_inputs_are_flagged_within_two_intervals_and_cleared_when_they_r
     operators: OperatorLauncher, namespace: str, serving_image: str
 ) -> None:
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep(digest["1"]))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load, breast_cancer_bodies
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
 
@@ -36,43 +36,20 @@ def mdep(sha256: str, webhook: str, image: str) -> str:
         "import json, os; r = json.load(open(os.environ['MODELDEPLOY_DRIFT_REPORT'])); "
         "print('report', r['episode']['number'], r['verdict'], r['features'][0]['name'])"
     )
-    return json.dumps(
-        {
-            "apiVersion": "modeldeploy.dev/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "cancer"},
-            "spec": {
-                "model": {"uri": f"file://{images.MODELS_DIR}/breast-cancer-v1.onnx", "version": "1", "sha256": sha256},
-                "replicas": 1,
-                "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "drift": {
-                    "interval": "10s",
-                    "window": "20s",
-                    "webhook": {"url": webhook, "signingSecret": {"name": "drift-hook", "key": "secret"}},
-                    "retraining": {
-                        "jobTemplate": {
-                            "spec": {
-                                "backoffLimit": 0,
-                                "template": {
-                                    "spec": {
-                                        "containers": [
-                                            {
-                                                "name": "retrain",
-                                                "image": image,
-                                                "imagePullPolicy": "IfNotPresent",
-                                                "command": ["python", "-c", script],
-                                                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
-                                            }
-                                        ]
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-            },
-        }
-    )
+    job = {
+        "name": "retrain",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", "-c", script],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+    }
+    drift = {
+        "interval": "10s",
+        "window": "20s",
+        "webhook": {"url": webhook, "signingSecret": {"name": "drift-hook", "key": "secret"}},
+        "retraining": {"jobTemplate": {"spec": {"backoffLimit": 0, "template": {"spec": {"containers": [job]}}}}},
+    }
+    return cancer("1", sha256, drift=drift)
 
 
 @pytest.fixture
@@ -110,7 +87,7 @@ def test_one_webhook_report_and_one_retraining_job_per_drift_episode(
 ) -> None:
     received, url = receiver
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     kube.kubectl("-n", namespace, "create", "secret", "generic", "drift-hook", f"--from-literal=secret={SECRET}")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep(digest["1"], url, serving_image))

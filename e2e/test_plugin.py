@@ -23,10 +23,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
-from e2e.manifests import cancer
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, run_plugin, wait_for
 from e2e.test_modeldeployment import get
 
@@ -135,7 +134,7 @@ def test_every_plugin_command_does_what_it_says(
     operators: OperatorLauncher, namespace: str, serving_image: str
 ) -> None:
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
 
     code, stderr = refused(kube, namespace, "promote")

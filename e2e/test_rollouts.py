@@ -17,7 +17,7 @@ import pytest
 from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
-from e2e.manifests import cancer
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
 from tests.gitops.checks import argocd_health, kstatus
@@ -53,7 +53,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     operators: OperatorLauncher, namespace: str, serving_image: str
 ) -> None:
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
@@ -128,7 +128,7 @@ def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(
     """State lives in status: a SIGKILLed operator's successor carries on with the same rollout,
     no duplicate objects, and one history entry at the end."""
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     flags = ("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     first = operators.start(*flags)
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))

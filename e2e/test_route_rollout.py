@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
-from e2e.manifests import cancer
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
 
@@ -62,7 +61,7 @@ def test_route_weights_follow_the_steps_and_return_to_stable(
     gateway_api: Cluster, operators: OperatorLauncher, namespace: str, serving_image: str
 ) -> None:
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump(ROUTE))
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.load import Load
-from e2e.manifests import cancer
+from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
 from e2e.test_rollouts import history
@@ -93,7 +92,7 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
     operators: OperatorLauncher, namespace: str, serving_image: str
 ) -> None:
     kube = operators.kube
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     operators.start("--serving-image", serving_image, "--image-pull-policy", "IfNotPresent")
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from e2e.cluster import binaries, images, launcher, settings  # noqa: E402
 from e2e.load import Load, breast_cancer_bodies  # noqa: E402
-from e2e.manifests import model_deployment  # noqa: E402
+from e2e.manifests import cancer_digests, model_deployment  # noqa: E402
 
 NAMESPACE = os.environ.get("DEMO_NAMESPACE", "modeldeploy-demo")
 RELEASE, RELEASE_NAMESPACE = "modeldeploy", "modeldeploy-system"
@@ -169,7 +169,7 @@ def bring_up() -> tuple[Demo, str]:
 
 
 def story(demo: Demo) -> None:
-    digest = {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
+    digest = cancer_digests()
     say("4/8 version 1 of the breast-cancer classifier, served from inside the cluster")
     started = time.monotonic()
     demo.apply("1", digest["1"])
