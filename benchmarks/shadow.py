@@ -46,6 +46,7 @@ import train as examples  # noqa: E402  (examples/ is not a package)
 NAME = "breast-cancer"
 SHADOW_REQUESTS = "modeldeploy_shadow_requests"
 SHADOW_FRACTION = "modeldeploy_shadow_fraction"
+MIRRORED_REQUESTS = "modeldeploy_mirrored_requests"
 
 
 def h2load_count(url: str, body: Path, connections: int, requests: int) -> dict[str, Any]:
@@ -75,10 +76,12 @@ def metrics(server: Server) -> dict[str, Any]:
     """The mirroring state of a server: the fraction per shadow version, and copies by outcome."""
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as answer:
         text = answer.read().decode()
-    state: dict[str, Any] = {"fraction": {}, "copies": {}}
+    state: dict[str, Any] = {"fraction": {}, "copies": {}, "calls": 0.0}
     for family in text_string_to_metric_families(text):
         if family.name == SHADOW_FRACTION:
             state["fraction"] = {s.labels["shadow_version"]: s.value for s in family.samples}
+        elif family.name == MIRRORED_REQUESTS:  # on the canary: calls that carried copies
+            state["calls"] += sum(s.value for s in family.samples if s.name.endswith("_total"))
         elif family.name == SHADOW_REQUESTS:
             for sample in family.samples:
                 if sample.name.endswith("_total"):
@@ -101,13 +104,15 @@ def switch(config: Path, stable: Server, canary: Server | None, version: str) ->
         time.sleep(0.1)
 
 
-def measure(stable: Server, body: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure(stable: Server, canary: Server, body: Path, args: argparse.Namespace) -> dict[str, Any]:
     h2load_count(stable.url, body, args.concurrency, args.warmup)
-    before_cpu, before = stable.cpu_seconds(), metrics(stable)["copies"]
+    before_cpu, before, calls_before = stable.cpu_seconds(), metrics(stable)["copies"], metrics(canary)["calls"]
     run = h2load_count(stable.url, body, args.concurrency, args.requests)
-    after_cpu, after = stable.cpu_seconds(), metrics(stable)["copies"]
+    time.sleep(0.2)  # the last copies reach the canary
+    after_cpu, after, calls_after = stable.cpu_seconds(), metrics(stable)["copies"], metrics(canary)["calls"]
     run["cpu_ms_per_1000"] = (after_cpu - before_cpu) * 1e6 / max(1, run["requests"])
     run["copies"] = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after if after.get(k, 0.0) - before.get(k, 0.0)}
+    run["shadow_calls"] = calls_after - calls_before  # HTTP exchanges that carried the copies
     return run
 
 
@@ -123,12 +128,14 @@ def report(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     on, off = summary["on"], summary["off"]
     copies = [run["copies"] for run in runs["on"]]
     sent = sum(sum(c.values()) for c in copies)
+    calls = sum(run["shadow_calls"] for run in runs["on"])
     summary["ratios"] = {
         "throughput_on_over_off": on["rps"] / off["rps"],
         "p99_on_over_off": on["p99_ms"] / off["p99_ms"],
         "cpu_on_over_off": on["cpu_ms_per_1000"] / off["cpu_ms_per_1000"],
         "copies_dropped_share": sum(c.get("dropped", 0.0) for c in copies) / sent if sent else 0.0,
         "copies_compared_share": sum(c.get("ok", 0.0) for c in copies) / sent if sent else 0.0,
+        "copies_per_shadow_call": sum(c.get("ok", 0.0) for c in copies) / calls if calls else 0.0,
     }
     return summary
 
@@ -148,7 +155,8 @@ def markdown(summary: dict[str, Any]) -> str:
         "",
         f"on / off: throughput {r['throughput_on_over_off']:.3f}, p99 {r['p99_on_over_off']:.3f}, "
         f"CPU {r['cpu_on_over_off']:.3f}; copies compared {r['copies_compared_share']:.1%}, "
-        f"dropped {r['copies_dropped_share']:.1%} (target: throughput >= 0.90, p99 <= 1.10)",
+        f"dropped {r['copies_dropped_share']:.1%}, {r['copies_per_shadow_call']:.1f} copies per call to the shadow "
+        "(target: throughput >= 0.90, p99 <= 1.10)",
     ]
     return "\n".join(lines)
 
@@ -206,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             for round_ in range(args.rounds):
                 for mode in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
                     switch(config, stable, canary if mode == "on" else None, args.canary_version)
-                    run = measure(stable, body, args)
+                    run = measure(stable, canary, body, args)
                     runs[mode].append(run)
                     print(f"round {round_ + 1} mirroring {mode}: {json.dumps(run)}", flush=True)
         finally:

@@ -35,6 +35,13 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -64,6 +71,30 @@ def _sink(text: str) -> str:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
     return text
+
+
+def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
+    """Mirroring to a shadow (docs/serving.md, Shadow traffic): off unless --shadow-config is given."""
+    serve.add_argument(
+        "--shadow-config",
+        type=Path,
+        help="a JSON file {target, fraction, version}: mirror answered requests to that shadow (re-read on change)",
+    )
+    serve.add_argument(
+        "--shadow-queue-size", type=_positive, default=256, help="copies waiting to be mirrored; more are dropped"
+    )
+    serve.add_argument(
+        "--shadow-timeout-seconds", type=_positive_seconds, default=1.0, help="longest the shadow may take per copy"
+    )
+    serve.add_argument(
+        "--shadow-connections", type=_positive, default=8, help="copies in flight to the shadow at once (default 8)"
+    )
+    serve.add_argument(
+        "--shadow-merge-wait-ms",
+        type=_non_negative_float,
+        default=2.0,
+        help="after a copy, how long to wait for more to send in the same call (default 2; 0 sends what waits)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,20 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
     )
-    serve.add_argument(
-        "--shadow-config",
-        type=Path,
-        help="a JSON file {target, fraction, version}: mirror answered requests to that shadow (re-read on change)",
-    )
-    serve.add_argument(
-        "--shadow-queue-size", type=_positive, default=256, help="copies waiting to be mirrored; more are dropped"
-    )
-    serve.add_argument(
-        "--shadow-timeout-seconds", type=_positive_seconds, default=1.0, help="longest the shadow may take per copy"
-    )
-    serve.add_argument(
-        "--shadow-connections", type=_positive, default=8, help="copies in flight to the shadow at once (default 8)"
-    )
+    _add_shadow_flags(serve)
 
     capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
     capture.add_argument(
@@ -228,6 +246,7 @@ def _serve(args: argparse.Namespace) -> int:
         shadow_queue_size=args.shadow_queue_size,
         shadow_timeout_seconds=args.shadow_timeout_seconds,
         shadow_connections=args.shadow_connections,
+        shadow_merge_wait_seconds=args.shadow_merge_wait_ms / 1000,
     )
     try:
         serve(options)

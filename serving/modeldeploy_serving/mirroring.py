@@ -4,9 +4,11 @@ The stable server answers its client first. Only then is a sampled copy of the r
 (its parsed inputs, with stable's outputs) put on a bounded queue; a few worker tasks on
 the same event loop send it to the shadow over the Open Inference Protocol's REST API,
 with a deadline, and count how the shadow answered and how its answer compares with
-stable's (shadow.py). Copies that wait in the queue go together, rows stacked, so under
-load one HTTP exchange carries several. A full queue drops the copy and counts it; a slow or failing shadow
-only fills the queue, it never holds up an answer to a client.
+stable's (shadow.py). Copies go together, rows stacked: one worker at a time gathers, and it
+waits a moment (MERGE_WAIT_SECONDS) after the first copy for others to arrive, so under load
+one HTTP exchange carries a dozen copies instead of one, which is what keeps mirroring's CPU
+on the stable server small. A full queue drops the copy and counts it; a slow or failing
+shadow only fills the queue, it never holds up an answer to a client.
 
 Where the copies go comes from a small JSON file (shadow.py's ShadowConfig) that the
 operator writes into a ConfigMap mounted in the stable pods. The file is checked once a
@@ -25,6 +27,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from modeldeploy_serving import binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.shadow import ShadowConfig, ShadowConfigError, ShadowCounts, decode_outputs, parse_config
@@ -46,7 +50,8 @@ DEFAULT_TIMEOUT_SECONDS = 1.0
 DEFAULT_CONNECTIONS = 8
 REREAD_SECONDS = 1.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
-MAX_MERGED_ROWS = 64  # rows of waiting copies sent together in one call, at most
+MAX_MERGED_ROWS = 128  # rows of waiting copies sent together in one call, at most
+MERGE_WAIT_SECONDS = 0.002  # after the first copy of a call, how long to wait for more
 _UNREAD = object()
 
 Arrays = dict[str, np.ndarray]
@@ -60,13 +65,30 @@ class MirrorOptions:
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     connections: int = DEFAULT_CONNECTIONS
     reread_seconds: float = REREAD_SECONDS
+    merge_wait_seconds: float = MERGE_WAIT_SECONDS
 
 
-@dataclass(frozen=True)
 class _Copy:
-    config: ShadowConfig
-    inputs: Arrays
-    stable: Arrays
+    """One answered request to mirror: its inputs, stable's outputs, and the shadow it goes to."""
+
+    __slots__ = ("config", "inputs", "rows", "stable")
+
+    def __init__(self, config: ShadowConfig, inputs: Arrays, stable: Arrays, rows: int) -> None:
+        self.config, self.inputs, self.stable, self.rows = config, inputs, stable, rows
+
+
+def _batch_major(inputs: Arrays, stable: Arrays) -> int:
+    """The rows of a request whose every input and output has one row per request row (so
+    copies stack into one call and the merged answer splits back the same way); else 0."""
+    rows = -1
+    for array in inputs.values():
+        if not array.ndim or (rows >= 0 and array.shape[0] != rows):
+            return 0
+        rows = array.shape[0]
+    for array in stable.values():
+        if not array.ndim or array.shape[0] != rows:
+            return 0
+    return max(rows, 0)
 
 
 class Mirror:
@@ -85,11 +107,18 @@ class Mirror:
         self.path = f"/v2/models/{model_name}/infer"
         self._datatypes = {spec.name: spec.datatype for spec in inputs}
         self._dtypes = {spec.name: spec.dtype for spec in outputs}
+        self._output_types = {spec.name: spec.datatype for spec in outputs}
+        self._fixed_shapes = all(-1 not in spec.shape[1:] for spec in inputs)
+        # Every output, numbers asked back as binary data (BYTES as JSON strings).
+        self._asked = [{"name": spec.name, "parameters": {"binary_data": spec.datatype != "BYTES"}} for spec in outputs]
         self._counts_for = counts_for
         self._on_config = on_config
         self.config: ShadowConfig | None = None
         self._seen: object = _UNREAD
-        self._queue: asyncio.Queue[_Copy] | None = None
+        self._waiting: deque[_Copy] = deque()  # the bounded queue, oldest first
+        self._capacity = max(1, options.queue_size)
+        self._arrived = asyncio.Event()  # set when a copy is queued
+        self._gathering = asyncio.Lock()  # one worker gathers a call's copies at a time
         self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
@@ -98,7 +127,6 @@ class Mirror:
         return cls(options, model.name, model.inputs, model.outputs, telemetry.counts, telemetry.set_config)
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue(max(1, self.options.queue_size))
         self.reread()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._watch(), name="shadow-config")]
@@ -114,12 +142,14 @@ class Mirror:
     def offer(self, inputs: Arrays, stable: Arrays) -> None:
         """After an answer: maybe queue a copy. Never waits; a full queue drops and counts."""
         config = self.config
-        if config is None or self._queue is None or random.random() >= config.fraction:
+        if config is None or not self._tasks or (config.fraction < 1.0 and random.random() >= config.fraction):
             return
-        try:
-            self._queue.put_nowait(_Copy(config, inputs, stable))
-        except asyncio.QueueFull:
+        if len(self._waiting) >= self._capacity:
             self._counts_for(config.version).count(t.SHADOW_DROPPED)
+            return
+        self._waiting.append(_Copy(config, inputs, stable, _batch_major(inputs, stable)))
+        if not self._arrived.is_set():
+            self._arrived.set()
 
     def reread(self) -> None:
         """Read the config file again if it changed (or appeared, or went away)."""
@@ -151,14 +181,12 @@ class Mirror:
             self.reread()
 
     async def _work(self) -> None:
-        assert self._queue is not None
         connection: _Connection | None = None
-        carried: _Copy | None = None  # taken while merging, but for another call
         try:
             while True:
-                first = carried if carried is not None else await self._queue.get()
-                batch, carried = self._merge_waiting(first)
-                config = first.config
+                async with self._gathering:
+                    batch = await self._gather()
+                config = batch[0].config
                 if connection is None or (connection.host, connection.port) != (config.host, config.port):
                     if connection is not None:
                         connection.close()
@@ -168,40 +196,73 @@ class Mirror:
             if connection is not None:
                 connection.close()
 
-    def _merge_waiting(self, first: _Copy) -> tuple[list[_Copy], _Copy | None]:
-        """first, and the copies already waiting that can go in the same call (rows stacked).
+    def _alike(self, first: _Copy, other: _Copy) -> bool:
+        """Whether other can go in first's call: the same shadow, inputs alike but for the rows.
 
-        With no backlog every copy goes alone, as its request came; when copies pile up
-        (more traffic than the connections carry one by one) they share calls, as the
-        batcher merges requests, which keeps mirroring's cost per request low.
+        Inputs are parsed into the model's dtypes and checked against its shapes, so only
+        the dimensions the model leaves open (past the first) can differ between requests.
         """
-        assert self._queue is not None
-        batch, key, rows = [first], _merge_key(first), _rows(first)
-        while key is not None and rows < MAX_MERGED_ROWS and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if _merge_key(item) != key or rows + _rows(item) > MAX_MERGED_ROWS:
-                return batch, item
-            batch.append(item)
-            rows += _rows(item)
-        return batch, None
+        if other.config is not first.config:
+            return False
+        if self._fixed_shapes:
+            return True
+        theirs = other.inputs
+        return all(array.shape[1:] == theirs[name].shape[1:] for name, array in first.inputs.items())
+
+    async def _gather(self) -> list[_Copy]:
+        """The copies of the next call: the oldest waiting, and those alike that come soon after.
+
+        A copy goes alone when nothing else arrives while the worker waits (merge_wait_seconds);
+        under load copies share calls, as the batcher merges requests, which keeps mirroring's
+        cost per request low. The copy waited for stays queued (and counted against the
+        queue's size) until it is taken.
+        """
+        waiting = self._waiting
+        while not waiting:
+            self._arrived.clear()
+            await self._arrived.wait()
+        first = waiting[0]
+        if 0 < first.rows < MAX_MERGED_ROWS and self.options.merge_wait_seconds > 0:
+            await asyncio.sleep(self.options.merge_wait_seconds)
+        waiting.popleft()
+        batch, rows = [first], first.rows
+        while rows and waiting and rows < MAX_MERGED_ROWS:
+            item = waiting[0]
+            if not item.rows or rows + item.rows > MAX_MERGED_ROWS or not self._alike(first, item):
+                break  # it goes first in the next call
+            batch.append(waiting.popleft())
+            rows += item.rows
+        return batch
+
+    def _body(self, inputs: Arrays) -> tuple[bytes, int]:
+        """A copy's request: a JSON header, then the inputs as binary tensor data (BYTES as JSON).
+
+        Raw bytes cost a copy of memory where JSON would print and parse every number, for
+        stable and shadow alike; the length of the JSON header goes in its own HTTP header.
+        """
+        tensors, blobs = [], []
+        for name, array in inputs.items():
+            datatype = self._datatypes[name]
+            tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
+            if datatype == "BYTES":
+                tensor["data"] = _flat(array)
+            else:
+                blob = binary.encode(array, datatype)
+                tensor["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            tensors.append(tensor)
+        header = orjson.dumps({"inputs": tensors, "outputs": self._asked})
+        return b"".join([header, *blobs]), len(header)
 
     async def _send(self, connection: _Connection, batch: list[_Copy]) -> None:
         config, copies = batch[0].config, len(batch)
         counts = self._counts_for(config.version)
         inputs, stable = _stacked([c.inputs for c in batch]), _stacked([c.stable for c in batch])
-        body = orjson.dumps(
-            {
-                "inputs": [
-                    {"name": name, "shape": list(array.shape), "datatype": self._datatypes[name], "data": _flat(array)}
-                    for name, array in inputs.items()
-                ]
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
+        body, header_length = self._body(inputs)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self.options.timeout_seconds):
-                status, answer = await connection.post(self.path, body)
+                status, answer, answer_header_length = await connection.post(self.path, body, header_length)
         except TimeoutError:
             connection.close()
             counts.count(t.SHADOW_TIMEOUT, copies)
@@ -218,23 +279,12 @@ class Mirror:
             counts.count(t.SHADOW_ERROR, copies)
         else:
             try:
-                shadow = decode_outputs(orjson.loads(answer), self._dtypes)
+                end = len(answer) if answer_header_length is None else answer_header_length
+                view = memoryview(answer)
+                shadow = decode_outputs(orjson.loads(view[:end]), self._dtypes, view[end:], self._output_types)
             except orjson.JSONDecodeError:
                 shadow = {}
             counts.count(t.SHADOW_OK if counts.compare(stable, shadow) else t.SHADOW_INCOMPARABLE, copies)
-
-
-def _rows(copy: _Copy) -> int:
-    return int(next(iter(copy.inputs.values())).shape[0])
-
-
-def _merge_key(copy: _Copy) -> tuple[Any, ...] | None:
-    """Copies merge when they go to the same shadow with inputs alike but for the rows, and
-    stable's outputs have one row per input row (so the merged answer splits the same way)."""
-    rows = _rows(copy)
-    if any(array.ndim == 0 or array.shape[0] != rows for array in copy.stable.values()):
-        return None
-    return (copy.config, *((name, array.shape[1:], array.dtype.str) for name, array in copy.inputs.items()))
 
 
 def _stacked(parts: list[Arrays]) -> Arrays:
@@ -258,29 +308,33 @@ class _Connection:
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self._head = f"host: {host}:{port}\r\ncontent-type: application/json\r\n{t.SHADOW_HEADER}: 1\r\n"
+        self._head = f"host: {host}:{port}\r\ncontent-type: application/octet-stream\r\n{t.SHADOW_HEADER}: 1\r\n"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, header_length: int) -> tuple[int, bytes, int | None]:
+        """(status, body, the answer's Inference-Header-Content-Length) of one POST."""
         reused = self._writer is not None
         try:
-            return await self._exchange(path, body)
+            return await self._exchange(path, body, header_length)
         except (ConnectionError, _ClosedBeforeAnswer):
             if not reused:
                 raise
             # The shadow closed a connection that sat idle; one fresh try, as browsers do.
             self.close()
-            return await self._exchange(path, body)
+            return await self._exchange(path, body, header_length)
 
-    async def _exchange(self, path: str, body: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, path: str, body: bytes, header_length: int) -> tuple[int, bytes, int | None]:
         if self._writer is None or self._reader is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         reader, writer = self._reader, self._writer
-        request = f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n\r\n".encode()
+        request = (
+            f"POST {path} HTTP/1.1\r\n{self._head}content-length: {len(body)}\r\n"
+            f"inference-header-content-length: {header_length}\r\n\r\n"
+        ).encode()
         writer.write(request + body)
         await writer.drain()
-        status, length, chunked, close = await _read_head(reader)
+        status, length, chunked, close, inference_header = await _read_head(reader)
         if chunked:
             answer = await _read_chunked(reader)
         elif length is not None and length <= MAX_ANSWER_BYTES:
@@ -289,7 +343,7 @@ class _Connection:
             raise ValueError("the shadow's answer has no Content-Length (or one over 64 MiB)")
         if close:
             self.close()
-        return status, answer
+        return status, answer, inference_header
 
     def close(self) -> None:
         if self._writer is not None:
@@ -298,8 +352,9 @@ class _Connection:
         self._reader = self._writer = None
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, bool, bool]:
-    """An answer's status line and headers: (status, content length, chunked, connection close)."""
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, bool, bool, int | None]:
+    """An answer's status line and headers: (status, content length, chunked, connection close,
+    Inference-Header-Content-Length)."""
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as error:
@@ -312,7 +367,7 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, boo
     parts = status_line.split(None, 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
         raise ValueError(f"not an HTTP answer: {status_line[:80]!r}")
-    length, chunked, close = None, False, parts[0] == b"HTTP/1.0"
+    length, chunked, close, inference_header = None, False, parts[0] == b"HTTP/1.0", None
     for line in lines:
         name, _, value = line.partition(b":")
         name, value = name.strip().lower(), value.strip().lower()
@@ -322,7 +377,9 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, int | None, boo
             chunked = value == b"chunked"
         elif name == b"connection":
             close = value == b"close"
-    return int(parts[1]), length, chunked, close
+        elif name == binary.HEADER and value.isdigit():
+            inference_header = int(value)
+    return int(parts[1]), length, chunked, close, inference_header
 
 
 async def _read_chunked(reader: asyncio.StreamReader) -> bytes:

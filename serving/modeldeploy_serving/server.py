@@ -35,6 +35,7 @@ from modeldeploy_serving.mirroring import (
     DEFAULT_CONNECTIONS,
     DEFAULT_QUEUE_SIZE,
     DEFAULT_TIMEOUT_SECONDS,
+    MERGE_WAIT_SECONDS,
     MirrorOptions,
 )
 from modeldeploy_serving.model import load_model
@@ -71,6 +72,7 @@ class ServeOptions:
     shadow_queue_size: int = DEFAULT_QUEUE_SIZE
     shadow_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     shadow_connections: int = DEFAULT_CONNECTIONS
+    shadow_merge_wait_seconds: float = MERGE_WAIT_SECONDS
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -99,6 +101,7 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
                 queue_size=options.shadow_queue_size,
                 timeout_seconds=options.shadow_timeout_seconds,
                 connections=options.shadow_connections,
+                merge_wait_seconds=options.shadow_merge_wait_seconds,
             )
             if options.shadow_config is not None
             else None

@@ -15,6 +15,7 @@ file) is in mirroring.py; metrics.py exports the counts.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from dataclasses import dataclass, field
@@ -184,6 +185,8 @@ class LabelCounts:
         rows = stable_labels.size
         self.compared += rows
         self.agreed += int(np.count_nonzero(stable_labels == shadow_labels))
+        # The distinct labels first (integers stay integers: sorting them is far cheaper than
+        # sorting their text), then each one's class, named as the prediction telemetry names it.
         distinct, inverse = np.unique(np.concatenate([stable_labels, shadow_labels]), return_inverse=True)
         lookup = np.array([self._class(str(label)) for label in distinct.tolist()], dtype=np.intp)
         classes = lookup[inverse.reshape(-1)]
@@ -209,8 +212,10 @@ class LabelCounts:
 
 
 def _labels(array: np.ndarray) -> np.ndarray:
+    """A label output as a flat array whose items' str() is the class name: integers and
+    booleans as they are (str(3) is "3", as numpy prints it), anything else as text."""
     flat = array.reshape(-1)
-    return flat.astype(str) if flat.dtype.kind not in "U" else flat
+    return flat if flat.dtype.kind in "iubU" else flat.astype(str)
 
 
 class DeltaCounts:
@@ -244,7 +249,7 @@ class ShadowCounts:
     def __init__(self, version: str, plan: list[OutputPlan]) -> None:
         self.version = version
         self.outcomes = dict.fromkeys(t.SHADOW_OUTCOMES, 0)
-        self.duration_edges = np.asarray(t.REQUEST_DURATION_BUCKETS)
+        self.duration_edges = tuple(t.REQUEST_DURATION_BUCKETS)
         self.durations = np.zeros(len(t.REQUEST_DURATION_BUCKETS) + 1, dtype=np.int64)
         self.duration_sum = 0.0
         self.labels = [LabelCounts(p) for p in plan if p.kind == "labels"]
@@ -257,7 +262,7 @@ class ShadowCounts:
 
     def observe_duration(self, seconds: float, copies: int = 1) -> None:
         """The shadow's answer time, once for each copy the call carried."""
-        self.durations[int(np.searchsorted(self.duration_edges, seconds, side="left"))] += copies
+        self.durations[bisect.bisect_left(self.duration_edges, seconds)] += copies  # le buckets, as searchsorted left
         self.duration_sum += seconds * copies
 
     def compare(self, stable: dict[str, np.ndarray], shadow: dict[str, np.ndarray]) -> bool:
@@ -308,23 +313,54 @@ def _rows(array: np.ndarray, keep_columns: bool) -> np.ndarray:
     return array.reshape(-1)
 
 
-def decode_outputs(document: Any, dtypes: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The outputs of an inference answer (JSON, already parsed), in the stable model's dtypes.
+def decode_outputs(
+    document: Any, dtypes: dict[str, Any], data: bytes | memoryview = b"", datatypes: dict[str, str] | None = None
+) -> dict[str, np.ndarray]:
+    """The outputs of an inference answer (its JSON part, parsed), in the stable model's dtypes.
 
     An FP32 value written as JSON and read back into float32 is the same value, so two
-    identical models differ by exactly 0. Outputs that are missing or malformed are left out
-    (the comparison then counts the pair as incomparable).
+    identical models differ by exactly 0. An output sent as binary data (binary_data_size)
+    takes its bytes from `data`, in order, and must carry the datatype stable's output has
+    (`datatypes`): raw bytes of another type would be read as garbage. Outputs that are
+    missing or malformed are left out (the comparison then counts the pair as incomparable).
     """
     if not isinstance(document, dict) or not isinstance(document.get("outputs"), list):
         return {}
     decoded = {}
+    offset = 0
     for item in document["outputs"]:
-        if not isinstance(item, dict) or item.get("name") not in dtypes or "data" not in item:
+        if not isinstance(item, dict):
             continue
-        dtype = dtypes[item["name"]]
-        try:
-            array = np.asarray(item["data"], dtype=None if dtype is np.object_ else dtype).reshape(item["shape"])
-        except (ValueError, TypeError, OverflowError):
-            continue
-        decoded[item["name"]] = array
+        parameters = item.get("parameters")
+        size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+        if isinstance(size, int) and not isinstance(size, bool):
+            chunk, offset = data[offset : offset + size], offset + size
+            array = _binary(item, chunk, size, dtypes, datatypes or {})
+        elif item.get("name") in dtypes and "data" in item:
+            array = _json(item, dtypes[item["name"]])
+        else:
+            array = None
+        if array is not None:
+            decoded[item["name"]] = array
     return decoded
+
+
+def _json(item: dict[str, Any], dtype: Any) -> np.ndarray | None:
+    try:
+        return np.asarray(item["data"], dtype=None if dtype is np.object_ else dtype).reshape(item["shape"])
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _binary(
+    item: dict[str, Any], chunk: bytes | memoryview, size: int, dtypes: dict[str, Any], datatypes: dict[str, str]
+) -> np.ndarray | None:
+    name = item.get("name")
+    if name not in dtypes or dtypes[name] is np.object_ or item.get("datatype") != datatypes.get(name):
+        return None
+    if len(chunk) != size:
+        return None
+    try:
+        return np.frombuffer(chunk, dtype=np.dtype(dtypes[name]).newbyteorder("<")).reshape(item["shape"])
+    except (ValueError, TypeError):
+        return None

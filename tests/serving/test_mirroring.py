@@ -295,6 +295,7 @@ def test_a_stopped_canary_never_holds_up_stable_and_a_full_queue_drops_copies(
         t.STABLE,
         *("--shadow-config", str(config), "--shadow-connections", "2", "--shadow-queue-size", "4"),
         *("--shadow-timeout-seconds", "120"),  # copies stay in flight for the whole test
+        *("--shadow-merge-wait-ms", "0"),  # a copy goes as soon as a connection is free: exact accounting
     )
     write_config(config, canary.url, "3")
     canary.wait_ready()
@@ -343,3 +344,32 @@ def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
     assert requests_by_outcome(text, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 5
     assert value(text, t.ROWS + "_total") == 2 + 5  # the model answered them all
     assert len(sink.rows) == 2  # only the live request's rows: stable sampled the copies' originals
+
+
+def test_copies_that_arrive_while_a_connection_gathers_go_in_one_call(
+    processes: list[ServeProcess], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
+) -> None:
+    config = tmp_path / "shadow.json"
+    canary = start(processes, example_models, "2", t.CANARY)
+    stable = start(
+        processes,
+        example_models,
+        "1",
+        t.STABLE,
+        *("--shadow-config", str(config), "--shadow-merge-wait-ms", "3000"),  # long enough for ten requests
+    )
+    write_config(config, canary.url, "2")
+    canary.wait_ready()
+    stable.wait_ready()
+    wait_for(lambda: fraction_of(stable) == {"2": 1.0}, "mirroring to version 2")
+    with httpx.Client(base_url=stable.url, timeout=30) as client:
+        for row in range(10):
+            response = client.post(f"/v2/models/{NAME}/infer", json=infer_body(cancer_rows[row : row + 2]))
+            assert response.status_code == 200, response.text
+    wait_for(lambda: shadow_outcomes(stable, "2")[t.SHADOW_OK] == 10, "the ten copies compared")
+    canary_page = page(canary)
+    # One connection gathered all ten (the others wait their turn to gather): one call of 20 rows.
+    assert requests_by_outcome(canary_page, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 1
+    assert value(canary_page, t.ROWS + "_total") == 20
+    compared = {t.LABEL_SHADOW_VERSION: "2", t.LABEL_OUTPUT: "label"}
+    assert value(page(stable), t.SHADOW_LABELS_COMPARED + "_total", **compared) == 20
