@@ -3,7 +3,8 @@
 Prometheus (Debian's package, started here on a free port) scrapes two stable and one
 canary `modeldeploy serve` process every second. After real traffic, the window read from
 Prometheus must count exactly what the direct scrape counts, and what was sent: both
-sources give the same windows, hence the same verdicts.
+sources give the same windows, hence the same verdicts. The same holds for what a stable
+server counts of the copies it mirrors to a canary (the shadow step's only evidence).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 from modeldeploy_operator import windows as w
-from modeldeploy_operator.analysis import judge
+from modeldeploy_operator.analysis import judge, judge_shadow
 from modeldeploy_operator.api import Analysis
 from modeldeploy_operator.querying import PrometheusSource, selector
 from modeldeploy_operator.scraping import PodScraper
+from modeldeploy_operator.shadowing import shadow_window
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import Profile
@@ -159,3 +161,66 @@ def test_the_selector_names_every_series_a_window_needs_on_these_pods_only() -> 
     text = selector([w.Pod("a", "10.0.0.1"), w.Pod("b", "fd00::2", 9000)])
     assert text.startswith('{__name__=~"') and f"{t.REQUESTS}_total" in text
     assert 'instance=~"10\\\\.0\\\\.0\\\\.1:8080|\\\\[fd00::2\\\\]:9000"' in text
+
+
+def answered_copies(scraper: PodScraper, pods: list[w.Pod], first: w.Reading, version: str) -> int:
+    """Copies to `version` the stable pods counted as answered and compared since `first`."""
+    window = w.window(first, asyncio.run(scraper.read(pods)))
+    return shadow_window(window.tracks[t.STABLE], version).outcomes.get(t.SHADOW_OK, 0)
+
+
+def test_a_shadow_window_from_prometheus_equals_the_direct_scrape_and_fails_the_same_agreement(
+    example_models: ExampleModels, tmp_path: Path
+) -> None:
+    """The shadow step reads only the stable pods: what they counted of the copies they mirrored
+    to a canary trained on flipped labels must come out of Prometheus as out of the pods."""
+    config = tmp_path / "shadow.json"
+    canary = ServeProcess(
+        "--model", str(example_models.path("breast-cancer", "3")), "--name", "breast-cancer", "--version", "3",
+        env={t.TRACK_ENV: t.CANARY},
+    )  # fmt: skip
+    stable = ServeProcess(
+        "--model", str(example_models.path("breast-cancer", "1")), "--name", "breast-cancer", "--version", "1",
+        "--shadow-config", str(config), env={t.TRACK_ENV: t.STABLE},
+    )  # fmt: skip
+    prometheus: PrometheusServer | None = None
+    try:
+        canary.wait_ready()
+        stable.wait_ready()
+        config.write_text(f'{{"target": "{canary.url}", "fraction": 1.0, "version": "3"}}')
+        pods = [w.Pod("stable-a", "127.0.0.1", stable.port)]
+        (tmp_path / "prometheus").mkdir()
+        prometheus = PrometheusServer(tmp_path / "prometheus", [pods[0].address])
+        prometheus.wait_ready()
+        source, scraper = PrometheusSource(prometheus.url), PodScraper()
+        deadline = time.monotonic() + 30
+        while not asyncio.run(scraper.read(pods)).pods["stable-a"].gauges:
+            assert time.monotonic() < deadline, "the stable server did not pick up its shadow config"
+            time.sleep(0.1)
+        first_direct = asyncio.run(scraper.read(pods))
+        first = caught_up(source, pods, first_direct)
+        rows = reference_rows(example_models, "breast-cancer")[:200]
+        with httpx.Client(base_url=stable.url, timeout=30) as client:
+            send(client, "breast-cancer", rows, 4, Sent())
+        deadline = time.monotonic() + 30  # copies are answered after their requests: wait for all 50
+        while answered_copies(scraper, pods, first_direct, "3") < 50:
+            assert time.monotonic() < deadline, "the canary did not answer every copy within 30 s"
+            time.sleep(0.1)
+        second_direct = asyncio.run(scraper.read(pods))
+        second = caught_up(source, pods, second_direct)
+    finally:
+        if prometheus is not None:
+            prometheus.close()
+        stable.close()
+        canary.close()
+    from_prometheus, direct = w.window(first, second), w.window(first_direct, second_direct)
+    assert from_prometheus.tracks[t.STABLE].shadow == direct.tracks[t.STABLE].shadow
+    limits = Analysis(min_requests=10, min_agreement=0.9)
+    verdicts = [
+        {c.check: (c.result, c.value, c.samples) for c in judge_shadow(found, limits, "3", 10)}
+        for found in (from_prometheus, direct)
+    ]
+    assert verdicts[0] == verdicts[1]
+    result, agreement, samples = verdicts[0]["agreement"]
+    assert result == "Failed" and agreement is not None and agreement < 0.5  # flipped labels
+    assert samples == 200  # rows compared: every row of every copy
