@@ -101,6 +101,11 @@ class Load:
         with self._lock:
             return sum(count for answer, count in self.answers.items() if answer != "200")
 
+    def answered_by(self, version: str) -> int:
+        """Answers (200) that carried model_version `version`."""
+        with self._lock:
+            return self.versions[version]
+
     def served(self) -> int:
         with self._lock:
             return sum(self.answers.values())

@@ -6,8 +6,9 @@
 4. the example breast-cancer model, version 1, served from inside the cluster, with a load
    generator sending it real rows (scikit-learn's data set) the whole time,
 5. version 2 (a better model) rolled out as a canary and promoted on its own,
-6. version 3 (trained on flipped labels) rolled out and rolled back on its own, on what it
-   predicts, while version 2 keeps answering,
+6. version 3 (trained on flipped labels) behind a shadow step: the stable pods mirror a copy
+   of their requests to it and compare its answers with their own on the same rows; it
+   disagrees, and is rolled back before any user received one of its answers,
 7. inputs shifted (a unit error: one feature arrives 10 times too large) and flagged as drift,
 8. a summary: each outcome, how long it took, requests served and failed.
 
@@ -85,8 +86,8 @@ class Demo:
         command = [sys.executable, "-m", "modeldeploy_cli.plugin", "-n", NAMESPACE, "status", NAME]
         return subprocess.run(command, capture_output=True, text=True, env=self.env, timeout=60).stdout
 
-    def apply(self, version: str, digest: str) -> None:
-        self.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(resource(version, digest)))
+    def apply(self, version: str, digest: str, shadow: bool = False) -> None:
+        self.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(resource(version, digest, shadow)))
 
     def watch(self, what: str, done: Callable[[Obj], bool], timeout: float) -> Obj:
         """Poll status until done(status); print the plugin's status whenever it changes."""
@@ -104,7 +105,17 @@ class Demo:
         raise SystemExit(f"gave up waiting for {what} after {timeout:.0f}s; see `kubectl -n {NAMESPACE} describe mdep`")
 
 
-def resource(version: str, sha256: str) -> Obj:
+def resource(version: str, sha256: str, shadow: bool = False) -> Obj:
+    rollout: Obj = {
+        "steps": [50],
+        "interval": "20s",
+        "progressDeadline": "4m"
+        if shadow
+        else "3m",  # the kubelet takes a minute or so to hand stable the shadow config
+        "analysis": {"minRequests": 50, "maxLatencyP99Ms": 1000, "maxPredictionShift": 0.2},
+    }
+    if shadow:
+        rollout["shadow"] = {}
     return model_deployment(
         NAME,
         f"breast-cancer-v{version}.onnx",
@@ -112,12 +123,7 @@ def resource(version: str, sha256: str) -> Obj:
         sha256,
         replicas=2,
         owner={"team": "ml-platform", "contact": "#ml-oncall", "runbook": "https://example.com/runbooks/cancer"},
-        rollout={
-            "steps": [50],
-            "interval": "20s",
-            "progressDeadline": "3m",
-            "analysis": {"minRequests": 50, "maxLatencyP99Ms": 1000, "maxPredictionShift": 0.2},
-        },
+        rollout=rollout,
         drift={"interval": "10s", "window": "30s", "minSamples": 200},
     )
 
@@ -179,28 +185,31 @@ def story(demo: Demo) -> None:
     note(f"load: real rows from 2 threads to http://{address}/v2/models/{NAME}/infer, a fresh connection each")
     with Load(address, model=NAME, workers=2) as load:
         rollout(demo, load, "5/8 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
-        rollout(demo, load, "6/8 version 3 (trained on flipped labels) as a canary", "3", digest["3"], "RolledBack")
+        title = "6/8 version 3 (trained on flipped labels) behind a shadow step: compared on copies, no user meets it"
+        rollout(demo, load, title, "3", digest["3"], "RolledBack", shadow=True)
         drift(demo, load)
 
 
-def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expected: str) -> None:
+def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expected: str, shadow: bool = False) -> None:
     say(title)
     started, served, failed = time.monotonic(), load.served(), load.failed()
     before = len(demo.status().get("history") or [])
-    demo.apply(version, digest)
+    demo.apply(version, digest, shadow)
 
     def ended(status: Obj) -> bool:
         return len(status.get("history") or []) > before and newest(status).get("version") == version
 
     status = demo.watch(f"version {version}'s rollout to end ({expected} expected)", ended, 420)
     entry = newest(status)
-    note(f"{entry.get('outcome')}: {entry.get('message')}")
+    note(f"{entry.get('outcome')}{' in the shadow step' if entry.get('shadow') else ''}: {entry.get('message')}")
     if entry.get("outcome") != expected:
         note(f"expected {expected}: see `kubectl -n {NAMESPACE} modeldeploy history {NAME}`")
     time.sleep(6)  # the leaving pods' last answers are counted too
+    if shadow:
+        note(f"answers users received from version {version}: {load.answered_by(version)}")
     demo.phases.append(
         Phase(
-            f"version {version} rolled out",
+            f"version {version} {'shadowed' if shadow else 'rolled out'}",
             str(entry.get("outcome")),
             time.monotonic() - started,
             load.served() - served,
