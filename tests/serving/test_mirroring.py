@@ -70,6 +70,20 @@ def write_config(path: Path, target: str, version: str, fraction: float = 1.0) -
     scratch.replace(path)
 
 
+def mirroring(
+    processes: list[ServeProcess], models: ExampleModels, tmp_path: Path, canary_version: str, *flags: str
+) -> tuple[ServeProcess, ServeProcess]:
+    """(stable v1, canary) running, stable started with `flags` and already mirroring to the canary."""
+    config = tmp_path / "shadow.json"
+    canary = start(processes, models, canary_version, t.CANARY)
+    stable = start(processes, models, "1", t.STABLE, "--shadow-config", str(config), *flags)
+    write_config(config, canary.url, canary_version)
+    canary.wait_ready()
+    stable.wait_ready()
+    wait_for(lambda: fraction_of(stable) == {canary_version: 1.0}, f"mirroring to version {canary_version}")
+    return stable, canary
+
+
 def wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -286,21 +300,15 @@ def process_state(pid: int) -> str:
 def test_a_stopped_canary_never_holds_up_stable_and_a_full_queue_drops_copies(
     processes: list[ServeProcess], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
 ) -> None:
-    config = tmp_path / "shadow.json"
-    canary = start(processes, example_models, "3", t.CANARY)
-    stable = start(
+    stable, canary = mirroring(
         processes,
         example_models,
-        "1",
-        t.STABLE,
-        *("--shadow-config", str(config), "--shadow-connections", "2", "--shadow-queue-size", "4"),
+        tmp_path,
+        "3",
+        *("--shadow-connections", "2", "--shadow-queue-size", "4"),
         *("--shadow-timeout-seconds", "120"),  # copies stay in flight for the whole test
         *("--shadow-merge-wait-ms", "0"),  # a copy goes as soon as a connection is free: exact accounting
     )
-    write_config(config, canary.url, "3")
-    canary.wait_ready()
-    stable.wait_ready()
-    wait_for(lambda: fraction_of(stable) == {"3": 1.0}, "mirroring to version 3")
     os.kill(canary.process.pid, signal.SIGSTOP)  # its socket still accepts; it never answers
     try:
         wait_for(lambda: process_state(canary.process.pid) == "T", "the canary stopped")
@@ -349,19 +357,8 @@ def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
 def test_copies_that_arrive_while_a_connection_gathers_go_in_one_call(
     processes: list[ServeProcess], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
 ) -> None:
-    config = tmp_path / "shadow.json"
-    canary = start(processes, example_models, "2", t.CANARY)
-    stable = start(
-        processes,
-        example_models,
-        "1",
-        t.STABLE,
-        *("--shadow-config", str(config), "--shadow-merge-wait-ms", "3000"),  # long enough for ten requests
-    )
-    write_config(config, canary.url, "2")
-    canary.wait_ready()
-    stable.wait_ready()
-    wait_for(lambda: fraction_of(stable) == {"2": 1.0}, "mirroring to version 2")
+    # Three seconds: long enough for all ten requests to arrive while the first copy waits.
+    stable, canary = mirroring(processes, example_models, tmp_path, "2", "--shadow-merge-wait-ms", "3000")
     with httpx.Client(base_url=stable.url, timeout=30) as client:
         for row in range(10):
             response = client.post(f"/v2/models/{NAME}/infer", json=infer_body(cancer_rows[row : row + 2]))
