@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from modeldeploy_operator.api import ResourceModel
+from modeldeploy_operator.api_base import ResourceModel
 
 
 class Condition(ResourceModel):

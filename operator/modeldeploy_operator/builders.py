@@ -26,7 +26,9 @@ import posixpath
 import urllib.parse
 from typing import Any
 
-from modeldeploy_operator.api import GROUP, KIND, VERSION, Capture, ModelDeploymentSpec, parse_duration
+from modeldeploy_operator.api import GROUP, KIND, VERSION, ModelDeploymentSpec
+from modeldeploy_operator.api_base import parse_duration
+from modeldeploy_operator.api_drift import Capture
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]

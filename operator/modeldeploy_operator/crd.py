@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from modeldeploy_operator import api, api_status
+from modeldeploy_operator import api, api_base, api_status
 
 _DROP = {"title", "additionalProperties_false"}
 
@@ -178,7 +178,7 @@ def build_crd() -> dict[str, Any]:
                             "description": ROOT_DESCRIPTION,
                             "required": ["spec"],
                             "x-kubernetes-validations": [
-                                api.cel(
+                                api_base.cel(
                                     f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
                                     f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
                                     "it names the model's Service and Deployments",

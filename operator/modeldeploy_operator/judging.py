@@ -30,7 +30,9 @@ import numpy as np
 from modeldeploy_serving.profile import Profile, ProfileError
 
 from modeldeploy_operator import analysis, shadowing
-from modeldeploy_operator.api import Analysis, Drift, parse_duration
+from modeldeploy_operator.api import Analysis
+from modeldeploy_operator.api_base import parse_duration
+from modeldeploy_operator.api_drift import Drift
 from modeldeploy_operator.api_status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.plans import iso

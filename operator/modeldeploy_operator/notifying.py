@@ -23,7 +23,9 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import DriftWebhook, Owner, Webhook, about, parse_duration
+from modeldeploy_operator.api import Owner, Webhook, about
+from modeldeploy_operator.api_base import parse_duration
+from modeldeploy_operator.api_drift import DriftWebhook
 from modeldeploy_operator.api_status import Check, HistoryEntry
 from modeldeploy_operator.retraining import retry_delays, worth_retry
 

@@ -23,7 +23,9 @@ from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
 from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
-from modeldeploy_operator.api import DriftWebhook, ModelDeploymentSpec, Owner, parse_duration, parse_owner, parse_spec
+from modeldeploy_operator.api import ModelDeploymentSpec, Owner, parse_owner, parse_spec
+from modeldeploy_operator.api_base import parse_duration
+from modeldeploy_operator.api_drift import DriftWebhook
 from modeldeploy_operator.api_status import DriftStatus, RetrainingStatus
 from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,

@@ -25,7 +25,8 @@ ends here is recorded in history with `shadow: true` (moves.finish).
 from __future__ import annotations
 
 from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec, parse_duration
+from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api_base import parse_duration
 from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry
 from modeldeploy_operator.moves import changed, end, rolling, rollout_seconds
 from modeldeploy_operator.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import retraining
-from modeldeploy_operator.api import DriftWebhook
+from modeldeploy_operator.api_drift import DriftWebhook
 from modeldeploy_operator.api_status import DriftStatus
 from modeldeploy_operator.notifying import deliver, report_drift
 
