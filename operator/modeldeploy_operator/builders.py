@@ -411,7 +411,9 @@ def build_shadow_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
 
     The canary pods are not Ready then (their readiness gate stays closed, so the model's
     Service and any HTTPRoute backend leave them out); this Service publishes them anyway
-    (publishNotReadyAddresses), and only the stable pods' mirroring is told its name."""
+    (publishNotReadyAddresses), and only the stable pods' mirroring is told its name. It
+    selects this version's pods only: publishing not-ready pods also publishes terminating
+    ones, and a canary rolled back just before could still be answering in its grace period."""
     name = meta["name"]
     return {
         "apiVersion": "v1",
@@ -424,7 +426,7 @@ def build_shadow_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(name, "canary"),
+            "selector": {**selector_labels(name, "canary"), VERSION_LABEL: spec.model.version},
             "publishNotReadyAddresses": True,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },

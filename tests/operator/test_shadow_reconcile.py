@@ -93,6 +93,8 @@ def test_the_stable_pods_mirror_to_the_held_out_canary_and_a_disagreeing_one_is_
     target = cluster.services["fraud-shadow"]["spec"]
     assert target["publishNotReadyAddresses"] is True
     assert target["selector"]["modeldeploy.dev/track"] == "canary"
+    # Only version 8's pods: an earlier canary's pods may still answer while they terminate.
+    assert target["selector"]["app.kubernetes.io/version"] == "8"
     assert canary_let_in(cluster) == [False, False], "the readiness gate stays closed"
     canary = cluster.body["status"]["canary"]
     assert (canary["shadow"], canary["requestedWeight"], canary["actualWeight"]) == (True, 0, 0)
