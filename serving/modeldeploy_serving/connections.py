@@ -9,6 +9,10 @@ a connection that never sends a byte open forever. This protocol, a thin subclas
 - a time limit for a request head, from its first byte to its end: past it, 408 and close;
 - an idle timeout from the moment a connection opens, as uvicorn already has between
   requests (keep-alive), so a connection that never sends a request is closed too.
+
+It also sends each answer in one write: uvicorn writes a response's head and its body
+separately, two system calls (and two TCP segments) per answer where one does, and on a
+small answer those writes are most of what the HTTP layer costs per request.
 """
 
 from __future__ import annotations
@@ -67,8 +71,6 @@ class _Guarded(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(self.limits.head_timeout_seconds, self._head_too_slow)
             end = data.find(_END_OF_HEAD)
             self._head_bytes += len(data) if end < 0 else end + len(_END_OF_HEAD)
             if self._head_bytes > self.limits.max_head_bytes:
@@ -77,13 +79,20 @@ class _Guarded(HttpToolsProtocol):
                     f"the request line and headers are over the limit of {self.limits.max_head_bytes} bytes",
                 )
                 return
+            # A head that ends in the chunk it started in took no time; only one that is
+            # still incomplete is timed, from this (its first) chunk.
+            if end < 0 and self._head_timer is None:
+                self._head_timer = self.loop.call_later(self.limits.head_timeout_seconds, self._head_too_slow)
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._head_bytes = 0
         self._stop_head_timer()
+        cycle = self.cycle
         super().on_headers_complete()
+        if self.cycle is not cycle and self.cycle is not None:  # a request to answer (not an upgrade)
+            self.cycle.transport = OneWriteAnswer(self.transport, self.cycle, self.loop)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -109,3 +118,50 @@ class _Guarded(HttpToolsProtocol):
             % (status, _REASONS[status], len(body), body)
         )
         self.transport.close()
+
+
+class OneWriteAnswer(asyncio.Transport):
+    """The connection's transport as one request's cycle sees it: the response head is held
+    back and written together with the first body chunk, in one system call.
+
+    Only the head of the answer is held (not an interim `100 Continue`), and never past the
+    current turn of the event loop: if no body follows at once (a streamed answer, a body
+    held up by flow control), the head goes out on its own, as uvicorn would have sent it.
+    """
+
+    __slots__ = ("_cycle", "_head", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._head: bytes | None = None
+        self._held = False  # the head was held once; every later write goes straight through
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.writelines((head, data))
+            return
+        if not self._held and self._cycle.response_started and not self._cycle.response_complete:
+            self._held = True
+            self._head = bytes(data)
+            self._loop.call_soon(self._flush)
+            return
+        self._transport.write(data)
+
+    def _flush(self) -> None:
+        if self._head is not None:
+            head, self._head = self._head, None
+            self._transport.write(head)
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
