@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.answers import AnswerWriter
 from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
@@ -95,7 +96,7 @@ class ServingApp:
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
         self.parser = RequestParser(model.inputs, model.outputs, large_body_bytes)
-        self._output_types = {spec.name: spec.datatype for spec in model.outputs}
+        self.answers = AnswerWriter(model.name, model.version, model.outputs)
         self.ready = False
         prefix = f"/v2/models/{model.name}"
         versioned = f"{prefix}/versions/{model.version}"
@@ -126,15 +127,11 @@ class ServingApp:
         if scope["type"] != "http":
             return
         handler = self._routes.get((scope["method"], scope["path"]))
-        host = accept_encoding = None
-        for name, value in scope["headers"]:
-            if name == b"host":
-                host = value
-            elif name == b"accept-encoding":
-                accept_encoding = value
+        headers = dict(scope["headers"])  # one pass in C; a repeated header keeps its last value
+        accept_encoding = headers.get(b"accept-encoding")
         if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
             send = _compressing(send, coding)
-        if handler is not None and (host is not None or scope["http_version"] != "1.1"):
+        if handler is not None and (b"host" in headers or scope["http_version"] != "1.1"):
             await handler(scope, receive, send)
             return
         if handler is not None:
@@ -229,43 +226,30 @@ class ServingApp:
         started = time.perf_counter()
         self.batcher.expected += 1
         submitted = False
+        headers = dict(scope["headers"])
+        header_length = headers.get(binary.HEADER)
+        mirrored = SHADOW_HEADER in headers  # a copy of another server's request: counted apart, never mirrored again
         blobs: list[bytes] = []
-        header_length = None
-        mirrored = False  # a copy of another server's request: counted apart, never mirrored again
-        for name, value in scope["headers"]:
-            if name == binary.HEADER:
-                header_length = value
-            elif name == SHADOW_HEADER:
-                mirrored = True
         try:
-            body = await self._read_body(scope, receive)
+            body = await self._read_body(scope, headers, receive)
             text, binary_data = binary.split_body(body, header_length)
             request = await self.parser.parse(text, binary_data, header_length is not None)
             self.batcher.expected -= 1
             submitted = True
             outputs = await self.predict(request, capture=not mirrored)
-            response = {
-                "model_name": self.model.name,
-                "model_version": self.model.version,
-                "outputs": [
-                    self._output(name, outputs[name], request.binary_outputs, blobs) for name in request.outputs
-                ],
-            }
-            if request.id is not None:
-                response["id"] = request.id
+            answer, blobs = self.answers.json(request, outputs)
             status, outcome = 200, t.OUTCOME_OK
         except (ProtocolError, NonFiniteOutput, InferenceError) as error:
             status, outcome, message = refusal(error)
-            response = {"error": message}
+            answer, blobs = orjson.dumps({"error": message}), []
         finally:
             if not submitted:
                 self.batcher.expected -= 1
-        if blobs and status == 200:
-            head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
-            length = (binary.HEADER, str(len(head)).encode())
-            await _send(send, status, b"".join([head, *blobs]), OCTET_STREAM, [length])
+        if blobs:
+            length = (binary.HEADER, b"%d" % len(answer))
+            await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
         else:
-            await _respond(send, status, response)
+            await _send(send, status, answer, JSON)
         if mirrored:
             if self.telemetry:
                 self.metrics.mirrored[outcome].inc()
@@ -281,8 +265,9 @@ class ServingApp:
         before calling this, so the batcher knows whom it may wait for. A mirrored copy is
         not captured (capture=False): the server it came from sampled the request itself.
         """
-        outputs = await self.batcher.submit(request.inputs, request.rows)
-        check_outputs_finite(outputs, request.outputs, request.inputs)
+        outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
+        if not batch_finite:  # somewhere in the batch: perhaps in these rows
+            check_outputs_finite(outputs, request.outputs, request.inputs)
         if capture and self.capture is not None:
             self.capture.offer(request.inputs, outputs, request.rows)
         return outputs
@@ -293,29 +278,19 @@ class ServingApp:
             self.metrics.requests[outcome].inc()
             self.metrics.request_duration.observe(time.perf_counter() - started)
 
-    def _output(self, name: str, array: np.ndarray, binary_outputs: frozenset[str], blobs: list[bytes]) -> Any:
-        """One output's entry in the answer; its data goes to blobs when asked for as binary."""
-        datatype = self._output_types[name]
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if name in binary_outputs:
-            blob = binary.encode(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = _flat(array)
-        return entry
-
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""
         limit = self.max_request_bytes
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
         decoder: BodyDecoder | None = None
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > limit:
-                raise ProtocolError(f"the request body is {int(value)} bytes; the limit is {limit}", status=413)
-            if name == b"content-encoding":
-                decoder = BodyDecoder(value.decode("latin-1"), limit)
-        if decoder is not None and decoder.plain:
-            decoder = None
+        if b"content-encoding" in headers:
+            for name, value in scope["headers"]:  # each one is checked, as they were sent
+                if name == b"content-encoding":
+                    decoder = BodyDecoder(value.decode("latin-1"), limit)
+            if decoder is not None and decoder.plain:
+                decoder = None
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -334,13 +309,6 @@ class ServingApp:
                 if decoder is not None:
                     return decoder.finish()
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _flat(array: np.ndarray) -> Any:
-    """Row-major data for the response: numpy for orjson to write directly, lists for strings."""
-    if array.dtype.kind in "OUS":
-        return array.reshape(-1).tolist()
-    return np.ascontiguousarray(array.reshape(-1))
 
 
 def refusal(error: ProtocolError | NonFiniteOutput | InferenceError) -> tuple[int, str, str]:
@@ -386,15 +354,8 @@ async def _respond(
 async def _send(
     send: Send, status: int, body: bytes, content_type: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                *(headers or ()),
-            ],
-        }
-    )
+    fields = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if headers:
+        fields += headers
+    await send({"type": "http.response.start", "status": status, "headers": fields})
     await send({"type": "http.response.body", "body": body})

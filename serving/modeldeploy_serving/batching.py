@@ -19,11 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
 
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
+# A caller's outputs, and whether every floating-point output of the whole batch was finite.
+Answer = tuple[dict[str, np.ndarray], bool]
 ObserveFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], float], None]
 INLINE_BELOW_SECONDS = 0.001
 RECENT_CALLS = 15  # calls whose median decides where the next one runs
@@ -37,15 +38,19 @@ class InferenceError(RuntimeError):
         self.bad_input = bad_input
 
 
-@dataclass
 class _Pending:
-    inputs: dict[str, np.ndarray]
-    rows: int
-    future: asyncio.Future[dict[str, np.ndarray]] = field(repr=False)
+    """One caller's request waiting in the queue."""
+
+    __slots__ = ("future", "inputs", "rows")
+
+    def __init__(self, inputs: dict[str, np.ndarray], rows: int, future: asyncio.Future[Answer]) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
 
     def key(self) -> tuple[tuple[str, tuple[int, ...]], ...]:
         """Requests merge only when every input agrees on all but the batch dimension."""
-        return tuple((name, array.shape[1:]) for name, array in self.inputs.items())
+        return tuple([(name, array.shape[1:]) for name, array in self.inputs.items()])
 
 
 class Batcher:
@@ -67,10 +72,12 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._recent: deque[float] = deque([0.0], maxlen=RECENT_CALLS)  # seconds of recent calls
         self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.expected = 0  # requests being read or parsed that will reach submit() soon
 
     def start(self) -> None:
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
+        self._loop = asyncio.get_running_loop()
+        self._worker = self._loop.create_task(self._work(), name="batcher")
 
     async def stop(self) -> None:
         if self._worker is not None:
@@ -79,7 +86,17 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def submit(self, inputs: dict[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        """The model's outputs for these rows (only these), computed with whatever else is queued."""
+        outputs, _ = await self.answer(inputs, rows)
+        return outputs
+
+    async def answer(self, inputs: dict[str, np.ndarray], rows: int) -> Answer:
+        """submit(), and whether every floating-point output of the batch was finite.
+
+        The finiteness of a whole batch is checked once; a caller whose batch had a NaN or an
+        infinity somewhere checks its own rows (the value may be another caller's).
+        """
+        future: asyncio.Future[Answer] = (self._loop or asyncio.get_running_loop()).create_future()
         self._queue.append(_Pending(inputs, rows, future))
         self._arrived.set()
         return await future
@@ -147,11 +164,17 @@ class Batcher:
             return
         if self._observe is not None:
             self._observe(inputs, outputs, seconds)
-        offsets = np.cumsum([item.rows for item in batch])[:-1]
-        parts = {name: np.split(array, offsets) if len(batch) > 1 else [array] for name, array in outputs.items()}
-        for index, item in enumerate(batch):
+        finite = all(array.dtype.kind != "f" or np.isfinite(array).all() for array in outputs.values())
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result((outputs, finite))
+            return
+        start = 0
+        for item in batch:  # each caller's rows, as views of the batch's outputs
+            stop = start + item.rows
             if not item.future.done():
-                item.future.set_result({name: split[index] for name, split in parts.items()})
+                item.future.set_result(({name: array[start:stop] for name, array in outputs.items()}, finite))
+            start = stop
 
     async def _call(self, inputs: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
         """One ONNX Runtime call: on the event loop when calls are short, else on the worker thread.

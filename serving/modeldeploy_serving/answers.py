@@ -1,0 +1,90 @@
+"""The body of a successful inference answer, written from byte templates made once per model.
+
+Everything in an answer but the shapes, the data and the request's id is the same every
+time: the model's name and version, each output's name and datatype. Building a document
+of dicts and lists for each answer and serializing it whole cost more than the request's
+validation; here the fixed parts are bytes made at start and only the arrays are
+serialized per answer (orjson writes numpy arrays directly). The bytes are exactly those
+orjson writes for the whole document. Outputs asked for as binary tensor data, and
+string outputs, take the general path: a document serialized whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+
+from modeldeploy_serving import binary
+from modeldeploy_serving.protocol import InferenceRequest
+from modeldeploy_serving.signature import TensorSpec
+
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class AnswerWriter:
+    """Writes the answers of one model."""
+
+    def __init__(self, name: str, version: str, outputs: list[TensorSpec]) -> None:
+        self.name = name
+        self.version = version
+        self.datatypes = {spec.name: spec.datatype for spec in outputs}
+        self._head = b'{"model_name":%s,"model_version":%s,"outputs":[' % (orjson.dumps(name), orjson.dumps(version))
+        self._output_heads = {
+            spec.name: b'{"name":%s,"datatype":%s,"shape":' % (orjson.dumps(spec.name), orjson.dumps(spec.datatype))
+            for spec in outputs
+        }
+        self._numeric = {spec.name for spec in outputs if spec.datatype != "BYTES"}
+
+    def json(self, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
+        """(the JSON answer, the binary data that follows it): blobs only for outputs asked as binary."""
+        names = request.outputs
+        if request.binary_outputs or not self._numeric.issuperset(names):
+            return self._document(request, outputs)
+        parts = [self._head]
+        for index, name in enumerate(names):
+            array = outputs[name]
+            if array.dtype.kind in "OUS":  # strings from a model whose signature said otherwise
+                return self._document(request, outputs)
+            parts += (
+                b"," if index else b"",
+                self._output_heads[name],
+                orjson.dumps(array.shape),
+                b',"data":',
+                orjson.dumps(flat(array), option=NUMPY),
+                b"}",
+            )
+        parts.append(b"]" if request.id is None else b'],"id":%s' % orjson.dumps(request.id))
+        parts.append(b"}")
+        return b"".join(parts), []
+
+    def _document(self, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
+        blobs: list[bytes] = []
+        document: dict[str, Any] = {
+            "model_name": self.name,
+            "model_version": self.version,
+            "outputs": [self._output(name, outputs[name], request.binary_outputs, blobs) for name in request.outputs],
+        }
+        if request.id is not None:
+            document["id"] = request.id
+        return orjson.dumps(document, option=NUMPY), blobs
+
+    def _output(self, name: str, array: np.ndarray, binary_outputs: frozenset[str], blobs: list[bytes]) -> Any:
+        """One output's entry in the answer; its data goes to blobs when asked for as binary."""
+        datatype = self.datatypes[name]
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if name in binary_outputs:
+            blob = binary.encode(array, datatype)
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = flat(array)
+        return entry
+
+
+def flat(array: np.ndarray) -> Any:
+    """Row-major data for the response: numpy for orjson to write directly, lists for strings."""
+    if array.dtype.kind in "OUS":
+        return array.reshape(-1).tolist()
+    return np.ascontiguousarray(array.reshape(-1))
