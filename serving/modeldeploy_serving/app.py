@@ -275,8 +275,7 @@ class ServingApp:
     def record(self, outcome: str, started: float) -> None:
         """One request's outcome and duration, whichever protocol it came by."""
         if self.telemetry:
-            self.metrics.requests[outcome].inc()
-            self.metrics.request_duration.observe(time.perf_counter() - started)
+            self.metrics.request_answered(outcome, time.perf_counter() - started)
 
     async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from modeldeploy_serving import telemetry as t
@@ -22,8 +22,10 @@ from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
 from modeldeploy_serving.shadow import comparison_plan
 from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
 from modeldeploy_serving.signature import TensorSpec
+from modeldeploy_serving.tallies import DeferredHistogram, FoldingRegistry
 
-FLUSH_ROWS = 256  # rows kept before they are counted together (or fewer, at every scrape)
+FLUSH_ROWS = 1024  # rows kept before they are counted together (or fewer, at every scrape)
+COMPARE_ROWS = 4096  # rows compared with the bin edges at a time: [rows, columns, edges] booleans
 
 
 def _bucket_bounds(edges: list[float]) -> list[str]:
@@ -66,11 +68,13 @@ class _Binned:
         finite = np.isfinite(values)
         self.missing += nan.sum(axis=0)
         self.invalid += (~finite & ~nan).sum(axis=0)
-        # Right-closed bins: the bin index is the number of edges strictly below the value,
-        # which is what searchsorted(side="left") returns; one call per column, not per value.
+        # Right-closed bins: the bin index is the number of edges strictly below the value
+        # (what searchsorted(side="left") returns), counted for every column at once against
+        # its padded edges (+inf is below nothing); NaN and infinities are left out below.
         bins = np.empty(values.shape, dtype=np.intp)
-        for column in range(values.shape[1]):
-            bins[:, column] = np.searchsorted(self.edges[column], values[:, column], side="left")
+        for start in range(0, values.shape[0], COMPARE_ROWS):  # bounded scratch memory
+            block = values[start : start + COMPARE_ROWS, :, None] > self.edges[None, :, :]
+            np.sum(block, axis=2, out=bins[start : start + COMPARE_ROWS])
         width = self.counts.shape[1]
         flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
@@ -122,13 +126,14 @@ class ServerMetrics:
         capture: bool = False,
         outputs: Sequence[TensorSpec] = (),
     ) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = FoldingRegistry(self.fold)
         self.base = (model, version, track)
         base_names = list(t.BASE_LABELS)
         requests = Counter(
             t.REQUESTS, "Inference requests by outcome.", [*base_names, t.LABEL_OUTCOME], registry=self.registry
         )
         self.requests = {outcome: requests.labels(*self.base, outcome) for outcome in t.OUTCOMES}
+        self._outcomes = dict.fromkeys(t.OUTCOMES, 0)  # requests answered since the last fold
         mirrored = Counter(
             t.MIRRORED_REQUESTS,
             f"Requests mirrored here by another server ({t.SHADOW_HEADER}), by outcome; not in {t.REQUESTS}.",
@@ -136,28 +141,28 @@ class ServerMetrics:
             registry=self.registry,
         )
         self.mirrored = {outcome: mirrored.labels(*self.base, outcome) for outcome in t.OUTCOMES}
-        self.request_duration = Histogram(
+        # Counted per request and per batch: kept as plain numbers until read (tallies.py).
+        self.request_duration = DeferredHistogram(
             t.REQUEST_DURATION,
             "Time from a request's arrival to its answer.",
             base_names,
-            buckets=t.REQUEST_DURATION_BUCKETS,
-            registry=self.registry,
-        ).labels(*self.base)
-        self.inference_duration = Histogram(
+            self.base,
+            t.REQUEST_DURATION_BUCKETS,
+        )
+        self.inference_duration = DeferredHistogram(
             t.INFERENCE_DURATION,
             "Time of one ONNX Runtime call (one batch).",
             base_names,
-            buckets=t.REQUEST_DURATION_BUCKETS,
-            registry=self.registry,
-        ).labels(*self.base)
-        self.batch_size = Histogram(
-            t.BATCH_SIZE,
-            "Rows per ONNX Runtime call.",
-            base_names,
-            buckets=t.BATCH_SIZE_BUCKETS,
-            registry=self.registry,
-        ).labels(*self.base)
+            self.base,
+            t.REQUEST_DURATION_BUCKETS,
+        )
+        self.batch_size = DeferredHistogram(
+            t.BATCH_SIZE, "Rows per ONNX Runtime call.", base_names, self.base, t.BATCH_SIZE_BUCKETS
+        )
+        for histogram in (self.request_duration, self.inference_duration, self.batch_size):
+            self.registry.register(histogram)
         self.rows = Counter(t.ROWS, "Rows inferred.", base_names, registry=self.registry).labels(*self.base)
+        self._rows = 0  # rows inferred since the last fold
         Gauge(
             t.MODEL_INFO,
             "The served model; always 1.",
@@ -183,12 +188,29 @@ class ServerMetrics:
         self.shadow = ShadowTelemetry(self.base, comparison_plan(profile, list(outputs)))
         self.registry.register(self.shadow)
 
+    def request_answered(self, outcome: str, seconds: float) -> None:
+        """One request's outcome and time from arrival to answer."""
+        self._outcomes[outcome] += 1
+        self.request_duration.observe(seconds)
+
     def observe_batch(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], seconds: float) -> None:
         rows = next(iter(inputs.values())).shape[0]
         self.inference_duration.observe(seconds)
         self.batch_size.observe(rows)
-        self.rows.inc(rows)
+        self._rows += rows
         self.data.observe(inputs, outputs)
+
+    def fold(self) -> None:
+        """Count into the series everything kept since the last fold; every read of the registry calls it."""
+        for outcome, count in self._outcomes.items():
+            if count:
+                self.requests[outcome].inc(count)
+                self._outcomes[outcome] = 0
+        if self._rows:
+            self.rows.inc(self._rows)
+            self._rows = 0
+        for histogram in (self.request_duration, self.inference_duration, self.batch_size):
+            histogram.fold()
 
 
 class _ProcessCpu:
