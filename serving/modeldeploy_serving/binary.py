@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modeldeploy_serving.protocol import BinaryData, ProtocolError
+from modeldeploy_serving.protocol import NO_BINARY_DATA, BinaryData, ProtocolError
 
 HEADER = b"inference-header-content-length"
 EXTENSION = "binary_tensor_data"  # the name in the server metadata's extensions, as Triton's
@@ -22,7 +22,7 @@ def split_body(body: bytes, header_length: bytes | None) -> tuple[memoryview, Bi
     """(the JSON part, the binary data after it) of a request body."""
     view = memoryview(body)
     if header_length is None:
-        return view, BinaryData()
+        return view, NO_BINARY_DATA
     text = header_length.decode("latin-1").strip()
     if not text.isdigit() or int(text) > len(body):
         raise ProtocolError(

@@ -64,6 +64,9 @@ def describe(specs: list[TensorSpec]) -> str:
     return ", ".join(f"{s.name} ({s.datatype} {list(s.shape)})" for s in specs)
 
 
+_NO_PARAMETERS: dict[str, Any] = {}  # read, never written
+
+
 class BinaryData:
     """The bytes after the JSON header (binary tensor data extension), taken in input order."""
 
@@ -88,10 +91,13 @@ class BinaryData:
             )
 
 
+NO_BINARY_DATA = BinaryData()  # no bytes after the JSON: nothing to take, so one instance serves every request
+
+
 def parse_request(
     body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], binary: BinaryData | None = None
 ) -> InferenceRequest:
-    binary = binary or BinaryData()
+    binary = binary or NO_BINARY_DATA
     if not isinstance(body, dict):
         raise ProtocolError(f"the request body must be a JSON object with 'inputs', got {type(body).__name__}")
     request_id = body.get("id")
@@ -113,12 +119,16 @@ def parse_request(
             )
         if name in arrays:
             raise ProtocolError(f"input {name!r} is given twice")
-        size = parameters_of(raw, f"inputs[{index}].parameters").get("binary_data_size")
+        tensor_parameters = raw.get("parameters", _NO_PARAMETERS)
+        if not isinstance(tensor_parameters, dict):  # as parameters_of, with the message made only when needed
+            raise ProtocolError(
+                f"inputs[{index}].parameters must be an object of parameters, got {_shown(tensor_parameters)}"
+            )
+        size = tensor_parameters.get("binary_data_size")
         arrays[name] = parse_tensor(raw, by_name[name], f"input {name!r}", binary, size)
     binary.finish()
-    missing = [spec for spec in inputs if spec.name not in arrays]
-    if missing:
-        raise ProtocolError(f"missing input {describe(missing)}")
+    if len(arrays) != len(inputs):  # every name in arrays is an input, each once
+        raise ProtocolError(f"missing input {describe([spec for spec in inputs if spec.name not in arrays])}")
     rows = {array.shape[0] for array in arrays.values()}
     if len(rows) != 1:
         raise ProtocolError(f"all inputs must have the same batch size (first dimension), got {sorted(rows)}")
@@ -129,7 +139,7 @@ def parse_request(
 
 def parameters_of(document: dict[str, Any], where: str) -> dict[str, Any]:
     """The optional 'parameters' object of a request, an input or an output."""
-    parameters = document.get("parameters", {})
+    parameters = document.get("parameters", _NO_PARAMETERS)
     if not isinstance(parameters, dict):
         raise ProtocolError(f"{where} must be an object of parameters, got {_shown(parameters)}")
     return parameters
@@ -200,7 +210,7 @@ def parse_tensor(
     data = raw.get("data")
     if not isinstance(data, list):
         raise ProtocolError(f"{what}: 'data' must be a list of {math.prod(shape)} values, got {_shown(data)}")
-    if data and any(isinstance(item, list) for item in data[:1]):
+    if data and isinstance(data[0], list):
         data = _flatten(data, what)
     expected = math.prod(shape)
     if len(data) != expected:
@@ -253,9 +263,10 @@ def _decode_strings(blob: memoryview, count: int, what: str) -> np.ndarray:
 
 
 def _parse_shape(shape: Any, spec: TensorSpec, what: str) -> tuple[int, ...]:
-    if not isinstance(shape, list) or not all(type(dim) is int and dim >= 0 for dim in shape):
+    if not isinstance(shape, list) or any([type(dim) is not int or dim < 0 for dim in shape]):
         raise ProtocolError(f"{what}: 'shape' must be a list of non-negative integers, got {_shown(shape)}")
-    if len(shape) != len(spec.shape) or any(want not in (-1, got) for want, got in zip(spec.shape, shape, strict=True)):
+    dims = zip(spec.shape, shape, strict=True)
+    if len(shape) != len(spec.shape) or any([want not in (-1, got) for want, got in dims]):
         raise ProtocolError(f"{what} has shape {shape}; the model expects {list(spec.shape)} (-1 is any size)")
     if shape[0] == 0:
         raise ProtocolError(f"{what} has shape {shape}: the batch dimension must be at least 1")
@@ -278,8 +289,11 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
         bad = next(value for value in data if type(value) not in accepted)
         raise ProtocolError(f"{what} ({spec.datatype}) takes {words}, got {_shown(bad)}")
     try:
-        with np.errstate(over="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
             array = np.array(data, dtype=spec.dtype)
+            # One sum tells whether every element is finite; only a non-finite one (a null,
+            # an overflow, or a sum past the datatype's range) needs the element-wise look.
+            total = np.add.reduce(array, axis=None) if array.dtype.kind == "f" else 0
     except OverflowError:
         if np.issubdtype(spec.dtype, np.floating):
             bad = next(value for value in data if type(value) is int and not _fits_float(value))
@@ -291,7 +305,7 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
         raise ProtocolError(
             f"{what} ({spec.datatype}) takes integers from {info.min} to {info.max}, got {_shown(bad)}"
         ) from None
-    if array.dtype.kind == "f":
+    if array.dtype.kind == "f" and not math.isfinite(total):
         # JSON has no infinity, so an infinite element is a number the datatype cannot hold
         # (1e39 in FP32): refused rather than silently turned into inf.
         overflowed = np.flatnonzero(np.isinf(array))
