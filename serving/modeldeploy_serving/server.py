@@ -141,6 +141,9 @@ def serve(options: ServeOptions) -> None:
             ),
             lifespan="on",
             access_log=False,
+            # The app reads no client address or scheme, so uvicorn's X-Forwarded-* middleware
+            # (a header scan per request) would only cost time.
+            proxy_headers=False,
             log_level="warning",
             timeout_graceful_shutdown=options.graceful_seconds,
         )
