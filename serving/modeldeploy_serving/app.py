@@ -233,10 +233,13 @@ class ServingApp:
         try:
             body = await self._read_body(scope, headers, receive)
             text, binary_data = binary.split_body(body, header_length)
-            request = await self.parser.parse(text, binary_data, header_length is not None)
+            framed = header_length is not None
+            parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
+            request = parsed if parsed is not None else await self.parser.parse(text, binary_data, framed)
             self.batcher.expected -= 1
             submitted = True
-            outputs = await self.predict(request, capture=not mirrored)
+            outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
+            self.settle(request, outputs, batch_finite, capture=not mirrored)
             answer, blobs = self.answers.json(request, outputs)
             status, outcome = 200, t.OUTCOME_OK
         except (ProtocolError, NonFiniteOutput, InferenceError) as error:
@@ -266,11 +269,17 @@ class ServingApp:
         not captured (capture=False): the server it came from sampled the request itself.
         """
         outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
+        self.settle(request, outputs, batch_finite, capture)
+        return outputs
+
+    def settle(
+        self, request: InferenceRequest, outputs: dict[str, np.ndarray], batch_finite: bool, capture: bool
+    ) -> None:
+        """After inference: refuse NaN or infinity in the answer, offer the rows to capture."""
         if not batch_finite:  # somewhere in the batch: perhaps in these rows
             check_outputs_finite(outputs, request.outputs, request.inputs)
         if capture and self.capture is not None:
             self.capture.offer(request.inputs, outputs, request.rows)
-        return outputs
 
     def record(self, outcome: str, started: float) -> None:
         """One request's outcome and duration, whichever protocol it came by."""

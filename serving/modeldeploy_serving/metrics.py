@@ -25,7 +25,6 @@ from modeldeploy_serving.signature import TensorSpec
 from modeldeploy_serving.tallies import DeferredHistogram, FoldingRegistry
 
 FLUSH_ROWS = 1024  # rows kept before they are counted together (or fewer, at every scrape)
-COMPARE_ROWS = 4096  # rows compared with the bin edges at a time: [rows, columns, edges] booleans
 
 
 def _bucket_bounds(edges: list[float]) -> list[str]:
@@ -69,12 +68,13 @@ class _Binned:
         self.missing += nan.sum(axis=0)
         self.invalid += (~finite & ~nan).sum(axis=0)
         # Right-closed bins: the bin index is the number of edges strictly below the value
-        # (what searchsorted(side="left") returns), counted for every column at once against
-        # its padded edges (+inf is below nothing); NaN and infinities are left out below.
-        bins = np.empty(values.shape, dtype=np.intp)
-        for start in range(0, values.shape[0], COMPARE_ROWS):  # bounded scratch memory
-            block = values[start : start + COMPARE_ROWS, :, None] > self.edges[None, :, :]
-            np.sum(block, axis=2, out=bins[start : start + COMPARE_ROWS])
+        # (what searchsorted(side="left") returns), counted for all columns at once, one
+        # edge position at a time (edges padded with +inf are below nothing); NaN and
+        # infinities are left out below. For a flush of many rows this is a few whole-array
+        # comparisons instead of one searchsorted per column.
+        bins = np.zeros(values.shape, dtype=np.intp)
+        for position in range(self.edges.shape[1]):
+            bins += values > self.edges[:, position]
         width = self.counts.shape[1]
         flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)

@@ -63,9 +63,15 @@ class RequestParser:
         self.large_body_bytes = large_body_bytes
         self._helper: ProcessPoolExecutor | None = None
 
-    async def parse(self, text: memoryview, binary: BinaryData, framed: bool) -> InferenceRequest:
+    def parse_now(self, text: memoryview, binary: BinaryData, framed: bool) -> InferenceRequest | None:
+        """The request, parsed on the event loop; None for a large JSON body (see parse())."""
         if len(text) < self.large_body_bytes or len(binary.data):
             return parse_body(text, self.inputs, self.outputs, binary, framed)
+        return None
+
+    async def parse(self, text: memoryview, binary: BinaryData, framed: bool) -> InferenceRequest:
+        if (request := self.parse_now(text, binary, framed)) is not None:
+            return request
         # The whole body when it is all JSON, so no copy is made before pickling it.
         whole = text.obj if isinstance(text.obj, bytes) and len(text) == len(text.obj) else bytes(text)
         if self._helper is None:

@@ -9,8 +9,7 @@ returns numpy arrays, so it is tested, including property-based, without a serve
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,8 +42,7 @@ class NonFiniteOutput(RuntimeError):
     """The model answered NaN or infinity from inputs that were all finite: the model's fault."""
 
 
-@dataclass(frozen=True)
-class InferenceRequest:
+class InferenceRequest(NamedTuple):  # a tuple: made for every request, in a fraction of a frozen dataclass's time
     id: str | None
     inputs: dict[str, np.ndarray]  # by input name, in the model's dtype and shape
     rows: int  # the batch dimension shared by all inputs
