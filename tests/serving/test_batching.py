@@ -19,6 +19,7 @@ import pytest
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.batching import Batcher, InferenceError
 from modeldeploy_serving.model import Model, load_model
+from modeldeploy_serving.protocol import NonFiniteOutput, check_outputs_finite
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ExampleModels
@@ -204,3 +205,32 @@ def test_short_calls_stay_on_the_event_loop_and_long_ones_move_to_a_thread(
 
     asyncio.run(main())
     assert where[-10:] == ["inline"] * 10 if expected == "inline" else where[20:40] == ["thread"] * 20, where
+
+
+def test_a_batch_with_a_nan_anywhere_tells_every_caller_to_check_its_own_rows() -> None:
+    """Finiteness is checked once per batch; the flag only says whether callers must look closer."""
+
+    def nan_where_negative(names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        x = feeds["x"]
+        return [np.where(x < 0, np.nan, x), (x > 0).astype(np.int64)]
+
+    def answers(requests: list[np.ndarray]) -> list[tuple[dict[str, np.ndarray], bool]]:
+        batcher = Batcher(Recorder(nan_where_negative), ["score", "label"], None, max_batch_size=32)
+
+        async def scenario() -> list[tuple[dict[str, np.ndarray], bool]]:
+            batcher.start()
+            try:
+                return list(await asyncio.gather(*(batcher.answer({"x": x}, len(x)) for x in requests)))
+            finally:
+                await batcher.stop()
+
+        return asyncio.run(scenario())
+
+    clean, poisoned = np.array([1.0, 2.0]), np.array([3.0, -1.0])
+    together = answers([clean, poisoned])
+    assert [finite for _, finite in together] == [False, False]
+    np.testing.assert_array_equal(together[0][0]["score"], clean)  # its own rows are finite: it is answered
+    check_outputs_finite(together[0][0], ["score", "label"], {"x": clean})
+    with pytest.raises(NonFiniteOutput):
+        check_outputs_finite(together[1][0], ["score", "label"], {"x": poisoned})
+    assert [finite for _, finite in answers([clean, clean * 3])] == [True, True]

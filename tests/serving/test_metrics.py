@@ -256,3 +256,63 @@ def test_batches_are_counted_together_once_enough_rows_wait(example_models: Exam
     observe(rows[:3])
     list(metrics.data.collect())  # a scrape counts what waits
     assert group.counts.sum() // len(group.labels) == counted + 3
+
+
+def test_every_request_is_counted_exactly_at_each_scrape(
+    serve: Callable[..., InProcessServer], cancer_v1: Model, cancer_rows: np.ndarray
+) -> None:
+    """Request and batch counts wait as plain numbers between scrapes; a scrape sees all of them."""
+    server = serve(cancer_v1)
+    sent_rows, answered, refused = 0, 0, 0
+    for scrape_round in range(2):
+        for index in range(23 + 11 * scrape_round):
+            rows = cancer_rows[index : index + 1 + index % 4]
+            assert server.infer(infer_body(rows)).status_code == 200
+            sent_rows, answered = sent_rows + len(rows), answered + 1
+            if index % 7 == 0:
+                assert server.infer({"inputs": []}).status_code == 400
+                refused += 1
+        text = server.metrics()
+        assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_OK) == answered
+        assert value(text, f"{t.REQUESTS}_total", **BASE, outcome=t.OUTCOME_INVALID) == refused
+        assert value(text, f"{t.REQUEST_DURATION}_count", **BASE) == answered + refused
+        assert buckets(text, t.REQUEST_DURATION, **BASE)[float("inf")] == answered + refused
+        assert value(text, f"{t.ROWS}_total", **BASE) == sent_rows
+        assert value(text, f"{t.BATCH_SIZE}_sum", **BASE) == sent_rows
+        assert value(text, f"{t.INFERENCE_DURATION}_count", **BASE) == value(text, f"{t.BATCH_SIZE}_count", **BASE)
+        feature = buckets(text, t.FEATURE_VALUE, **BASE, feature="mean radius")
+        assert feature[float("inf")] == sent_rows
+
+
+def test_deferred_histograms_export_what_prometheus_client_would() -> None:
+    """Past FOLD_EVERY values and across scrapes: the same buckets, count and sum as Histogram.observe."""
+    from modeldeploy_serving.metrics import ServerMetrics
+    from modeldeploy_serving.tallies import FOLD_EVERY
+    from prometheus_client import CollectorRegistry, Histogram
+
+    metrics = ServerMetrics("m", "1", t.STABLE, "0" * 64, None)
+    reference = Histogram("reference", "", buckets=t.REQUEST_DURATION_BUCKETS, registry=CollectorRegistry())
+    durations = np.random.default_rng(11).exponential(0.004, size=2 * FOLD_EVERY + 77)
+    durations[:5] = t.REQUEST_DURATION_BUCKETS[:5]  # a value on a bound falls in that bound's bucket
+    labels = {t.LABEL_MODEL: "m", t.LABEL_VERSION: "1", t.LABEL_TRACK: t.STABLE}
+    for part in np.array_split(durations, 3):  # three scrapes, with folds at FOLD_EVERY values between them
+        for seconds in part.tolist():
+            metrics.request_answered(t.OUTCOME_OK, seconds)
+            reference.observe(seconds)
+        expected = {
+            (sample.name.removeprefix("reference"), sample.labels.get("le")): sample.value
+            for sample in reference.collect()[0].samples
+            if not sample.name.endswith("_created")
+        }
+        got = {
+            (sample.name.removeprefix(t.REQUEST_DURATION), sample.labels.get("le")): sample.value
+            for family in metrics.registry.collect()
+            if family.name == t.REQUEST_DURATION
+            for sample in family.samples
+            if sample.labels.items() >= labels.items() and not sample.name.endswith("_created")
+        }
+        assert got.pop(("_sum", None)) == pytest.approx(expected.pop(("_sum", None)))
+        assert got == expected
+        ok = metrics.registry.get_sample_value(f"{t.REQUESTS}_total", {**labels, t.LABEL_OUTCOME: t.OUTCOME_OK})
+        assert ok == expected[("_count", None)]
+    assert metrics.registry.get_sample_value(f"{t.REQUEST_DURATION}_created", labels) is not None
