@@ -90,16 +90,17 @@ class Batcher:
         outputs, _ = await self.answer(inputs, rows)
         return outputs
 
-    async def answer(self, inputs: dict[str, np.ndarray], rows: int) -> Answer:
-        """submit(), and whether every floating-point output of the batch was finite.
+    def answer(self, inputs: dict[str, np.ndarray], rows: int) -> asyncio.Future[Answer]:
+        """submit(), and whether every floating-point output of the batch was finite, to await.
 
         The finiteness of a whole batch is checked once; a caller whose batch had a NaN or an
-        infinity somewhere checks its own rows (the value may be another caller's).
+        infinity somewhere checks its own rows (the value may be another caller's). A future,
+        not a coroutine: the caller awaits it directly, one frame less to resume per request.
         """
         future: asyncio.Future[Answer] = (self._loop or asyncio.get_running_loop()).create_future()
         self._queue.append(_Pending(inputs, rows, future))
         self._arrived.set()
-        return await future
+        return future
 
     async def _work(self) -> None:
         while True:

@@ -67,14 +67,19 @@ class _Binned:
         finite = np.isfinite(values)
         self.missing += nan.sum(axis=0)
         self.invalid += (~finite & ~nan).sum(axis=0)
-        # Right-closed bins: the bin index is the number of edges strictly below the value
-        # (what searchsorted(side="left") returns), counted for all columns at once, one
-        # edge position at a time (edges padded with +inf are below nothing); NaN and
-        # infinities are left out below. For a flush of many rows this is a few whole-array
-        # comparisons instead of one searchsorted per column.
-        bins = np.zeros(values.shape, dtype=np.intp)
-        for position in range(self.edges.shape[1]):
-            bins += values > self.edges[:, position]
+        # Right-closed bins: the bin index is the number of edges strictly below the value,
+        # what searchsorted(side="left") returns. Whichever is fewer numpy calls: one
+        # searchsorted per column, or one whole-array comparison per edge position (edges
+        # padded with +inf are below nothing). NaN and infinities are left out below.
+        columns, positions = self.edges.shape
+        if columns <= positions:
+            bins = np.empty(values.shape, dtype=np.intp)
+            for column in range(columns):
+                bins[:, column] = np.searchsorted(self.edges[column], values[:, column], side="left")
+        else:
+            bins = np.zeros(values.shape, dtype=np.intp)
+            for position in range(positions):
+                bins += values > self.edges[:, position]
         width = self.counts.shape[1]
         flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
