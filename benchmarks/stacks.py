@@ -17,15 +17,16 @@ from pathlib import Path
 # (step, function names that mark it); the first match in this order wins.
 STEPS = [
     ("telemetry: features and predictions (observe_batch)", ("observe_batch",)),
+    ("telemetry: request outcome and duration (record)", ("ServingApp.record",)),
     ("ONNX Runtime call", ("Session.run", "Model.run")),
     ("validation (parse_request)", ("parse_request",)),
     ("JSON decoding", ("loads",)),
-    ("response: build and write (_respond)", ("_respond", "_send")),
+    ("response: build and write (AnswerWriter, _send)", ("AnswerWriter", "_respond", "_send")),
     ("batcher: merge, split, hand-off", ("Batcher.", "ThreadPoolExecutor", "_worker")),
     ("rest of the request handler (_infer)", ("ServingApp._infer", "ServingApp.__call__")),
     (
         "HTTP: uvicorn, httptools, socket writes of headers, the uvloop loop",
-        ("httptools_impl", "uvicorn/", "proxy_headers"),
+        ("httptools_impl", "uvicorn/", "proxy_headers", "connections.py"),
     ),
 ]
 
