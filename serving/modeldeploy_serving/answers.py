@@ -52,7 +52,7 @@ class AnswerWriter:
                 self._output_heads[name],
                 orjson.dumps(array.shape),
                 b',"data":',
-                orjson.dumps(flat(array), option=NUMPY),
+                _numbers(array),
                 b"}",
             )
         parts.append(b"]" if request.id is None else b'],"id":%s' % orjson.dumps(request.id))
@@ -81,6 +81,15 @@ class AnswerWriter:
         else:
             entry["data"] = flat(array)
         return entry
+
+
+def _numbers(array: np.ndarray) -> bytes:
+    """A numeric array's values as a flat JSON list. Rows sliced from a batch's outputs are
+    contiguous already, so the copy flat() would make is only needed when orjson refuses."""
+    try:
+        return orjson.dumps(array if array.ndim == 1 else array.reshape(-1), option=NUMPY)
+    except orjson.JSONEncodeError:  # not C-contiguous
+        return orjson.dumps(flat(array), option=NUMPY)
 
 
 def flat(array: np.ndarray) -> Any:

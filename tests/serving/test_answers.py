@@ -81,3 +81,13 @@ def test_binary_outputs_take_the_document_path_with_their_bytes_after_it() -> No
     assert answer["outputs"][0]["data"] == [1, 0, 7]
     assert answer["outputs"][1]["parameters"] == {"binary_data_size": 24}
     assert blobs == [ARRAYS["probabilities"].astype("<f4").tobytes()]
+
+
+def test_an_output_that_is_not_contiguous_is_written_in_row_major_order() -> None:
+    columns = np.arange(6, dtype=np.float32).reshape(2, 3).T  # Fortran order: not C-contiguous
+    request = InferenceRequest(None, {}, 3, ["probabilities"])
+    body, _ = AnswerWriter("m", "1", OUTPUTS).json(request, {"probabilities": columns[:, :2]})
+    assert orjson.loads(body)["outputs"][0]["data"] == columns[:, :2].reshape(-1).tolist()
+    strided = np.arange(6, dtype=np.int64)[::2]  # one dimension, every other element
+    body, _ = AnswerWriter("m", "1", OUTPUTS).json(InferenceRequest(None, {}, 3, ["label"]), {"label": strided})
+    assert orjson.loads(body)["outputs"][0]["data"] == [0, 2, 4]
