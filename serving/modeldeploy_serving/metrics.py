@@ -63,26 +63,29 @@ class _Binned:
 
     def observe(self, array: np.ndarray) -> None:
         values = array.reshape(array.shape[0], -1)[:, self.columns].astype(np.float64)
-        nan = np.isnan(values)
         finite = np.isfinite(values)
-        self.missing += nan.sum(axis=0)
-        self.invalid += (~finite & ~nan).sum(axis=0)
-        # Right-closed bins: the bin index is the number of edges strictly below the value,
-        # what searchsorted(side="left") returns. Whichever is fewer numpy calls: one
-        # searchsorted per column, or one whole-array comparison per edge position (edges
-        # padded with +inf are below nothing). NaN and infinities are left out below.
+        finite_count = np.count_nonzero(finite, axis=0)
+        missing = np.count_nonzero(np.isnan(values), axis=0)
+        self.missing += missing
+        self.invalid += values.shape[0] - finite_count - missing
+        # Right-closed bins: a value's bin is the number of edges strictly below it, what
+        # searchsorted(side="left") returns; NaN and infinities are in no bin.
         columns, positions = self.edges.shape
-        if columns <= positions:
+        if columns <= positions:  # few columns: one searchsorted each
             bins = np.empty(values.shape, dtype=np.intp)
             for column in range(columns):
                 bins[:, column] = np.searchsorted(self.edges[column], values[:, column], side="left")
-        else:
-            bins = np.zeros(values.shape, dtype=np.intp)
-            for position in range(positions):
-                bins += values > self.edges[:, position]
-        width = self.counts.shape[1]
-        flat = (bins + np.arange(len(self.columns))[None, :] * width)[finite]
-        self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
+            width = self.counts.shape[1]
+            flat = (bins + np.arange(columns)[None, :] * width)[finite]
+            self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
+        else:  # many columns: per edge position, how many values of each column are above it
+            kept = np.where(finite, values, np.nan)  # NaN is above no edge
+            above = np.zeros((columns, positions + 2), dtype=np.int64)
+            above[:, 0] = finite_count
+            for position in range(positions):  # padded +inf edges have nothing above them
+                above[:, position + 1] = np.count_nonzero(kept > self.edges[:, position], axis=0)
+            # Bin j holds the values above j edges but not j + 1 (edges ascend).
+            self.counts += above[:, :-1] - above[:, 1:]
         self.sums += np.where(finite, values, 0.0).sum(axis=0)
 
     def histograms(self, family: HistogramMetricFamily, base: tuple[str, ...]) -> None:

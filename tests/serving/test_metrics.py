@@ -316,3 +316,31 @@ def test_deferred_histograms_export_what_prometheus_client_would() -> None:
         ok = metrics.registry.get_sample_value(f"{t.REQUESTS}_total", {**labels, t.LABEL_OUTCOME: t.OUTCOME_OK})
         assert ok == expected[("_count", None)]
     assert metrics.registry.get_sample_value(f"{t.REQUEST_DURATION}_created", labels) is not None
+
+
+@pytest.mark.parametrize("columns", [2, 30])  # fewer columns than edges (searchsorted), more (comparisons)
+def test_binned_counts_are_each_values_searchsorted_bin(columns: int) -> None:
+    """Both ways of counting give each finite value the bin searchsorted(side="left") gives it."""
+    from modeldeploy_serving.metrics import _Binned
+
+    rng = np.random.default_rng(columns)
+    edges = [np.sort(np.round(rng.normal(size=int(rng.integers(1, 12))), 1)).tolist() for _ in range(columns)]
+    binned = _Binned.of([(f"f{c}",) for c in range(columns)], list(range(columns)), edges)
+    seen = []
+    for rows in (1, 7, 300):
+        values = np.round(rng.normal(size=(rows, columns)), 1).astype(np.float32)  # many values on an edge
+        values[rng.random(values.shape) < 0.05] = np.nan
+        values[rng.random(values.shape) < 0.03] = np.inf
+        values[rng.random(values.shape) < 0.03] = -np.inf
+        binned.observe(values)
+        seen.append(values.astype(np.float64))
+    every = np.vstack(seen)
+    for column, column_edges in enumerate(edges):
+        values = every[:, column]
+        finite = values[np.isfinite(values)]
+        expected = np.bincount(np.searchsorted(column_edges, finite, side="left"), minlength=len(column_edges) + 1)
+        assert binned.counts[column, : len(column_edges) + 1].tolist() == expected.tolist()
+        assert binned.counts[column, len(column_edges) + 1 :].sum() == 0
+        assert binned.missing[column] == np.isnan(values).sum()
+        assert binned.invalid[column] == np.isinf(values).sum()
+        assert binned.sums[column] == pytest.approx(finite.sum())
