@@ -8,9 +8,10 @@ At start each runs the model once on the payload's rows and keeps the answer, en
 the protocol's JSON answer for `http`, a serialized ModelInferResponse (typed contents) for
 the gRPC ones. Then every request gets that answer without its body being parsed:
 
-- `http`: a plain ASGI app (no framework) on uvicorn with uvloop and httptools, the stack
-  our server runs on, reading the request body and sending the fixed bytes. Any path and
-  method answers 200, readiness included.
+- `http`: a plain ASGI app (no framework) on exactly the stack our server runs on: uvicorn
+  with uvloop, our httptools protocol (connections.py: its limits, one write per answer)
+  and no X-Forwarded-* middleware, reading the request body and sending the fixed bytes.
+  Any path and method answers 200, readiness included.
 - `grpc-aio`: a grpc.aio server (our gRPC service's server model) on one event loop.
 - `grpc-sync`: grpc's thread-pool server with `--threads` workers.
 Both gRPC floors answer every method with the fixed message: request and response are
@@ -36,6 +37,7 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "serving"))
 from modeldeploy_serving import inference_pb2 as pb
+from modeldeploy_serving.connections import ConnectionLimits, guarded_protocol
 
 DATATYPES = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
 
@@ -131,7 +133,8 @@ def main() -> None:
             host="127.0.0.1",
             port=args.port,
             loop="uvloop",
-            http="httptools",
+            http=guarded_protocol(ConnectionLimits()),  # our server's protocol, as serve() passes it
+            proxy_headers=False,  # as serve() runs it
             lifespan="off",
             access_log=False,
             log_level="warning",
