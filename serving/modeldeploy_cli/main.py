@@ -92,8 +92,8 @@ def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--shadow-merge-wait-ms",
         type=_non_negative_float,
-        default=2.0,
-        help="after a copy, how long to wait for more to send in the same call (default 2; 0 sends what waits)",
+        default=5.0,
+        help="after a copy, how long to wait for more to send in the same call (default 5; 0 sends what waits)",
     )
 
 

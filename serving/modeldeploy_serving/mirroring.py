@@ -51,7 +51,7 @@ DEFAULT_CONNECTIONS = 8
 REREAD_SECONDS = 1.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_MERGED_ROWS = 128  # rows of waiting copies sent together in one call, at most
-MERGE_WAIT_SECONDS = 0.002  # after the first copy of a call, how long to wait for more
+MERGE_WAIT_SECONDS = 0.005  # after the first copy of a call, how long to wait for more
 _UNREAD = object()
 
 Arrays = dict[str, np.ndarray]
