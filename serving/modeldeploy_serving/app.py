@@ -44,6 +44,7 @@ Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 JSON = b"application/json"
 OCTET_STREAM = b"application/octet-stream"
 SHADOW_HEADER = t.SHADOW_HEADER.encode()
+HEADERS = "modeldeploy.headers"  # scope key: the request's headers as a dict, made once per request in __call__
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
@@ -128,6 +129,7 @@ class ServingApp:
             return
         handler = self._routes.get((scope["method"], scope["path"]))
         headers = dict(scope["headers"])  # one pass in C; a repeated header keeps its last value
+        scope[HEADERS] = headers  # for the handler, so it need not build the dict again
         accept_encoding = headers.get(b"accept-encoding")
         if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
             send = _compressing(send, coding)
@@ -226,7 +228,7 @@ class ServingApp:
         started = time.perf_counter()
         self.batcher.expected += 1
         submitted = False
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = scope[HEADERS]
         header_length = headers.get(binary.HEADER)
         mirrored = SHADOW_HEADER in headers  # a copy of another server's request: counted apart, never mirrored again
         blobs: list[bytes] = []
