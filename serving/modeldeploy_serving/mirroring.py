@@ -38,6 +38,7 @@ import orjson
 
 from modeldeploy_serving import binary
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.answers import flat
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.shadow import ShadowConfig, ShadowConfigError, ShadowCounts, decode_outputs, parse_config
 from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
@@ -245,7 +246,7 @@ class Mirror:
             datatype = self._datatypes[name]
             tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
             if datatype == "BYTES":
-                tensor["data"] = _flat(array)
+                tensor["data"] = flat(array)
             else:
                 blob = binary.encode(array, datatype)
                 tensor["parameters"] = {"binary_data_size": len(blob)}
@@ -291,12 +292,6 @@ def _stacked(parts: list[Arrays]) -> Arrays:
     if len(parts) == 1:
         return parts[0]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _flat(array: np.ndarray) -> Any:
-    if array.dtype.kind in "OUS":
-        return array.reshape(-1).tolist()
-    return np.ascontiguousarray(array.reshape(-1))
 
 
 class _ClosedBeforeAnswer(EOFError):
