@@ -142,7 +142,7 @@ class GrpcService:
             if not submitted:
                 app.batcher.expected -= 1
         response = pb.ModelInferResponse(model_name=app.model.name, model_version=app.model.version, id=parsed.id or "")
-        types = {spec.name: spec.datatype for spec in app.model.outputs}
+        types = app.answers.datatypes  # made once per model
         for name in parsed.outputs:
             array, datatype = outputs[name], types[name]
             tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
