@@ -107,8 +107,7 @@ class Mirror:
         self.options = options
         self.path = f"/v2/models/{model_name}/infer"
         self._datatypes = {spec.name: spec.datatype for spec in inputs}
-        self._dtypes = {spec.name: spec.dtype for spec in outputs}
-        self._output_types = {spec.name: spec.datatype for spec in outputs}
+        self._outputs = {spec.name: spec for spec in outputs}
         self._fixed_shapes = all(-1 not in spec.shape[1:] for spec in inputs)
         # Every output, numbers asked back as binary data (BYTES as JSON strings).
         self._asked = [{"name": spec.name, "parameters": {"binary_data": spec.datatype != "BYTES"}} for spec in outputs]
@@ -282,7 +281,7 @@ class Mirror:
             try:
                 end = len(answer) if answer_header_length is None else answer_header_length
                 view = memoryview(answer)
-                shadow = decode_outputs(orjson.loads(view[:end]), self._dtypes, view[end:], self._output_types)
+                shadow = decode_outputs(orjson.loads(view[:end]), self._outputs, view[end:])
             except orjson.JSONDecodeError:
                 shadow = {}
             counts.count(t.SHADOW_OK if counts.compare(stable, shadow) else t.SHADOW_INCOMPARABLE, copies)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -314,15 +315,16 @@ def _rows(array: np.ndarray, keep_columns: bool) -> np.ndarray:
 
 
 def decode_outputs(
-    document: Any, dtypes: dict[str, Any], data: bytes | memoryview = b"", datatypes: dict[str, str] | None = None
+    document: Any, outputs: Mapping[str, TensorSpec], data: bytes | memoryview = b""
 ) -> dict[str, np.ndarray]:
-    """The outputs of an inference answer (its JSON part, parsed), in the stable model's dtypes.
+    """The outputs of an inference answer (its JSON part, parsed), in the dtypes of stable's
+    `outputs` (by name).
 
     An FP32 value written as JSON and read back into float32 is the same value, so two
     identical models differ by exactly 0. An output sent as binary data (binary_data_size)
-    takes its bytes from `data`, in order, and must carry the datatype stable's output has
-    (`datatypes`): raw bytes of another type would be read as garbage. Outputs that are
-    missing or malformed are left out (the comparison then counts the pair as incomparable).
+    takes its bytes from `data`, in order, and must carry the datatype stable's output has:
+    raw bytes of another type would be read as garbage. Outputs that are missing or
+    malformed are left out (the comparison then counts the pair as incomparable).
     """
     if not isinstance(document, dict) or not isinstance(document.get("outputs"), list):
         return {}
@@ -335,9 +337,9 @@ def decode_outputs(
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if isinstance(size, int) and not isinstance(size, bool):
             chunk, offset = data[offset : offset + size], offset + size
-            array = _binary(item, chunk, size, dtypes, datatypes or {})
-        elif item.get("name") in dtypes and "data" in item:
-            array = _json(item, dtypes[item["name"]])
+            array = _binary(item, chunk, size, outputs)
+        elif item.get("name") in outputs and "data" in item:
+            array = _json(item, outputs[item["name"]].dtype)
         else:
             array = None
         if array is not None:
@@ -353,14 +355,13 @@ def _json(item: dict[str, Any], dtype: Any) -> np.ndarray | None:
 
 
 def _binary(
-    item: dict[str, Any], chunk: bytes | memoryview, size: int, dtypes: dict[str, Any], datatypes: dict[str, str]
+    item: dict[str, Any], chunk: bytes | memoryview, size: int, outputs: Mapping[str, TensorSpec]
 ) -> np.ndarray | None:
     name = item.get("name")
-    if name not in dtypes or dtypes[name] is np.object_ or item.get("datatype") != datatypes.get(name):
-        return None
-    if len(chunk) != size:
+    spec = outputs.get(name) if isinstance(name, str) else None
+    if spec is None or spec.dtype is np.object_ or item.get("datatype") != spec.datatype or len(chunk) != size:
         return None
     try:
-        return np.frombuffer(chunk, dtype=np.dtype(dtypes[name]).newbyteorder("<")).reshape(item["shape"])
+        return np.frombuffer(chunk, dtype=np.dtype(spec.dtype).newbyteorder("<")).reshape(item["shape"])
     except (ValueError, TypeError):
         return None

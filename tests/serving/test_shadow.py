@@ -183,37 +183,36 @@ def test_fp32_outputs_survive_json_exactly_so_identical_models_differ_by_zero() 
         },
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
-    decoded = decode_outputs(orjson.loads(answer), {"label": np.int64, "probabilities": np.float32})
+    decoded = decode_outputs(orjson.loads(answer), {"label": LABEL, "probabilities": PROBABILITIES})
     counts = ShadowCounts("1", comparison_plan(None, [LABEL, PROBABILITIES]))
     assert counts.compare({"label": labels, "probabilities": probabilities}, decoded)
     counts.flush()
     assert counts.labels[0].agreed == 50
     assert counts.deltas[0].counts[:, 0].tolist() == [50, 50]  # every difference exactly 0
-    assert decode_outputs({"outputs": [{"name": "label", "shape": [3], "data": [1, 2]}]}, {"label": np.int64}) == {}
-    assert decode_outputs({"error": "no"}, {"label": np.int64}) == {}
+    assert decode_outputs({"outputs": [{"name": "label", "shape": [3], "data": [1, 2]}]}, {"label": LABEL}) == {}
+    assert decode_outputs({"error": "no"}, {"label": LABEL}) == {}
 
 
 def test_binary_outputs_decode_in_order_and_a_wrong_datatype_or_size_is_left_out() -> None:
     labels = np.array([0, 1, 1], dtype=np.int64)
     probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6]], dtype=np.float32)
-    dtypes = {"label": np.int64, "probabilities": np.float32}
-    datatypes = {"label": "INT64", "probabilities": "FP32"}
+    outputs = {"label": LABEL, "probabilities": PROBABILITIES}
 
     def entry(name: str, datatype: str, shape: list[int], size: int) -> dict[str, object]:
         return {"name": name, "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}}
 
     data = labels.tobytes() + probabilities.tobytes()
     document = {"outputs": [entry("label", "INT64", [3], 24), entry("probabilities", "FP32", [3, 2], 24)]}
-    decoded = decode_outputs(document, dtypes, data, datatypes)
+    decoded = decode_outputs(document, outputs, data)
     np.testing.assert_array_equal(decoded["label"], labels)
     np.testing.assert_array_equal(decoded["probabilities"], probabilities)
     # Another datatype of the same byte size would read as garbage: left out, the next still read.
     document = {"outputs": [entry("label", "FP64", [3], 24), entry("probabilities", "FP32", [3, 2], 24)]}
-    assert set(decode_outputs(document, dtypes, data, datatypes)) == {"probabilities"}
+    assert set(decode_outputs(document, outputs, data)) == {"probabilities"}
     # Sizes that do not add up (too few bytes, or a shape that does not match them): left out.
-    assert decode_outputs(document, dtypes, data[:30], datatypes) == {}
+    assert decode_outputs(document, outputs, data[:30]) == {}
     document = {"outputs": [entry("label", "INT64", [4], 24)]}
-    assert decode_outputs(document, dtypes, data, datatypes) == {}
+    assert decode_outputs(document, outputs, data) == {}
 
 
 def test_durations_and_outcomes_count_every_copy_a_call_carried() -> None:
