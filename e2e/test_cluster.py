@@ -340,33 +340,47 @@ def test_pods_reach_services_and_the_api_server(cluster: Cluster, hello: Any, na
     # From inside a pod (through kubectl exec, so the API server reaches the kubelet):
     # the Service, and the API server through the `kubernetes` Service.
     inside = pods[0].metadata.name
-    answer = cluster.kubectl("exec", "-n", namespace, inside, "--", "/hello", "get", f"http://{cluster_ip}/")
-    assert answer in names
-    health = cluster.kubectl(
-        "exec", "-n", namespace, inside, "--", "/hello", "get", "-k", f"https://{settings.KUBERNETES_SERVICE_IP}/livez"
+    assert _get_from_pod(cluster, namespace, inside, f"http://{cluster_ip}/") in names
+    livez = f"https://{settings.KUBERNETES_SERVICE_IP}/livez"
+    eventually(
+        lambda: _get_from_pod(cluster, namespace, inside, "-k", livez) == "ok",
+        timeout=30,
+        what=f"{livez} to reach the API server from a pod",
     )
-    assert health == "ok"
+
+
+def _get_from_pod(cluster: Cluster, namespace: str, pod: str, *get: str) -> str:
+    """GET a URL from inside `pod` (the hello binary, through kubectl exec); raise OSError
+    with what the client said when it fails, so `eventually` reports the last failure."""
+    result = subprocess.run(
+        [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
+         "exec", "-n", namespace, pod, "--", "/hello", "get", *get],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise OSError(f"GET {get[-1]} from pod {pod}: {result.stderr.strip()}")
+    return result.stdout
 
 
 def test_service_names_resolve_inside_pods(cluster: Cluster, hello: Any, namespace: str) -> None:
     inside = _ready_pods(hello, namespace, "hello")[0].metadata.name
     names = {f"hello from {p.metadata.name}\n" for p in _ready_pods(hello, namespace, "hello")}
+    # CoreDNS learns a new Service from its watch a moment after it is created; until then
+    # the short name falls through to the host's search domains. And on a machine busy
+    # with the rest of the suite, one lookup or TLS handshake can outlast the client's
+    # 5 s timeout. So each name gets a few tries; a name that never answers still fails.
     for url in ("http://hello/", f"http://hello.{namespace}.svc.cluster.local/"):
-        # CoreDNS learns a new Service from its watch a moment after it is created; until
-        # then the short name falls through to the host's search domains. Wait for it.
-        def answer(url: str = url) -> str | None:
-            result = subprocess.run(
-                [str(cluster.bin_dir / "kubectl"), f"--kubeconfig={cluster.kubeconfig}",
-                 "exec", "-n", namespace, inside, "--", "/hello", "get", url],
-                capture_output=True, text=True, timeout=60, check=False,
-            )  # fmt: skip
-            return result.stdout if result.stdout in names else None
-
-        eventually(answer, timeout=30, what=f"{url} to reach the hello Service from a pod")
-    health = cluster.kubectl(
-        "exec", "-n", namespace, inside, "--", "/hello", "get", "-k", "https://kubernetes.default/livez"
+        eventually(
+            lambda url=url: _get_from_pod(cluster, namespace, inside, url) in names,
+            timeout=30,
+            what=f"{url} to reach the hello Service from a pod",
+        )
+    livez = "https://kubernetes.default/livez"
+    eventually(
+        lambda: _get_from_pod(cluster, namespace, inside, "-k", livez) == "ok",
+        timeout=30,
+        what=f"{livez} to reach the API server from a pod",
     )
-    assert health == "ok"
 
 
 def test_deleting_a_pod_brings_a_new_one(hello: Any, namespace: str) -> None:
