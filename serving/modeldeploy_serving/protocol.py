@@ -206,11 +206,15 @@ def parse_tensor(
             raise ProtocolError(f"{what} has both 'data' and binary_data_size; send its values one way")
         return decode_binary((binary or BinaryData()).take(binary_size, what), spec, shape, what)
     data = raw.get("data")
+    expected = math.prod(shape)
+    if type(data) is np.ndarray:  # gRPC typed contents of the datatype's own width (see grpc_service)
+        if data.size != expected:
+            raise ProtocolError(f"{what} has {data.size} values in 'data' but shape {list(shape)} needs {expected}")
+        return _checked_typed(data, spec, what).reshape(shape)
     if not isinstance(data, list):
         raise ProtocolError(f"{what}: 'data' must be a list of {math.prod(shape)} values, got {_shown(data)}")
     if data and isinstance(data[0], list):
         data = _flatten(data, what)
-    expected = math.prod(shape)
     if len(data) != expected:
         raise ProtocolError(f"{what} has {len(data)} values in 'data' but shape {list(shape)} needs {expected}")
     return _to_array(data, spec, what).reshape(shape)
@@ -304,17 +308,34 @@ def _to_array(data: list[Any], spec: TensorSpec, what: str) -> np.ndarray:
             f"{what} ({spec.datatype}) takes integers from {info.min} to {info.max}, got {_shown(bad)}"
         ) from None
     if array.dtype.kind == "f" and not math.isfinite(total):
-        # JSON has no infinity, so an infinite element is a number the datatype cannot hold
-        # (1e39 in FP32): refused rather than silently turned into inf.
-        overflowed = np.flatnonzero(np.isinf(array))
-        if overflowed.size:
-            index = int(overflowed[0])
-            limit = float(np.finfo(spec.dtype).max)
-            raise ProtocolError(
-                f"{what} ({spec.datatype}) data[{index}] is {_shown(data[index])}, beyond what {spec.datatype} "
-                f"holds (-{limit:.8g} to {limit:.8g})"
-            )
+        _refuse_infinite(array, data, spec, what)
     return array
+
+
+def _checked_typed(array: np.ndarray, spec: TensorSpec, what: str) -> np.ndarray:
+    """A flat array that came typed (gRPC contents in the datatype's own width): only the
+    finiteness of its floats is left to check."""
+    if array.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = np.add.reduce(array, axis=None)
+        if not math.isfinite(total):
+            _refuse_infinite(array, array, spec, what)
+    return array
+
+
+def _refuse_infinite(array: np.ndarray, data: Any, spec: TensorSpec, what: str) -> None:
+    """Refuse an infinite element: a number the datatype cannot hold (1e39 in FP32), which
+    JSON cannot even write as infinity, rather than silently turn it into inf. NaN (null,
+    a missing value) passes."""
+    overflowed = np.flatnonzero(np.isinf(array))
+    if overflowed.size:
+        index = int(overflowed[0])
+        value = data[index].item() if isinstance(data[index], np.generic) else data[index]
+        limit = float(np.finfo(spec.dtype).max)
+        raise ProtocolError(
+            f"{what} ({spec.datatype}) data[{index}] is {_shown(value)}, beyond what {spec.datatype} "
+            f"holds (-{limit:.8g} to {limit:.8g})"
+        )
 
 
 def _fits_float(value: int) -> bool:

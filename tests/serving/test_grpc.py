@@ -152,7 +152,12 @@ def test_refusals_carry_the_rest_message_and_a_matching_status(served: Served, c
         == "input 'input' (FP32) takes its values in contents.fp32_contents, not fp64_contents"
     )
     too_big = infer_request(cancer_rows[:1].astype(np.float64) * 1e39, False)
-    assert refusal(served, too_big)[0] == grpc.StatusCode.INVALID_ARGUMENT  # fp32_contents cannot even hold it: inf
+    code, message = refusal(served, too_big)  # fp32_contents cannot even hold it: inf, refused as over REST
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message.startswith("input 'input' (FP32) data[0] is inf, beyond what FP32 holds (-3.4028235e+38 to")
+    short_typed = infer_request(cancer_rows[:2], False)
+    del short_typed.inputs[0].contents.fp32_contents[-1]
+    assert refusal(served, short_typed)[1] == "input 'input' has 59 values in 'data' but shape [2, 30] needs 60"
     unknown = infer_request(cancer_rows[:1], True)
     unknown.model_name = "fraud"
     code, message = refusal(served, unknown)
