@@ -64,23 +64,27 @@ class AnswerWriter:
         document: dict[str, Any] = {
             "model_name": self.name,
             "model_version": self.version,
-            "outputs": [self._output(name, outputs[name], request.binary_outputs, blobs) for name in request.outputs],
+            "outputs": [
+                tensor_entry(name, self.datatypes[name], outputs[name], name in request.binary_outputs, blobs)
+                for name in request.outputs
+            ],
         }
         if request.id is not None:
             document["id"] = request.id
         return orjson.dumps(document, option=NUMPY), blobs
 
-    def _output(self, name: str, array: np.ndarray, binary_outputs: frozenset[str], blobs: list[bytes]) -> Any:
-        """One output's entry in the answer; its data goes to blobs when asked for as binary."""
-        datatype = self.datatypes[name]
-        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if name in binary_outputs:
-            blob = binary.encode(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            entry["data"] = flat(array)
-        return entry
+
+def tensor_entry(name: str, datatype: str, array: np.ndarray, as_binary: bool, blobs: list[bytes]) -> dict[str, Any]:
+    """One tensor of a request or an answer: its data inline, or appended to blobs as binary
+    tensor data with its binary_data_size when as_binary."""
+    entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+    if as_binary:
+        blob = binary.encode(array, datatype)
+        entry["parameters"] = {"binary_data_size": len(blob)}
+        blobs.append(blob)
+    else:
+        entry["data"] = flat(array)
+    return entry
 
 
 def _numbers(array: np.ndarray) -> bytes:

@@ -31,14 +31,13 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import orjson
 
 from modeldeploy_serving import binary
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.answers import flat
+from modeldeploy_serving.answers import tensor_entry
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.shadow import ShadowConfig, ShadowConfigError, ShadowCounts, decode_outputs, parse_config
 from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
@@ -240,17 +239,11 @@ class Mirror:
         Raw bytes cost a copy of memory where JSON would print and parse every number, for
         stable and shadow alike; the length of the JSON header goes in its own HTTP header.
         """
-        tensors, blobs = [], []
+        blobs: list[bytes] = []
+        tensors = []
         for name, array in inputs.items():
             datatype = self._datatypes[name]
-            tensor: dict[str, Any] = {"name": name, "shape": list(array.shape), "datatype": datatype}
-            if datatype == "BYTES":
-                tensor["data"] = flat(array)
-            else:
-                blob = binary.encode(array, datatype)
-                tensor["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            tensors.append(tensor)
+            tensors.append(tensor_entry(name, datatype, array, datatype != "BYTES", blobs))
         header = orjson.dumps({"inputs": tensors, "outputs": self._asked})
         return b"".join([header, *blobs]), len(header)
 
