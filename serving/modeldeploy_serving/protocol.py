@@ -205,19 +205,17 @@ def parse_tensor(
         if "data" in raw:
             raise ProtocolError(f"{what} has both 'data' and binary_data_size; send its values one way")
         return decode_binary((binary or BinaryData()).take(binary_size, what), spec, shape, what)
-    data = raw.get("data")
+    data: Any = raw.get("data")  # a list from JSON, or an array (see typed)
     expected = math.prod(shape)
-    if type(data) is np.ndarray:  # gRPC typed contents of the datatype's own width (see grpc_service)
-        if data.size != expected:
-            raise ProtocolError(f"{what} has {data.size} values in 'data' but shape {list(shape)} needs {expected}")
-        return _checked_typed(data, spec, what).reshape(shape)
-    if not isinstance(data, list):
-        raise ProtocolError(f"{what}: 'data' must be a list of {math.prod(shape)} values, got {_shown(data)}")
-    if data and isinstance(data[0], list):
-        data = _flatten(data, what)
+    typed = type(data) is np.ndarray  # flat gRPC typed contents of the datatype's own width (see grpc_service)
+    if not typed:
+        if not isinstance(data, list):
+            raise ProtocolError(f"{what}: 'data' must be a list of {expected} values, got {_shown(data)}")
+        if data and isinstance(data[0], list):
+            data = _flatten(data, what)
     if len(data) != expected:
         raise ProtocolError(f"{what} has {len(data)} values in 'data' but shape {list(shape)} needs {expected}")
-    return _to_array(data, spec, what).reshape(shape)
+    return (_checked_typed(data, spec, what) if typed else _to_array(data, spec, what)).reshape(shape)
 
 
 def decode_binary(blob: memoryview, spec: TensorSpec, shape: tuple[int, ...], what: str) -> np.ndarray:
