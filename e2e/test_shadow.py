@@ -66,9 +66,14 @@ def canary_counts(kube: Cluster, namespace: str, version: str) -> tuple[float, f
 
 
 def canary_view(kube: Cluster, namespace: str) -> str:
-    """What the canary pods say of the copies they answered, by outcome, and the end of their
-    logs: where a Failed shadow check's refusals came from, for the assertion's message."""
+    """What the canary pods say of the copies they answered, by outcome, and the end of every
+    serving pod's log (stable's says why the shadow refused copies): where a Failed shadow
+    check's refusals came from, for the assertion's message."""
     said = []
+    for pod in get(kube, namespace, "pods", "-l", "modeldeploy.dev/track=stable")["items"]:
+        name = pod["metadata"]["name"]
+        logs = kube.kubectl("-n", namespace, "logs", name, "-c", "server", "--tail=8", check=False)
+        said.append(f"{name} (stable):\n{logs}")
     for pod in get(kube, namespace, "pods", "-l", "modeldeploy.dev/track=canary")["items"]:
         name, ip = pod["metadata"]["name"], (pod.get("status") or {}).get("podIP")
         try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -52,6 +53,7 @@ REREAD_SECONDS = 1.0
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 MAX_MERGED_ROWS = 128  # rows of waiting copies sent together in one call, at most
 MERGE_WAIT_SECONDS = 0.005  # after the first copy of a call, how long to wait for more
+REFUSAL_LOG_SECONDS = 10.0  # at most one log message this often about copies the shadow refused
 _UNREAD = object()
 
 Arrays = dict[str, np.ndarray]
@@ -119,6 +121,8 @@ class Mirror:
         self._arrived = asyncio.Event()  # set when a copy is queued
         self._gathering = asyncio.Lock()  # one worker gathers a call's copies at a time
         self._tasks: list[asyncio.Task[None]] = []
+        self._refused = 0  # copies refused since the last log message about it
+        self._refusal_logged_at = -math.inf
 
     @classmethod
     def serving(cls, options: MirrorOptions, model: Model, telemetry: ShadowTelemetry) -> Mirror:
@@ -233,6 +237,21 @@ class Mirror:
             rows += item.rows
         return batch
 
+    def _say_refused(self, config: ShadowConfig, status: int, answer: bytes, copies: int) -> None:
+        """Log why the shadow refused a call (its status and the start of its answer), at most
+        once every REFUSAL_LOG_SECONDS: the counts say how many, the log says why."""
+        self._refused += copies
+        now = time.monotonic()
+        if now - self._refusal_logged_at < REFUSAL_LOG_SECONDS:
+            return
+        self._refusal_logged_at = now
+        said = answer[:300].decode("utf-8", "replace")
+        log.warning(
+            "shadow %s (version %s) refused %d copies since the last message, the latest with %d: %s",
+            config.target, config.version, self._refused, status, said,
+        )  # fmt: skip
+        self._refused = 0
+
     def _body(self, inputs: Arrays) -> tuple[bytes, int]:
         """A copy's request: a JSON header, then the inputs as binary tensor data (BYTES as JSON).
 
@@ -266,10 +285,9 @@ class Mirror:
             counts.count(t.SHADOW_UNREACHABLE, copies)
             return
         counts.observe_duration(time.perf_counter() - started, copies)
-        if 400 <= status < 500:
-            counts.count(t.SHADOW_INVALID, copies)
-        elif not 200 <= status < 300:
-            counts.count(t.SHADOW_ERROR, copies)
+        if not 200 <= status < 300:
+            counts.count(t.SHADOW_INVALID if 400 <= status < 500 else t.SHADOW_ERROR, copies)
+            self._say_refused(config, status, answer, copies)
         else:
             try:
                 end = len(answer) if answer_header_length is None else answer_header_length

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections import Counter
@@ -370,3 +371,31 @@ def test_copies_that_arrive_while_a_connection_gathers_go_in_one_call(
     assert value(canary_page, t.ROWS + "_total") == 20
     compared = {t.LABEL_SHADOW_VERSION: "2", t.LABEL_OUTPUT: "label"}
     assert value(page(stable), t.SHADOW_LABELS_COMPARED + "_total", **compared) == 20
+
+
+def test_copies_the_shadow_refuses_are_counted_invalid_and_stable_logs_why(
+    processes: list[ServeProcess], example_models: ExampleModels, cancer_rows: np.ndarray, tmp_path: Path
+) -> None:
+    config = tmp_path / "shadow.json"
+    # A shadow serving the model under another name: every copy gets its 404.
+    canary = ServeProcess("--model", str(example_models.path(NAME, "2")), "--name", "other", "--version", "2")
+    processes.append(canary)
+    stable = start(processes, example_models, "1", t.STABLE, "--shadow-config", str(config))
+    write_config(config, canary.url, "2")
+    canary.wait_ready()
+    stable.wait_ready()
+    wait_for(lambda: fraction_of(stable) == {"2": 1.0}, "mirroring to version 2")
+    with httpx.Client(base_url=stable.url, timeout=30) as client:
+        for row in range(5):
+            assert client.post(f"/v2/models/{NAME}/infer", json=infer_body(cancer_rows[row : row + 1])).is_success
+    wait_for(lambda: shadow_outcomes(stable, "2").get(t.SHADOW_INVALID) == 5, "five copies refused")
+    stable.terminate()
+    code, errors = stable.finish()
+    assert code == 0
+    # One message (they come at most every 10 s) with the status and the shadow's own reason.
+    refused = [line for line in errors.splitlines() if "refused" in line]
+    assert len(refused) == 1, errors
+    shadow = re.escape(canary.url)
+    said = rf"shadow {shadow} \(version 2\) refused [1-5] copies since the last message, the latest with 404"
+    assert re.search(said, refused[0]), refused[0]
+    assert f"no model at /v2/models/{NAME}/infer" in refused[0]
