@@ -83,7 +83,8 @@ def canary_view(kube: Cluster, namespace: str) -> str:
         except OSError as error:
             mirrored = [("unreadable", str(error))]
         logs = kube.kubectl("-n", namespace, "logs", name, "-c", "server", "--tail=15", check=False)
-        said.append(f"{name}: {mirrored}\n{logs}")
+        restarts = [c.get("restartCount", 0) for c in (pod.get("status") or {}).get("containerStatuses", [])]
+        said.append(f"{name} (restarts {restarts}): {mirrored}\n{logs}")
     return "\n".join(said)
 
 
