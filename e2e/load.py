@@ -5,21 +5,71 @@ on a fresh connection (so kube-proxy balances every request, not every connectio
 each track's pods see the same mix of rows). Every answer is counted by status, every 200
 by the version that answered it, and every request's latency is kept, so a caller can say
 how many requests failed during a promotion and what its p99 was.
+
+Every failed request is kept whole: when (wall clock), why (connection refused, reset,
+timed out, an HTTP status and the start of its body), in which phase (connect, send,
+answer), and where it went: the pod address kube-proxy sent it to, read from the node's
+connection tracking table by the request's source port. e2e/timeline.py sets them beside
+what the cluster did at the time.
 """
 
 from __future__ import annotations
 
+import errno
+import http.client
 import json
+import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.datasets import load_breast_cancer
 
 ROWS_PER_REQUEST = 4
+CONNTRACK = Path("/proc/net/nf_conntrack")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One request that got no 200."""
+
+    at: float  # wall-clock seconds when it failed
+    phase: str  # connect | send | answer
+    reason: str  # ECONNREFUSED, ECONNRESET, timeout, HTTP 503 ..., with the error's text
+    local_port: int | None
+    pod_address: str | None  # where kube-proxy sent it (conntrack), when that could be read
+
+    def describe(self) -> str:
+        where = f"to pod {self.pod_address}" if self.pod_address else "to an unknown pod"
+        return f"{self.phase}: {self.reason} ({where}, from port {self.local_port or '?'})"
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, socket.timeout | TimeoutError):
+        return f"timeout: {error}"
+    code = getattr(error, "errno", None)
+    name = errno.errorcode.get(code, "") if isinstance(code, int) else ""
+    return f"{name or type(error).__name__}: {error}"
+
+
+def _pod_address(local_port: int | None, service_port: int) -> str | None:
+    """The pod address a connection from `local_port` was translated to (its conntrack entry)."""
+    if local_port is None:
+        return None
+    try:
+        table = CONNTRACK.read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        if f"sport={local_port}" in fields and f"dport={service_port}" in fields:
+            sources = [f.removeprefix("src=") for f in fields if f.startswith("src=")]
+            if len(sources) == 2:  # the original direction, then the reply: from the pod
+                return sources[1]
+    return None
 
 
 def breast_cancer_bodies(scale: dict[str, float] | None = None) -> list[bytes]:
@@ -51,12 +101,15 @@ class Load:
     """Requests to `address` (host:port) from `workers` threads until stopped."""
 
     def __init__(self, address: str, model: str = "cancer", workers: int = 1, pause: float = 0.02) -> None:
-        self.url = f"http://{address}/v2/models/{model}/infer"
+        self.host, _, port = address.partition(":")
+        self.port = int(port or 80)
+        self.path = f"/v2/models/{model}/infer"
         self.bodies = breast_cancer_bodies()  # swap for other bodies at any time
         self.pause = pause
         self.answers: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.latencies: list[tuple[float, float]] = []  # (monotonic end, seconds) of each request
+        self.failures: list[Failure] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(workers)]
@@ -76,26 +129,51 @@ class Load:
         while not self._stop.is_set():
             body = self.bodies[index % len(self.bodies)]
             index += 1
-            request = urllib.request.Request(self.url, data=body, headers={"Content-Type": "application/json"})
             started = time.monotonic()
-            answer, version = self._send(request)
+            answer, version, failure = self._send(body)
             ended = time.monotonic()
             with self._lock:
                 self.answers[answer] += 1
                 if version is not None:
                     self.versions[version] += 1
+                if failure is not None:
+                    self.failures.append(failure)
                 self.latencies.append((ended, ended - started))
             time.sleep(self.pause)
 
-    @staticmethod
-    def _send(request: urllib.request.Request) -> tuple[str, str | None]:
+    def _send(self, body: bytes) -> tuple[str, str | None, Failure | None]:
+        """One request on a fresh connection: (status or error name, answering version, failure)."""
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
+        phase, local_port = "connect", None
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return str(response.status), str(json.loads(response.read())["model_version"])
-        except urllib.error.HTTPError as error:
-            return str(error.code), None
-        except OSError as error:
-            return type(error).__name__, None
+            # The socket is bound before it connects, so even a refused connection has a
+            # source port to look up in the conntrack table.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            connection.sock = sock
+            sock.settimeout(10)
+            sock.bind(("", 0))
+            local_port = sock.getsockname()[1]
+            sock.connect((self.host, self.port))
+            phase = "send"
+            connection.request("POST", self.path, body=body, headers={"Content-Type": "application/json"})
+            phase = "answer"
+            response = connection.getresponse()
+            content = response.read()
+            if response.status == 200:
+                return "200", str(json.loads(content)["model_version"]), None
+            reason = f"HTTP {response.status}: {content[:200].decode(errors='replace')}"
+            return str(response.status), None, self._failure(phase, reason, local_port)
+        except (OSError, http.client.HTTPException) as error:
+            return type(error).__name__, None, self._failure(phase, _reason(error), local_port)
+        finally:
+            connection.close()
+
+    def _failure(self, phase: str, reason: str, local_port: int | None) -> Failure:
+        return Failure(time.time(), phase, reason, local_port, _pod_address(local_port, self.port))
+
+    def failures_seen(self) -> list[Failure]:
+        with self._lock:
+            return list(self.failures)
 
     def failed(self) -> int:
         with self._lock:

@@ -18,6 +18,7 @@ from e2e.load import Load, breast_cancer_bodies
 from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, wait_for
 from e2e.test_modeldeployment import get
+from e2e.timeline import Timeline, assert_no_failed_requests
 
 INTERVAL = 10  # seconds: spec.drift.interval and window
 SLACK = 8  # seconds: the status write, the poll, a busy machine
@@ -55,7 +56,7 @@ def test_shifted_inputs_are_flagged_within_two_intervals_and_cleared_when_they_r
         seen[:] = [found.get("drift")]
         return found if (found.get("drift") or {}).get("verdict") == wanted else None
 
-    with Load(address, workers=2) as load:
+    with Timeline(kube, namespace) as timeline, Load(address, workers=2) as load:
         try:
             calm = wait_for("a NoDrift verdict on normal rows", lambda: verdict("NoDrift"), timeout=120)
         except AssertionError as error:
@@ -78,7 +79,7 @@ def test_shifted_inputs_are_flagged_within_two_intervals_and_cleared_when_they_r
         wait_for("NoDrift again", lambda: verdict("NoDrift"), timeout=120, every=0.5)
         cleared_after = time.monotonic() - normal_at
         assert cleared_after <= 2 * INTERVAL + SLACK, f"cleared {cleared_after:.1f}s after the rows came back"
-        assert load.failed() == 0, dict(load.answers)
+        assert_no_failed_requests(load, timeline, "the drift episode")
     print(f"drift flagged {flagged_after:.1f}s after the shift, cleared {cleared_after:.1f}s after it ended")
     events = get(kube, namespace, "events", "--field-selector", "involvedObject.name=cancer")["items"]
     flagged = [e for e in events if e["reason"] == "Drifted"]

@@ -28,6 +28,7 @@ from e2e.load import Load
 from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, run_plugin, wait_for
 from e2e.test_modeldeployment import get
+from e2e.timeline import Timeline, assert_no_failed_requests
 
 STEPS = [10, 50]
 
@@ -157,7 +158,7 @@ def test_every_plugin_command_does_what_it_says(
     assert "cancer: no finished rollouts yet" in plugin(kube, namespace, "history", "cancer")
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
 
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
         wait_for("rollout 1 at step 1", lambda: at_step(kube, namespace, 1, 0), timeout=240)
         shown = plugin(kube, namespace, "status", "cancer")
@@ -221,7 +222,7 @@ def test_every_plugin_command_does_what_it_says(
             timeout=60,
         )
         time.sleep(3)
-        assert load.failed() == 0, f"answers through the abort: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the abort")
         assert status(kube, namespace).get("canary") is None, "an aborted spec stays held"
 
         assert plugin(kube, namespace, "retry", "cancer").strip() == f"{namespace}/cancer: retry requested"
@@ -233,7 +234,7 @@ def test_every_plugin_command_does_what_it_says(
         wait_for("rollout 2 promoted", lambda: status(kube, namespace)["history"][0]["revision"] == 2, timeout=300)
         kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
         time.sleep(8)  # the canary's pods leave: requests keep being answered
-        assert load.failed() == 0, f"answers through the promotion: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the promotion")
         assert load.versions["1"] > 0 and load.versions["2"] > 0, dict(load.versions)
 
     done = status(kube, namespace)

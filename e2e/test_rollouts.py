@@ -20,6 +20,7 @@ from e2e.load import Load
 from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
+from e2e.timeline import Timeline, assert_no_failed_requests
 from tests.gitops.checks import argocd_health, kstatus
 
 IN_IMAGE = images.MODELS_DIR
@@ -60,7 +61,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     assert history(kube, namespace) == [], "the first version goes straight to stable"
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
 
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         time.sleep(3)
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
         wait_for(
@@ -78,7 +79,7 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
         )
         kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
         time.sleep(8)  # the canary's pods leave: requests keep being answered
-        assert load.failed() == 0, f"answers during the promotion: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the promotion of version 2")
         assert load.versions["2"] > 0 and load.versions["1"] > 0
     promoted = history(kube, namespace)[0]
     assert (promoted["version"], promoted["decidedBy"]) == ("2", "analysis")
@@ -87,13 +88,12 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
     assert status["stable"]["version"] == "2" and "canary" not in status
     gitops(kube, namespace, "Healthy", "Current")
 
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         time.sleep(3)
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("3", digest["3"]))
         wait_for("version 3 rolled back", lambda: history(kube, namespace)[0].get("version") == "3", timeout=300)
         judged_at = time.monotonic()
-        failed = load.failed()
-        assert failed == 0, f"answers during the rollback: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the rollback of version 3")
 
         def no_canary_endpoint() -> bool:
             slices = get(kube, namespace, "endpointslices", "-l", "kubernetes.io/service-name=cancer")["items"]
@@ -134,7 +134,7 @@ def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("1", digest["1"]))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
 
         def stepping() -> dict[str, Any] | None:
@@ -151,7 +151,7 @@ def test_an_operator_killed_mid_rollout_resumes_at_the_same_step(
             lambda: (history(kube, namespace) or [{}])[0].get("outcome") == "Promoted",
             timeout=300,
         )
-        assert load.failed() == 0, dict(load.answers)
+        assert_no_failed_requests(load, timeline, "a rollout whose operator was killed")
     deployments = get(kube, namespace, "deployments")["items"]
     assert [d["metadata"]["name"] for d in deployments] == ["cancer-stable"]
     (entry,) = history(kube, namespace)

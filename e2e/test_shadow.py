@@ -25,6 +25,7 @@ from e2e.manifests import cancer, cancer_digests
 from e2e.operator_fixtures import OperatorLauncher, plugin, wait_for
 from e2e.test_modeldeployment import get
 from e2e.test_rollouts import history
+from e2e.timeline import Timeline, assert_no_failed_requests
 
 ROLLOUT = {
     "steps": [50],
@@ -105,7 +106,7 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
     assert get(kube, namespace, "configmap", "cancer-shadow")["data"]["shadow.json"] == "", "mirroring off"
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
 
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         time.sleep(3)
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("3", digest["3"]))
         wait_for("the shadow step's window", lambda: canary(kube, namespace).get("stepStartedAt"), timeout=240)
@@ -124,7 +125,7 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
             return (history(kube, namespace) or [{}])[0].get("version") == "3"
 
         wait_for("version 3 rolled back in the shadow step", rolled_back, timeout=180, every=1.0)
-        assert load.failed() == 0, f"answers during the shadow step: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the shadow step of version 3")
         assert load.versions["3"] == 0, "no user was served by version 3"
     assert seen, "the canary pods' telemetry was never read"
     live, mirrored = seen[-1]
@@ -139,7 +140,7 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
     assert "agreement failed" in events, events
     assert "in the shadow step" in plugin(kube, namespace, "history", "cancer")
 
-    with Load(address) as load:
+    with Timeline(kube, namespace) as timeline, Load(address) as load:
         time.sleep(3)
         kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep("2", digest["2"]))
         wait_for("the shadow step", lambda: canary(kube, namespace).get("shadow"), timeout=240)
@@ -163,7 +164,7 @@ def test_a_flipped_model_is_rolled_back_in_the_shadow_step_and_a_better_one_prom
         )
         kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
         time.sleep(8)
-        assert load.failed() == 0, f"answers during the rollout: {dict(load.answers)}"
+        assert_no_failed_requests(load, timeline, "the rollout of version 2")
         assert load.versions["2"] > 0
     promoted = history(kube, namespace)[0]
     assert (promoted["version"], promoted["decidedBy"], promoted.get("shadow")) == ("2", "analysis", None)

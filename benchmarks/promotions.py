@@ -1,0 +1,200 @@
+"""Promotions under load, again and again, on a busy machine: does any request fail?
+
+"Zero failed requests through a version change" must hold every time, not most times. This
+runs the rollout test's promotion (steps [50], 2 replicas, a load of real breast-cancer rows
+on a fresh connection per request) `--runs` times in a row, switching between versions 1
+and 2 (each switch a canary judged and promoted), with `--hog` busy processes beside it so
+the machine is as loaded as a full test run makes it. Each run counts the requests that did
+not get a 200; a run with failures prints them beside what the cluster did (e2e/timeline.py:
+pods, EndpointSlices, kube-proxy's rule syncs), and `--stop-on-failure` ends the series
+there. Writes results/promotions-<date>.md and .json.gz.
+
+    .venv/bin/python benchmarks/promotions.py --runs 20 --hog 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import multiprocessing
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from raw_results import write_raw  # noqa: E402
+
+from e2e.cluster import images, launcher, settings  # noqa: E402
+from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
+from e2e.load import Load  # noqa: E402
+from e2e.manifests import cancer, cancer_digests  # noqa: E402
+from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
+from e2e.timeline import Timeline  # noqa: E402
+
+Obj = dict[str, Any]
+NAMESPACE = "bench-promotions"
+ROLLOUT = {
+    "steps": [50],
+    "interval": "20s",
+    "progressDeadline": "3m",
+    "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000},
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="promotions in a row (default 20)")
+    parser.add_argument("--hog", type=int, default=2, help="busy processes beside it (default 2, one per core)")
+    parser.add_argument("--workers", type=int, default=1, help="load generator threads (default 1, as the test)")
+    parser.add_argument("--stop-on-failure", action="store_true", help="end the series at the first failed request")
+    parser.add_argument("--tag", default="", help="appended to the results' file names")
+    return parser.parse_args(argv)
+
+
+def _spin(stop: Any) -> None:
+    while not stop.is_set():
+        sum(range(10_000))
+
+
+def _history(kube: Cluster) -> list[Obj]:
+    from kubernetes import client
+
+    with kube.api_client() as api:
+        body: Obj = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "modeldeploy.dev", "v1alpha1", NAMESPACE, "modeldeployments", "cancer"
+        )
+    status: Obj = body.get("status") or {}
+    return list(status.get("history") or [])
+
+
+def promote(kube: Cluster, address: str, version: str, digest: dict[str, str], workers: int) -> Obj:
+    """One promotion to `version` under load, from the apply until the old pods are gone."""
+    revision = max((entry.get("revision", 0) for entry in _history(kube)), default=0)
+    with Timeline(kube, NAMESPACE) as timeline, Load(address, workers=workers) as load:
+        time.sleep(3)
+        started = time.monotonic()
+        timeline.note(f"applying version {version}")
+        kube.kubectl(
+            "-n", NAMESPACE, "apply", "-f", "-", input=cancer(version, digest[version], replicas=2, rollout=ROLLOUT)
+        )
+
+        def promoted() -> Obj | None:
+            newest = (_history(kube) or [{}])[0]
+            return newest if newest.get("revision", 0) > revision else None
+
+        entry = wait_for(f"version {version} decided", promoted, timeout=400, every=0.5)
+        timeline.note(f"status: version {version} {entry.get('outcome')}")
+        kube.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=120s")
+        time.sleep(8)  # the leaving pods drain while the load goes on
+        seconds = time.monotonic() - started
+        failures = load.failures_seen()
+        return {
+            "version": version,
+            "outcome": entry.get("outcome"),
+            "seconds": round(seconds, 1),
+            "requests": load.served(),
+            "failed": load.failed(),
+            "answers": dict(load.answers),
+            "failures": [failure.describe() for failure in failures],
+            "timeline": timeline.explain(load) if failures else "",
+            "loadavg": os.getloadavg()[0],
+        }
+
+
+def summary(results: Obj) -> str:
+    runs = results["runs"]
+    failed_runs = [r for r in runs if r["failed"]]
+    lines = [
+        f"# Promotions under load, {results['date']}",
+        "",
+        f"Command: `{results['command']}`; {results['hog']} busy processes beside it; load average "
+        f"{results['loadavg_at_start']:.2f} at the start, {results['loadavg_at_end']:.2f} at the end.",
+        "",
+        f"**{len(runs) - len(failed_runs)} of {len(runs)} promotions with 0 failed requests**; "
+        f"{sum(r['failed'] for r in runs)} failed of {sum(r['requests'] for r in runs)} requests in all.",
+        "",
+        "| run | to version | outcome | requests | failed | took (s) | load average |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {n + 1} | {r['version']} | {r['outcome']} | {r['requests']} | {r['failed']} | {r['seconds']} "
+            f"| {r['loadavg']:.2f} |"
+            for n, r in enumerate(runs)
+        ),
+    ]
+    for n, run in enumerate(failed_runs):
+        lines += [
+            "",
+            f"## Failed requests in run {runs.index(run) + 1}" if n < 3 else "",
+            "",
+            "```",
+            run["timeline"],
+            "```",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d-%H%M")
+    results: Obj = {
+        "command": " ".join([".venv/bin/python", "benchmarks/promotions.py", *(argv or sys.argv[1:])]),
+        "date": stamp,
+        "hog": args.hog,
+        "runs": [],
+    }
+    run_dir = settings.run_dir()
+    state = launcher.State.load(run_dir)
+    if state is None or not launcher.healthy(run_dir, state) or not state.node:
+        print("bringing the local cluster up", flush=True)
+        state = launcher.up(control_plane_only=False, run_dir=run_dir)
+    kube = Cluster(run_dir, run_dir / "admin.kubeconfig", Path(state.bin_dir), state.node)
+    image = images.import_project_image(run_dir)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    kube.kubectl("create", "namespace", NAMESPACE)
+    digest = cancer_digests()
+    operators = OperatorLauncher(kube, NAMESPACE, Path(tempfile.mkdtemp(prefix="bench-promotions-")))
+    stop = multiprocessing.Event()
+    hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hog)]
+    try:
+        operators.start("--serving-image", image, "--image-pull-policy", "IfNotPresent")
+        kube.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=cancer("1", digest["1"], replicas=2, rollout=ROLLOUT))
+        kube.kubectl("-n", NAMESPACE, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
+        address = kube.kubectl("-n", NAMESPACE, "get", "service", "cancer", "-o", "jsonpath={.spec.clusterIP}")
+        for hog in hogs:
+            hog.start()
+        results["loadavg_at_start"] = os.getloadavg()[0]
+        for n in range(args.runs):
+            version = "2" if n % 2 == 0 else "1"
+            run = promote(kube, address, version, digest, args.workers)
+            results["runs"].append(run)
+            print(
+                f"run {n + 1}/{args.runs}: to version {version} {run['outcome']} in {run['seconds']} s, "
+                f"{run['failed']} failed of {run['requests']} (load average {run['loadavg']:.2f})",
+                flush=True,
+            )
+            if run["failed"]:
+                print(run["timeline"], flush=True)
+                if args.stop_on_failure:
+                    break
+    finally:
+        stop.set()
+        for hog in hogs:
+            hog.join(timeout=5)
+        operators.stop_all()
+        kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
+    results["loadavg_at_end"] = os.getloadavg()[0]
+    out = REPO / "benchmarks" / "results" / f"promotions-{stamp}{'-' + args.tag if args.tag else ''}"
+    out.with_suffix(".md").write_text(summary(results))
+    write_raw(out, results)
+    print(summary(results))
+
+
+if __name__ == "__main__":
+    main()
