@@ -26,6 +26,8 @@ import posixpath
 import urllib.parse
 from typing import Any
 
+from modeldeploy_serving.draining import POD_DRAIN
+
 from modeldeploy_operator.api import GROUP, KIND, VERSION, ModelDeploymentSpec
 from modeldeploy_operator.api_base import parse_duration
 from modeldeploy_operator.api_drift import Capture
@@ -42,8 +44,8 @@ DIGEST_ANNOTATION = f"{GROUP}/sha256"
 URI_ANNOTATION = f"{GROUP}/uri"
 SERVING_SPEC_ANNOTATION = f"{GROUP}/serving-spec"  # on a Deployment: what its pods serve, as JSON
 SPEC_HASH_ANNOTATION = f"{GROUP}/spec-hash"
+GRACE_SECONDS = 40  # a leaving pod's drain (at most POD_DRAIN.max_seconds) and its last requests
 TRAFFIC_GATE = f"{GROUP}/traffic"  # a canary pod's readiness gate: set by the operator to let traffic in
-PRE_STOP_SECONDS = 5  # a leaving pod keeps answering while kube-proxy forgets it
 MANAGED_BY = "modeldeploy"
 SERVER_PORT = 8080
 SERVICE_PORT = 80
@@ -190,6 +192,14 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             str(batching.max_batch_size),
             "--max-batch-delay-us",
             str(batching.max_delay_micros),
+            # A leaving pod keeps answering until kube-proxy stops sending it connections
+            # (draining.py); the grace period below leaves room for the longest drain.
+            "--drain-min-seconds",
+            f"{POD_DRAIN.min_seconds:g}",
+            "--drain-quiet-seconds",
+            f"{POD_DRAIN.quiet_seconds:g}",
+            "--drain-max-seconds",
+            f"{POD_DRAIN.max_seconds:g}",
         ],
         "env": [{"name": "MODELDEPLOY_TRACK", "value": track}],
         "ports": [
@@ -209,7 +219,6 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         ],
         "securityContext": _restricted_container(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
     }
     if spec.capture is not None:
         _add_capture(server, spec.capture)
@@ -237,7 +246,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *volumes,
         ],
-        "terminationGracePeriodSeconds": 40,
+        "terminationGracePeriodSeconds": GRACE_SECONDS,
     }
     if track == "canary":
         pod_spec["readinessGates"] = [{"conditionType": TRAFFIC_GATE}]

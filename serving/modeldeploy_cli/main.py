@@ -97,6 +97,24 @@ def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_drain_flags(serve: argparse.ArgumentParser) -> None:
+    drain = serve.add_argument_group(
+        "draining on SIGTERM (docs/serving.md#shutdown): keep answering until no new connection arrives"
+    )
+    drain.add_argument(
+        "--drain-min-seconds", type=_non_negative_float, default=0.0, help="drain at least this long (default 0)"
+    )
+    drain.add_argument(
+        "--drain-quiet-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        help="then until no new connection for this long (default 0)",
+    )
+    drain.add_argument(
+        "--drain-max-seconds", type=_non_negative_float, default=30.0, help="drain at most this long (default 30)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modeldeploy", description="Deploy and serve ONNX models.")
     parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
@@ -131,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
     )
+    _add_drain_flags(serve)
     _add_shadow_flags(serve)
 
     capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
@@ -209,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.draining import DrainOptions
     from modeldeploy_serving.fetching import FetchError
     from modeldeploy_serving.model import ModelLoadError
     from modeldeploy_serving.sampling import CaptureOptions
@@ -240,6 +260,7 @@ def _serve(args: argparse.Namespace) -> int:
         header_timeout_seconds=args.header_timeout_seconds,
         idle_timeout_seconds=args.idle_timeout_seconds,
         large_body_bytes=args.large_body_bytes,
+        drain=DrainOptions(args.drain_min_seconds, args.drain_quiet_seconds, args.drain_max_seconds),
         grpc_port=args.grpc_port,
         capture=capture,
         shadow_config=args.shadow_config,

@@ -8,7 +8,9 @@ a connection that never sends a byte open forever. This protocol, a thin subclas
   is closed, before the parser sees the rest;
 - a time limit for a request head, from its first byte to its end: past it, 408 and close;
 - an idle timeout from the moment a connection opens, as uvicorn already has between
-  requests (keep-alive), so a connection that never sends a request is closed too.
+  requests (keep-alive), so a connection that never sends a request is closed too;
+- each new connection is noted for the drain on SIGTERM (draining.py), and while the
+  server drains every answer says `connection: close`, so keep-alive clients reconnect.
 
 It also sends each answer in one write: uvicorn writes a response's head and its body
 separately, two system calls (and two TCP segments) per answer where one does, and on a
@@ -24,6 +26,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from modeldeploy_serving.draining import Drain, DrainOptions
+
 DEFAULT_MAX_HEAD_BYTES = 64 * 1024
 DEFAULT_HEAD_TIMEOUT_SECONDS = 10.0
 DEFAULT_IDLE_TIMEOUT_SECONDS = 5.0
@@ -38,18 +42,21 @@ class ConnectionLimits:
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with these limits, to pass as uvicorn.Config(http=...)."""
+def guarded_protocol(limits: ConnectionLimits, drain: Drain | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with these limits, to pass as uvicorn.Config(http=...);
+    its connections are counted into `drain` (the server's, when it drains on SIGTERM)."""
 
     class GuardedHttpToolsProtocol(_Guarded):
         pass
 
     GuardedHttpToolsProtocol.limits = limits
+    GuardedHttpToolsProtocol.drain = drain or Drain(DrainOptions())
     return GuardedHttpToolsProtocol
 
 
 class _Guarded(HttpToolsProtocol):
     limits = ConnectionLimits()
+    drain = Drain(DrainOptions())
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,6 +66,7 @@ class _Guarded(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.drain.arrived()
         super().connection_made(transport)
         # The keep-alive timer, armed before the first request too: a silent connection closes.
         self.timeout_keep_alive_task = self.loop.call_later(
@@ -93,6 +101,8 @@ class _Guarded(HttpToolsProtocol):
         super().on_headers_complete()
         if self.cycle is not cycle and self.cycle is not None:  # a request to answer (not an upgrade)
             self.cycle.transport = OneWriteAnswer(self.transport, self.cycle, self.loop)
+            if self.drain.started is not None:
+                self.cycle.keep_alive = False  # answered with `connection: close`: reconnect elsewhere
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

@@ -29,6 +29,7 @@ from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import ServingApp, refusal
 from modeldeploy_serving.batching import InferenceError
+from modeldeploy_serving.draining import Drain
 from modeldeploy_serving.protocol import BinaryData, NonFiniteOutput, ProtocolError, parse_request
 
 SERVICE = "inference.GRPCInferenceService"
@@ -71,10 +72,12 @@ SAME_WIDTH = {
 class GrpcService:
     """The gRPC listener for one ServingApp; start() and stop() run with the app's lifespan."""
 
-    def __init__(self, app: ServingApp, host: str, port: int) -> None:
+    def __init__(self, app: ServingApp, host: str, port: int, drain: Drain | None = None) -> None:
         self.app = app
         self.address = f"{host}:{port}"
         self._server: aio.Server | None = None
+        self._drain = drain
+        self._peers: set[str] = set()  # clients seen: a new one is a new connection for the drain
         app.on_startup.append(self.start)
         app.on_shutdown.append(self.stop)
 
@@ -106,6 +109,16 @@ class GrpcService:
         if self._server is not None:
             await self._server.stop(grace=5)
 
+    def _note_peer(self, peer: str) -> None:
+        """A client not seen before (its address and port) opened a new connection: kube-proxy
+        still sends clients here, so a drain goes on."""
+        if peer in self._peers or self._drain is None:
+            return
+        if len(self._peers) >= 10_000:
+            self._peers.clear()
+        self._peers.add(peer)
+        self._drain.arrived()
+
     async def server_live(self, request: Any, context: aio.ServicerContext) -> Any:
         return pb.ServerLiveResponse(live=True)
 
@@ -132,6 +145,8 @@ class GrpcService:
         )
 
     async def model_infer(self, request: Any, context: aio.ServicerContext) -> Any:
+        if self._drain is not None:
+            self._note_peer(context.peer())
         await self._check_model(request.model_name, request.model_version, context)
         app = self.app
         started = time.perf_counter()

@@ -1,8 +1,10 @@
-"""`modeldeploy serve`: load, warm up, then listen; drain in-flight requests on SIGTERM.
+"""`modeldeploy serve`: load, warm up, then listen; drain, then finish in-flight requests on SIGTERM.
 
 The model is loaded and a warm-up inference run before the port opens, so nothing can
-reach a model that is not ready. uvicorn stops accepting on SIGTERM and lets requests
-already in flight finish (up to the grace period) before the batcher is stopped.
+reach a model that is not ready. On SIGTERM the server first drains (draining.py: it keeps
+answering until no new connection has arrived for a while), then uvicorn stops accepting
+and lets requests already in flight finish (up to the grace period) before the batcher is
+stopped.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from modeldeploy_serving.connections import (
     ConnectionLimits,
     guarded_protocol,
 )
+from modeldeploy_serving.draining import Drain, DrainOptions
 from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.grpc_service import GrpcService
 from modeldeploy_serving.mirroring import (
@@ -62,6 +65,7 @@ class ServeOptions:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     telemetry: bool = True
     graceful_seconds: int = 30
+    drain: DrainOptions = dataclasses.field(default_factory=DrainOptions)  # waited for on SIGTERM (draining.py)
     max_header_bytes: int = DEFAULT_MAX_HEAD_BYTES
     header_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
     idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
@@ -83,7 +87,29 @@ def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
     return fetch(model, scratch, sha256)
 
 
-def build_app(options: ServeOptions, path: Path) -> ServingApp:
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, which on the first SIGTERM drains (draining.py) before it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+        super().__init__(config)
+        self.drain = drain
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self.drain.draining and not self.should_exit:
+            self.drain.begin()
+            self._captured_signals.append(sig)  # re-raised into _drained on the way out, as uvicorn does
+            log.info("SIGTERM: draining (answering until no new connection arrives), then shutting down")
+            return
+        super().handle_exit(sig, frame)  # a second SIGTERM, or SIGINT: shut down now
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain.draining and not self.should_exit and self.drain.done():
+            log.info("%s: closing the port", self.drain.summary())
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> ServingApp:
     name = options.name or path.stem
     model = load_model(path, name, options.version, options.threads)
     app = ServingApp(
@@ -108,7 +134,7 @@ def build_app(options: ServeOptions, path: Path) -> ServingApp:
         ),
     )
     if options.grpc_port is not None:
-        GrpcService(app, options.host, options.grpc_port)
+        GrpcService(app, options.host, options.grpc_port, drain)
     return app
 
 
@@ -122,7 +148,8 @@ def _with_identity(capture: CaptureOptions | None) -> CaptureOptions | None:
 
 def serve(options: ServeOptions) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeploy-") as scratch:
-        app = build_app(options, local_model_path(options.model, options.sha256, Path(scratch)))
+        drain = Drain(options.drain)
+        app = build_app(options, local_model_path(options.model, options.sha256, Path(scratch)), drain)
         log.info(
             "serving model %s version %s (sha256 %s) on %s:%d",
             app.model.name,
@@ -131,14 +158,15 @@ def serve(options: ServeOptions) -> None:
             options.host,
             options.port,
         )
+        limits = ConnectionLimits(
+            options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds
+        )
         config = uvicorn.Config(
             app,
             host=options.host,
             port=options.port,
             loop="uvloop",
-            http=guarded_protocol(
-                ConnectionLimits(options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds)
-            ),
+            http=guarded_protocol(limits, drain),
             lifespan="on",
             access_log=False,
             # The app reads no client address or scheme, so uvicorn's X-Forwarded-* middleware
@@ -152,7 +180,7 @@ def serve(options: ServeOptions) -> None:
         # restores and re-raises into, so a drained server returns and exits 0.
         previous = {signum: signal.signal(signum, _drained) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            uvicorn.Server(config).run()
+            DrainingServer(config, drain).run()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -214,6 +214,9 @@ def test_server_args_follow_the_spec() -> None:
         "--threads": "4",
         "--max-batch-size": "8",
         "--max-batch-delay-us": "250",
+        "--drain-min-seconds": "5",
+        "--drain-quiet-seconds": "2",
+        "--drain-max-seconds": "30",
         "--shadow-config": "/etc/modeldeploy/shadow/shadow.json",  # stable pods read it; empty: no mirroring
     }
 
@@ -384,6 +387,20 @@ def test_the_serve_command_accepts_the_capture_flags() -> None:
         1200,
     )
     assert (args.capture_batch_rows, args.capture_flush_interval_seconds) == (200, 90.0)
+
+
+def test_a_leaving_pod_drains_inside_its_grace_period() -> None:
+    """No preStop sleep: the server drains on SIGTERM until kube-proxy stops sending it
+    connections (docs/serving.md#shutdown), and the grace period leaves room for the longest
+    drain and the requests still in flight after it."""
+    from modeldeploy_cli.main import _parser
+
+    built = pod()
+    server = server_of(built)
+    args = _parser().parse_args(server["args"])
+    assert "lifecycle" not in server
+    assert (args.drain_min_seconds, args.drain_quiet_seconds, args.drain_max_seconds) == (5.0, 2.0, 30.0)
+    assert args.drain_max_seconds + 5 < built["spec"]["terminationGracePeriodSeconds"]
 
 
 def test_without_capture_the_server_gets_no_capture_flags_or_identity() -> None:

@@ -155,3 +155,60 @@ def test_serves_a_model_fetched_over_http_after_verifying_it(
     assert code == 5
     assert errors.startswith(f"modeldeploy serve: {model_host.url}/model.onnx: sha256 mismatch: expected {'0' * 64}")
     assert errors.count("\n") == 1, errors
+
+
+def test_sigterm_drains_while_new_connections_arrive_then_closes_the_port(
+    example_models: ExampleModels, cancer_rows: np.ndarray
+) -> None:
+    """kube-proxy may send connections for seconds after SIGTERM: each is answered, told to
+    close (a keep-alive client reconnects elsewhere), and the port closes only once none came
+    for --drain-quiet-seconds."""
+    model = str(example_models.path("breast-cancer", "1"))
+    process = ServeProcess(
+        "--model", model, "--name", "breast-cancer", "--drain-min-seconds", "1", "--drain-quiet-seconds", "1"
+    )
+    body = json.dumps(infer_body(cancer_rows[:2])).encode()
+    try:
+        process.wait_ready()
+        with httpx.Client(base_url=process.url, timeout=10) as kept:
+            before = kept.post("/v2/models/breast-cancer/infer", content=body)
+            assert before.headers.get("connection") != "close"  # kept alive until the drain
+            process.terminate()
+            signalled = time.monotonic()
+            after = kept.post("/v2/models/breast-cancer/infer", content=body)  # the same connection
+            assert (after.status_code, after.headers.get("connection")) == (200, "close")
+        answers = []
+        while time.monotonic() - signalled < 3.0:  # three times the shortest drain
+            answer = httpx.post(f"{process.url}/v2/models/breast-cancer/infer", content=body, timeout=10)
+            answers.append((answer.status_code, answer.headers.get("connection")))
+            time.sleep(0.2)
+        assert set(answers) == {(200, "close")}, answers
+        assert process.process.poll() is None, "the port closed while new connections kept arriving"
+        stopped_sending = time.monotonic()
+        code, errors = process.finish()
+        quiet_for = time.monotonic() - stopped_sending
+        assert code == 0, errors
+        assert 0.9 <= quiet_for < 5.0, f"the port closed {quiet_for:.1f}s after the last new connection"
+        assert "drained for" in errors and "Traceback" not in errors, errors
+    finally:
+        process.close()
+
+
+def test_without_new_connections_the_drain_ends_after_its_minimum_and_a_second_sigterm_ends_it_at_once(
+    example_models: ExampleModels,
+) -> None:
+    model = str(example_models.path("breast-cancer", "1"))
+    for signals, shortest, longest in ((1, 2.0, 5.0), (2, 0.0, 1.5)):
+        process = ServeProcess("--model", model, "--drain-min-seconds", "2", "--drain-quiet-seconds", "1")
+        try:
+            process.wait_ready()
+            started = time.monotonic()
+            for _ in range(signals):
+                process.terminate()
+                time.sleep(0.1)
+            code, errors = process.finish()
+            took = time.monotonic() - started
+            assert code == 0, errors
+            assert shortest <= took < longest, f"{signals} SIGTERM: exited after {took:.1f}s"
+        finally:
+            process.close()
