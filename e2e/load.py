@@ -63,13 +63,17 @@ def _pod_address(local_port: int | None, service_port: int) -> str | None:
         table = CONNTRACK.read_text()
     except OSError:
         return None
+    found = None
     for line in table.splitlines():
         fields = line.split()
-        if f"sport={local_port}" in fields and f"dport={service_port}" in fields:
-            sources = [f.removeprefix("src=") for f in fields if f.startswith("src=")]
-            if len(sources) == 2:  # the original direction, then the reply: from the pod
-                return sources[1]
-    return None
+        sources = [f.removeprefix("src=") for f in fields if f.startswith("src=")]
+        ports = [f for f in fields if f.startswith(("sport=", "dport="))]
+        # The original direction (from us, to the Service), then the reply (from the pod).
+        if len(sources) == 2 and ports[:2] == [f"sport={local_port}", f"dport={service_port}"]:
+            found = sources[1]
+            if "TIME_WAIT" not in fields:  # an older connection from the same port lingers in TIME_WAIT
+                return found
+    return found
 
 
 def breast_cancer_bodies(scale: dict[str, float] | None = None) -> list[bytes]:

@@ -1,0 +1,83 @@
+"""The load generator's own account of failures: it is what a rollout test's failure message
+is made of, so it must say the truth about why a request failed and where it went."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e import load as load_module
+from e2e.load import Load, _pod_address
+from tests.serving.harness import free_port
+
+CONNTRACK = "\n".join(  # /proc/net/nf_conntrack as the node shows it (kube-proxy masquerades)
+    [
+        "ipv4 2 tcp 6 38 TIME_WAIT src=192.0.2.2 dst=10.96.9.107 sport=52713 dport=80 "
+        "src=10.244.0.27 dst=10.244.0.1 sport=8080 dport=11026 [ASSURED] mark=0 zone=0 use=2",
+        "ipv4 2 tcp 6 9 CLOSE src=192.0.2.2 dst=10.96.9.107 sport=52713 dport=80 "
+        "src=10.244.0.31 dst=10.244.0.1 sport=8080 dport=4410 mark=0 zone=0 use=2",
+        "ipv4 2 tcp 6 9 CLOSE src=192.0.2.2 dst=10.96.9.107 sport=40000 dport=9000 "
+        "src=10.244.0.40 dst=10.244.0.1 sport=9000 dport=8080 mark=0 zone=0 use=2",
+    ]
+)
+
+
+def test_the_pod_a_connection_went_to_is_read_from_conntrack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    table = tmp_path / "nf_conntrack"
+    table.write_text(CONNTRACK)
+    monkeypatch.setattr(load_module, "CONNTRACK", table)
+    assert _pod_address(52713, 80) == "10.244.0.31", "the live entry, not the one in TIME_WAIT"
+    assert _pod_address(40000, 80) is None, "another Service port"
+    assert _pod_address(8080, 80) is None, "a reply's port is not a source port"
+    assert _pod_address(None, 80) is None
+    monkeypatch.setattr(load_module, "CONNTRACK", tmp_path / "missing")
+    assert _pod_address(52713, 80) is None
+
+
+def test_a_refused_connection_is_recorded_with_its_errno_phase_and_port() -> None:
+    closed = free_port()
+    with Load(f"127.0.0.1:{closed}", pause=0.05) as load:
+        time.sleep(0.3)
+    failures = load.failures_seen()
+    assert failures and load.failed() == len(failures)
+    first = failures[0]
+    assert (first.phase, first.reason.split(":")[0]) == ("connect", "ECONNREFUSED"), first
+    assert first.local_port is not None and first.local_port != closed
+    assert "connect: ECONNREFUSED" in first.describe() and "from port" in first.describe()
+
+
+class _Unavailable(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"error": "model not ready"}'
+        self.send_response(503)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def unavailable() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_http_error_is_recorded_with_its_status_and_body(unavailable: int) -> None:
+    with Load(f"127.0.0.1:{unavailable}", pause=0.05) as load:
+        time.sleep(0.3)
+    failures = load.failures_seen()
+    assert failures and load.answers["503"] == len(failures)
+    assert failures[0].phase == "answer"
+    assert failures[0].reason == 'HTTP 503: {"error": "model not ready"}'
