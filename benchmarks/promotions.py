@@ -4,7 +4,10 @@
 runs the rollout test's promotion (steps [50], 2 replicas, a load of real breast-cancer rows
 on a fresh connection per request) `--runs` times in a row, switching between versions 1
 and 2 (each switch a canary judged and promoted), with `--hog` busy processes beside it so
-the machine is as loaded as a full test run makes it. Each run counts the requests that did
+the machine is as loaded as a full test run makes it, and with `--churn N` a Deployment of N
+pods in another namespace scaled up and down every few seconds (each pod started or removed
+runs the CNI plugins, which rewrite iptables rules beside kube-proxy, as the other tests'
+pods do during a test run). Each run counts the requests that did
 not get a 200; a run with failures prints them beside what the cluster did (e2e/timeline.py:
 pods, EndpointSlices, kube-proxy's rule syncs), and `--stop-on-failure` ends the series
 there. Writes results/promotions-<date>.md and .json.gz.
@@ -16,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import multiprocessing
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="promotions in a row (default 20)")
     parser.add_argument("--hog", type=int, default=2, help="busy processes beside it (default 2, one per core)")
+    parser.add_argument("--churn", type=int, default=0, help="pods scaled up and down beside it (default 0: none)")
     parser.add_argument("--workers", type=int, default=1, help="load generator threads (default 1, as the test)")
     parser.add_argument("--stop-on-failure", action="store_true", help="end the series at the first failed request")
     parser.add_argument("--tag", default="", help="appended to the results' file names")
@@ -60,6 +66,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _spin(stop: Any) -> None:
     while not stop.is_set():
         sum(range(10_000))
+
+
+CHURN_NAMESPACE = "bench-promotions-churn"
+
+
+def churn_deployment(image: str, pods: int) -> str:
+    container = {
+        "name": "sleep",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["sleep", "infinity"],
+        "resources": {"requests": {"cpu": "1m", "memory": "8Mi"}},
+    }
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "churn"},
+            "spec": {
+                "replicas": pods,
+                "selector": {"matchLabels": {"app": "churn"}},
+                "template": {
+                    "metadata": {"labels": {"app": "churn"}},
+                    "spec": {"containers": [container], "terminationGracePeriodSeconds": 0},
+                },
+            },
+        }
+    )
+
+
+def _churn(kube: Cluster, pods: int, stop: threading.Event) -> None:
+    """Scale the churn Deployment between 0 and `pods` every 5 s until stopped."""
+    up = False
+    while not stop.wait(5):
+        up = not up
+        kube.kubectl("-n", CHURN_NAMESPACE, "scale", "deployment", "churn", f"--replicas={pods if up else 0}")
 
 
 def _history(kube: Cluster) -> list[Obj]:
@@ -113,7 +155,8 @@ def summary(results: Obj) -> str:
     lines = [
         f"# Promotions under load, {results['date']}",
         "",
-        f"Command: `{results['command']}`; {results['hog']} busy processes beside it; load average "
+        f"Command: `{results['command']}`; {results['hog']} busy processes and {results['churn']} pods "
+        "scaled up and down beside it; load average "
         f"{results['loadavg_at_start']:.2f} at the start, {results['loadavg_at_end']:.2f} at the end.",
         "",
         f"**{len(runs) - len(failed_runs)} of {len(runs)} promotions with 0 failed requests**; "
@@ -146,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": " ".join([".venv/bin/python", "benchmarks/promotions.py", *(argv or sys.argv[1:])]),
         "date": stamp,
         "hog": args.hog,
+        "churn": args.churn,
         "runs": [],
     }
     run_dir = settings.run_dir()
@@ -162,6 +206,12 @@ def main(argv: list[str] | None = None) -> None:
     operators = OperatorLauncher(kube, NAMESPACE, Path(tempfile.mkdtemp(prefix="bench-promotions-")))
     stop = multiprocessing.Event()
     hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hog)]
+    churning = threading.Event()
+    churner = threading.Thread(target=_churn, args=(kube, args.churn, churning), daemon=True)
+    if args.churn:
+        kube.kubectl("delete", "namespace", CHURN_NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
+        kube.kubectl("create", "namespace", CHURN_NAMESPACE)
+        kube.kubectl("-n", CHURN_NAMESPACE, "apply", "-f", "-", input=churn_deployment(image, 0))
     try:
         operators.start("--serving-image", image, "--image-pull-policy", "IfNotPresent")
         kube.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=cancer("1", digest["1"], replicas=2, rollout=ROLLOUT))
@@ -169,6 +219,8 @@ def main(argv: list[str] | None = None) -> None:
         address = kube.kubectl("-n", NAMESPACE, "get", "service", "cancer", "-o", "jsonpath={.spec.clusterIP}")
         for hog in hogs:
             hog.start()
+        if args.churn:
+            churner.start()
         results["loadavg_at_start"] = os.getloadavg()[0]
         for n in range(args.runs):
             version = "2" if n % 2 == 0 else "1"
@@ -185,8 +237,12 @@ def main(argv: list[str] | None = None) -> None:
                     break
     finally:
         stop.set()
+        churning.set()
         for hog in hogs:
             hog.join(timeout=5)
+        if churner.is_alive():
+            churner.join(timeout=30)
+        kube.kubectl("delete", "namespace", CHURN_NAMESPACE, "--ignore-not-found", "--wait=false")
         operators.stop_all()
         kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
     results["loadavg_at_end"] = os.getloadavg()[0]
