@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,36 @@ def _churn(kube: Cluster, pods: int, stop: threading.Event) -> None:
         kube.kubectl("-n", CHURN_NAMESPACE, "scale", "deployment", "churn", f"--replicas={pods if up else 0}")
 
 
+PROGRAMMING = "kubeproxy_network_programming_duration_seconds_bucket"
+
+
+def programming_buckets(kube: Cluster) -> dict[float, float]:
+    """kube-proxy's histogram of how long an endpoint change took to reach the node's rules
+    (from the change, as the EndpointSlice records it, to the rules written): le -> count."""
+    config = json.loads((Path(kube.run_dir) / "kube-proxy-config.json").read_text())
+    with urllib.request.urlopen(f"http://{config['metricsBindAddress']}/metrics", timeout=5) as response:
+        page = response.read().decode()
+    found = {}
+    for line in page.splitlines():
+        if line.startswith(PROGRAMMING + "{") and 'ip_family="IPv4"' in line:
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return found
+
+
+def programming_summary(before: dict[float, float], after: dict[float, float]) -> str:
+    """The delays of the endpoint changes made between two readings: median, p99, most."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = counts[-1][1] if counts else 0
+    if not total:
+        return "no endpoint change recorded"
+
+    def at(share: float) -> float:
+        return next(bound for bound, count in counts if count >= share * total)
+
+    return f"{total:.0f} endpoint changes: median <= {at(0.5):g} s, p99 <= {at(0.99):g} s, all <= {at(1.0):g} s"
+
+
 def _history(kube: Cluster) -> list[Obj]:
     from kubernetes import client
 
@@ -161,6 +192,8 @@ def summary(results: Obj) -> str:
         "",
         f"**{len(runs) - len(failed_runs)} of {len(runs)} promotions with 0 failed requests**; "
         f"{sum(r['failed'] for r in runs)} failed of {sum(r['requests'] for r in runs)} requests in all.",
+        "",
+        f"kube-proxy, from an endpoint change to the node's rules, over the series: {results['kube_proxy']}.",
         "",
         "| run | to version | outcome | requests | failed | took (s) | load average |",
         "|---|---|---|---|---|---|---|",
@@ -222,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.churn:
             churner.start()
         results["loadavg_at_start"] = os.getloadavg()[0]
+        programming_before = programming_buckets(kube)
         for n in range(args.runs):
             version = "2" if n % 2 == 0 else "1"
             run = promote(kube, address, version, digest, args.workers)
@@ -246,6 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         operators.stop_all()
         kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=false")
     results["loadavg_at_end"] = os.getloadavg()[0]
+    results["kube_proxy"] = programming_summary(programming_before, programming_buckets(kube))
     out = REPO / "benchmarks" / "results" / f"promotions-{stamp}{'-' + args.tag if args.tag else ''}"
     out.with_suffix(".md").write_text(summary(results))
     write_raw(out, results)
