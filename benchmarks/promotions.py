@@ -7,7 +7,9 @@ and 2 (each switch a canary judged and promoted), with `--hog` busy processes be
 the machine is as loaded as a full test run makes it, and with `--churn N` a Deployment of N
 pods in another namespace scaled up and down every few seconds (each pod started or removed
 runs the CNI plugins, which rewrite iptables rules beside kube-proxy, as the other tests'
-pods do during a test run). Each run counts the requests that did
+pods do during a test run). `--stall-kube-proxy S` stops the node's kube-proxy for S seconds
+(SIGSTOP, then SIGCONT) the moment the first pod of each promotion starts leaving: the case
+of a kube-proxy slow to forget a leaving pod, made certain instead of waited for. Each run counts the requests that did
 not get a 200; a run with failures prints them beside what the cluster did (e2e/timeline.py:
 pods, EndpointSlices, kube-proxy's rule syncs), and `--stop-on-failure` ends the series
 there. Writes results/promotions-<date>.md and .json.gz.
@@ -22,6 +24,7 @@ import datetime
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -58,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=20, help="promotions in a row (default 20)")
     parser.add_argument("--hog", type=int, default=2, help="busy processes beside it (default 2, one per core)")
     parser.add_argument("--churn", type=int, default=0, help="pods scaled up and down beside it (default 0: none)")
+    parser.add_argument(
+        "--stall-kube-proxy", type=float, default=0, help="stop kube-proxy this long when a pod starts leaving"
+    )
     parser.add_argument("--workers", type=int, default=1, help="load generator threads (default 1, as the test)")
     parser.add_argument("--stop-on-failure", action="store_true", help="end the series at the first failed request")
     parser.add_argument("--tag", default="", help="appended to the results' file names")
@@ -108,6 +114,50 @@ def _churn(kube: Cluster, pods: int, stop: threading.Event) -> None:
 PROGRAMMING = "kubeproxy_network_programming_duration_seconds_bucket"
 
 
+class Staller:
+    """Stops kube-proxy for `seconds` once, the first time a pod of the namespace is terminating."""
+
+    def __init__(self, kube: Cluster, seconds: float, timeline: Timeline) -> None:
+        self.kube, self.seconds, self.timeline = kube, seconds, timeline
+        self.pid = json.loads((Path(kube.run_dir) / "pids" / "kube-proxy.json").read_text())["pid"]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Staller:
+        if self.seconds:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.seconds + 10)
+
+    def _run(self) -> None:
+        from kubernetes import client
+
+        with self.kube.api_client() as api:
+            core = client.CoreV1Api(api)
+
+            def leaving() -> set[str]:
+                pods = core.list_namespaced_pod(NAMESPACE).items
+                return {pod.metadata.name for pod in pods if pod.metadata.deletion_timestamp}
+
+            already = leaving()  # the previous promotion's pods may still be draining
+            while not self._done.wait(0.1):
+                if leaving() - already:
+                    break
+            else:
+                return
+        os.kill(self.pid, signal.SIGSTOP)
+        self.timeline.note(f"kube-proxy stopped for {self.seconds:g}s (a pod started leaving)")
+        try:
+            time.sleep(self.seconds)
+        finally:
+            os.kill(self.pid, signal.SIGCONT)
+            self.timeline.note("kube-proxy running again")
+
+
 def programming_buckets(kube: Cluster) -> dict[float, float]:
     """kube-proxy's histogram of how long an endpoint change took to reach the node's rules
     (from the change, as the EndpointSlice records it, to the rules written): le -> count."""
@@ -146,10 +196,14 @@ def _history(kube: Cluster) -> list[Obj]:
     return list(status.get("history") or [])
 
 
-def promote(kube: Cluster, address: str, version: str, digest: dict[str, str], workers: int) -> Obj:
+def promote(kube: Cluster, address: str, version: str, digest: dict[str, str], args: argparse.Namespace) -> Obj:
     """One promotion to `version` under load, from the apply until the old pods are gone."""
     revision = max((entry.get("revision", 0) for entry in _history(kube)), default=0)
-    with Timeline(kube, NAMESPACE) as timeline, Load(address, workers=workers) as load:
+    with (
+        Timeline(kube, NAMESPACE) as timeline,
+        Load(address, workers=args.workers) as load,
+        Staller(kube, args.stall_kube_proxy, timeline),
+    ):
         time.sleep(3)
         started = time.monotonic()
         timeline.note(f"applying version {version}")
@@ -187,7 +241,8 @@ def summary(results: Obj) -> str:
         f"# Promotions under load, {results['date']}",
         "",
         f"Command: `{results['command']}`; {results['hog']} busy processes and {results['churn']} pods "
-        "scaled up and down beside it; load average "
+        f"scaled up and down beside it; kube-proxy stopped for {results['stall']} s as each promotion's first "
+        "pod left (0: never); load average "
         f"{results['loadavg_at_start']:.2f} at the start, {results['loadavg_at_end']:.2f} at the end.",
         "",
         f"**{len(runs) - len(failed_runs)} of {len(runs)} promotions with 0 failed requests**; "
@@ -223,6 +278,7 @@ def main(argv: list[str] | None = None) -> None:
         "date": stamp,
         "hog": args.hog,
         "churn": args.churn,
+        "stall": args.stall_kube_proxy,
         "runs": [],
     }
     run_dir = settings.run_dir()
@@ -258,7 +314,7 @@ def main(argv: list[str] | None = None) -> None:
         programming_before = programming_buckets(kube)
         for n in range(args.runs):
             version = "2" if n % 2 == 0 else "1"
-            run = promote(kube, address, version, digest, args.workers)
+            run = promote(kube, address, version, digest, args)
             results["runs"].append(run)
             print(
                 f"run {n + 1}/{args.runs}: to version {version} {run['outcome']} in {run['seconds']} s, "
