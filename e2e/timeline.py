@@ -133,7 +133,7 @@ class Timeline:
             except OSError:
                 continue
             for line in page.splitlines():
-                if line.startswith(SYNC_METRIC + " ") or line.startswith(SYNC_METRIC + "{"):
+                if line.startswith(SYNC_METRIC + " ") or line.startswith(SYNC_METRIC + '{ip_family="IPv4"'):
                     synced = float(line.rsplit(" ", 1)[1])
                     if synced != last:
                         last = synced
