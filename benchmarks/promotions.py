@@ -24,7 +24,6 @@ import datetime
 import json
 import multiprocessing
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from raw_results import write_raw  # noqa: E402
 
 from e2e.cluster import images, launcher, settings  # noqa: E402
 from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
+from e2e.faults import kube_proxy_stopped  # noqa: E402
 from e2e.load import Load  # noqa: E402
 from e2e.manifests import cancer, cancer_digests  # noqa: E402
 from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
@@ -119,7 +119,6 @@ class Staller:
 
     def __init__(self, kube: Cluster, seconds: float, timeline: Timeline) -> None:
         self.kube, self.seconds, self.timeline = kube, seconds, timeline
-        self.pid = json.loads((Path(kube.run_dir) / "pids" / "kube-proxy.json").read_text())["pid"]
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -149,13 +148,10 @@ class Staller:
                     break
             else:
                 return
-        os.kill(self.pid, signal.SIGSTOP)
-        self.timeline.note(f"kube-proxy stopped for {self.seconds:g}s (a pod started leaving)")
-        try:
+        with kube_proxy_stopped(self.kube):
+            self.timeline.note(f"kube-proxy stopped for {self.seconds:g}s (a pod started leaving)")
             time.sleep(self.seconds)
-        finally:
-            os.kill(self.pid, signal.SIGCONT)
-            self.timeline.note("kube-proxy running again")
+        self.timeline.note("kube-proxy running again")
 
 
 def programming_buckets(kube: Cluster) -> dict[float, float]:
