@@ -19,7 +19,7 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
-from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
 Obj = dict[str, Any]
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"

@@ -28,9 +28,9 @@ from typing import Any
 
 from modeldeploy_serving.draining import POD_DRAIN
 
-from modeldeploy_operator.api import GROUP, KIND, VERSION, ModelDeploymentSpec
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_drift import Capture
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.drift import Capture
+from modeldeploy_operator.api.spec import GROUP, KIND, VERSION, ModelDeploymentSpec
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from modeldeploy_operator.api import Owner
-from modeldeploy_operator.reasons import Reason, event_type
+from modeldeploy_operator.api.reasons import Reason, event_type
+from modeldeploy_operator.api.spec import Owner
 
 MAX_NOTE_BYTES = 1024  # an Event's note, as events.k8s.io/v1 limits it
 

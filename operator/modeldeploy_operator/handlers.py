@@ -21,7 +21,7 @@ from typing import Any
 import kopf
 
 from modeldeploy_operator import metrics
-from modeldeploy_operator.api import GROUP, PLURAL, VERSION
+from modeldeploy_operator.api.spec import GROUP, PLURAL, VERSION
 from modeldeploy_operator.builders import (
     DIGEST_ANNOTATION,
     MANAGED_BY,

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
 from modeldeploy_operator.plans import HISTORY_LIMIT, Decider, Observed, Plan, iso
-from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 

@@ -23,10 +23,10 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Owner, Webhook, about
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_drift import DriftWebhook
-from modeldeploy_operator.api_status import Check, HistoryEntry
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.spec import Owner, Webhook, about
+from modeldeploy_operator.api.status import Check, HistoryEntry
 from modeldeploy_operator.retraining import retry_delays, worth_retry
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import datetime
 from dataclasses import dataclass
 from typing import Literal
 
-from modeldeploy_operator.api import GROUP
-from modeldeploy_operator.api_status import CanaryStatus, HistoryEntry
-from modeldeploy_operator.reasons import Reason
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import GROUP
+from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
 
 HISTORY_LIMIT = 10
 WAIT_FOR_PODS = 10.0  # seconds between looks while pods start (watch events usually come first)

@@ -22,11 +22,13 @@ import kubernetes
 from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
-from modeldeploy_operator.api import ModelDeploymentSpec, Owner, parse_owner, parse_spec
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_drift import DriftWebhook
-from modeldeploy_operator.api_status import DriftStatus, RetrainingStatus
+from modeldeploy_operator import metrics, notifying, retraining, rollout
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
+from modeldeploy_operator.api.status import DriftStatus, RetrainingStatus
 from modeldeploy_operator.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,
@@ -41,7 +43,6 @@ from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.plans import Plan, Target, commands_from, iso, seconds
-from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import (

@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from modeldeploy_serving.sampling import Sink
 
-from modeldeploy_operator.api import Owner, about
-from modeldeploy_operator.api_drift import JobTemplate
-from modeldeploy_operator.api_status import DriftEpisode, DriftStatus, RetrainingStatus
+from modeldeploy_operator.api.drift import JobTemplate
+from modeldeploy_operator.api.spec import Owner, about
+from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, RetrainingStatus
 from modeldeploy_operator.builders import MANAGED_BY, NAME_LABEL, owner_reference
 
 Obj = dict[str, Any]

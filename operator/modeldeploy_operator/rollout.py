@@ -38,10 +38,10 @@ from __future__ import annotations
 import datetime
 from dataclasses import replace
 
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
 from modeldeploy_operator.moves import canary_size as _canary_size
 from modeldeploy_operator.moves import changed as _with
 from modeldeploy_operator.moves import end as _end

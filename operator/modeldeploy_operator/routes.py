@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.builders import SERVICE_PORT, deployment_name
 
 Obj = dict[str, Any]

@@ -24,10 +24,10 @@ ends here is recorded in history with `shadow: true` (moves.finish).
 
 from __future__ import annotations
 
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_status import CanaryStatus, Check, HistoryEntry
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
 from modeldeploy_operator.moves import changed, end, rolling, rollout_seconds
 from modeldeploy_operator.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds
 from modeldeploy_operator.shadowing import Mirroring

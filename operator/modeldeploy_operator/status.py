@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_status import Condition, DriftStatus, ModelDeploymentStatus, TrackStatus
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus, TrackStatus
 from modeldeploy_operator.builders import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,
@@ -33,7 +34,6 @@ from modeldeploy_operator.builders import (
 from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
 from modeldeploy_operator.plans import Observed as RolloutObserved
 from modeldeploy_operator.plans import Plan, Target
-from modeldeploy_operator.reasons import Reason
 from modeldeploy_operator.routes import canary_weight_on, route_problem
 from modeldeploy_operator.settings import Settings
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from modeldeploy_operator.api_drift import Drift
+from modeldeploy_operator.api.drift import Drift
 from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.scraping import PodScraper
 

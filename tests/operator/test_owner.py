@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
 from modeldeploy_operator.builders import (
     NAME_LABEL,
     TEAM_LABEL,

@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api_status import Check, DriftStatus
+from modeldeploy_operator.api.status import Check, DriftStatus
 from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.plans import iso
 from modeldeploy_operator.reconcile import reconcile

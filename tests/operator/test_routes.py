@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.builders import TRACK_LABEL, build_service
 from modeldeploy_operator.routes import (
     build_route_weights,

@@ -11,8 +11,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api_status import Check, ModelDeploymentStatus
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.status import Check, ModelDeploymentStatus
 from modeldeploy_operator.plans import Plan, iso
 from modeldeploy_operator.rollout import plan
 from modeldeploy_operator.shadowing import Mirroring

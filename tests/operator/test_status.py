@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from modeldeploy_operator.api.reasons import BY_NAME, Reason
 from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted
-from modeldeploy_operator.reasons import BY_NAME, Reason
 from modeldeploy_operator.status import Track, observe, pod_failure, selector, serving_template, serving_version
 
 DIGEST_MISMATCH = (

@@ -1,4 +1,4 @@
-"""The ModelDeployment CRD, generated from the API models in api.py.
+"""The ModelDeployment CRD, generated from the API models (spec.py, status.py).
 
 pydantic writes JSON Schema; the API server wants a structural OpenAPI v3 schema: no $ref,
 no anyOf for optional fields, numeric bounds in the OpenAPI spelling, defaults on nested
@@ -6,7 +6,7 @@ objects so the API server fills them in (but none in status, which the operator 
 whole). This module does that translation for the spec and the status models and adds what
 a schema cannot carry: subresources and printer columns.
 
-    python -m modeldeploy_operator.crd > crds/modeldeployment.yaml
+    python -m modeldeploy_operator.api.crd > crds/modeldeployment.yaml
 
 A test regenerates the file and fails when the committed copy differs.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from modeldeploy_operator import api, api_base, api_status
+from modeldeploy_operator.api import base, spec, status
 
 _DROP = {"title", "additionalProperties_false"}
 
@@ -105,9 +105,9 @@ def _with_factory_defaults(model: type[BaseModel], schema: dict[str, Any]) -> No
 
 
 def spec_schema() -> dict[str, Any]:
-    raw = api.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
+    raw = spec.ModelDeploymentSpec.model_json_schema(by_alias=True, mode="validation")
     schema: dict[str, Any] = _resolve(raw, raw.get("$defs", {}))
-    _with_factory_defaults(api.ModelDeploymentSpec, schema)
+    _with_factory_defaults(spec.ModelDeploymentSpec, schema)
     result: dict[str, Any] = _structural(schema)
     return result
 
@@ -123,7 +123,7 @@ def _without_defaults(node: Any) -> Any:
 
 
 def status_schema() -> dict[str, Any]:
-    raw = api_status.ModelDeploymentStatus.model_json_schema(by_alias=True, mode="serialization")
+    raw = status.ModelDeploymentStatus.model_json_schema(by_alias=True, mode="serialization")
     schema: dict[str, Any] = _without_defaults(_structural(_resolve(raw, raw.get("$defs", {}))))
     return schema
 
@@ -155,21 +155,21 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{api.PLURAL}.{api.GROUP}"},
+        "metadata": {"name": f"{spec.PLURAL}.{spec.GROUP}"},
         "spec": {
-            "group": api.GROUP,
+            "group": spec.GROUP,
             "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.SINGULAR,
-                "shortNames": api.SHORT_NAMES,
+                "kind": spec.KIND,
+                "listKind": f"{spec.KIND}List",
+                "plural": spec.PLURAL,
+                "singular": spec.SINGULAR,
+                "shortNames": spec.SHORT_NAMES,
                 "categories": ["all", "modeldeploy"],
             },
             "scope": "Namespaced",
             "versions": [
                 {
-                    "name": api.VERSION,
+                    "name": spec.VERSION,
                     "served": True,
                     "storage": True,
                     "schema": {
@@ -178,9 +178,9 @@ def build_crd() -> dict[str, Any]:
                             "description": ROOT_DESCRIPTION,
                             "required": ["spec"],
                             "x-kubernetes-validations": [
-                                api_base.cel(
-                                    f"size(self.metadata.name) <= {api.MAX_NAME_LENGTH}",
-                                    f"metadata.name must be at most {api.MAX_NAME_LENGTH} characters: "
+                                base.cel(
+                                    f"size(self.metadata.name) <= {spec.MAX_NAME_LENGTH}",
+                                    f"metadata.name must be at most {spec.MAX_NAME_LENGTH} characters: "
                                     "it names the model's Service and Deployments",
                                 )
                             ],

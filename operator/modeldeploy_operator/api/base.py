@@ -1,7 +1,7 @@
 """What every part of the ModelDeployment API is built from: the base model, CEL rules, durations.
 
-api.py (the spec), api_drift.py (drift, its responses, production capture) and
-api_status.py (the status) all build on these; the operator's decisions parse durations
+spec.py (the spec), drift.py (drift, its responses, production capture) and
+status.py (the status) all build on these; the operator's decisions parse durations
 with parse_duration, so a duration means the same in the schema and in the code.
 """
 

@@ -1,7 +1,7 @@
 """The spec of what watches a model after it is served: drift detection, what a drift episode
 triggers (a webhook, a retraining Job), and the production capture that feeds retraining.
 
-Split from api.py, which includes these models in ModelDeploymentSpec; docs/drift.md and
+Split from spec.py, which includes these models in ModelDeploymentSpec; docs/drift.md and
 docs/capture.md explain them.
 """
 
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from modeldeploy_operator.api_base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
+from modeldeploy_operator.api.base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
 
 
 class SecretKeyRef(ResourceModel):

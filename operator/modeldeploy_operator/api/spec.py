@@ -5,7 +5,7 @@ crds/modeldeployment.yaml is generated from them (crd.py), so every description,
 default, range and pattern below is what `kubectl explain` shows and what the API server
 enforces. Cross-field rules that a schema cannot say are CEL rules, attached with
 `cel(...)` next to the field they guard. The spec is here (drift, its responses and the
-capture in api_drift.py); the status is in api_status.py; what they share in api_base.py.
+capture in drift.py); the status is in status.py; what they share in base.py.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from modeldeploy_operator.api_base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
-from modeldeploy_operator.api_drift import Capture, Drift
+from modeldeploy_operator.api.base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
+from modeldeploy_operator.api.drift import Capture, Drift
 
 GROUP = "modeldeploy.dev"
 VERSION = "v1alpha1"

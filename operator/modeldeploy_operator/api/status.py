@@ -2,7 +2,7 @@
 of the CRD's status schema and of the status tables in docs/modeldeployment.md (crd.py and
 docs.py generate them). The reconcile writes what ModelDeploymentStatus dumps, whole.
 
-Pure: pydantic only. The spec's models are in api.py.
+Pure: pydantic only. The spec's models are in spec.py.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from modeldeploy_operator.api_base import ResourceModel
+from modeldeploy_operator.api.base import ResourceModel
 
 
 class Condition(ResourceModel):
