@@ -32,7 +32,7 @@ import math
 from typing import Any
 
 from modeldeploy_operator import stats
-from modeldeploy_operator.api.spec import Analysis
+from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check
 from modeldeploy_operator.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.windows import Bins, TrackWindow, Window

@@ -32,7 +32,7 @@ from modeldeploy_serving.profile import Profile, ProfileError
 from modeldeploy_operator import analysis, shadowing
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import Drift
-from modeldeploy_operator.api.spec import Analysis
+from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.plans import iso

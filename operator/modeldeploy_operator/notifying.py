@@ -25,7 +25,8 @@ import aiohttp
 
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import DriftWebhook
-from modeldeploy_operator.api.spec import Owner, Webhook, about
+from modeldeploy_operator.api.rollout import Webhook
+from modeldeploy_operator.api.spec import Owner, about
 from modeldeploy_operator.api.status import Check, HistoryEntry
 from modeldeploy_operator.retraining import retry_delays, worth_retry
 

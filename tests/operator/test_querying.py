@@ -18,7 +18,7 @@ import httpx
 import pytest
 from modeldeploy_operator import windows as w
 from modeldeploy_operator.analysis import judge, judge_shadow
-from modeldeploy_operator.api.spec import Analysis
+from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.querying import PrometheusSource, selector
 from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_operator.shadowing import shadow_window
