@@ -2,7 +2,7 @@
 
 Canary analysis and drift detection read every serving pod's /metrics when a judgement is
 due. This measures what one such read costs the operator for the 30-feature breast-cancer
-model, with our parser (operator/modeldeploy_operator/windows.py) and, for comparison,
+model, with our parser (operator/modeldeploy_operator/telemetry/windows.py) and, for comparison,
 with prometheus-client's own text parser feeding the same window code, and extrapolates
 to 1,000 ModelDeployments x 2 pods read every 60 s (target: under 25% of one core). It also
 measures one drift evaluation (both stable pods read and windowed, then drift.assess with
@@ -46,8 +46,8 @@ sys.path.insert(0, str(REPO / "operator"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-from modeldeploy_operator import windows as w  # noqa: E402
 from modeldeploy_operator.scraping import PodScraper, ScrapeFailed, scrape_pages  # noqa: E402
+from modeldeploy_operator.telemetry import windows as w  # noqa: E402
 from process_stats import cpu_seconds  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 

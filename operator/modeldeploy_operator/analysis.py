@@ -31,11 +31,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from modeldeploy_operator import stats
 from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check
-from modeldeploy_operator.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
-from modeldeploy_operator.windows import Bins, TrackWindow, Window
+from modeldeploy_operator.telemetry import stats
+from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
+from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
 OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"
 

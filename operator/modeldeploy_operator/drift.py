@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 from modeldeploy_serving.profile import Profile, bin_index
 
-from modeldeploy_operator import stats
-from modeldeploy_operator.stats import Method
+from modeldeploy_operator.telemetry import stats
+from modeldeploy_operator.telemetry.stats import Method
 
 Verdict = Literal["Drifted", "NoDrift", "Inconclusive"]
 DRIFTED: Verdict = "Drifted"

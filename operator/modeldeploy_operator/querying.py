@@ -5,7 +5,7 @@ Prometheus already scrapes the serving pods. With `--prometheus-url` the operato
 with one instant query per read, for the latest value of each series the windows need,
 selected by metric name and by the pods' addresses (the `instance` label a pod scrape
 config gives by default). The answer is the same per-pod cumulative counters a direct
-scrape gives, so windows.py subtracts two reads, handles restarts and sums tracks exactly
+scrape gives, so telemetry/windows.py subtracts two reads, handles restarts and sums tracks exactly
 as it does for scraped pages: both sources give the same windows and the same verdicts.
 
 Values are as fresh as Prometheus's last scrape of each pod (one scrape interval at most).
@@ -26,7 +26,14 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.windows import SAMPLE_NAMES, Pod, PodCounters, Reading, TelemetryError, counters_from_samples
+from modeldeploy_operator.telemetry.windows import (
+    SAMPLE_NAMES,
+    Pod,
+    PodCounters,
+    Reading,
+    TelemetryError,
+    counters_from_samples,
+)
 
 DEFAULT_TIMEOUT = 10.0
 INSTANCE = "instance"

@@ -60,7 +60,7 @@ from modeldeploy_operator.plans import (
 )
 from modeldeploy_operator.shadow_step import begin as shadow_begin
 from modeldeploy_operator.shadow_step import shadow_step
-from modeldeploy_operator.shadowing import Mirroring
+from modeldeploy_operator.telemetry.shadowing import Mirroring
 from modeldeploy_operator.traffic import achieved_weight, route_note, weight_note
 
 

@@ -30,7 +30,7 @@ from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
 from modeldeploy_operator.moves import changed, end, rolling, rollout_seconds
 from modeldeploy_operator.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds
-from modeldeploy_operator.shadowing import Mirroring
+from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 LABEL = "shadow step"
 MIRROR_POLL = 5.0  # seconds between looks while the stable pods pick up the shadow config

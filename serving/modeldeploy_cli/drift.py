@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import numpy as np
 import onnxruntime as ort
 from modeldeploy_operator.drift import DriftResult, DriftSettings, Reference, assess, count_window
-from modeldeploy_operator.stats import Method
+from modeldeploy_operator.telemetry.stats import Method
 from modeldeploy_serving.profile import Profile, ProfileError, read_profile
 from modeldeploy_serving.signature import NUMPY_DTYPES
 

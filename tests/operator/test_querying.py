@@ -16,12 +16,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from modeldeploy_operator import windows as w
 from modeldeploy_operator.analysis import judge, judge_shadow
 from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.querying import PrometheusSource, selector
 from modeldeploy_operator.scraping import PodScraper
-from modeldeploy_operator.shadowing import shadow_window
+from modeldeploy_operator.telemetry import windows as w
+from modeldeploy_operator.telemetry.shadowing import shadow_window
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import Profile

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from modeldeploy_operator import windows as w
 from modeldeploy_operator.scraping import PodScraper, metrics_url
+from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import Profile

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import pytest
 from modeldeploy_operator import analysis
-from modeldeploy_operator import windows as w
 from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.shadowing import mirroring, shadow_window
+from modeldeploy_operator.telemetry import windows as w
+from modeldeploy_operator.telemetry.shadowing import mirroring, shadow_window
 from modeldeploy_serving import telemetry as t
 from prometheus_client.parser import text_string_to_metric_families
 

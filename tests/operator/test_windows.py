@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from modeldeploy_operator import windows as w
+from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import ServingApp
 from modeldeploy_serving.model import Model, load_model

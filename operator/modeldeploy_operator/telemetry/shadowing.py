@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from modeldeploy_serving import telemetry as t
 
-from modeldeploy_operator.windows import Bins, Reading, Series, TrackWindow
+from modeldeploy_operator.telemetry.windows import Bins, Reading, Series, TrackWindow
 
 # Copies whose answer says something about the canary; `dropped` copies were never sent.
 SENT_OUTCOMES = (

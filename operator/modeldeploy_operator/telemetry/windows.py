@@ -2,10 +2,11 @@
 
 Canary analysis compares the canary's window with stable's over the same stretch of time,
 and drift detection compares stable's window with the reference profile. Both start from
-the pods' cumulative counters (telemetry.py names them), read by a TelemetrySource. This
-module turns one pod's /metrics page into its counters (a parser that knows only our
-families: several times cheaper than a general one, which matters at 1,000 deployments),
-subtracts two reads of the same pods into a window, and sums the pods of each track.
+the pods' cumulative counters (modeldeploy_serving/telemetry.py names them), read by a
+TelemetrySource (sources.py). This module turns one pod's /metrics page into its counters
+(a parser that knows only our families: several times cheaper than a general one, which
+matters at 1,000 deployments), subtracts two reads of the same pods into a window, and
+sums the pods of each track.
 
 Counters go back to zero when a pod's process restarts: a pod whose counter start time
 changed, or any of whose counters went down, counts everything it reports now as the
