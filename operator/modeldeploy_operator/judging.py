@@ -37,8 +37,9 @@ from modeldeploy_operator.api.status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.plans import iso
 from modeldeploy_operator.telemetry import shadowing
+from modeldeploy_operator.telemetry.counters import Pod, Reading
 from modeldeploy_operator.telemetry.sources import TelemetrySource
-from modeldeploy_operator.telemetry.windows import NO_BASELINE, Pod, Reading, TrackWindow, window
+from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, window
 
 Key = tuple[str, str]
 TIMEOUT = 5.0

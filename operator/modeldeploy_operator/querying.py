@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.telemetry.windows import (
+from modeldeploy_operator.telemetry.counters import (
     SAMPLE_NAMES,
     Pod,
     PodCounters,

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 import aiohttp
 
-from modeldeploy_operator.telemetry.windows import Pod, PodCounters, Reading, TelemetryError, parse_metrics
+from modeldeploy_operator.telemetry.counters import Pod, PodCounters, Reading, TelemetryError, parse_metrics
 
 DEFAULT_TIMEOUT = 5.0  # seconds for one pod's page, connection included
 MAX_PAGE_BYTES = 8 * 1024 * 1024  # a 64-feature model's page is about 150 KiB

@@ -21,7 +21,10 @@ from dataclasses import dataclass
 
 from modeldeploy_serving import telemetry as t
 
-from modeldeploy_operator.telemetry.windows import Bins, Reading, Series, TrackWindow
+from modeldeploy_operator.telemetry.counters import Reading, Series
+
+# Copies whose answer says something about the canary; `dropped` copies were never sent.
+from modeldeploy_operator.telemetry.windows import Bins, TrackWindow
 
 # Copies whose answer says something about the canary; `dropped` copies were never sent.
 SENT_OUTCOMES = (

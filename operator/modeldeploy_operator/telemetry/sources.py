@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from modeldeploy_operator.telemetry.windows import Pod, Reading
+from modeldeploy_operator.telemetry.counters import Pod, Reading
 
 if TYPE_CHECKING:
     from modeldeploy_serving.profile import Profile
