@@ -27,8 +27,8 @@ from kubernetes.client import (
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api.spec import GROUP, KIND, PLURAL, VERSION
-from modeldeploy_operator.builders import TRAFFIC_GATE
-from modeldeploy_operator.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_PLURAL, ROUTE_VERSION
+from modeldeploy_operator.children.builders import TRAFFIC_GATE
+from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_PLURAL, ROUTE_VERSION
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "modeldeploy"

@@ -29,7 +29,7 @@ from modeldeploy_operator.api.drift import DriftWebhook
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
 from modeldeploy_operator.api.status import DriftStatus, RetrainingStatus
-from modeldeploy_operator.builders import (
+from modeldeploy_operator.children.builders import (
     SERVING_SPEC_ANNOTATION,
     SPEC_HASH_ANNOTATION,
     build_children,
@@ -37,13 +37,13 @@ from modeldeploy_operator.builders import (
     spec_hash,
     with_serving,
 )
+from modeldeploy_operator.children.diffing import differs
+from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
-from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.plans import Plan, Target, commands_from, iso, seconds
-from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import (
     Children,

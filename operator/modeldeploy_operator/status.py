@@ -19,7 +19,7 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus, TrackStatus
-from modeldeploy_operator.builders import (
+from modeldeploy_operator.children.builders import (
     DIGEST_ANNOTATION,
     FETCH_CONTAINER,
     SERVER_CONTAINER,
@@ -31,10 +31,10 @@ from modeldeploy_operator.builders import (
     inference_url,
     selector_labels,
 )
+from modeldeploy_operator.children.routes import canary_weight_on, route_problem
 from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
 from modeldeploy_operator.plans import Observed as RolloutObserved
 from modeldeploy_operator.plans import Plan, Target
-from modeldeploy_operator.routes import canary_weight_on, route_problem
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.builders import (
+from modeldeploy_operator.children.builders import (
     FETCH_CONTAINER,
     MODELS_DIR,
     NAME_LABEL,

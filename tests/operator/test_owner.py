@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
-from modeldeploy_operator.builders import (
+from modeldeploy_operator.children.builders import (
     NAME_LABEL,
     TEAM_LABEL,
     TRACK_LABEL,
@@ -18,8 +18,8 @@ from modeldeploy_operator.builders import (
     serving_spec,
     spec_hash,
 )
+from modeldeploy_operator.children.diffing import differs
 from modeldeploy_operator.conditions import MAX_NOTE_BYTES, event_note
-from modeldeploy_operator.diffing import differs
 from modeldeploy_operator.settings import Settings
 
 from tests.operator.test_reconcile import NOW, PASS, Cluster, FakeJudge, FakeKube, canary_let_in, converged, run, step

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.builders import TRACK_LABEL, build_service
-from modeldeploy_operator.routes import (
+from modeldeploy_operator.children.builders import TRACK_LABEL, build_service
+from modeldeploy_operator.children.routes import (
     build_route_weights,
     canary_weight_on,
     is_models_rule,
