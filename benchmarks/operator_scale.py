@@ -45,7 +45,8 @@ sys.path.insert(0, str(HERE))
 
 from kube_bulk import Bulk, delta, model_deployment  # noqa: E402
 from modeldeploy_operator.api.spec import ModelDeploymentSpec  # noqa: E402
-from modeldeploy_operator.children.builders import build_children, deployment_name  # noqa: E402
+from modeldeploy_operator.children.builders import build_children  # noqa: E402
+from modeldeploy_operator.children.labels import deployment_name  # noqa: E402
 from modeldeploy_operator.reconcile import now_iso  # noqa: E402
 from modeldeploy_operator.settings import Settings  # noqa: E402
 from modeldeploy_operator.status import Children, decide_status  # noqa: E402

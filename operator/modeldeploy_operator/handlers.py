@@ -22,7 +22,7 @@ import kopf
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api.spec import GROUP, PLURAL, VERSION
-from modeldeploy_operator.children.builders import (
+from modeldeploy_operator.children.labels import (
     DIGEST_ANNOTATION,
     MANAGED_BY,
     NAME_LABEL,

@@ -27,7 +27,7 @@ from kubernetes.client import (
 
 from modeldeploy_operator import metrics
 from modeldeploy_operator.api.spec import GROUP, KIND, PLURAL, VERSION
-from modeldeploy_operator.children.builders import TRAFFIC_GATE
+from modeldeploy_operator.children.labels import TRAFFIC_GATE
 from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_PLURAL, ROUTE_VERSION
 
 log = logging.getLogger(__name__)

@@ -29,15 +29,9 @@ from modeldeploy_operator.api.drift import DriftWebhook
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
 from modeldeploy_operator.api.status import DriftStatus, RetrainingStatus
-from modeldeploy_operator.children.builders import (
-    SERVING_SPEC_ANNOTATION,
-    SPEC_HASH_ANNOTATION,
-    build_children,
-    shadow_target,
-    spec_hash,
-    with_serving,
-)
+from modeldeploy_operator.children.builders import build_children, shadow_target, spec_hash, with_serving
 from modeldeploy_operator.children.diffing import differs
+from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
 from modeldeploy_operator.drift import seconds_until_due

@@ -25,7 +25,7 @@ from modeldeploy_serving.sampling import Sink
 from modeldeploy_operator.api.drift import JobTemplate
 from modeldeploy_operator.api.spec import Owner, about
 from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, RetrainingStatus
-from modeldeploy_operator.children.builders import MANAGED_BY, NAME_LABEL, owner_reference
+from modeldeploy_operator.children.labels import MANAGED_BY, NAME_LABEL, owner_reference
 
 Obj = dict[str, Any]
 Outcome = Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"]

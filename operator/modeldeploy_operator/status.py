@@ -19,18 +19,17 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus, TrackStatus
-from modeldeploy_operator.children.builders import (
+from modeldeploy_operator.children.builders import inference_url
+from modeldeploy_operator.children.labels import (
     DIGEST_ANNOTATION,
-    FETCH_CONTAINER,
-    SERVER_CONTAINER,
     SPEC_HASH_ANNOTATION,
     TRACK_LABEL,
     TRAFFIC_GATE,
     URI_ANNOTATION,
     VERSION_LABEL,
-    inference_url,
     selector_labels,
 )
+from modeldeploy_operator.children.pods import FETCH_CONTAINER, SERVER_CONTAINER
 from modeldeploy_operator.children.routes import canary_weight_on, route_problem
 from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
 from modeldeploy_operator.plans import Observed as RolloutObserved

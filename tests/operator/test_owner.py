@@ -9,9 +9,6 @@ import pytest
 from modeldeploy_operator import reconcile as reconcile_module
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
 from modeldeploy_operator.children.builders import (
-    NAME_LABEL,
-    TEAM_LABEL,
-    TRACK_LABEL,
     build_children,
     build_deployment,
     build_service,
@@ -19,6 +16,7 @@ from modeldeploy_operator.children.builders import (
     spec_hash,
 )
 from modeldeploy_operator.children.diffing import differs
+from modeldeploy_operator.children.labels import NAME_LABEL, TEAM_LABEL, TRACK_LABEL
 from modeldeploy_operator.conditions import MAX_NOTE_BYTES, event_note
 from modeldeploy_operator.settings import Settings
 

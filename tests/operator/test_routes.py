@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.children.builders import TRACK_LABEL, build_service
+from modeldeploy_operator.children.builders import build_service
+from modeldeploy_operator.children.labels import TRACK_LABEL
 from modeldeploy_operator.children.routes import (
     build_route_weights,
     canary_weight_on,

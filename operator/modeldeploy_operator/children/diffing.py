@@ -14,7 +14,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from modeldeploy_operator.children.builders import OPTIONAL_LABELS
+from modeldeploy_operator.children.labels import OPTIONAL_LABELS
 
 _SUFFIXES = {
     "m": Decimal("0.001"),

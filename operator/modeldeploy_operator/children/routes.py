@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.children.builders import SERVICE_PORT, deployment_name
+from modeldeploy_operator.children.builders import SERVICE_PORT
+from modeldeploy_operator.children.labels import deployment_name
 
 Obj = dict[str, Any]
 
