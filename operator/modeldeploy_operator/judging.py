@@ -1,13 +1,14 @@
 """Reading what a canary step and a drift evaluation are judged on.
 
-I/O and a little state, no decisions (analysis.py, telemetry/shadowing.py and drift.py decide). When the rollout
-plan asks for a signature check, one canary pod's and one stable pod's `GET /v2/models/NAME` are compared (analysis.py);
-when a step's interval begins, a reading of both tracks' pods is kept in memory as the
-window's start; when the step is due, a second reading closes the window and analysis.py
-judges it. In the shadow step only the stable pods are read: they count the copies they
-mirror and compare the answers (telemetry/shadowing.py); whether they mirror yet is one read of them.
-A window's first reading lives only in memory: after an operator restart the
-step's window starts again (the plan says so in status), rather than being misread.
+I/O and a little state, no decisions (rollout/analysis.py, telemetry/shadowing.py and
+drift.py decide). When the rollout plan asks for a signature check, one canary pod's and
+one stable pod's `GET /v2/models/NAME` are compared (rollout/analysis.py); when a step's
+interval begins, a reading of both tracks' pods is kept in memory as the window's start;
+when the step is due, a second reading closes the window and rollout/analysis.py judges it.
+In the shadow step only the stable pods are read: they count the copies they mirror and
+compare the answers (telemetry/shadowing.py); whether they mirror yet is one read of them.
+A window's first reading lives only in memory: after an operator restart the step's window
+starts again (the plan says so in status), rather than being misread.
 
 Drift: every `spec.drift.interval` the stable pods are read; the readings of the last
 `spec.drift.window` are kept in memory, and the window from the oldest of them to now is
@@ -29,13 +30,13 @@ import aiohttp
 import numpy as np
 from modeldeploy_serving.profile import Profile, ProfileError
 
-from modeldeploy_operator import analysis
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import Drift
 from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check, DriftStatus
 from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
-from modeldeploy_operator.plans import iso
+from modeldeploy_operator.rollout import analysis
+from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
 from modeldeploy_operator.telemetry.counters import Pod, Reading
 from modeldeploy_operator.telemetry.sources import TelemetrySource

@@ -1,7 +1,7 @@
 """One reconcile of one ModelDeployment: orchestration only.
 
 It reads as the steps it takes: observe (the watch caches, given as Children), plan the
-rollout (rollout.py; reading the signatures, whether the stable pods mirror to a shadow, or the
+rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a shadow, or the
 step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
 delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
 drift when due and respond to a new drift episode (retraining.py: the Job before the status
@@ -22,7 +22,7 @@ import kubernetes
 from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying, retraining, rollout
+from modeldeploy_operator import metrics, notifying, retraining
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import DriftWebhook
@@ -37,7 +37,8 @@ from modeldeploy_operator.conditions import drift_transition, event_note, ready_
 from modeldeploy_operator.drift import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.plans import Plan, Target, commands_from, iso, seconds
+from modeldeploy_operator.rollout import machine
+from modeldeploy_operator.rollout.plans import Plan, Target, commands_from, iso, seconds
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status import (
     Children,
@@ -121,21 +122,21 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
     observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
     previous, now = previous_status(body), time.time()
-    result = rollout.plan(spec, target, previous, observed, commands, now)
+    result = machine.plan(spec, target, previous, observed, commands, now)
     stable_pods = pods_of(children.track("stable").pods)
     canary_pods_now = pods_of(canary_pods(children.track("canary"), spec.model.version))
     if result.check_signature:
         signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
-        result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature)
+        result = machine.plan(spec, target, previous, observed, commands, now, signature=signature)
         if result.check_webhooks and result.canary is not None:
             gate = await notifying.gate(
                 spec.rollout.webhooks, meta, target.version, result.canary.revision, owner=spec.owner
             )
-            result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
+            result = machine.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
     shadow = spec.rollout.shadow
     if result.check_mirroring and result.canary is not None and shadow is not None:
         seen = await judge.mirroring(stable_pods, result.canary.version, shadow.fraction)
-        result = rollout.plan(spec, target, previous, observed, commands, now, mirroring=seen)
+        result = machine.plan(spec, target, previous, observed, commands, now, mirroring=seen)
     in_shadow = result.canary is not None and bool(result.canary.shadow)
     if result.judge:
         analysis = spec.rollout.analysis
@@ -144,7 +145,7 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
             verdict = await judge.shadow_verdict(key, stable_pods, analysis, result.canary.version, minimum)
         else:
             verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
-        result = rollout.plan(
+        result = machine.plan(
             spec, target, previous, observed, commands, now, verdict=verdict, window_lost=verdict is None
         )
     if result.step_started:

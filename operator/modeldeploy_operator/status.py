@@ -32,8 +32,8 @@ from modeldeploy_operator.children.labels import (
 from modeldeploy_operator.children.pods import FETCH_CONTAINER, SERVER_CONTAINER
 from modeldeploy_operator.children.routes import canary_weight_on, route_problem
 from modeldeploy_operator.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
-from modeldeploy_operator.plans import Observed as RolloutObserved
-from modeldeploy_operator.plans import Plan, Target
+from modeldeploy_operator.rollout.plans import Observed as RolloutObserved
+from modeldeploy_operator.rollout.plans import Plan, Target
 from modeldeploy_operator.settings import Settings
 
 Obj = dict[str, Any]

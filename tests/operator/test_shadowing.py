@@ -9,8 +9,8 @@ fails a canary that disagrees with stable on the same rows, however the class sh
 from __future__ import annotations
 
 import pytest
-from modeldeploy_operator import analysis
 from modeldeploy_operator.api.rollout import Analysis
+from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.telemetry import counters as c
 from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_operator.telemetry.shadowing import mirroring, shadow_window

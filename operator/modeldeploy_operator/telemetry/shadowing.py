@@ -5,7 +5,7 @@ compare the two answers on the very same inputs (modeldeploy_serving.shadow). Th
 the comparison labelled with the shadow's version; windows.py keeps those series, summed
 over the stable pods, in the stable track's window. This module turns them into the shadow
 window of one version (outcomes of the copies, the canary's answer time, label agreement,
-the confusion cells, the score and regression differences), which analysis.py judges, and
+the confusion cells, the score and regression differences), which rollout/analysis.py judges, and
 tells from one reading whether every stable pod mirrors to that version yet (the
 `modeldeploy_shadow_fraction` gauge): the kubelet refreshes a mounted ConfigMap only after
 a delay, so the shadow's window starts only once the pods say they mirror.

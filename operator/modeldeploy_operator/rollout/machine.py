@@ -42,14 +42,14 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
-from modeldeploy_operator.moves import canary_size as _canary_size
-from modeldeploy_operator.moves import changed as _with
-from modeldeploy_operator.moves import end as _end
-from modeldeploy_operator.moves import finish as _finish
-from modeldeploy_operator.moves import rolling as _rolling
-from modeldeploy_operator.moves import rollout_seconds
-from modeldeploy_operator.moves import steady as _steady
-from modeldeploy_operator.plans import (
+from modeldeploy_operator.rollout.moves import canary_size as _canary_size
+from modeldeploy_operator.rollout.moves import changed as _with
+from modeldeploy_operator.rollout.moves import end as _end
+from modeldeploy_operator.rollout.moves import finish as _finish
+from modeldeploy_operator.rollout.moves import rolling as _rolling
+from modeldeploy_operator.rollout.moves import rollout_seconds
+from modeldeploy_operator.rollout.moves import steady as _steady
+from modeldeploy_operator.rollout.plans import (
     WAIT_FOR_PODS,
     Commands,
     Observed,
@@ -58,10 +58,10 @@ from modeldeploy_operator.plans import (
     iso,
     seconds,
 )
-from modeldeploy_operator.shadow_step import begin as shadow_begin
-from modeldeploy_operator.shadow_step import shadow_step
+from modeldeploy_operator.rollout.shadow_step import begin as shadow_begin
+from modeldeploy_operator.rollout.shadow_step import shadow_step
+from modeldeploy_operator.rollout.traffic import achieved_weight, route_note, weight_note
 from modeldeploy_operator.telemetry.shadowing import Mirroring
-from modeldeploy_operator.traffic import achieved_weight, route_note, weight_note
 
 
 def _instant(text: str) -> tuple[float, bool] | None:

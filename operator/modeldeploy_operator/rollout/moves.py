@@ -1,6 +1,6 @@
 """The moves a rollout plan is made of: roll on, finish, roll back.
 
-Pure. rollout.py decides which stage a rollout is in (start, gate, steps, promotion) and
+Pure. machine.py decides which stage a rollout is in (start, gate, steps, promotion) and
 shadow_step.py the shadow step; both build their plans with these, so that a plan says the
 same things in the same way wherever it is made: a rolling plan carries the canary's
 status with its achieved weight, an ended one its history entry (marked `shadow` when the
@@ -15,8 +15,8 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
-from modeldeploy_operator.plans import HISTORY_LIMIT, Decider, Observed, Plan, iso
-from modeldeploy_operator.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
+from modeldeploy_operator.rollout.plans import HISTORY_LIMIT, Decider, Observed, Plan, iso
+from modeldeploy_operator.rollout.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 
 def steady(history: list[HistoryEntry], finished: HistoryEntry | None = None) -> Plan:

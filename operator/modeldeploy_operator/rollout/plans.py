@@ -1,5 +1,5 @@
 """What a rollout plan is made of: what the spec asks for, what the tracks show, what a
-user commands, and the plan itself (rollout.py decides it).
+user commands, and the plan itself (machine.py decides it).
 
 Pure: plain dataclasses, the user's commands read from the annotations the kubectl plugin
 sets, and the timestamps status carries.

@@ -1,6 +1,6 @@
 """The shadow step: the canary answers copies of live requests before any user meets it.
 
-Pure, like rollout.py, which hands a rollout over to this module once the gates have passed
+Pure, like machine.py, which hands a rollout over to this module once the gates have passed
 (the canary is up and loaded, its signature is stable's, the preRollout webhooks said yes)
 when `spec.rollout.shadow` is set, and takes it back at the first live step.
 
@@ -28,8 +28,8 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
-from modeldeploy_operator.moves import changed, end, rolling, rollout_seconds
-from modeldeploy_operator.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds
+from modeldeploy_operator.rollout.moves import changed, end, rolling, rollout_seconds
+from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds
 from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 LABEL = "shadow step"
