@@ -122,7 +122,7 @@ def window_only(reads: int, text: str) -> float:
 def assess_only(reads: int, text: str, model: Path) -> float:
     """CPU of one drift evaluation's statistics (drift.assess over a 2-pod window, PSI)."""
     import onnxruntime
-    from modeldeploy_operator.drift import DriftSettings, Reference, assess
+    from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess
     from modeldeploy_operator.judging import drift_window
     from modeldeploy_serving.profile import read_profile
 

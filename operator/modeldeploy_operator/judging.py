@@ -1,7 +1,7 @@
 """Reading what a canary step and a drift evaluation are judged on.
 
 I/O and a little state, no decisions (rollout/analysis.py, telemetry/shadowing.py and
-drift.py decide). When the rollout plan asks for a signature check, one canary pod's and
+drift/assessment.py decide). When the rollout plan asks for a signature check, one canary pod's and
 one stable pod's `GET /v2/models/NAME` are compared (rollout/analysis.py); when a step's
 interval begins, a reading of both tracks' pods is kept in memory as the window's start;
 when the step is due, a second reading closes the window and rollout/analysis.py judges it.
@@ -34,7 +34,7 @@ from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import Drift
 from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check, DriftStatus
-from modeldeploy_operator.drift import DriftSettings, DriftWindow, Reference, assess
+from modeldeploy_operator.drift.assessment import DriftSettings, DriftWindow, Reference, assess
 from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
@@ -83,7 +83,7 @@ async def model_profile(pod: Pod, model: str) -> Profile | None:
 
 
 def drift_window(track: TrackWindow) -> DriftWindow:
-    """A track's telemetry window in the shape drift.assess reads."""
+    """A track's telemetry window in the shape drift/assessment.py's assess reads."""
     return DriftWindow(
         rows=track.rows,
         feature_counts={name: np.asarray(bins.counts) for name, bins in track.features.items()},

@@ -28,7 +28,7 @@ from modeldeploy_operator.api.drift import DriftWebhook
 from modeldeploy_operator.api.rollout import Webhook
 from modeldeploy_operator.api.spec import Owner, about
 from modeldeploy_operator.api.status import Check, HistoryEntry
-from modeldeploy_operator.retraining import retry_delays, worth_retry
+from modeldeploy_operator.drift.retraining import retry_delays, worth_retry
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

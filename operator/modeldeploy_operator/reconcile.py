@@ -4,7 +4,7 @@ It reads as the steps it takes: observe (the watch caches, given as Children), p
 rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a shadow, or the
 step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
 delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
-drift when due and respond to a new drift episode (retraining.py: the Job before the status
+drift when due and respond to a new drift episode (drift/retraining.py: the Job before the status
 that records it, the webhook after), decide the whole status (status), write it once when
 it changed, post an Event on a transition, and tell the queue when to wake it next. Every decision is made by a pure
 function elsewhere; this module only sends what they decided.
@@ -22,7 +22,7 @@ import kubernetes
 from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying, retraining
+from modeldeploy_operator import metrics, notifying
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import DriftWebhook
@@ -34,7 +34,8 @@ from modeldeploy_operator.children.diffing import differs
 from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
-from modeldeploy_operator.drift import seconds_until_due
+from modeldeploy_operator.drift import retraining
+from modeldeploy_operator.drift.assessment import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.rollout import machine

@@ -1,10 +1,11 @@
 """`modeldeploy drift`: check a batch of data for drift offline, as the operator would.
 
 A team checks a CSV file in CI or a notebook against the reference profile inside the
-model, with the operator's statistics, defaults and verdict (modeldeploy_operator.drift).
-The rows are counted into the profile's bins by the server's rules (values cast to the
-model input's type, NaN or an empty cell missing, +-inf invalid) and run through the model
-with ONNX Runtime, so the predictions are checked too. Exit code: 0 no drift, 1 drifted,
+model, with the operator's statistics, defaults and verdict
+(modeldeploy_operator.drift.assessment). The rows are counted into the profile's bins by
+the server's rules (values cast to the model input's type, NaN or an empty cell missing,
++-inf invalid) and run through the model with ONNX Runtime, so the predictions are checked
+too. Exit code: 0 no drift, 1 drifted,
 2 inconclusive or bad input.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import onnxruntime as ort
-from modeldeploy_operator.drift import DriftResult, DriftSettings, Reference, assess, count_window
+from modeldeploy_operator.drift.assessment import DriftResult, DriftSettings, Reference, assess, count_window
 from modeldeploy_operator.telemetry.stats import Method
 from modeldeploy_serving.profile import Profile, ProfileError, read_profile
 from modeldeploy_serving.signature import NUMPY_DTYPES

@@ -292,7 +292,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from modeldeploy_operator.drift import DriftSettings
+    from modeldeploy_operator.drift.assessment import DriftSettings
 
     from modeldeploy_cli.drift import METHOD_NAMES, run_drift
 

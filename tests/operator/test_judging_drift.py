@@ -1,5 +1,5 @@
 """Drift evaluation against real serving processes: the profile asked of the pod, the window
-read from its telemetry, the verdict from drift.py.
+read from its telemetry, the verdict from drift/assessment.py.
 
 Two real `modeldeploy serve` processes of the breast-cancer model (profile embedded) take
 held-back reference rows, then the same rows with one feature in the wrong unit (x10).

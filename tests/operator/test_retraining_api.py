@@ -16,9 +16,9 @@ import json
 from typing import Any
 
 import pytest
-from modeldeploy_operator import retraining
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import DriftStatus
+from modeldeploy_operator.drift import retraining
 from modeldeploy_operator.kube import Kube
 
 from e2e.cluster.pytest_plugin import Cluster
