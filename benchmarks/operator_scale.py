@@ -49,7 +49,8 @@ from modeldeploy_operator.children.builders import build_children  # noqa: E402
 from modeldeploy_operator.children.labels import deployment_name  # noqa: E402
 from modeldeploy_operator.reconcile import now_iso  # noqa: E402
 from modeldeploy_operator.settings import Settings  # noqa: E402
-from modeldeploy_operator.status import Children, decide_status  # noqa: E402
+from modeldeploy_operator.status.decide import decide_status  # noqa: E402
+from modeldeploy_operator.status.observe import Children  # noqa: E402
 from process_stats import RssSampler, cpu_seconds, memory_kib  # noqa: E402
 from raw_results import write_raw  # noqa: E402
 

@@ -38,7 +38,7 @@ from modeldeploy_operator.querying import PrometheusSource
 from modeldeploy_operator.queue import Queue
 from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.scraping import PodScraper
-from modeldeploy_operator.status import Children
+from modeldeploy_operator.status.observe import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -179,8 +179,9 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
 
 def _slim_pod(body: kopf.Body) -> dict[str, Any]:
     """What a reconcile reads of a pod: its labels, the model annotations (which model file
-    it serves: status.serving_template compares them with the pod template's), whether it is
-    going away, its IP and status; not its spec, which the pod template already says."""
+    it serves: status/observe.py's serving_template compares them with the pod template's),
+    whether it is going away, its IP and status; not its spec, which the pod template
+    already says."""
     meta = body.get("metadata", {})
     slim = {
         key: meta[key] for key in ("name", "namespace", "labels", "deletionTimestamp", "resourceVersion") if key in meta

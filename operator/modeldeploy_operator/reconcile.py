@@ -5,7 +5,7 @@ rollout (rollout/machine.py; reading the signatures, whether the stable pods mir
 step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
 delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
 drift when due and respond to a new drift episode (drift/retraining.py: the Job before the status
-that records it, the webhook after), decide the whole status (status), write it once when
+that records it, the webhook after), decide the whole status (status/decide.py), write it once when
 it changed, post an Event on a transition, and tell the queue when to wake it next. Every decision is made by a pure
 function elsewhere; this module only sends what they decided.
 """
@@ -33,7 +33,6 @@ from modeldeploy_operator.children.builders import build_children, shadow_target
 from modeldeploy_operator.children.diffing import differs
 from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
-from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
 from modeldeploy_operator.drift import retraining
 from modeldeploy_operator.drift.assessment import seconds_until_due
 from modeldeploy_operator.judging import Judge, pods_of
@@ -41,15 +40,9 @@ from modeldeploy_operator.kube import Kube
 from modeldeploy_operator.rollout import machine
 from modeldeploy_operator.rollout.plans import Plan, Target, commands_from, iso, seconds
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status import (
-    Children,
-    canary_pods,
-    decide_status,
-    observe_rollout,
-    pods_to_open,
-    previous_status,
-    serving_template,
-)
+from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
+from modeldeploy_operator.status.decide import decide_status, previous_status
+from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
 from modeldeploy_operator.writes import Key, LastWrites
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator.api.reasons import BY_NAME
-from modeldeploy_operator.conditions import (
+from modeldeploy_operator.status.conditions import (
     DRIFT_DETECTED,
     READY,
     RECONCILING,

@@ -17,8 +17,8 @@ from modeldeploy_operator.children.builders import (
 )
 from modeldeploy_operator.children.diffing import differs
 from modeldeploy_operator.children.labels import NAME_LABEL, TEAM_LABEL, TRACK_LABEL
-from modeldeploy_operator.conditions import MAX_NOTE_BYTES, event_note
 from modeldeploy_operator.settings import Settings
+from modeldeploy_operator.status.conditions import MAX_NOTE_BYTES, event_note
 
 from tests.operator.test_reconcile import NOW, PASS, Cluster, FakeJudge, FakeKube, canary_let_in, converged, run, step
 from tests.operator.test_reconcile import spec as reconcile_spec

@@ -23,7 +23,7 @@ from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status import Children
+from modeldeploy_operator.status.observe import Children
 from modeldeploy_operator.writes import LastWrites
 
 Obj = dict[str, Any]
