@@ -81,7 +81,7 @@ class Bulk:
             raise ValueError(f"cannot create a {desired['kind']}")
 
     def replace_status(self, namespace: str, name: str, status: Obj) -> None:
-        """The same call the operator makes (modeldeploy_operator.kube.Kube.replace_status)."""
+        """The same call the operator makes (modeldeploy_operator.k8s.client.Kube.replace_status)."""
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,

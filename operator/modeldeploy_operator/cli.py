@@ -256,7 +256,7 @@ def watch_routes_if_allowed(namespaces: tuple[str, ...]) -> None:
     forbidden watch, and a cluster with the Gateway API but no such permission must still
     be served (the ModelDeployments naming a route say what is missing)."""
     from modeldeploy_operator import handlers  # noqa: PLC0415
-    from modeldeploy_operator.kube import Kube  # noqa: PLC0415
+    from modeldeploy_operator.k8s.client import Kube  # noqa: PLC0415
 
     routes_log = logging.getLogger("modeldeploy.routes")
     try:

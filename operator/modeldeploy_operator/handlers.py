@@ -33,7 +33,7 @@ from modeldeploy_operator.children.labels import (
 from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
 from modeldeploy_operator.health import start_health_server
 from modeldeploy_operator.judging import Judge
-from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.k8s.client import Kube
 from modeldeploy_operator.querying import PrometheusSource
 from modeldeploy_operator.queue import Queue
 from modeldeploy_operator.reconcile import reconcile

@@ -1,4 +1,4 @@
-"""One reconcile, stepped call by call against a fake of our own I/O seam (kube.Kube).
+"""One reconcile, stepped call by call against a fake of our own I/O seam (k8s.client.Kube).
 
 The fake records what the operator would send; `Cluster` plays the API server's part by
 echoing applied objects back with its defaults, canonical quantities, a resourceVersion

@@ -7,9 +7,9 @@ and the retraining Job is created when an episode opens, and the Job's name is d
 from the episode's number (`NAME-retrain-N`), so a reconcile that runs again after a crash
 finds the Job it already created instead of making a second one.
 
-modeldeploy_operator/notifying.py sends the report; kube.py creates the ConfigMap and the
-Job built here; reconcile.py decides nothing but calls these in order. docs/drift.md is
-the user's reference for the report's shape, the signature and the Job.
+modeldeploy_operator/notifying.py sends the report; k8s/client.py creates the ConfigMap
+and the Job built here; reconcile.py decides nothing but calls these in order.
+docs/drift.md is the user's reference for the report's shape, the signature and the Job.
 """
 
 from __future__ import annotations

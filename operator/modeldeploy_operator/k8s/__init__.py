@@ -1,0 +1,6 @@
+"""The operator's seam to the Kubernetes API: every call it makes to the API server.
+
+client.py applies, creates, deletes and patches what the pure packages decided, posts
+Events and reads a webhook's signing Secret, each call thin and off the event loop. The
+watches are kopf's (handlers.py); nothing here decides anything.
+"""
