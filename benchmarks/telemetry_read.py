@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "operator"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-from modeldeploy_operator.scraping import PodScraper, ScrapeFailed, scrape_pages  # noqa: E402
+from modeldeploy_operator.reading.scraping import PodScraper, ScrapeFailed, scrape_pages  # noqa: E402
 from modeldeploy_operator.telemetry import counters as c  # noqa: E402
 from modeldeploy_operator.telemetry import windows as w  # noqa: E402
 from process_stats import cpu_seconds  # noqa: E402
@@ -123,7 +123,7 @@ def assess_only(reads: int, text: str, model: Path) -> float:
     """CPU of one drift evaluation's statistics (drift.assess over a 2-pod window, PSI)."""
     import onnxruntime
     from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess
-    from modeldeploy_operator.judging import drift_window
+    from modeldeploy_operator.reading.judging import drift_window
     from modeldeploy_serving.profile import read_profile
 
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])

@@ -32,12 +32,12 @@ from modeldeploy_operator.children.labels import (
 )
 from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
 from modeldeploy_operator.health import start_health_server
-from modeldeploy_operator.judging import Judge
 from modeldeploy_operator.k8s.client import Kube
-from modeldeploy_operator.querying import PrometheusSource
 from modeldeploy_operator.queue import Queue
+from modeldeploy_operator.reading.judging import Judge
+from modeldeploy_operator.reading.querying import PrometheusSource
+from modeldeploy_operator.reading.scraping import PodScraper
 from modeldeploy_operator.reconcile import reconcile
-from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_operator.status.observe import Children
 from modeldeploy_operator.writes import Key, LastWrites
 

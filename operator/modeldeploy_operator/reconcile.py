@@ -35,8 +35,8 @@ from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_H
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.drift import retraining
 from modeldeploy_operator.drift.assessment import seconds_until_due
-from modeldeploy_operator.judging import Judge, pods_of
 from modeldeploy_operator.k8s.client import Kube
+from modeldeploy_operator.reading.judging import Judge, pods_of
 from modeldeploy_operator.rollout import machine
 from modeldeploy_operator.rollout.plans import Plan, Target, commands_from, iso, seconds
 from modeldeploy_operator.settings import Settings

@@ -14,8 +14,8 @@ import httpx
 import numpy as np
 import pytest
 from modeldeploy_operator.api.drift import Drift
-from modeldeploy_operator.judging import Judge
-from modeldeploy_operator.scraping import PodScraper
+from modeldeploy_operator.reading.judging import Judge
+from modeldeploy_operator.reading.scraping import PodScraper
 
 from tests.conftest import ExampleModels
 from tests.operator.test_scraping import as_pod, serve

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.querying import PrometheusSource, selector
+from modeldeploy_operator.reading.querying import PrometheusSource, selector
+from modeldeploy_operator.reading.scraping import PodScraper
 from modeldeploy_operator.rollout.analysis import judge, judge_shadow
-from modeldeploy_operator.scraping import PodScraper
 from modeldeploy_operator.telemetry import counters as c
 from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_operator.telemetry.shadowing import shadow_window

@@ -19,7 +19,7 @@ import kubernetes
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
 from modeldeploy_operator.api.status import Check, DriftStatus
-from modeldeploy_operator.judging import Judge
+from modeldeploy_operator.reading.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.settings import Settings

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from modeldeploy_operator.scraping import PodScraper, metrics_url
+from modeldeploy_operator.reading.scraping import PodScraper, metrics_url
 from modeldeploy_operator.telemetry import counters as c
 from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t

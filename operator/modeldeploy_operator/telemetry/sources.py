@@ -2,10 +2,11 @@
 
 Canary analysis and drift detection both need counts from the pods: the reconcile asks a
 TelemetrySource for the cumulative counters of a deployment's pods when a judgement is due,
-and windows.py turns two such reads into per-track windows. Two sources fill the seam:
-modeldeploy_operator/scraping.py (each pod's /metrics, the default) and querying.py (a
-Prometheus server's query API, when the operator is given its URL). A ProfileSource gives a version's reference
-profile by its digest. Typing only: no I/O here, so pure code and tests can name the seams.
+and windows.py turns two such reads into per-track windows. Two sources fill the seam,
+both in reading/: scraping.py (each pod's /metrics, the default) and querying.py (a
+Prometheus server's query API, when the operator is given its URL). A ProfileSource gives a
+version's reference profile by its digest. Typing only: no I/O here, so pure code and tests
+can name the seams.
 """
 
 from __future__ import annotations
