@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         train.train(models)
         model = models / "breast-cancer-v1.onnx"
         rows = np.loadtxt(models / "breast-cancer-reference.csv", delimiter=",", skiprows=1).astype(np.float32)
-        env = {"PYTHONPATH": os.pathsep.join([str(REPO / "serving"), str(REPO / "operator")])}
+        env = {"PYTHONPATH": os.pathsep.join([str(REPO / "cli"), str(REPO / "serving"), str(REPO / "operator")])}
         server = ServeProcess("--model", str(model), "--name", "breast-cancer", env=env)
         try:
             server.wait_ready()
