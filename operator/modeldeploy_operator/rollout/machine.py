@@ -18,7 +18,7 @@ The life of a rollout:
              same inputs; a failure rolls back before any user was served (shadow_step.py);
   steps      each step's weight is verified (the canary pods are in the Service), held for
              the interval, then judged: Failed rolls back at once, Inconclusive waits (up to
-             progressDeadline), Successful moves on;
+             progressDeadline), Successful moves on (steps.py);
   promote    after the last step the stable Deployment is updated to the new spec (a rolling
              update, the canary still serving); when it is done the canary goes away;
   held       a rolled back or aborted spec is not tried again until it changes or a retry.
@@ -35,7 +35,6 @@ its evidence, and a rolled back spec is never promoted without a new spec or a r
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import replace
 
 from modeldeploy_operator.api import reasons
@@ -47,7 +46,6 @@ from modeldeploy_operator.rollout.moves import changed as _with
 from modeldeploy_operator.rollout.moves import end as _end
 from modeldeploy_operator.rollout.moves import finish as _finish
 from modeldeploy_operator.rollout.moves import rolling as _rolling
-from modeldeploy_operator.rollout.moves import rollout_seconds
 from modeldeploy_operator.rollout.moves import steady as _steady
 from modeldeploy_operator.rollout.plans import (
     WAIT_FOR_PODS,
@@ -56,45 +54,13 @@ from modeldeploy_operator.rollout.plans import (
     Plan,
     Target,
     iso,
+    newer,
     seconds,
 )
 from modeldeploy_operator.rollout.shadow_step import begin as shadow_begin
 from modeldeploy_operator.rollout.shadow_step import shadow_step
-from modeldeploy_operator.rollout.traffic import achieved_weight, route_note, weight_note
+from modeldeploy_operator.rollout.steps import step
 from modeldeploy_operator.telemetry.shadowing import Mirroring
-
-
-def _instant(text: str) -> tuple[float, bool] | None:
-    """An RFC 3339 time as (seconds, whether it has a fraction); None when it is not one."""
-    try:
-        moment = datetime.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
-    return moment.timestamp(), "." in text
-
-
-def _newer(command: str, *than: str | None) -> bool:
-    """A command timestamp not yet acted on. Commands carry microseconds (the plugin's),
-    status times whole seconds: a command within the second a status time names counts as
-    newer, since which came first cannot be told (a retry right after a rollback is meant)."""
-    given = _instant(command) if command else None
-    if given is None:
-        return False
-    for other in than:
-        if other == command:
-            return False  # this very command, handled already
-        if not other:
-            continue
-        known = _instant(other)
-        if known is None:
-            continue
-        if known[1] and given[0] <= known[0]:
-            return False  # an earlier command, handled already
-        if not known[1] and given[0] < known[0]:
-            return False
-    return True
 
 
 def _start(
@@ -189,7 +155,7 @@ def _plan(
         last is not None
         and last.outcome != "Promoted"
         and last.spec_hash == target.spec_hash
-        and not _newer(commands.retry, last.finished_at)
+        and not newer(commands.retry, last.finished_at)
     )
     if canary is None or canary.spec_hash != target.spec_hash:
         if canary is not None:  # a newer spec replaces the rollout under way
@@ -250,7 +216,7 @@ def _decide(
 ) -> Plan:
     rollout = spec.rollout
     interval, deadline = parse_duration(rollout.interval), parse_duration(rollout.progress_deadline)
-    if _newer(commands.abort, canary.handled, canary.started_at):
+    if newer(commands.abort, canary.handled, canary.started_at):
         return _end(canary, history, "Aborted", reasons.ABORTED, "aborted by a user", "user", now)
     if observed.canary_failure is not None:
         reason, why = observed.canary_failure
@@ -258,13 +224,13 @@ def _decide(
     if canary.promoting:
         return _rolling(canary, observed, True, "promoting", spec, WAIT_FOR_PODS, stable="target")
     if canary.shadow:
-        user_promote = _newer(commands.promote, canary.handled, canary.started_at)
+        user_promote = newer(commands.promote, canary.handled, canary.started_at)
         return shadow_step(
             spec, canary, history, observed, commands, now, verdict, window_lost, mirroring, user_promote
         )
     if canary.requested_weight == 0:  # before any live traffic
         return _gate(spec, canary, history, observed, now, signature, deadline, gate)
-    return _step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
+    return step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
 
 
 def _gate(
@@ -319,127 +285,3 @@ def _gate(
     started = _with(canary, requested_weight=first, analysis=checks)
     message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
     return _rolling(started, observed, True, message, spec, WAIT_FOR_PODS)
-
-
-def _note(spec: ModelDeploymentSpec, requested: int, observed: Observed) -> str:
-    route = spec.rollout.traffic.http_route
-    if route is not None:
-        return route_note(requested, observed.route_weight, route.name)
-    achieved = achieved_weight(observed.stable_ready, observed.canary_serving)
-    return weight_note(requested, achieved, observed.stable_ready, observed.canary_serving)
-
-
-def _unverified(
-    spec: ModelDeploymentSpec, canary: CanaryStatus, observed: Observed, label: str, note: str
-) -> Plan | None:
-    """The wait while a step's weight is not yet verified: its canary pods in the Service
-    and, with an HTTPRoute, the route showing the step's weight; None once it is."""
-    wanted = _canary_size(spec, canary.requested_weight)
-    if observed.canary_serving < wanted:
-        message = f"{label}: waiting for {wanted} canary pod(s) in the Service"
-        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS)
-    if spec.rollout.traffic.http_route is None or observed.route_weight == canary.requested_weight:
-        return None
-    if observed.route_problem:
-        message = f"{label}: {observed.route_problem}"
-        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, reason=reasons.HTTP_ROUTE_UNUSABLE)
-    return _rolling(canary, observed, True, f"{label}: waiting for the weight: {note}", spec, WAIT_FOR_PODS)
-
-
-def _step(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    verdict: list[Check] | None,
-    window_lost: bool,
-    interval: float,
-    deadline: float,
-) -> Plan:
-    steps = spec.rollout.steps
-    index, requested = canary.step, canary.requested_weight
-    label = f"step {index + 1} of {len(steps)}"
-    note = _note(spec, requested, observed)
-    if _newer(commands.promote_full, canary.handled, canary.started_at):
-        promoted = _with(canary, promoting=True, promoted_by="user", handled=commands.promote_full)
-        return _rolling(
-            promoted, observed, True, "promoted by a user: updating stable", spec, WAIT_FOR_PODS, stable="target"
-        )
-    if canary.step_started_at is None or window_lost:
-        unverified = _unverified(spec, canary, observed, label, note)
-        if unverified is not None:
-            return unverified
-        verified = _with(canary, step_started_at=iso(now), inconclusive_since=None)
-        why = "the operator restarted: the step's window starts again" if window_lost else "weight verified"
-        return _rolling(
-            verified,
-            observed,
-            True,
-            f"{label}: {note}; {why}, judged in {rollout_seconds(interval)}",
-            spec,
-            interval,
-            step_started=True,
-        )
-    user_promote = _newer(commands.promote, canary.handled, canary.started_at)
-    if commands.paused and not user_promote:
-        # A pause holds what the operator would do on its own; a user's promote still acts
-        # (the next step is then held in turn), as promote --full and abort do.
-        return _rolling(canary, observed, True, f"{label}: {note}; paused", spec, None, reason=reasons.CANARY_PAUSED)
-    due = seconds(canary.step_started_at) + interval
-    if now < due and not user_promote:
-        return _rolling(
-            canary, observed, True, f"{label}: {note}; judged in {rollout_seconds(due - now)}", spec, due - now
-        )
-    if verdict is None and not user_promote:
-        return _rolling(canary, observed, True, f"{label}: judging", spec, None, judge=True)
-    checks = verdict or canary.analysis
-    failed = [check for check in checks if check.result == "Failed"]
-    if failed and not spec.rollout.analysis.dry_run and not user_promote:
-        first = failed[0]
-        return _end(
-            canary,
-            history,
-            "RolledBack",
-            reasons.ROLLED_BACK,
-            f"{first.check} failed: {first.message}",
-            "analysis",
-            now,
-            checks,
-        )
-    waiting = [check for check in checks if check.result == "Inconclusive"]
-    if waiting and not user_promote:
-        since = canary.inconclusive_since or iso(now)
-        if now - seconds(since) > deadline:
-            message = f"{label} stayed Inconclusive for {spec.rollout.progress_deadline}: {waiting[0].message}"
-            return _end(
-                canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, checks
-            )
-        again = max(5.0, min(interval / 4, 30.0))
-        held = _with(canary, analysis=checks, inconclusive_since=since)
-        return _rolling(
-            held, observed, True, f"{label}: Inconclusive ({waiting[0].message}); waiting for traffic", spec, again
-        )
-    handled = commands.promote if user_promote else canary.handled
-    passed = _with(canary, analysis=checks, inconclusive_since=None, handled=handled)
-    if index + 1 < len(steps):
-        following = steps[index + 1]
-        moved = _with(passed, step=index + 1, requested_weight=following, step_started_at=None)
-        return _rolling(
-            moved, observed, True, f"step {index + 2} of {len(steps)}: {following}% requested", spec, WAIT_FOR_PODS
-        )
-    if spec.rollout.manual_promotion and not user_promote:
-        return _rolling(
-            passed, observed, True, "every step passed; waiting for `kubectl modeldeploy promote`", spec, None
-        )
-    promoting = _with(passed, promoting=True, promoted_by="user" if user_promote else "analysis")
-    return _rolling(
-        promoting,
-        observed,
-        True,
-        "every step passed: updating stable to the new version",
-        spec,
-        WAIT_FOR_PODS,
-        stable="target",
-    )

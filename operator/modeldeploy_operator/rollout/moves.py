@@ -1,8 +1,8 @@
 """The moves a rollout plan is made of: roll on, finish, roll back.
 
-Pure. machine.py decides which stage a rollout is in (start, gate, steps, promotion) and
-shadow_step.py the shadow step; both build their plans with these, so that a plan says the
-same things in the same way wherever it is made: a rolling plan carries the canary's
+Pure. machine.py decides which stage a rollout is in (start, gate, promotion), shadow_step.py
+the shadow step and steps.py the live steps; all build their plans with these, so that a
+plan says the same things in the same way wherever it is made: a rolling plan carries the canary's
 status with its achieved weight, an ended one its history entry (marked `shadow` when the
 rollout ended in the shadow step).
 """

@@ -2,7 +2,7 @@
 user commands, and the plan itself (machine.py decides it).
 
 Pure: plain dataclasses, the user's commands read from the annotations the kubectl plugin
-sets, and the timestamps status carries.
+sets (and whether one is newer than what was acted on), and the timestamps status carries.
 """
 
 from __future__ import annotations
@@ -71,6 +71,39 @@ def commands_from(annotations: dict[str, str]) -> Commands:
     """The user's commands from the ModelDeployment's annotations (kubectl modeldeploy sets them)."""
     found = {field_name: annotations.get(name, "") for field_name, name in COMMAND_ANNOTATIONS.items()}
     return Commands(**found, paused=annotations.get(PAUSED_ANNOTATION, "").lower() == "true")
+
+
+def _instant(text: str) -> tuple[float, bool] | None:
+    """An RFC 3339 time as (seconds, whether it has a fraction); None when it is not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp(), "." in text
+
+
+def newer(command: str, *than: str | None) -> bool:
+    """A command timestamp not yet acted on. Commands carry microseconds (the plugin's),
+    status times whole seconds: a command within the second a status time names counts as
+    newer, since which came first cannot be told (a retry right after a rollback is meant)."""
+    given = _instant(command) if command else None
+    if given is None:
+        return False
+    for other in than:
+        if other == command:
+            return False  # this very command, handled already
+        if not other:
+            continue
+        known = _instant(other)
+        if known is None:
+            continue
+        if known[1] and given[0] <= known[0]:
+            return False  # an earlier command, handled already
+        if not known[1] and given[0] < known[0]:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
