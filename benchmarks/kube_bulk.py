@@ -19,7 +19,7 @@ from typing import Any
 
 import kubernetes
 from kubernetes.client import ApiClient, AppsV1Api, CoreV1Api, CustomObjectsApi
-from modeldeploy_operator.api import GROUP, KIND, PLURAL, VERSION
+from modeldeploy_operator.api.spec import GROUP, KIND, PLURAL, VERSION
 
 Obj = dict[str, Any]
 METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
@@ -81,7 +81,7 @@ class Bulk:
             raise ValueError(f"cannot create a {desired['kind']}")
 
     def replace_status(self, namespace: str, name: str, status: Obj) -> None:
-        """The same call the operator makes (modeldeploy_operator.kube.Kube.replace_status)."""
+        """The same call the operator makes (modeldeploy_operator.k8s.client.Kube.replace_status)."""
         self.custom.patch_namespaced_custom_object_status(
             GROUP,
             VERSION,

@@ -44,11 +44,13 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 from kube_bulk import Bulk, delta, model_deployment  # noqa: E402
-from modeldeploy_operator.api import ModelDeploymentSpec  # noqa: E402
-from modeldeploy_operator.builders import build_children, deployment_name  # noqa: E402
+from modeldeploy_operator.api.spec import ModelDeploymentSpec  # noqa: E402
+from modeldeploy_operator.children.builders import build_children  # noqa: E402
+from modeldeploy_operator.children.labels import deployment_name  # noqa: E402
 from modeldeploy_operator.reconcile import now_iso  # noqa: E402
 from modeldeploy_operator.settings import Settings  # noqa: E402
-from modeldeploy_operator.status import Children, decide_status  # noqa: E402
+from modeldeploy_operator.status.decide import decide_status  # noqa: E402
+from modeldeploy_operator.status.observe import Children  # noqa: E402
 from process_stats import RssSampler, cpu_seconds, memory_kib  # noqa: E402
 from raw_results import write_raw  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 Canary analysis and drift detection read every serving pod's /metrics when a judgement is
 due. This measures what one such read costs the operator for the 30-feature breast-cancer
-model, with our parser (operator/modeldeploy_operator/windows.py) and, for comparison,
+model, with our parser (operator/modeldeploy_operator/telemetry/counters.py) and, for comparison,
 with prometheus-client's own text parser feeding the same window code, and extrapolates
 to 1,000 ModelDeployments x 2 pods read every 60 s (target: under 25% of one core). It also
 measures one drift evaluation (both stable pods read and windowed, then drift.assess with
@@ -46,8 +46,9 @@ sys.path.insert(0, str(REPO / "operator"))
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
-from modeldeploy_operator import windows as w  # noqa: E402
-from modeldeploy_operator.scraping import PodScraper, ScrapeFailed, scrape_pages  # noqa: E402
+from modeldeploy_operator.reading.scraping import PodScraper, ScrapeFailed, scrape_pages  # noqa: E402
+from modeldeploy_operator.telemetry import counters as c  # noqa: E402
+from modeldeploy_operator.telemetry import windows as w  # noqa: E402
 from process_stats import cpu_seconds  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -58,26 +59,26 @@ TARGET_SHARE = 0.25
 DRIFT_TARGET_SHARE = 0.10
 
 
-def client_parser_counters(pod: str, text: str) -> w.PodCounters:
+def client_parser_counters(pod: str, text: str) -> c.PodCounters:
     """prometheus-client's parser, then the same keying as ours: the comparison's baseline."""
     samples = [
         (sample.name, sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name in w.SAMPLE_NAMES and (sample.name != w.STARTED or sample.labels.get("outcome") == "ok")
+        if sample.name in c.SAMPLE_NAMES and (sample.name != c.STARTED or sample.labels.get("outcome") == "ok")
     ]
-    return w.counters_from_samples(pod, samples)
+    return c.counters_from_samples(pod, samples)
 
 
-async def read_with(parse: Callable[[str, str], w.PodCounters], pod: w.Pod) -> w.Reading:
+async def read_with(parse: Callable[[str, str], c.PodCounters], pod: c.Pod) -> c.Reading:
     at = time.time()
     page = (await scrape_pages([pod]))[pod.name]
     if isinstance(page, ScrapeFailed):
         raise SystemExit(page.message)
-    return w.Reading(at, {pod.name: parse(pod.name, page)})
+    return c.Reading(at, {pod.name: parse(pod.name, page)})
 
 
-async def measure(reads: int, one_read: Callable[[], Awaitable[w.Reading]], server_pid: int) -> dict[str, float]:
+async def measure(reads: int, one_read: Callable[[], Awaitable[c.Reading]], server_pid: int) -> dict[str, float]:
     """CPU of this process per read (read + window against the previous read), and the server's.
 
     All reads run on one event loop, as in the operator: the loop's start is not counted.
@@ -101,7 +102,7 @@ async def measure(reads: int, one_read: Callable[[], Awaitable[w.Reading]], serv
     }
 
 
-def parse_only(reads: int, parse: Callable[[str, str], w.PodCounters], text: str) -> float:
+def parse_only(reads: int, parse: Callable[[str, str], c.PodCounters], text: str) -> float:
     started = time.process_time()
     for _ in range(reads):
         parse("pod", text)
@@ -110,8 +111,8 @@ def parse_only(reads: int, parse: Callable[[str, str], w.PodCounters], text: str
 
 def window_only(reads: int, text: str) -> float:
     """CPU of one window between two reads of the same pod's page (already parsed)."""
-    previous = w.Reading(0.0, {"pod": w.parse_metrics("pod", text)})
-    current = w.Reading(60.0, {"pod": w.parse_metrics("pod", text)})
+    previous = c.Reading(0.0, {"pod": c.parse_metrics("pod", text)})
+    current = c.Reading(60.0, {"pod": c.parse_metrics("pod", text)})
     started = time.process_time()
     for _ in range(reads):
         w.window(previous, current)
@@ -121,16 +122,16 @@ def window_only(reads: int, text: str) -> float:
 def assess_only(reads: int, text: str, model: Path) -> float:
     """CPU of one drift evaluation's statistics (drift.assess over a 2-pod window, PSI)."""
     import onnxruntime
-    from modeldeploy_operator.drift import DriftSettings, Reference, assess
-    from modeldeploy_operator.judging import drift_window
+    from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess
+    from modeldeploy_operator.reading.judging import drift_window
     from modeldeploy_serving.profile import read_profile
 
     session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     profile = read_profile(session.get_modelmeta().custom_metadata_map)
     assert profile is not None, f"{model} has no reference profile"
     reference = Reference.from_profile(profile)
-    counters = {pod: w.parse_metrics(pod, text) for pod in ("pod-a", "pod-b")}
-    track = w.window(w.Reading(0.0, {}), w.Reading(60.0, counters)).tracks["stable"]
+    counters = {pod: c.parse_metrics(pod, text) for pod in ("pod-a", "pod-b")}
+    track = w.window(c.Reading(0.0, {}), c.Reading(60.0, counters)).tracks["stable"]
     settings = DriftSettings(method="psi", threshold=None, feature_share=0.3, min_samples=200)
     started = time.process_time()
     for _ in range(reads):
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         train.train(models)
         model = models / "breast-cancer-v1.onnx"
         rows = np.loadtxt(models / "breast-cancer-reference.csv", delimiter=",", skiprows=1).astype(np.float32)
-        env = {"PYTHONPATH": os.pathsep.join([str(REPO / "serving"), str(REPO / "operator")])}
+        env = {"PYTHONPATH": os.pathsep.join([str(REPO / "cli"), str(REPO / "serving"), str(REPO / "operator")])}
         server = ServeProcess("--model", str(model), "--name", "breast-cancer", env=env)
         try:
             server.wait_ready()
@@ -166,16 +167,16 @@ def main(argv: list[str] | None = None) -> int:
                     answer = client.post("/v2/models/breast-cancer/infer", json=infer_body(rows[start : start + 16]))
                     answer.raise_for_status()
                 text = client.get("/metrics").text
-            pod = w.Pod("breast-cancer-stable-0", "127.0.0.1", server.port)
+            pod = c.Pod("breast-cancer-stable-0", "127.0.0.1", server.port)
             scraper = PodScraper()
-            variants: dict[str, Callable[[], Awaitable[w.Reading]]] = {
+            variants: dict[str, Callable[[], Awaitable[c.Reading]]] = {
                 "ours": lambda: scraper.read([pod]),
                 "prometheus_client parser": lambda: read_with(client_parser_counters, pod),
             }
             results: dict[str, Any] = {}
             for name, one_read in variants.items():
                 figures = asyncio.run(measure(args.reads, one_read, server.process.pid))
-                parse = w.parse_metrics if name == "ours" else client_parser_counters
+                parse = c.parse_metrics if name == "ours" else client_parser_counters
                 figures["parse_only_cpu_ms"] = parse_only(args.reads, parse, text)
                 figures["window_only_cpu_ms"] = window_only(args.reads, text)
                 figures["share_of_one_core_at_1000x2_every_60s"] = extrapolate(figures["operator_cpu_ms_median"])
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.close()
 
-    kept = len(w.parse_metrics("p", text).values)
+    kept = len(c.parse_metrics("p", text).values)
     page = {"bytes": len(text.encode()), "lines": text.count("\n"), "series_kept": kept}
     print(f"page: {page['bytes']} bytes, {page['lines']} lines, {kept} series kept; {args.reads} reads\n")
     print(

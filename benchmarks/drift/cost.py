@@ -16,7 +16,7 @@ import argparse
 import time
 
 import numpy as np
-from modeldeploy_operator.drift import DriftSettings, Reference, assess, count_window
+from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess, count_window
 from modeldeploy_serving.profile import Profile, label_scores, profile_features, profile_output
 
 

@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from modeldeploy_operator.drift import DriftSettings, Reference, assess, count_window
+from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess, count_window
 from modeldeploy_serving.profile import Profile, label_scores, profile_features, profile_output
 from windows import DATASETS, SCENARIOS, SIZES, load, windows
 

@@ -56,7 +56,7 @@ MODELS_DIR = f"{VENV}/models"
 access can serve them with file:// URIs; a copy stays next to the archive for the tests."""
 TRAINING_SCRIPT = "examples/train.py"
 EXTRAS = "serving,operator"
-SOURCES = ("serving", "operator")
+SOURCES = ("cli", "serving", "operator")
 """The source folders whose content goes into the image (and so into its key)."""
 PROJECT_FILES = ("pyproject.toml", "README.md", "requirements/constraints.txt")
 REPO_ROOT = Path(__file__).resolve().parents[2]

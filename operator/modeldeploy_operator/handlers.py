@@ -21,8 +21,8 @@ from typing import Any
 import kopf
 
 from modeldeploy_operator import metrics
-from modeldeploy_operator.api import GROUP, PLURAL, VERSION
-from modeldeploy_operator.builders import (
+from modeldeploy_operator.api.spec import GROUP, PLURAL, VERSION
+from modeldeploy_operator.children.labels import (
     DIGEST_ANNOTATION,
     MANAGED_BY,
     NAME_LABEL,
@@ -30,15 +30,15 @@ from modeldeploy_operator.builders import (
     TRACK_LABEL,
     URI_ANNOTATION,
 )
+from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
 from modeldeploy_operator.health import start_health_server
-from modeldeploy_operator.judging import Judge
-from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.querying import PrometheusSource
+from modeldeploy_operator.k8s.client import Kube
 from modeldeploy_operator.queue import Queue
+from modeldeploy_operator.reading.judging import Judge
+from modeldeploy_operator.reading.querying import PrometheusSource
+from modeldeploy_operator.reading.scraping import PodScraper
 from modeldeploy_operator.reconcile import reconcile
-from modeldeploy_operator.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
-from modeldeploy_operator.scraping import PodScraper
-from modeldeploy_operator.status import Children
+from modeldeploy_operator.status.observe import Children
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -114,7 +114,7 @@ def owned_jobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body
 
 @kopf.index("v1", "configmaps", labels=SHADOW_CONFIGS)
 def owned_config_maps(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
-    """The shadow config each ModelDeployment with spec.rollout.shadow keeps (builders.py)."""
+    """The shadow config each ModelDeployment with spec.rollout.shadow keeps (children/builders.py)."""
     return {(namespace or "", labels.get(NAME_LABEL, "")): _slim(body)}
 
 
@@ -179,8 +179,9 @@ def _slim(body: kopf.Body) -> dict[str, Any]:
 
 def _slim_pod(body: kopf.Body) -> dict[str, Any]:
     """What a reconcile reads of a pod: its labels, the model annotations (which model file
-    it serves: status.serving_template compares them with the pod template's), whether it is
-    going away, its IP and status; not its spec, which the pod template already says."""
+    it serves: status/observe.py's serving_template compares them with the pod template's),
+    whether it is going away, its IP and status; not its spec, which the pod template
+    already says."""
     meta = body.get("metadata", {})
     slim = {
         key: meta[key] for key in ("name", "namespace", "labels", "deletionTimestamp", "resourceVersion") if key in meta

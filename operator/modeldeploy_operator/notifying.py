@@ -23,11 +23,12 @@ from typing import Any
 
 import aiohttp
 
-from modeldeploy_operator.api import Owner, Webhook, about
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_drift import DriftWebhook
-from modeldeploy_operator.api_status import Check, HistoryEntry
-from modeldeploy_operator.retraining import retry_delays, worth_retry
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.rollout import Webhook
+from modeldeploy_operator.api.spec import Owner, about
+from modeldeploy_operator.api.status import Check, HistoryEntry
+from modeldeploy_operator.drift.retraining import retry_delays, worth_retry
 
 log = logging.getLogger(__name__)
 Obj = dict[str, Any]

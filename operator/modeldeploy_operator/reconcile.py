@@ -1,11 +1,11 @@
 """One reconcile of one ModelDeployment: orchestration only.
 
 It reads as the steps it takes: observe (the watch caches, given as Children), plan the
-rollout (rollout.py; reading the signatures, whether the stable pods mirror to a shadow, or the
+rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a shadow, or the
 step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
 delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
-drift when due and respond to a new drift episode (retraining.py: the Job before the status
-that records it, the webhook after), decide the whole status (status), write it once when
+drift when due and respond to a new drift episode (drift/retraining.py: the Job before the status
+that records it, the webhook after), decide the whole status (status/decide.py), write it once when
 it changed, post an Event on a transition, and tell the queue when to wake it next. Every decision is made by a pure
 function elsewhere; this module only sends what they decided.
 """
@@ -22,37 +22,27 @@ import kubernetes
 from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying, reasons, retraining, rollout
-from modeldeploy_operator.api import ModelDeploymentSpec, Owner, parse_owner, parse_spec
-from modeldeploy_operator.api_base import parse_duration
-from modeldeploy_operator.api_drift import DriftWebhook
-from modeldeploy_operator.api_status import DriftStatus, RetrainingStatus
-from modeldeploy_operator.builders import (
-    SERVING_SPEC_ANNOTATION,
-    SPEC_HASH_ANNOTATION,
-    build_children,
-    shadow_target,
-    spec_hash,
-    with_serving,
-)
-from modeldeploy_operator.conditions import drift_transition, event_note, ready_transition
-from modeldeploy_operator.diffing import differs
-from modeldeploy_operator.drift import seconds_until_due
-from modeldeploy_operator.judging import Judge, pods_of
-from modeldeploy_operator.kube import Kube
-from modeldeploy_operator.plans import Plan, Target, commands_from, iso, seconds
-from modeldeploy_operator.reasons import Reason
-from modeldeploy_operator.routes import ROUTE_KIND, route_name, route_patches
+from modeldeploy_operator import metrics, notifying
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
+from modeldeploy_operator.api.status import DriftStatus, RetrainingStatus
+from modeldeploy_operator.children.builders import build_children, shadow_target, spec_hash, with_serving
+from modeldeploy_operator.children.diffing import differs
+from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
+from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
+from modeldeploy_operator.drift import retraining
+from modeldeploy_operator.drift.assessment import seconds_until_due
+from modeldeploy_operator.k8s.client import Kube
+from modeldeploy_operator.reading.judging import Judge, pods_of
+from modeldeploy_operator.rollout import machine
+from modeldeploy_operator.rollout.plans import Plan, Target, commands_from, iso, seconds
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status import (
-    Children,
-    canary_pods,
-    decide_status,
-    observe_rollout,
-    pods_to_open,
-    previous_status,
-    serving_template,
-)
+from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
+from modeldeploy_operator.status.decide import decide_status, previous_status
+from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
 from modeldeploy_operator.writes import Key, LastWrites
 
 log = logging.getLogger(__name__)
@@ -126,21 +116,21 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
     observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
     previous, now = previous_status(body), time.time()
-    result = rollout.plan(spec, target, previous, observed, commands, now)
+    result = machine.plan(spec, target, previous, observed, commands, now)
     stable_pods = pods_of(children.track("stable").pods)
     canary_pods_now = pods_of(canary_pods(children.track("canary"), spec.model.version))
     if result.check_signature:
         signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
-        result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature)
+        result = machine.plan(spec, target, previous, observed, commands, now, signature=signature)
         if result.check_webhooks and result.canary is not None:
             gate = await notifying.gate(
                 spec.rollout.webhooks, meta, target.version, result.canary.revision, owner=spec.owner
             )
-            result = rollout.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
+            result = machine.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
     shadow = spec.rollout.shadow
     if result.check_mirroring and result.canary is not None and shadow is not None:
         seen = await judge.mirroring(stable_pods, result.canary.version, shadow.fraction)
-        result = rollout.plan(spec, target, previous, observed, commands, now, mirroring=seen)
+        result = machine.plan(spec, target, previous, observed, commands, now, mirroring=seen)
     in_shadow = result.canary is not None and bool(result.canary.shadow)
     if result.judge:
         analysis = spec.rollout.analysis
@@ -149,7 +139,7 @@ async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Childr
             verdict = await judge.shadow_verdict(key, stable_pods, analysis, result.canary.version, minimum)
         else:
             verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
-        result = rollout.plan(
+        result = machine.plan(
             spec, target, previous, observed, commands, now, verdict=verdict, window_lost=verdict is None
         )
     if result.step_started:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
 
 from tests.gitops.checks import ROOT
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy_operator.analysis import judge, signature
-from modeldeploy_operator.api import Analysis
-from modeldeploy_operator.windows import Bins, TrackWindow, Window
+from modeldeploy_operator.api.rollout import Analysis
+from modeldeploy_operator.rollout.analysis import judge, signature
+from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
 EDGES = (0.001, 0.005, 0.01, 0.05, 0.1)
 

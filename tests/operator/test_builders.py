@@ -5,21 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.builders import (
-    FETCH_CONTAINER,
-    MODELS_DIR,
-    NAME_LABEL,
-    PVC_DIR,
-    SERVER_CONTAINER,
-    TRACK_LABEL,
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.children.builders import (
     build_deployment,
-    build_pod_template,
     build_service,
     inference_url,
-    model_file,
     serving_spec,
     spec_hash,
+)
+from modeldeploy_operator.children.labels import NAME_LABEL, TRACK_LABEL
+from modeldeploy_operator.children.pods import (
+    FETCH_CONTAINER,
+    MODELS_DIR,
+    PVC_DIR,
+    SERVER_CONTAINER,
+    build_pod_template,
+    model_file,
 )
 from modeldeploy_operator.settings import Settings
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy_operator.conditions import (
+from modeldeploy_operator.api.reasons import BY_NAME
+from modeldeploy_operator.status.conditions import (
     DRIFT_DETECTED,
     READY,
     RECONCILING,
@@ -14,7 +15,6 @@ from modeldeploy_operator.conditions import (
     condition,
     merge_conditions,
 )
-from modeldeploy_operator.reasons import BY_NAME
 
 EARLIER = "2026-11-22T04:00:00Z"
 NOW = "2026-11-22T05:00:00Z"

@@ -1,4 +1,4 @@
-"""The CRD: generated from api.py, committed, and a schema the API server accepts."""
+"""The CRD: generated from api/spec.py, committed, and a schema the API server accepts."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 import yaml
-from modeldeploy_operator import crd
-from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api import crd
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "crds" / "modeldeployment.yaml"
 CHART_COPY = ROOT / "charts" / "modeldeploy" / "files" / "modeldeployment-crd.yaml"  # templates/crd.yaml renders it
 REGENERATE = (
-    "python -m modeldeploy_operator.crd > crds/modeldeployment.yaml && "
+    "python -m modeldeploy_operator.api.crd > crds/modeldeployment.yaml && "
     "cp crds/modeldeployment.yaml charts/modeldeploy/files/modeldeployment-crd.yaml"
 )
 
@@ -63,7 +63,7 @@ def properties(schema: dict[str, Any], path: str = "spec") -> Iterator[tuple[str
 @pytest.mark.parametrize("committed", [COMMITTED, CHART_COPY], ids=["crds", "chart"])
 def test_committed_crd_is_the_generated_one(committed: Path) -> None:
     assert committed.read_text() == crd.render(), (
-        f"{committed.relative_to(ROOT)} is not what api.py generates; regenerate it: {REGENERATE}"
+        f"{committed.relative_to(ROOT)} is not what api/spec.py generates; regenerate it: {REGENERATE}"
     )
 
 
@@ -80,7 +80,7 @@ def test_schema_is_structural_without_refs_or_unions(version: dict[str, Any]) ->
 
 def test_every_spec_property_has_a_description(spec_schema: dict[str, Any]) -> None:
     missing = [path for path, prop in properties(spec_schema) if not prop.get("description", "").strip()]
-    assert missing == [], "kubectl explain shows nothing for these; add a description in api.py"
+    assert missing == [], "kubectl explain shows nothing for these; add a description in api/spec.py"
 
 
 def test_every_spec_property_has_a_type(spec_schema: dict[str, Any]) -> None:

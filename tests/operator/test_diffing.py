@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from modeldeploy_operator.diffing import differs, quantity
+from modeldeploy_operator.children.diffing import differs, quantity
 
 
 @pytest.mark.parametrize(

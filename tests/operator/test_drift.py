@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from modeldeploy_operator.drift import (
+from modeldeploy_operator.drift.assessment import (
     DEFAULT_THRESHOLDS,
     DriftResult,
     DriftSettings,

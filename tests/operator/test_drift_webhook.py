@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modeldeploy_operator import retraining
-from modeldeploy_operator.api_drift import DriftWebhook
-from modeldeploy_operator.api_status import DriftStatus
+from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.status import DriftStatus
+from modeldeploy_operator.drift import retraining
 from modeldeploy_operator.notifying import deliver, report_drift
 
 META = {"namespace": "ml", "name": "fraud", "uid": "u-1"}

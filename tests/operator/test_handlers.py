@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import kopf
 from modeldeploy_operator.handlers import _slim_pod
-from modeldeploy_operator.status import Track, serving_template
+from modeldeploy_operator.status.observe import Track, serving_template
 
 TEMPLATE = {
     "labels": {"app.kubernetes.io/version": "2", "modeldeploy.dev/track": "stable"},
@@ -13,8 +13,9 @@ TEMPLATE = {
 
 
 def test_a_slimmed_pod_still_says_which_model_it_serves() -> None:
-    """Drift reads only the pods serving the stable template (status.serving_template), by
-    the model annotations: the pod index must keep them (and nothing else of the annotations)."""
+    """Drift reads only the pods serving the stable template (status/observe.py's
+    serving_template), by the model annotations: the pod index must keep them (and nothing
+    else of the annotations)."""
     pod = {
         "metadata": {
             "name": "fraud-stable-1",

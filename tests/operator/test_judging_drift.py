@@ -1,5 +1,5 @@
 """Drift evaluation against real serving processes: the profile asked of the pod, the window
-read from its telemetry, the verdict from drift.py.
+read from its telemetry, the verdict from drift/assessment.py.
 
 Two real `modeldeploy serve` processes of the breast-cancer model (profile embedded) take
 held-back reference rows, then the same rows with one feature in the wrong unit (x10).
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from modeldeploy_operator.api_drift import Drift
-from modeldeploy_operator.judging import Judge
-from modeldeploy_operator.scraping import PodScraper
+from modeldeploy_operator.api.drift import Drift
+from modeldeploy_operator.reading.judging import Judge
+from modeldeploy_operator.reading.scraping import PodScraper
 
 from tests.conftest import ExampleModels
 from tests.operator.test_scraping import as_pod, serve

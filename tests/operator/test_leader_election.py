@@ -12,7 +12,7 @@ import signal
 import time
 
 import pytest
-from modeldeploy_operator.cli import ELECTION_OPTIONS, may_take, parse_election
+from modeldeploy_operator.k8s.leadership import ELECTION_OPTIONS, may_take, parse_election
 from modeldeploy_operator.settings import SettingsError
 
 from e2e.operator_fixtures import OperatorLauncher, OperatorProcess, wait_for

@@ -10,8 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import Owner, Webhook
-from modeldeploy_operator.api_status import HistoryEntry
+from modeldeploy_operator.api.rollout import Webhook
+from modeldeploy_operator.api.spec import Owner
+from modeldeploy_operator.api.status import HistoryEntry
 from modeldeploy_operator.notifying import gate, notify
 
 META = {"namespace": "ml", "name": "fraud", "uid": "u-1"}
@@ -119,7 +120,7 @@ def test_the_gate_tells_who_owns_the_model(receiver: tuple[Receiver, str]) -> No
 
 def test_a_webhook_host_may_start_with_an_s() -> None:
     """The URL pattern once refused every host beginning with "s" (a doubled backslash)."""
-    from modeldeploy_operator.api import Webhook
+    from modeldeploy_operator.api.rollout import Webhook
 
     hook = Webhook.model_validate({"name": "gate", "url": "http://svc.ml.svc:8080/gate", "type": "preRollout"})
     assert hook.url == "http://svc.ml.svc:8080/gate"

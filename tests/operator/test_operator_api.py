@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from modeldeploy_operator.api import ModelDeploymentSpec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
 
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import OperatorLauncher, wait_for

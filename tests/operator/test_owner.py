@@ -7,20 +7,18 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
-from modeldeploy_operator.builders import (
-    NAME_LABEL,
-    TEAM_LABEL,
-    TRACK_LABEL,
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, about, parse_owner, parse_spec
+from modeldeploy_operator.children.builders import (
     build_children,
     build_deployment,
     build_service,
     serving_spec,
     spec_hash,
 )
-from modeldeploy_operator.conditions import MAX_NOTE_BYTES, event_note
-from modeldeploy_operator.diffing import differs
+from modeldeploy_operator.children.diffing import differs
+from modeldeploy_operator.children.labels import NAME_LABEL, TEAM_LABEL, TRACK_LABEL
 from modeldeploy_operator.settings import Settings
+from modeldeploy_operator.status.conditions import MAX_NOTE_BYTES, event_note
 
 from tests.operator.test_reconcile import NOW, PASS, Cluster, FakeJudge, FakeKube, canary_let_in, converged, run, step
 from tests.operator.test_reconcile import spec as reconcile_spec

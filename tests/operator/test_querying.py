@@ -16,12 +16,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from modeldeploy_operator import windows as w
-from modeldeploy_operator.analysis import judge, judge_shadow
-from modeldeploy_operator.api import Analysis
-from modeldeploy_operator.querying import PrometheusSource, selector
-from modeldeploy_operator.scraping import PodScraper
-from modeldeploy_operator.shadowing import shadow_window
+from modeldeploy_operator.api.rollout import Analysis
+from modeldeploy_operator.reading.querying import PrometheusSource, selector
+from modeldeploy_operator.reading.scraping import PodScraper
+from modeldeploy_operator.rollout.analysis import judge, judge_shadow
+from modeldeploy_operator.telemetry import counters as c
+from modeldeploy_operator.telemetry import windows as w
+from modeldeploy_operator.telemetry.shadowing import shadow_window
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import Profile
@@ -53,12 +54,12 @@ def serving(example_models: ExampleModels) -> Iterator[dict[str, ServeProcess]]:
 
 
 @pytest.fixture(scope="module")
-def pods(serving: dict[str, ServeProcess]) -> list[w.Pod]:
-    return [w.Pod(name, "127.0.0.1", process.port) for name, process in serving.items()]
+def pods(serving: dict[str, ServeProcess]) -> list[c.Pod]:
+    return [c.Pod(name, "127.0.0.1", process.port) for name, process in serving.items()]
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, pods: list[w.Pod]) -> Iterator[PrometheusServer]:
+def prometheus(tmp_path_factory: pytest.TempPathFactory, pods: list[c.Pod]) -> Iterator[PrometheusServer]:
     server = PrometheusServer(tmp_path_factory.mktemp("prometheus"), [pod.address for pod in pods])
     try:
         server.wait_ready()
@@ -74,15 +75,15 @@ def profile(example_models: ExampleModels) -> Profile:
     return found
 
 
-def without_cpu(reading: w.Reading) -> dict[str, w.PodCounters]:
+def without_cpu(reading: c.Reading) -> dict[str, c.PodCounters]:
     """The counters of each pod, but CPU: a process spends CPU on every scrape, so it moves."""
     return {
-        name: w.PodCounters(**{**vars(pod), "values": {k: v for k, v in pod.values.items() if k != CPU}})
+        name: c.PodCounters(**{**vars(pod), "values": {k: v for k, v in pod.values.items() if k != CPU}})
         for name, pod in reading.pods.items()
     }
 
 
-def caught_up(source: PrometheusSource, pods: list[w.Pod], direct: w.Reading, timeout: float = 30.0) -> w.Reading:
+def caught_up(source: PrometheusSource, pods: list[c.Pod], direct: c.Reading, timeout: float = 30.0) -> c.Reading:
     """Prometheus's reading once it has scraped what the direct read saw (a scrape a second)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -96,7 +97,7 @@ def caught_up(source: PrometheusSource, pods: list[w.Pod], direct: w.Reading, ti
 
 def test_a_window_from_prometheus_equals_the_direct_scrapes_and_what_was_sent(
     serving: dict[str, ServeProcess],
-    pods: list[w.Pod],
+    pods: list[c.Pod],
     prometheus: PrometheusServer,
     profile: Profile,
     example_models: ExampleModels,
@@ -135,8 +136,8 @@ def test_a_window_from_prometheus_equals_the_direct_scrapes_and_what_was_sent(
     assert [result for _, result, _, _ in verdicts[0]] == ["Successful", "Successful", "Successful"]
 
 
-def test_a_pod_prometheus_does_not_scrape_is_a_per_pod_error(pods: list[w.Pod], prometheus: PrometheusServer) -> None:
-    unscraped = w.Pod("stable-z", "127.0.0.1", free_port())
+def test_a_pod_prometheus_does_not_scrape_is_a_per_pod_error(pods: list[c.Pod], prometheus: PrometheusServer) -> None:
+    unscraped = c.Pod("stable-z", "127.0.0.1", free_port())
     deadline = time.monotonic() + 30
     while (reading := asyncio.run(PrometheusSource(prometheus.url).read([*pods, unscraped]))).pods.keys() != {
         pod.name for pod in pods
@@ -148,7 +149,7 @@ def test_a_pod_prometheus_does_not_scrape_is_a_per_pod_error(pods: list[w.Pod], 
 
 
 def test_a_prometheus_that_does_not_answer_is_unavailable_and_every_pod_unread(
-    pods: list[w.Pod], tmp_path: Path
+    pods: list[c.Pod], tmp_path: Path
 ) -> None:
     source = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=2.0)
     assert not asyncio.run(source.available())
@@ -158,12 +159,12 @@ def test_a_prometheus_that_does_not_answer_is_unavailable_and_every_pod_unread(
 
 
 def test_the_selector_names_every_series_a_window_needs_on_these_pods_only() -> None:
-    text = selector([w.Pod("a", "10.0.0.1"), w.Pod("b", "fd00::2", 9000)])
+    text = selector([c.Pod("a", "10.0.0.1"), c.Pod("b", "fd00::2", 9000)])
     assert text.startswith('{__name__=~"') and f"{t.REQUESTS}_total" in text
     assert 'instance=~"10\\\\.0\\\\.0\\\\.1:8080|\\\\[fd00::2\\\\]:9000"' in text
 
 
-def answered_copies(scraper: PodScraper, pods: list[w.Pod], first: w.Reading, version: str) -> int:
+def answered_copies(scraper: PodScraper, pods: list[c.Pod], first: c.Reading, version: str) -> int:
     """Copies to `version` the stable pods counted as answered and compared since `first`."""
     window = w.window(first, asyncio.run(scraper.read(pods)))
     return shadow_window(window.tracks[t.STABLE], version).outcomes.get(t.SHADOW_OK, 0)
@@ -188,7 +189,7 @@ def test_a_shadow_window_from_prometheus_equals_the_direct_scrape_and_fails_the_
         canary.wait_ready()
         stable.wait_ready()
         config.write_text(f'{{"target": "{canary.url}", "fraction": 1.0, "version": "3"}}')
-        pods = [w.Pod("stable-a", "127.0.0.1", stable.port)]
+        pods = [c.Pod("stable-a", "127.0.0.1", stable.port)]
         (tmp_path / "prometheus").mkdir()
         prometheus = PrometheusServer(tmp_path / "prometheus", [pods[0].address])
         prometheus.wait_ready()

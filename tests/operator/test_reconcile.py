@@ -1,4 +1,4 @@
-"""One reconcile, stepped call by call against a fake of our own I/O seam (kube.Kube).
+"""One reconcile, stepped call by call against a fake of our own I/O seam (k8s.client.Kube).
 
 The fake records what the operator would send; `Cluster` plays the API server's part by
 echoing applied objects back with its defaults, canonical quantities, a resourceVersion
@@ -18,12 +18,12 @@ from typing import Any
 import kubernetes
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api_status import Check, DriftStatus
-from modeldeploy_operator.judging import Judge
-from modeldeploy_operator.plans import iso
+from modeldeploy_operator.api.status import Check, DriftStatus
+from modeldeploy_operator.reading.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
+from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status import Children
+from modeldeploy_operator.status.observe import Children
 from modeldeploy_operator.writes import LastWrites
 
 Obj = dict[str, Any]

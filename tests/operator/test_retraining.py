@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import pytest
-from modeldeploy_operator import retraining
-from modeldeploy_operator.api import Owner
-from modeldeploy_operator.api_drift import JobTemplate
-from modeldeploy_operator.api_status import DriftEpisode, DriftStatus, RetrainingStatus
+from modeldeploy_operator.api.drift import JobTemplate
+from modeldeploy_operator.api.spec import Owner
+from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, RetrainingStatus
+from modeldeploy_operator.drift import retraining
 
 META = {"namespace": "ml", "name": "fraud", "uid": "3f0c1f9e-0000-4000-8000-000000000001"}
 

@@ -16,10 +16,10 @@ import json
 from typing import Any
 
 import pytest
-from modeldeploy_operator import retraining
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_status import DriftStatus
-from modeldeploy_operator.kube import Kube
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import DriftStatus
+from modeldeploy_operator.drift import retraining
+from modeldeploy_operator.k8s.client import Kube
 
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import wait_for

@@ -8,12 +8,12 @@ from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.api_status import Check, ModelDeploymentStatus
-from modeldeploy_operator.plans import Commands, Observed, Plan, Target, iso
-from modeldeploy_operator.rollout import plan
-from modeldeploy_operator.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import Check, ModelDeploymentStatus
+from modeldeploy_operator.rollout.machine import plan
+from modeldeploy_operator.rollout.plans import Commands, Observed, Plan, Target, iso
+from modeldeploy_operator.rollout.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 T0 = 1_800_000_000.0
 OLD, NEW = "old0000000", "new1111111"

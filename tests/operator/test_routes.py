@@ -6,9 +6,10 @@ import copy
 from typing import Any
 
 import pytest
-from modeldeploy_operator.api import ModelDeploymentSpec
-from modeldeploy_operator.builders import TRACK_LABEL, build_service
-from modeldeploy_operator.routes import (
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.children.builders import build_service
+from modeldeploy_operator.children.labels import TRACK_LABEL
+from modeldeploy_operator.children.routes import (
     build_route_weights,
     canary_weight_on,
     is_models_rule,

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import httpx
 import numpy as np
 import pytest
-from modeldeploy_operator import windows as w
-from modeldeploy_operator.scraping import PodScraper, metrics_url
+from modeldeploy_operator.reading.scraping import PodScraper, metrics_url
+from modeldeploy_operator.telemetry import counters as c
+from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.model import load_model
 from modeldeploy_serving.profile import Profile
@@ -34,8 +35,8 @@ def serve(example_models: ExampleModels, track: str) -> ServeProcess:
     return process
 
 
-def as_pod(name: str, process: ServeProcess) -> w.Pod:
-    return w.Pod(name, "127.0.0.1", process.port)
+def as_pod(name: str, process: ServeProcess) -> c.Pod:
+    return c.Pod(name, "127.0.0.1", process.port)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ def rows(example_models: ExampleModels) -> np.ndarray:
     return reference_rows(example_models, "breast-cancer")
 
 
-def read(pods: list[w.Pod], timeout: float = 5.0) -> w.Reading:
+def read(pods: list[c.Pod], timeout: float = 5.0) -> c.Reading:
     return asyncio.run(PodScraper(timeout=timeout).read(pods))
 
 
@@ -132,9 +133,9 @@ def test_pods_that_cannot_be_read_are_reported_one_by_one_and_the_others_are_rea
         nobody = free_port()
         pods = [
             as_pod("stable-a", serving["stable-a"]),
-            w.Pod("refused", "127.0.0.1", nobody),
-            w.Pod("silent", "127.0.0.1", silent_port),
-            w.Pod("not-serving", "127.0.0.1", int(host.url.rsplit(":", 1)[1])),
+            c.Pod("refused", "127.0.0.1", nobody),
+            c.Pod("silent", "127.0.0.1", silent_port),
+            c.Pod("not-serving", "127.0.0.1", int(host.url.rsplit(":", 1)[1])),
         ]
         reading = read(pods, timeout=1.0)
     finally:
@@ -149,4 +150,4 @@ def test_pods_that_cannot_be_read_are_reported_one_by_one_and_the_others_are_rea
 def test_the_scraper_is_always_available_and_reads_nothing_of_no_pods() -> None:
     scraper = PodScraper(clock=lambda: 42.0)
     assert asyncio.run(scraper.available())
-    assert asyncio.run(scraper.read([])) == w.Reading(at=42.0)
+    assert asyncio.run(scraper.read([])) == c.Reading(at=42.0)

@@ -13,10 +13,11 @@ from typing import Any
 
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api import parse_spec
-from modeldeploy_operator.api_status import Check
-from modeldeploy_operator.builders import SHADOW_DIR, SHADOW_FILE, SHADOW_VOLUME, build_children, spec_hash
-from modeldeploy_operator.shadowing import Mirroring
+from modeldeploy_operator.api.spec import parse_spec
+from modeldeploy_operator.api.status import Check
+from modeldeploy_operator.children.builders import build_children, spec_hash
+from modeldeploy_operator.children.pods import SHADOW_DIR, SHADOW_FILE, SHADOW_VOLUME
+from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 from tests.operator.test_reconcile import (
     NOW,

@@ -11,11 +11,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from modeldeploy_operator import reasons
-from modeldeploy_operator.api_status import Check, ModelDeploymentStatus
-from modeldeploy_operator.plans import Plan, iso
-from modeldeploy_operator.rollout import plan
-from modeldeploy_operator.shadowing import Mirroring
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.status import Check, ModelDeploymentStatus
+from modeldeploy_operator.rollout.machine import plan
+from modeldeploy_operator.rollout.plans import Plan, iso
+from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 from tests.operator.test_rollout import GOOD, SIGNATURE_OK, TARGET, World, check, spec
 

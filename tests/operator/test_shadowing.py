@@ -9,10 +9,11 @@ fails a canary that disagrees with stable on the same rows, however the class sh
 from __future__ import annotations
 
 import pytest
-from modeldeploy_operator import analysis
-from modeldeploy_operator import windows as w
-from modeldeploy_operator.api import Analysis
-from modeldeploy_operator.shadowing import mirroring, shadow_window
+from modeldeploy_operator.api.rollout import Analysis
+from modeldeploy_operator.rollout import analysis
+from modeldeploy_operator.telemetry import counters as c
+from modeldeploy_operator.telemetry import windows as w
+from modeldeploy_operator.telemetry.shadowing import mirroring, shadow_window
 from modeldeploy_serving import telemetry as t
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -74,19 +75,19 @@ def page(
     return "\n".join(lines) + "\n"
 
 
-def reading(at: float, pages: dict[str, str]) -> w.Reading:
-    return w.Reading(at, {name: w.parse_metrics(name, text) for name, text in pages.items()})
+def reading(at: float, pages: dict[str, str]) -> c.Reading:
+    return c.Reading(at, {name: c.parse_metrics(name, text) for name, text in pages.items()})
 
 
-def reference(pod: str, text: str) -> w.PodCounters:
+def reference(pod: str, text: str) -> c.PodCounters:
     samples = [
         (sample.name, sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name in w.SAMPLE_NAMES
-        and (sample.name != w.STARTED or sample.labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK)
+        if sample.name in c.SAMPLE_NAMES
+        and (sample.name != c.STARTED or sample.labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK)
     ]
-    return w.counters_from_samples(pod, samples)
+    return c.counters_from_samples(pod, samples)
 
 
 FIRST = page(10, 9, 10, {("0", "0"): 4, ("1", "1"): 5, ("1", "0"): 1}, (5, 8, 9, 10, 10, 10, 10))
@@ -97,7 +98,7 @@ FLIPPED = page(
 
 
 def test_the_shadow_series_parse_like_prometheus_clients_parser_and_the_gauge_is_kept_apart() -> None:
-    fast = w.parse_metrics("stable-a", FIRST)
+    fast = c.parse_metrics("stable-a", FIRST)
     assert fast == reference("stable-a", FIRST)
     assert fast.gauges == {(t.SHADOW_FRACTION, "3"): 1.0}
     assert fast.values[(t.SHADOW_LABELS_AGREED, "3", "label")] == 9

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from modeldeploy_operator import stats
+from modeldeploy_operator.telemetry import stats
 from scipy import stats as scipy_stats
 from scipy.spatial import distance
 

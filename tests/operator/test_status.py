@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from modeldeploy_operator.conditions import READY, RECONCILING, STALLED, Wanted
-from modeldeploy_operator.reasons import BY_NAME, Reason
-from modeldeploy_operator.status import Track, observe, pod_failure, selector, serving_template, serving_version
+from modeldeploy_operator.api.reasons import BY_NAME, Reason
+from modeldeploy_operator.status.conditions import READY, RECONCILING, STALLED, Wanted
+from modeldeploy_operator.status.decide import selector
+from modeldeploy_operator.status.observe import Track, observe, pod_failure, serving_template, serving_version
 
 DIGEST_MISMATCH = (
     "fetch failed (digest-mismatch): s3://models/fraud/8/model.onnx: sha256 mismatch: expected 9f2c, got 1b7e"

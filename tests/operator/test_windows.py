@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from modeldeploy_operator import windows as w
+from modeldeploy_operator.telemetry import counters as c
+from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import ServingApp
 from modeldeploy_serving.model import Model, load_model
@@ -49,8 +50,8 @@ def pod(servers: list[InProcessServer], model: Model, track: str = t.STABLE) -> 
     return server
 
 
-def reading(at: float, pages: dict[str, str], errors: dict[str, str] | None = None) -> w.Reading:
-    return w.Reading(at, {name: w.parse_metrics(name, text) for name, text in pages.items()}, errors or {})
+def reading(at: float, pages: dict[str, str], errors: dict[str, str] | None = None) -> c.Reading:
+    return c.Reading(at, {name: c.parse_metrics(name, text) for name, text in pages.items()}, errors or {})
 
 
 def profile_of(model: Model) -> Profile:
@@ -58,16 +59,16 @@ def profile_of(model: Model) -> Profile:
     return model.profile
 
 
-def reference_counters(pod_name: str, text: str) -> w.PodCounters:
+def reference_counters(pod_name: str, text: str) -> c.PodCounters:
     """The same page read by prometheus-client's parser, then keyed the same way."""
     samples = [
         (sample.name, sample.labels, sample.value)
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.name in w.SAMPLE_NAMES
-        and (sample.name != w.STARTED or sample.labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK)
+        if sample.name in c.SAMPLE_NAMES
+        and (sample.name != c.STARTED or sample.labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK)
     ]
-    return w.counters_from_samples(pod_name, samples)
+    return c.counters_from_samples(pod_name, samples)
 
 
 def test_the_fast_parser_reads_a_real_page_as_prometheus_clients_parser_does(
@@ -79,7 +80,7 @@ def test_the_fast_parser_reads_a_real_page_as_prometheus_clients_parser_does(
     send(server, "breast-cancer", with_gaps, 7, Sent())
     send_invalid(server, "breast-cancer", Sent())
     text = server.metrics()
-    fast = w.parse_metrics("pod-a", text)
+    fast = c.parse_metrics("pod-a", text)
     assert fast == reference_counters("pod-a", text)
     assert (fast.model, fast.version, fast.track) == ("breast-cancer", "1", t.CANARY)
     assert fast.sha256 == cancer.sha256 and fast.started is not None
@@ -104,7 +105,7 @@ other_metric_without_labels 6
 
 
 def test_escaped_label_values_timestamps_and_trailing_commas_parse_like_prometheus_client() -> None:
-    fast = w.parse_metrics("pod-a", ESCAPES)
+    fast = c.parse_metrics("pod-a", ESCAPES)
     assert fast == reference_counters("pod-a", ESCAPES)
     assert fast.model == 'a"b' and fast.started == 1.7e9
     assert fast.values[(t.FEATURE_MISSING, 'x,}="y\\z\nw')] == 2
@@ -121,8 +122,8 @@ def test_escaped_label_values_timestamps_and_trailing_commas_parse_like_promethe
     ],
 )
 def test_a_page_that_is_not_a_serving_pods_telemetry_is_refused_with_the_reason(page: str, words: str) -> None:
-    with pytest.raises(w.TelemetryError, match=r"^pod pod-a: ") as raised:
-        w.parse_metrics("pod-a", page)
+    with pytest.raises(c.TelemetryError, match=r"^pod pod-a: ") as raised:
+        c.parse_metrics("pod-a", page)
     assert words in str(raised.value)
 
 
@@ -132,8 +133,8 @@ def test_samples_of_two_tracks_from_one_pod_are_refused() -> None:
         (f"{t.REQUESTS}_total", {**base, t.LABEL_TRACK: t.STABLE, t.LABEL_OUTCOME: "ok"}, 1.0),
         (f"{t.ROWS}_total", {**base, t.LABEL_TRACK: t.CANARY}, 1.0),
     ]
-    with pytest.raises(w.TelemetryError, match="two models or tracks, m/1/stable and m/1/canary"):
-        w.counters_from_samples("pod-a", found)
+    with pytest.raises(c.TelemetryError, match="two models or tracks, m/1/stable and m/1/canary"):
+        c.counters_from_samples("pod-a", found)
 
 
 def test_a_window_counts_exactly_what_each_track_answered_between_two_reads(
@@ -208,7 +209,7 @@ def test_a_pod_that_could_not_be_read_makes_the_window_partial(
     start: list[InProcessServer], cancer: Model, rows: np.ndarray
 ) -> None:
     a, b = pod(start, cancer), pod(start, cancer)
-    first = reading(w.Reading(0.0).at, {"stable-a": a.metrics()}, {"stable-b": "did not answer within 5 s"})
+    first = reading(c.Reading(0.0).at, {"stable-a": a.metrics()}, {"stable-b": "did not answer within 5 s"})
     assert first.partial
     send(b, "breast-cancer", rows[:10], 5, Sent())
     now = reading(60.0, {"stable-a": a.metrics(), "stable-b": b.metrics()}, {})
@@ -244,12 +245,12 @@ def samples(version: str, edges: tuple[str, ...], counts: tuple[float, ...], cpu
 
 def test_histograms_on_different_edges_are_left_out_of_a_track_not_summed() -> None:
     same = [("p1", samples("1", ("1.0", "+Inf"), (2, 5))), ("p2", samples("1", ("1.0", "+Inf"), (1, 1)))]
-    now = w.Reading(10.0, {name: w.counters_from_samples(name, s) for name, s in same})
+    now = c.Reading(10.0, {name: c.counters_from_samples(name, s) for name, s in same})
     track = w.since_start(now).tracks[t.STABLE]
     assert track.features["x"] == w.Bins((1.0,), (3, 3)) and track.mismatched == ()
     assert track.cpu_seconds == 3.0
     mixed = [("p1", samples("1", ("1.0", "+Inf"), (2, 5))), ("p2", samples("2", ("2.0", "+Inf"), (1, 1), cpu=False))]
-    now = w.Reading(10.0, {name: w.counters_from_samples(name, s) for name, s in mixed})
+    now = c.Reading(10.0, {name: c.counters_from_samples(name, s) for name, s in mixed})
     track = w.since_start(now).tracks[t.STABLE]
     assert track.versions == ("1", "2")
     assert "x" not in track.features and track.mismatched == (f"{t.FEATURE_VALUE}{{x}}",)
@@ -258,7 +259,7 @@ def test_histograms_on_different_edges_are_left_out_of_a_track_not_summed() -> N
 
 
 def test_bins_turn_cumulative_buckets_into_counts_per_bin() -> None:
-    now = w.Reading(10.0, {"p": w.counters_from_samples("p", samples("1", ("-2.5", "0.0", "+Inf"), (1, 4, 10)))})
+    now = c.Reading(10.0, {"p": c.counters_from_samples("p", samples("1", ("-2.5", "0.0", "+Inf"), (1, 4, 10)))})
     bins = w.since_start(now).tracks[t.STABLE].features["x"]
     assert bins == w.Bins((-2.5, 0.0), (1, 3, 6)) and bins.total == 10
     assert np.asarray(bins.counts).sum() == 10 and not any(math.isinf(edge) for edge in bins.edges)

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import numpy as np
-from modeldeploy_operator.windows import Bins, TrackWindow
+from modeldeploy_operator.telemetry.windows import Bins, TrackWindow
 from modeldeploy_serving.profile import Profile
 
 from tests.serving.harness import infer_body, output

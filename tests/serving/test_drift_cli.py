@@ -17,7 +17,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 from modeldeploy_cli.main import main
-from modeldeploy_operator.drift import count_window
+from modeldeploy_operator.drift.assessment import count_window
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import load_model

@@ -1,0 +1,325 @@
+"""The `modeldeploy` command: serve, fetch, profile, drift, and operator (with the [operator] extra).
+
+Arguments are parsed here; the work is imported lazily from the package that does it, so
+`modeldeploy fetch` in an init container does not load ONNX Runtime or kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from modeldeploy_serving import __version__
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share from 0 up to (not including) 1, got {text}")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a share above 0, up to 1, got {text}")
+    return value
+
+
+def _sink(text: str) -> str:
+    from modeldeploy_serving.sampling import Sink
+
+    try:
+        Sink.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).split(": ", 1)[1]) from None
+    return text
+
+
+def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
+    """Mirroring to a shadow (docs/serving.md, Shadow traffic): off unless --shadow-config is given."""
+    serve.add_argument(
+        "--shadow-config",
+        type=Path,
+        help="a JSON file {target, fraction, version}: mirror answered requests to that shadow (re-read on change)",
+    )
+    serve.add_argument(
+        "--shadow-queue-size", type=_positive, default=256, help="copies waiting to be mirrored; more are dropped"
+    )
+    serve.add_argument(
+        "--shadow-timeout-seconds", type=_positive_seconds, default=1.0, help="longest the shadow may take per copy"
+    )
+    serve.add_argument(
+        "--shadow-connections", type=_positive, default=8, help="copies in flight to the shadow at once (default 8)"
+    )
+    serve.add_argument(
+        "--shadow-merge-wait-ms",
+        type=_non_negative_float,
+        default=5.0,
+        help="after a copy, how long to wait for more to send in the same call (default 5; 0 sends what waits)",
+    )
+
+
+def _add_drain_flags(serve: argparse.ArgumentParser) -> None:
+    drain = serve.add_argument_group(
+        "draining on SIGTERM (docs/serving.md#shutdown): keep answering until no new connection arrives"
+    )
+    drain.add_argument(
+        "--drain-min-seconds", type=_non_negative_float, default=0.0, help="drain at least this long (default 0)"
+    )
+    drain.add_argument(
+        "--drain-quiet-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        help="then until no new connection for this long (default 0)",
+    )
+    drain.add_argument(
+        "--drain-max-seconds", type=_non_negative_float, default=30.0, help="drain at most this long (default 30)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modeldeploy", description="Deploy and serve ONNX models.")
+    parser.add_argument("--version", action="version", version=f"modeldeploy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve an ONNX model over the Open Inference Protocol v2")
+    serve.add_argument("--model", required=True, help="a path, file://, http(s):// or s3:// URI")
+    serve.add_argument("--sha256", help="verify the model against this digest before serving it")
+    serve.add_argument("--name", help="the model name in URLs (default: the file name without .onnx)")
+    serve.add_argument("--version", dest="model_version", default="1", help="the model version label (default 1)")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--grpc-port", type=int, help="also serve the protocol's gRPC service on this port (default: off)"
+    )
+    serve.add_argument("--threads", type=_positive, default=1, help="ONNX Runtime threads (default 1)")
+    serve.add_argument(
+        "--max-batch-size", type=_positive, default=32, help="rows per merged call (1 turns batching off)"
+    )
+    serve.add_argument("--max-batch-delay-us", type=_non_negative, default=500, help="longest wait for a batch to fill")
+    serve.add_argument("--max-request-bytes", type=_positive, default=16 * 1024 * 1024)
+    serve.add_argument("--no-telemetry", action="store_true", help="count nothing (for measuring telemetry's cost)")
+    serve.add_argument(
+        "--max-header-bytes", type=_positive, default=64 * 1024, help="request line and headers; more gets 431"
+    )
+    serve.add_argument(
+        "--header-timeout-seconds", type=_positive_seconds, default=10.0, help="longest a request head may take (408)"
+    )
+    serve.add_argument(
+        "--idle-timeout-seconds", type=_positive_seconds, default=5.0, help="close connections idle this long"
+    )
+    serve.add_argument(
+        "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
+    )
+    _add_drain_flags(serve)
+    _add_shadow_flags(serve)
+
+    capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
+    capture.add_argument(
+        "--capture-sink", type=_sink, help="s3://BUCKET/PREFIX or an http(s):// URL that takes JSON lines"
+    )
+    capture.add_argument(
+        "--capture-sample-rate", type=_rate, default=0.1, help="share of answered requests captured (default 0.1)"
+    )
+    capture.add_argument(
+        "--capture-max-rows-per-minute", type=_positive, default=600, help="most rows captured a minute (default 600)"
+    )
+    capture.add_argument("--capture-batch-rows", type=_positive, default=500, help="rows per write (default 500)")
+    capture.add_argument(
+        "--capture-flush-interval-seconds",
+        type=_positive_seconds,
+        default=30.0,
+        help="longest a row waits to be written (default 30)",
+    )
+    capture.add_argument(
+        "--capture-queue-rows", type=_positive, default=10_000, help="rows waiting for the sink; more are dropped"
+    )
+
+    fetch = commands.add_parser("fetch", help="download a model and verify its sha256 (the init step)")
+    fetch.add_argument("uri", help="a path, file://, http(s):// or s3:// URI")
+    fetch.add_argument("--dest", type=Path, required=True, help="folder to put the model in")
+    fetch.add_argument("--sha256", help="expected digest, 64 hex characters")
+    fetch.add_argument("--attempts", type=_positive, default=5, help="tries for transient failures (default 5)")
+
+    profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
+    profile.add_argument("--model", type=Path, required=True)
+    profile.add_argument("--data", type=Path, required=True, help="reference data: CSV with a header, or .npy")
+    profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
+    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
+
+    drift = commands.add_parser(
+        "drift",
+        help="check a CSV batch for drift against the model's reference profile",
+        description="Exit code: 0 no drift, 1 drifted, 2 inconclusive (too few rows) or bad input.",
+    )
+    drift.add_argument("--model", type=Path, required=True, help="an ONNX model with an embedded profile")
+    drift.add_argument("--data", type=Path, required=True, help="CSV with a header row naming the profile's features")
+    drift.add_argument(
+        "--method", choices=["psi", "js", "chi2"], default="psi", help="the statistic (default psi, as spec.drift)"
+    )
+    drift.add_argument("--min-samples", type=_positive, default=200, help="fewer rows are inconclusive (default 200)")
+    drift.add_argument("--threshold", type=_positive_float, help="as spec.drift.threshold (default: the method's)")
+    drift.add_argument("--feature-share", type=_share, default=0.3, help="as spec.drift.featureShare (default 0.3)")
+    drift.add_argument("--json", action="store_true", help="print the report as JSON (status.drift's shape)")
+
+    commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["operator"]:  # kopf configures its own logging
+        try:
+            from modeldeploy_operator.cli import main as operator_main
+        except ImportError as error:
+            print(
+                f"modeldeploy operator: not installed ({error}); pip install 'modeldeploy[operator]'", file=sys.stderr
+            )
+            return 2
+        result: int = operator_main(argv[1:])
+        return result
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "fetch":
+        return _fetch(args)
+    if args.command == "drift":
+        return _drift(args)
+    return _profile(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.draining import DrainOptions
+    from modeldeploy_serving.fetching import FetchError
+    from modeldeploy_serving.model import ModelLoadError
+    from modeldeploy_serving.sampling import CaptureOptions
+    from modeldeploy_serving.server import ServeOptions, serve
+
+    capture = None
+    if args.capture_sink:
+        capture = CaptureOptions(
+            sink=args.capture_sink,
+            sample_rate=args.capture_sample_rate,
+            max_rows_per_minute=args.capture_max_rows_per_minute,
+            batch_rows=args.capture_batch_rows,
+            flush_seconds=args.capture_flush_interval_seconds,
+            queue_rows=args.capture_queue_rows,
+        )
+    options = ServeOptions(
+        model=args.model,
+        name=args.name,
+        version=args.model_version,
+        sha256=args.sha256,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_batch_size=args.max_batch_size,
+        max_batch_delay_us=args.max_batch_delay_us,
+        max_request_bytes=args.max_request_bytes,
+        telemetry=not args.no_telemetry,
+        max_header_bytes=args.max_header_bytes,
+        header_timeout_seconds=args.header_timeout_seconds,
+        idle_timeout_seconds=args.idle_timeout_seconds,
+        large_body_bytes=args.large_body_bytes,
+        drain=DrainOptions(args.drain_min_seconds, args.drain_quiet_seconds, args.drain_max_seconds),
+        grpc_port=args.grpc_port,
+        capture=capture,
+        shadow_config=args.shadow_config,
+        shadow_queue_size=args.shadow_queue_size,
+        shadow_timeout_seconds=args.shadow_timeout_seconds,
+        shadow_connections=args.shadow_connections,
+        shadow_merge_wait_seconds=args.shadow_merge_wait_ms / 1000,
+    )
+    try:
+        serve(options)
+    except (FetchError, ModelLoadError) as error:
+        print(f"modeldeploy serve: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 1)
+    return 0
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.fetching import FetchError, Retry, fetch, write_termination_message
+
+    try:
+        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts))
+    except FetchError as error:
+        line = f"fetch failed ({error.reason}): {error}"
+        print(line, file=sys.stderr)
+        write_termination_message(line)
+        return error.exit_code
+    print(path)
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from modeldeploy_operator.drift.assessment import DriftSettings
+
+    from modeldeploy_cli.drift import METHOD_NAMES, run_drift
+
+    settings = DriftSettings(
+        method=METHOD_NAMES[args.method],
+        threshold=args.threshold,
+        feature_share=args.feature_share,
+        min_samples=args.min_samples,
+    )
+    return run_drift(args.model, args.data, settings, args.json)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from modeldeploy_serving.profile import ProfileError
+    from modeldeploy_serving.profiling import profile_model
+
+    try:
+        profile = profile_model(args.model, args.data, args.out, args.bins)
+    except (ProfileError, OSError) as error:
+        print(f"modeldeploy profile: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.out}: {len(profile.features)} features and {len(profile.outputs)} outputs "
+        f"profiled from {profile.rows} rows"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What every part of the ModelDeployment API is built from: the base model, CEL rules, durations.
+
+spec.py (the spec), drift.py (drift, its responses, production capture) and
+status.py (the status) all build on these; the operator's decisions parse durations
+with parse_duration, so a duration means the same in the schema and in the code.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration like 90s, 5m, 1h30m or 500ms (DURATION_PATTERN); ValueError otherwise."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m or 500ms")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(ms|s|m|h)", text))
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """A CEL validation rule for the CRD schema (x-kubernetes-validations)."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ResourceModel(BaseModel):
+    """The base of the resource's models: camelCase in YAML, unknown fields refused, immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)

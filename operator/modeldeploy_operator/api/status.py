@@ -1,0 +1,286 @@
+"""The ModelDeployment's status, as models: what the operator reports, and the one source
+of the CRD's status schema and of the status tables in docs/modeldeployment.md (crd.py and
+docs.py generate them). The reconcile writes what ModelDeploymentStatus dumps, whole.
+
+Pure: pydantic only. The spec's models are in spec.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from modeldeploy_operator.api.base import ResourceModel
+
+
+class Condition(ResourceModel):
+    """A kstatus-style condition."""
+
+    type: Annotated[str, Field(description="Ready, Reconciling, Stalled or DriftDetected.")]
+    status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
+    reason: Annotated[str, Field(description="Why, in one word; docs/modeldeployment.md lists every reason.")]
+    message: Annotated[str, Field(description="What happened, for a person.")] = ""
+    last_transition_time: Annotated[
+        str, Field(description="When status last changed (RFC 3339).", json_schema_extra={"format": "date-time"})
+    ]
+    observed_generation: Annotated[
+        int | None, Field(description="The metadata.generation the condition was decided for.")
+    ] = None
+
+
+class TrackStatus(ResourceModel):
+    """What one track's Deployment serves, read from its pod template and its pods."""
+
+    version: Annotated[
+        str | None,
+        Field(
+            description="The model version the ready pods serve (their version label); without ready pods, "
+            "the pod template's."
+        ),
+    ] = None
+    revision: Annotated[int | None, Field(description="The Deployment's revision.")] = None
+    uri: Annotated[
+        str | None,
+        Field(
+            description="The model file the pod template fetches; absent while the ready pods serve another "
+            "version than the template's."
+        ),
+    ] = None
+    sha256: Annotated[str | None, Field(description="The digest the pod template verifies, when it verifies one.")] = (
+        None
+    )
+    replicas: Annotated[int, Field(description="The Deployment's pods.")] = 0
+    ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
+
+
+CheckName = Literal[
+    "signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost", "agreement", "outputDelta"
+]
+CheckResult = Literal["Successful", "Failed", "Inconclusive"]
+
+
+class Check(ResourceModel):
+    """One check of a canary step, with the evidence it was decided on."""
+
+    check: Annotated[
+        CheckName,
+        Field(
+            description="signature, webhook, errorRate, latencyP99, predictionShift or cost; in the shadow step "
+            "errorRate, latencyP99 (of the mirrored calls), agreement and outputDelta."
+        ),
+    ]
+    result: Annotated[
+        CheckResult,
+        Field(description="Successful, Failed, or Inconclusive (too little data: the step waits)."),
+    ]
+    value: Annotated[float | None, Field(description="What was measured; absent when nothing could be.")] = None
+    limit: Annotated[float | None, Field(description="The limit from spec.rollout.analysis; absent without one.")] = (
+        None
+    )
+    samples: Annotated[
+        int,
+        Field(
+            description="Canary requests (mirrored requests in the shadow step, or rows) the value was computed from."
+        ),
+    ] = 0
+    message: Annotated[str, Field(description="The value, limit and samples in words, or why it is Inconclusive.")] = ""
+
+
+class CanaryStatus(ResourceModel):
+    """The rollout under way; removed when it is promoted, rolled back or aborted."""
+
+    revision: Annotated[int, Field(description="This rollout's number, counted per ModelDeployment from 1.")]
+    version: Annotated[str, Field(description="The new version (spec.model.version).")]
+    uri: Annotated[str, Field(description="The new model file.")]
+    sha256: Annotated[str | None, Field(description="Its digest, when the spec gives one.")] = None
+    spec_hash: Annotated[
+        str, Field(description="A digest of what the pods serve (model, serving, resources) for this rollout.")
+    ]
+    step: Annotated[int, Field(description="Index into spec.rollout.steps of the current step.")] = 0
+    requested_weight: Annotated[
+        int, Field(description="Percent of traffic the current step asks for; 0 before any live traffic.")
+    ] = 0
+    actual_weight: Annotated[
+        int, Field(description="Percent of the serving pods behind the Service that are canary pods now.")
+    ] = 0
+    started_at: Annotated[str, Field(description="When the rollout started.")]
+    step_started_at: Annotated[
+        str | None, Field(description="When the current step's weight was verified and its interval began.")
+    ] = None
+    inconclusive_since: Annotated[
+        str | None,
+        Field(
+            description="Since when the step's judgement has been Inconclusive (in the shadow step also: since "
+            "when it has waited for the stable pods to mirror)."
+        ),
+    ] = None
+    shadow: Annotated[
+        bool | None,
+        Field(
+            description="True in the shadow step: the canary answers copies of live requests mirrored by the stable "
+            "pods and takes no live traffic (requestedWeight 0); analysis compares the two answers."
+        ),
+    ] = None
+    promoting: Annotated[
+        bool,
+        Field(
+            description="Every step passed (or a user promoted): the stable Deployment is being updated to the new "
+            "version."
+        ),
+    ] = False
+    promoted_by: Annotated[
+        Literal["analysis", "user"] | None,
+        Field(description="Who decided the promotion under way: analysis (every step passed) or user (promote)."),
+    ] = None
+    handled: Annotated[
+        str, Field(description="The last user command (annotation value) acted on, so each acts once.")
+    ] = ""
+    message: Annotated[str, Field(description="What the rollout is doing or waiting for.")] = ""
+    analysis: list[Check] = Field(default_factory=list, description="The latest judgement of the current step.")
+
+
+class HistoryEntry(ResourceModel):
+    """A finished rollout and why it ended as it did."""
+
+    revision: Annotated[int, Field(description="The rollout's number (status.canary.revision while it ran).")]
+    version: Annotated[str, Field(description="The version rolled out.")]
+    uri: Annotated[str, Field(description="Its model file.")]
+    sha256: Annotated[str | None, Field(description="Its digest, when given.")] = None
+    spec_hash: Annotated[str, Field(description="A digest of what the pods served (model, serving, resources).")]
+    outcome: Annotated[
+        Literal["Promoted", "RolledBack", "Aborted"], Field(description="Promoted, RolledBack or Aborted.")
+    ]
+    reason: Annotated[str, Field(description="The condition reason the outcome was given with.")]
+    message: Annotated[str, Field(description="Why, with the deciding check's value and limit.")] = ""
+    decided_by: Annotated[
+        Literal["analysis", "deadline", "signature", "startup", "user", "spec"],
+        Field(
+            description="What decided: analysis, deadline, signature, startup (the canary never came up), "
+            "user (promote or abort) or spec (a newer spec replaced it)."
+        ),
+    ]
+    analysis: Annotated[list[Check], Field(default_factory=list, description="The last judgement before the decision.")]
+    shadow: Annotated[
+        bool | None,
+        Field(
+            description="True when decided in the shadow step: the analysis is of mirrored requests; "
+            "no user was served by this version."
+        ),
+    ] = None
+    started_at: Annotated[str, Field(description="When the rollout started.")]
+    finished_at: Annotated[str, Field(description="When it was decided.")]
+
+
+class FeatureDriftStatus(ResourceModel):
+    name: Annotated[str, Field(description="The feature, as the profile names it.")]
+    score: Annotated[float, Field(description="Its score with the method in use.")]
+    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
+
+
+class PredictionDriftStatus(ResourceModel):
+    score: Annotated[float, Field(description="The most shifted output's score.")]
+    drifted: Annotated[bool, Field(description="Whether it passed its threshold.")]
+
+
+class DriftEpisode(ResourceModel):
+    """A drift episode: from a Drifted verdict until the next NoDrift (Inconclusive does not end it)."""
+
+    number: Annotated[int, Field(description="Episodes counted per ModelDeployment from 1.")]
+    started_at: Annotated[str, Field(description="When the verdict turned Drifted.")]
+    ended_at: Annotated[
+        str | None, Field(description="When the verdict returned to NoDrift; absent while the episode lasts.")
+    ] = None
+
+
+class RetrainingStatus(ResourceModel):
+    """The retraining Job of the latest drift episode."""
+
+    job: Annotated[str, Field(description="The Job's name: NAME-retrain-EPISODE.")]
+    episode: Annotated[int, Field(description="The drift episode it was created for.")]
+    outcome: Annotated[
+        Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"],
+        Field(
+            description="Pending (no pod running yet), Running, Succeeded, Failed (read from the Job's status), "
+            "or NotCreated (the API server refused it; the message says why)."
+        ),
+    ]
+    message: Annotated[str, Field(description="Why it was not created, or the Job's last condition.")] = ""
+
+
+class DriftStatus(ResourceModel):
+    """The latest drift evaluation of the stable pods' traffic against the model's profile."""
+
+    verdict: Annotated[
+        Literal["Drifted", "NoDrift", "Inconclusive"],
+        Field(description="Drifted, NoDrift, or Inconclusive (fewer than minSamples rows, no profile, no telemetry)."),
+    ]
+    method: Annotated[str, Field(description="psi, jensen-shannon or chi-square.")]
+    score: Annotated[float | None, Field(description="The most drifted feature's score.")] = None
+    threshold: Annotated[float | None, Field(description="The threshold that feature was held to.")] = None
+    samples: Annotated[int, Field(description="Rows in the window.")] = 0
+    window: Annotated[str, Field(description="The window evaluated (spec.drift.window).")]
+    evaluated_at: Annotated[str, Field(description="When it was evaluated.")]
+    message: Annotated[str, Field(description="Why it is Inconclusive, or which features moved.")] = ""
+    features: list[FeatureDriftStatus] = Field(
+        default_factory=list, description="The 5 most drifted features, worst first."
+    )
+    prediction: Annotated[
+        PredictionDriftStatus | None, Field(description="Prediction drift, when the profile has outputs.")
+    ] = None
+    episode: Annotated[
+        DriftEpisode | None, Field(description="The latest drift episode; absent until the first Drifted verdict.")
+    ] = None
+    retraining: Annotated[
+        RetrainingStatus | None,
+        Field(description="The latest episode's retraining Job, with spec.drift.retraining."),
+    ] = None
+
+
+class ModelDeploymentStatus(ResourceModel):
+    """What the operator observed; written only by the operator, whole, and only when it changes."""
+
+    observed_generation: Annotated[
+        int | None,
+        Field(description="The `metadata.generation` this status describes; older: not caught up yet."),
+    ] = None
+    phase: Annotated[
+        Literal["Pending", "Progressing", "Ready", "Degraded"] | None,
+        Field(description="`Pending`, `Progressing`, `Ready` or `Degraded`."),
+    ] = None
+    replicas: Annotated[
+        int | None, Field(description="Serving pods of the stable Deployment (the scale subresource reads it).")
+    ] = None
+    ready_replicas: Annotated[int | None, Field(description="Of those, the ready ones.")] = None
+    selector: Annotated[
+        str | None,
+        Field(description="The stable pods' label selector, for `kubectl scale` and a HorizontalPodAutoscaler."),
+    ] = None
+    url: Annotated[
+        str | None,
+        Field(
+            description="The in-cluster inference endpoint: "
+            "`http://NAME.NAMESPACE.svc.CLUSTER_DOMAIN/v2/models/NAME/infer`."
+        ),
+    ] = None
+    stable: Annotated[
+        TrackStatus | None,
+        Field(description="What the stable Deployment serves: all traffic outside a rollout."),
+    ] = None
+    canary: Annotated[
+        CanaryStatus | None,
+        Field(description="The rollout under way, present only during one."),
+    ] = None
+    drift: Annotated[DriftStatus | None, Field(description="The latest drift evaluation.")] = None
+    history: list[HistoryEntry] = Field(
+        default_factory=list, description="Finished rollouts, newest first, at most 10."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready; Reconciling and Stalled while something is abnormal (kstatus).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+
+    def dump(self) -> dict[str, Any]:
+        """The status as the API server stores it: camelCase, without unset fields."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")

@@ -1,0 +1,260 @@
+"""The response to drift: episodes, the drift report, its signature, and the retraining Job.
+
+Pure. A drift episode opens when the verdict turns `Drifted` and closes when it returns to
+`NoDrift` (an `Inconclusive` window neither opens nor closes one). The episode lives in
+`status.drift.episode`, so what is due survives an operator restart: the webhook is told
+and the retraining Job is created when an episode opens, and the Job's name is derived
+from the episode's number (`NAME-retrain-N`), so a reconcile that runs again after a crash
+finds the Job it already created instead of making a second one.
+
+modeldeploy_operator/notifying.py sends the report; k8s/client.py creates the ConfigMap
+and the Job built here; reconcile.py decides nothing but calls these in order.
+docs/drift.md is the user's reference for the report's shape, the signature and the Job.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+from typing import Any, Literal
+
+from modeldeploy_serving.sampling import Sink
+
+from modeldeploy_operator.api.drift import JobTemplate
+from modeldeploy_operator.api.spec import Owner, about
+from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, RetrainingStatus
+from modeldeploy_operator.children.labels import MANAGED_BY, NAME_LABEL, owner_reference
+
+Obj = dict[str, Any]
+Outcome = Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"]
+
+SIGNATURE_HEADER = "X-Modeldeploy-Signature"  # sha256=HEX: HMAC-SHA256 of the raw body
+EVENT_HEADER = "X-Modeldeploy-Event"  # always "drift" here
+DELIVERY_HEADER = "X-Modeldeploy-Delivery"  # UID-EPISODE: the same on every retry of one report
+REPORT_ENV = "MODELDEPLOY_DRIFT_REPORT"
+EPISODE_ENV = "MODELDEPLOY_DRIFT_EPISODE"
+CAPTURE_ENV = "MODELDEPLOY_CAPTURE_URI"
+REPORT_DIR = "/etc/modeldeploy/drift"
+REPORT_FILE = "report.json"
+REPORT_VOLUME = "modeldeploy-drift-report"
+EPISODE_LABEL = "modeldeploy.dev/drift-episode"
+RETRY_STATUSES = frozenset({408, 429})  # and every 5xx; any other answer is final
+
+
+def advance(previous: DriftEpisode | None, verdict: str, now: str) -> tuple[DriftEpisode | None, bool]:
+    """(the episode to show, whether one opened now) after a verdict.
+
+    Drifted opens episode N+1 unless one is open; NoDrift closes an open one; Inconclusive
+    changes nothing. Asking again with the same verdict changes nothing either.
+    """
+    is_open = previous is not None and previous.ended_at is None
+    if verdict == "Drifted" and not is_open:
+        number = (previous.number if previous is not None else 0) + 1
+        return DriftEpisode(number=number, started_at=now), True
+    if verdict == "NoDrift" and previous is not None and is_open:
+        return previous.model_copy(update={"ended_at": now}), False
+    return previous, False
+
+
+def carry(previous: DriftStatus | None, current: DriftStatus, now: str) -> tuple[DriftStatus, bool]:
+    """The drift status to write: the current evaluation with the episode advanced and the
+    retraining Job carried over from the previous status; and whether an episode opened."""
+    before = previous.episode if previous is not None else None
+    episode, opened = advance(before, current.verdict, now)
+    retraining = previous.retraining if previous is not None else None
+    return current.model_copy(update={"episode": episode, "retraining": retraining}), opened
+
+
+def open_episode(drift: DriftStatus | None) -> DriftEpisode | None:
+    if drift is None or drift.episode is None or drift.episode.ended_at is not None:
+        return None
+    return drift.episode
+
+
+def retraining_due(drift: DriftStatus | None) -> DriftEpisode | None:
+    """The open episode whose Job is not recorded yet, or None."""
+    episode = open_episode(drift)
+    if episode is None or drift is None:
+        return None
+    if drift.retraining is not None and drift.retraining.episode == episode.number:
+        return None
+    return episode
+
+
+def job_name(name: str, episode: int) -> str:
+    return f"{name}-retrain-{episode}"
+
+
+def report(
+    meta: Obj, version: str | None, drift: DriftStatus, every_feature: list[Obj] | None, owner: Owner | None = None
+) -> Obj:
+    """The drift report the webhook and the Job get: status.drift's fields, the deployment
+    it is about (with its owner, as in every webhook body), and every feature (worst first)
+    when the operator still holds them."""
+    shown = drift.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"retraining"})
+    features = every_feature if every_feature is not None else shown.get("features", [])
+    return {
+        "kind": "DriftReport",
+        "modelDeployment": about(meta, owner),
+        "version": version,
+        **shown,
+        "features": features,
+        "allFeatures": every_feature is not None,
+    }
+
+
+def encode(body: Obj) -> bytes:
+    """The bytes that are sent, signed and mounted: compact, keys in a stable order."""
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def signature(body: bytes, secret: bytes) -> str:
+    """The X-Modeldeploy-Signature value: sha256= and the hex HMAC-SHA256 of the raw body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, secret: bytes, header: str) -> bool:
+    """What a receiver does (docs/drift.md has the same in a few lines)."""
+    return hmac.compare_digest(signature(body, secret), header)
+
+
+def headers(body: bytes, meta: Obj, episode: int, secret: bytes | None) -> dict[str, str]:
+    sent = {
+        "Content-Type": "application/json",
+        EVENT_HEADER: "drift",
+        DELIVERY_HEADER: f"{meta.get('uid', meta['name'])}-{episode}",
+    }
+    if secret is not None:
+        sent[SIGNATURE_HEADER] = signature(body, secret)
+    return sent
+
+
+def retry_delays(retries: int, backoff: float) -> list[float]:
+    """The waits before each retry: backoff, then doubled each time."""
+    return [backoff * 2**attempt for attempt in range(retries)]
+
+
+def worth_retry(status: int | None) -> bool:
+    """No answer (None), a 5xx, a 408 or a 429 is tried again; anything else is final."""
+    return status is None or status >= 500 or status in RETRY_STATUSES
+
+
+def capture_uri(sink: str, model: str, version: str) -> str:
+    """Where spec.capture writes the samples of the version that drifted: for an s3:// sink
+    the key prefix `s3://BUCKET/PREFIX/MODEL/VERSION/` (keys then sort by day and time, see
+    sampling.object_key); for an http(s):// sink the sink itself, which the Job may know how
+    to query."""
+    parsed = Sink.parse(sink)
+    if parsed.kind != "s3":
+        return sink
+    return f"s3://{parsed.bucket}/" + "/".join(part for part in (parsed.prefix, model, version) if part) + "/"
+
+
+def _labels(name: str, episode: int) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/instance": name,
+        "app.kubernetes.io/component": "retraining",
+        NAME_LABEL: name,
+        EPISODE_LABEL: str(episode),
+    }
+
+
+def build_report_config_map(meta: Obj, episode: int, body: bytes) -> Obj:
+    """The ConfigMap the Job mounts: the report as report.json, owned by the ModelDeployment."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": job_name(meta["name"], episode),
+            "namespace": meta["namespace"],
+            "labels": _labels(meta["name"], episode),
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "data": {REPORT_FILE: body.decode()},
+    }
+
+
+_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+_CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def _container(container: Obj, env: list[Obj]) -> Obj:
+    """A container with the report mounted, its variables set, and the restricted settings it leaves out."""
+    ours = {item["name"] for item in env}
+    security = {**copy.deepcopy(_CONTAINER_SECURITY), **(container.get("securityContext") or {})}
+    mount = {"name": REPORT_VOLUME, "mountPath": REPORT_DIR, "readOnly": True}
+    return {
+        **container,
+        "env": [item for item in container.get("env") or [] if item.get("name") not in ours] + env,
+        "volumeMounts": [*(container.get("volumeMounts") or []), mount],
+        "securityContext": security,
+    }
+
+
+def build_retraining_job(meta: Obj, template: JobTemplate, episode: int, capture_uri: str | None = None) -> Obj:
+    """The episode's Job: the user's template with the report mounted, MODELDEPLOY_DRIFT_REPORT
+    (and MODELDEPLOY_CAPTURE_URI when samples are captured) set in every container,
+    restartPolicy Never and the restricted pod security settings where the template has none,
+    owned by the ModelDeployment."""
+    name = job_name(meta["name"], episode)
+    spec = copy.deepcopy(template.spec)
+    pod_template = spec.setdefault("template", {})
+    pod = pod_template.setdefault("spec", {})
+    env = [
+        {"name": REPORT_ENV, "value": f"{REPORT_DIR}/{REPORT_FILE}"},
+        {"name": EPISODE_ENV, "value": str(episode)},
+    ]
+    if capture_uri:
+        env.append({"name": CAPTURE_ENV, "value": capture_uri})
+    pod.setdefault("restartPolicy", "Never")
+    pod["securityContext"] = {**copy.deepcopy(_POD_SECURITY), **(pod.get("securityContext") or {})}
+    pod["volumes"] = [*(pod.get("volumes") or []), {"name": REPORT_VOLUME, "configMap": {"name": name}}]
+    for kind in ("initContainers", "containers"):
+        if pod.get(kind):
+            pod[kind] = [_container(container, env) for container in pod[kind]]
+    user = template.metadata or {}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {**(user.get("labels") or {}), **_labels(meta["name"], episode)},
+            "annotations": dict(user.get("annotations") or {}),
+            "ownerReferences": [owner_reference(meta)],
+        },
+        "spec": spec,
+    }
+
+
+def job_outcome(job: Obj) -> tuple[Outcome, str]:
+    """Succeeded, Failed, Running or Pending, from the Job's status, with its deciding condition's message."""
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    if "Complete" in conditions:
+        return "Succeeded", _said(conditions["Complete"])
+    if "Failed" in conditions:
+        return "Failed", _said(conditions["Failed"])
+    if int(status.get("active") or 0) > 0:
+        return "Running", ""
+    return "Pending", ""
+
+
+def _said(condition: Obj) -> str:
+    return str(condition.get("message") or condition.get("reason") or "")
+
+
+def with_job(drift: DriftStatus, jobs: list[Obj]) -> DriftStatus:
+    """status.drift with its retraining outcome read from the Job, when the watch has it."""
+    retraining = drift.retraining
+    if retraining is None or retraining.outcome == "NotCreated":
+        return drift
+    job = next((j for j in jobs if (j.get("metadata") or {}).get("name") == retraining.job), None)
+    if job is None:
+        return drift  # not seen yet, or deleted (a TTL): the last outcome stands
+    outcome, message = job_outcome(job)
+    updated = RetrainingStatus(job=retraining.job, episode=retraining.episode, outcome=outcome, message=message)
+    return drift.model_copy(update={"retraining": updated})

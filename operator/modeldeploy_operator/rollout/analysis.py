@@ -1,0 +1,309 @@
+"""A canary step's judgement: the canary's window against stable's, over the same stretch.
+
+Pure. Each check is Successful, Failed or Inconclusive, with its value, limit and the
+samples it was computed from:
+
+- errorRate: the canary's share of 5xx answers, plus the share of requests it refused (4xx)
+  beyond stable's own refusal rate over the same time (a canary that refuses inputs stable
+  answers is failing them too);
+- latencyP99: the canary's p99 request latency, from its histogram buckets, in ms;
+- predictionShift: PSI between the canary's and stable's predictions over the same time:
+  class shares of a label output when the model has one, else the prediction histograms
+  when both tracks bin them on the same edges (see docs/rollouts.md: otherwise the check is
+  Inconclusive, never passed);
+- cost: CPU seconds per 1,000 predictions, canary over stable; it fails a step only when
+  spec.rollout.analysis.maxCostIncrease is set, and is reported either way.
+
+Fewer than minRequests canary requests, or a window that misses a pod's counts, makes
+every check Inconclusive: the step waits, it never passes on too little data.
+
+The shadow step (judge_shadow) is judged on what the stable pods counted of their copies
+to the canary: errorRate and latencyP99 of the mirrored calls, agreement (the share of rows
+on which both versions predicted the same label, minAgreement) and outputDelta (the 95th
+percentile of |stable - canary| per row for scores and regression outputs,
+maxOutputDeltaP95, reported only without it). A check with nothing of its kind to compare
+(agreement for a regression model) is Successful with no value and says so; with nothing
+compared at all it is Inconclusive.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from modeldeploy_operator.api.rollout import Analysis
+from modeldeploy_operator.api.status import Check
+from modeldeploy_operator.telemetry import stats
+from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
+from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
+
+OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"
+
+
+def _check(name: str, result: str, value: float | None, limit: float | None, samples: int, message: str) -> Check:
+    return Check.model_validate(
+        {"check": name, "result": result, "value": value, "limit": limit, "samples": samples, "message": message}
+    )
+
+
+def _rounded(value: float) -> float:
+    return float(f"{value:.4g}")
+
+
+def judge(window: Window, limits: Analysis) -> list[Check]:
+    """Every check of one step, canary against stable over the window."""
+    canary = window.tracks.get("canary")
+    stable = window.tracks.get("stable")
+    samples = canary.total_requests if canary is not None else 0
+    why = _unjudgeable(window, canary, stable, samples, limits.min_requests)
+    if why is not None:
+        names = ["errorRate", "latencyP99", "predictionShift", "cost"]
+        return [_check(name, "Inconclusive", None, _limit(name, limits), samples, why) for name in names]
+    assert canary is not None and stable is not None
+    return [
+        error_rate(canary, stable, limits.max_error_rate),
+        latency_p99(canary, limits.max_latency_p99_ms),
+        prediction_shift(canary, stable, limits.max_prediction_shift),
+        cost(canary, stable, limits.max_cost_increase),
+    ]
+
+
+def _limit(name: str, limits: Analysis) -> float | None:
+    return {
+        "errorRate": limits.max_error_rate,
+        "latencyP99": limits.max_latency_p99_ms,
+        "predictionShift": limits.max_prediction_shift,
+        "cost": limits.max_cost_increase,
+    }[name]
+
+
+def _unjudgeable(
+    window: Window, canary: TrackWindow | None, stable: TrackWindow | None, samples: int, minimum: int
+) -> str | None:
+    if window.partial:
+        pods = ", ".join(f"{pod} ({why})" for pod, why in sorted(window.errors.items()))
+        return f"telemetry missing from {pods}"
+    if canary is None or stable is None:
+        return "no telemetry from " + ("the canary" if canary is None else "stable") + " pods"
+    if samples < minimum:
+        return f"{samples} canary requests in {window.seconds:.0f}s, fewer than minRequests {minimum}"
+    return None
+
+
+def error_rate(canary: TrackWindow, stable: TrackWindow, limit: float) -> Check:
+    total = canary.total_requests
+    errors = canary.requests.get(OUTCOME_ERROR, 0) / total
+    refused = canary.requests.get(OUTCOME_INVALID, 0) / total
+    stable_total = stable.total_requests
+    stable_refused = stable.requests.get(OUTCOME_INVALID, 0) / stable_total if stable_total else 0.0
+    extra_refused = max(0.0, refused - stable_refused)
+    value = _rounded(errors + extra_refused)
+    message = (
+        f"{value:.2%} of {total} canary requests failed (5xx {errors:.2%}, 4xx beyond stable's "
+        f"{extra_refused:.2%}); limit {limit:.2%}"
+    )
+    return _check("errorRate", "Failed" if value > limit else "Successful", value, limit, total, message)
+
+
+def _quantile(bins: Bins, quantile: float) -> float | None:
+    cumulative, running = [], 0
+    for count in bins.counts:
+        running += count
+        cumulative.append(float(running))
+    return stats.histogram_quantile(quantile, [*bins.edges, math.inf], cumulative)
+
+
+def latency_p99(canary: TrackWindow, limit_ms: float) -> Check:
+    seconds = _quantile(canary.latency, 0.99)
+    samples = canary.latency.total
+    if seconds is None:
+        return _check("latencyP99", "Inconclusive", None, limit_ms, samples, "no request latency counted")
+    value = _rounded(seconds * 1000)
+    message = f"p99 {value:g} ms over {samples} canary requests; limit {limit_ms:g} ms"
+    return _check("latencyP99", "Failed" if value > limit_ms else "Successful", value, limit_ms, samples, message)
+
+
+def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int], list[int]] | None:
+    """(what is compared, canary counts, stable counts) on the same bins, if the tracks have any."""
+    for output in sorted(canary.classes):
+        if output in stable.classes:
+            labels = sorted(set(canary.classes[output]) | set(stable.classes[output]))
+            return (
+                f"class shares of {output}",
+                [canary.classes[output].get(label, 0) for label in labels],
+                [stable.classes[output].get(label, 0) for label in labels],
+            )
+    for key in sorted(canary.predictions):
+        theirs = stable.predictions.get(key)
+        if theirs is not None and theirs.edges == canary.predictions[key].edges:
+            name = key[0] + (f"[{key[1]}]" if key[1] else "")
+            return f"binned {name}", list(canary.predictions[key].counts), list(theirs.counts)
+    return None
+
+
+def prediction_shift(canary: TrackWindow, stable: TrackWindow, limit: float) -> Check:
+    compared = _comparable(canary, stable)
+    if compared is None:
+        message = "the canary's and stable's predictions share no class labels or bin edges to compare"
+        return _check("predictionShift", "Inconclusive", None, limit, canary.rows, message)
+    what, mine, theirs = compared
+    rows, reference_rows = sum(mine), sum(theirs)
+    if rows == 0 or reference_rows == 0:
+        message = f"no predictions counted on {'the canary' if rows == 0 else 'stable'}"
+        return _check("predictionShift", "Inconclusive", None, limit, rows, message)
+    value = _rounded(stats.psi(mine, theirs, reference_rows))
+    message = (
+        f"PSI {value:g} between canary and stable {what} ({rows} vs {reference_rows} predictions); limit {limit:g}"
+    )
+    return _check("predictionShift", "Failed" if value > limit else "Successful", value, limit, rows, message)
+
+
+def _cpu_per_thousand(track: TrackWindow) -> float | None:
+    if track.cpu_seconds is None or track.rows == 0:
+        return None
+    return track.cpu_seconds / track.rows * 1000
+
+
+def cost(canary: TrackWindow, stable: TrackWindow, limit: float | None) -> Check:
+    mine, theirs = _cpu_per_thousand(canary), _cpu_per_thousand(stable)
+    if mine is None or theirs is None or theirs == 0:
+        message = "CPU per prediction not measured on both tracks"
+        return _check("cost", "Inconclusive" if limit is not None else "Successful", None, limit, canary.rows, message)
+    ratio = _rounded(mine / theirs)
+    message = f"{mine:.3g} CPU s per 1,000 predictions on the canary, {theirs:.3g} on stable: x{ratio:g}"
+    message += f"; limit x{limit:g}" if limit is not None else " (reported only: no maxCostIncrease)"
+    failed = limit is not None and ratio > limit
+    return _check("cost", "Failed" if failed else "Successful", ratio, limit, canary.rows, message)
+
+
+def _tensors(metadata: dict[str, Any], side: str) -> dict[str, dict[str, Any]]:
+    return {tensor.get("name", ""): tensor for tensor in metadata.get(side) or []}
+
+
+def _shapes_compatible(mine: list[Any], theirs: list[Any]) -> bool:
+    """Same rank, and each dimension equal or variable (-1) on either side."""
+    return len(mine) == len(theirs) and all(-1 in (a, b) or a == b for a, b in zip(mine, theirs, strict=True))
+
+
+def signature(stable: dict[str, Any], canary: dict[str, Any]) -> Check:
+    """The canary's inputs and outputs (GET /v2/models/NAME) against stable's, field by field."""
+    differences: list[str] = []
+    for side in ("inputs", "outputs"):
+        mine, theirs = _tensors(canary, side), _tensors(stable, side)
+        for name in sorted(set(theirs) - set(mine)):
+            differences.append(f"{side}.{name}: missing (stable has it)")
+        for name in sorted(set(mine) - set(theirs)):
+            differences.append(f"{side}.{name}: not in stable")
+        for name in sorted(set(mine) & set(theirs)):
+            if mine[name].get("datatype") != theirs[name].get("datatype"):
+                differences.append(
+                    f"{side}.{name}: datatype {mine[name].get('datatype')}, stable {theirs[name].get('datatype')}"
+                )
+            if not _shapes_compatible(list(mine[name].get("shape") or []), list(theirs[name].get("shape") or [])):
+                differences.append(
+                    f"{side}.{name}: shape {mine[name].get('shape')}, stable {theirs[name].get('shape')}"
+                )
+    if differences:
+        return _check("signature", "Failed", None, None, 0, "signature differs from stable: " + "; ".join(differences))
+    inputs, outputs = len(_tensors(canary, "inputs")), len(_tensors(canary, "outputs"))
+    return _check("signature", "Successful", None, None, 0, f"{inputs} inputs and {outputs} outputs match stable")
+
+
+def judge_shadow(window: Window, limits: Analysis, version: str, minimum: int) -> list[Check]:
+    """The shadow step's checks: the canary's answers to mirrored copies against stable's
+    own answers to the same requests, as the stable pods counted them over the window.
+
+    errorRate and latencyP99 are of the mirrored calls; agreement (labels) and outputDelta
+    (scores and regression outputs) are paired: the same rows answered by both versions.
+    Fewer than `minimum` copies sent to the canary makes every check Inconclusive."""
+    stable = window.tracks.get("stable")
+    shadow = shadow_window(stable, version) if stable is not None else None
+    samples = shadow.sent if shadow is not None else 0
+    why = None
+    if window.partial:
+        why = "telemetry missing from " + ", ".join(f"{pod} ({e})" for pod, e in sorted(window.errors.items()))
+    elif shadow is None:
+        why = "no telemetry from the stable pods"
+    elif samples < minimum:
+        dropped = f" ({shadow.dropped} dropped: the mirroring queue was full)" if shadow.dropped else ""
+        why = f"{samples} mirrored requests in {window.seconds:.0f}s{dropped}, fewer than minRequests {minimum}"
+    if why is not None:
+        limited = {
+            "errorRate": limits.max_error_rate,
+            "latencyP99": limits.max_latency_p99_ms,
+            "agreement": limits.min_agreement,
+            "outputDelta": limits.max_output_delta_p95,
+        }
+        return [_check(name, "Inconclusive", None, limit, samples, why) for name, limit in limited.items()]
+    assert shadow is not None
+    return [
+        mirrored_errors(shadow, limits.max_error_rate),
+        mirrored_latency(shadow, limits.max_latency_p99_ms),
+        agreement(shadow, limits.min_agreement),
+        output_delta(shadow, limits.max_output_delta_p95),
+    ]
+
+
+def mirrored_errors(shadow: ShadowWindow, limit: float) -> Check:
+    sent, failed = shadow.sent, shadow.failed
+    value = _rounded(failed / sent)
+    parts = ", ".join(f"{o} {shadow.outcomes.get(o, 0)}" for o in FAILED_OUTCOMES if shadow.outcomes.get(o, 0))
+    message = f"{value:.2%} of {sent} mirrored requests failed on the canary{f' ({parts})' if parts else ''}"
+    message += f"; limit {limit:.2%}"
+    return _check("errorRate", "Failed" if value > limit else "Successful", value, limit, sent, message)
+
+
+def mirrored_latency(shadow: ShadowWindow, limit_ms: float) -> Check:
+    seconds = _quantile(shadow.duration, 0.99)
+    samples = shadow.duration.total
+    if seconds is None:
+        return _check("latencyP99", "Inconclusive", None, limit_ms, samples, "no mirrored answer was timed")
+    value = _rounded(seconds * 1000)
+    message = f"p99 {value:g} ms over {samples} mirrored requests answered by the canary; limit {limit_ms:g} ms"
+    return _check("latencyP99", "Failed" if value > limit_ms else "Successful", value, limit_ms, samples, message)
+
+
+def agreement(shadow: ShadowWindow, limit: float) -> Check:
+    """The share of compared rows on which the canary predicted stable's label (the worst
+    label output when there are several), with the largest disagreements named."""
+    outputs = sorted(output for output, rows in shadow.compared.items() if rows)
+    if not outputs:
+        if shadow.deltas:  # a model without a label output: outputDelta judges it
+            message = "no label output to compare (scores and values are judged by outputDelta)"
+            return _check("agreement", "Successful", None, limit, 0, message)
+        return _check("agreement", "Inconclusive", None, limit, 0, "no mirrored answer was compared")
+    rates = {output: shadow.agreed.get(output, 0) / shadow.compared[output] for output in outputs}
+    worst = min(outputs, key=lambda output: rates[output])
+    rows = shadow.compared[worst]
+    value = _rounded(rates[worst])
+    cells = sorted(
+        ((count, stable, canary) for (output, stable, canary), count in shadow.confusion.items()),
+        reverse=True,
+    )
+    off = [f"{stable}->{canary} {count}" for count, stable, canary in cells if stable != canary][:3]
+    message = f"canary agreed with stable on {value:.2%} of {rows} rows of {worst}; limit {limit:.2%}"
+    if off:
+        message += f" (stable->canary: {', '.join(off)})"
+    return _check("agreement", "Failed" if value < limit else "Successful", value, limit, rows, message)
+
+
+def output_delta(shadow: ShadowWindow, limit: float | None) -> Check:
+    """The 95th percentile of |stable - canary| per row, of the output (or class column)
+    where it is largest; gates only with maxOutputDeltaP95."""
+    found: list[tuple[float, int, str]] = []
+    for (output, column), bins in sorted(shadow.deltas.items()):
+        p95 = _quantile(bins, 0.95) if bins.total else None
+        if p95 is not None:
+            found.append((p95, bins.total, output + (f"[{column}]" if column else "")))
+    if not found:
+        if any(shadow.compared.values()):  # labels only: agreement judges it
+            message = "no score or regression output to compare (labels are judged by agreement)"
+            return _check("outputDelta", "Successful", None, limit, 0, message)
+        result = "Inconclusive" if limit is not None else "Successful"
+        return _check("outputDelta", result, None, limit, 0, "no mirrored score or value was compared")
+    p95, rows, name = max(found)
+    value = _rounded(p95)
+    message = f"p95 |stable - canary| {value:g} on {name} over {rows} rows"
+    message += f"; limit {limit:g}" if limit is not None else " (reported only: no maxOutputDeltaP95)"
+    failed = limit is not None and value > limit
+    return _check("outputDelta", "Failed" if failed else "Successful", value, limit, rows, message)

@@ -1,0 +1,137 @@
+"""What a rollout plan is made of: what the spec asks for, what the tracks show, what a
+user commands, and the plan itself (machine.py decides it).
+
+Pure: plain dataclasses, the user's commands read from the annotations the kubectl plugin
+sets (and whether one is newer than what was acted on), and the timestamps status carries.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Literal
+
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import GROUP
+from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
+
+HISTORY_LIMIT = 10
+WAIT_FOR_PODS = 10.0  # seconds between looks while pods start (watch events usually come first)
+
+Decider = Literal["analysis", "deadline", "signature", "startup", "user", "spec"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the spec asks the pods to serve."""
+
+    spec_hash: str
+    version: str
+    uri: str
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the two tracks show now."""
+
+    stable_hash: str | None  # what the stable Deployment serves; None: there is none yet
+    stable_rolled: bool  # every stable pod runs the stable template and is ready
+    stable_ready: int
+    canary_hash: str | None = None  # None: no canary Deployment
+    canary_up: int = 0  # canary pods whose containers are ready
+    canary_serving: int = 0  # canary pods in the Service (readiness gate set, Ready)
+    canary_failure: tuple[Reason, str] | None = None
+    route_weight: int | None = None  # the canary's share on the HTTPRoute, read back
+    route_problem: str | None = None  # why weights cannot be set on the HTTPRoute
+
+
+@dataclass(frozen=True)
+class Commands:
+    """A user's commands, from annotations the kubectl plugin sets: each a timestamp, acted on
+    once (when newer than the last one handled); `paused` holds the steps while set."""
+
+    promote: str = ""
+    promote_full: str = ""
+    abort: str = ""
+    retry: str = ""
+    paused: bool = False
+
+
+COMMAND_ANNOTATIONS = {
+    "promote": f"{GROUP}/promote",
+    "promote_full": f"{GROUP}/promote-full",
+    "abort": f"{GROUP}/abort",
+    "retry": f"{GROUP}/retry",
+}
+PAUSED_ANNOTATION = f"{GROUP}/paused"
+
+
+def commands_from(annotations: dict[str, str]) -> Commands:
+    """The user's commands from the ModelDeployment's annotations (kubectl modeldeploy sets them)."""
+    found = {field_name: annotations.get(name, "") for field_name, name in COMMAND_ANNOTATIONS.items()}
+    return Commands(**found, paused=annotations.get(PAUSED_ANNOTATION, "").lower() == "true")
+
+
+def _instant(text: str) -> tuple[float, bool] | None:
+    """An RFC 3339 time as (seconds, whether it has a fraction); None when it is not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp(), "." in text
+
+
+def newer(command: str, *than: str | None) -> bool:
+    """A command timestamp not yet acted on. Commands carry microseconds (the plugin's),
+    status times whole seconds: a command within the second a status time names counts as
+    newer, since which came first cannot be told (a retry right after a rollback is meant)."""
+    given = _instant(command) if command else None
+    if given is None:
+        return False
+    for other in than:
+        if other == command:
+            return False  # this very command, handled already
+        if not other:
+            continue
+        known = _instant(other)
+        if known is None:
+            continue
+        if known[1] and given[0] <= known[0]:
+            return False  # an earlier command, handled already
+        if not known[1] and given[0] < known[0]:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Plan:
+    state: Literal["steady", "rolling", "held"]
+    stable: Literal["target", "keep"]  # render stable from the spec, or keep what it serves
+    canary_replicas: int  # 0: no canary Deployment
+    canary_traffic: bool  # canary pods may take live traffic
+    canary: CanaryStatus | None
+    history: list[HistoryEntry]
+    reason: Reason | None = None  # with state rolling or held: the condition to show
+    message: str = ""
+    check_signature: bool = False  # call again with the signature check
+    check_webhooks: bool = False  # call again with the preRollout webhooks' answer
+    judge: bool = False  # call again with the step's judgement
+    step_started: bool = False  # a step's interval began now: take the window's first reading
+    requeue_after: float | None = None
+    finished: HistoryEntry | None = None  # the rollout that ended in this call
+    route_weight: int | None = None  # the canary weight to set on the HTTPRoute; None: no route
+    mirror: bool = False  # the stable pods mirror to the canary (the shadow config names it)
+    check_mirroring: bool = False  # call again with whether the stable pods mirror yet
+
+
+def iso(moment: float) -> str:
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds(text: str | None) -> float:
+    if not text:
+        return 0.0
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()

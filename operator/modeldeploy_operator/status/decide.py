@@ -1,0 +1,114 @@
+"""A ModelDeployment's whole new status, decided once per reconcile.
+
+Pure: from what the tracks show (observe.py), the rollout's plan, the drift evaluation and
+what stopped the reconcile, if anything, it returns the whole status as a model: phase,
+replicas, what stable serves, the canary and history as the plan says, drift, and the
+conditions merged so that a condition that did not change keeps its lastTransitionTime
+(conditions.py). The reconcile writes it once, and only when it changed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.reasons import Reason
+from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus
+from modeldeploy_operator.children.builders import inference_url
+from modeldeploy_operator.children.labels import selector_labels
+from modeldeploy_operator.rollout.plans import Plan
+from modeldeploy_operator.settings import Settings
+from modeldeploy_operator.status.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
+from modeldeploy_operator.status.observe import Children, observe, track_status
+
+Obj = dict[str, Any]
+
+DRIFT_REASONS = {"Drifted": reasons.DRIFTED, "NoDrift": reasons.NO_DRIFT, "Inconclusive": reasons.DRIFT_INCONCLUSIVE}
+
+
+def drift_condition(drift: DriftStatus) -> Wanted:
+    """DriftDetected from the latest evaluation: True, False, or Unknown when Inconclusive."""
+    reason = DRIFT_REASONS[drift.verdict]
+    score = "" if drift.score is None else f" (score {drift.score:g}, threshold {drift.threshold:g})"
+    return Wanted(DRIFT_DETECTED, reason.ready, reason, f"{drift.message}{score}")
+
+
+def previous_status(body: Obj) -> ModelDeploymentStatus:
+    """The status as last written, as a model; what cannot be read is treated as absent."""
+    raw = body.get("status") or {}
+    try:
+        return ModelDeploymentStatus.model_validate(raw)
+    except ValidationError:
+        try:
+            kept = {key: raw[key] for key in ("canary", "history", "drift") if key in raw}
+            return ModelDeploymentStatus.model_validate(kept)
+        except ValidationError:
+            return ModelDeploymentStatus(conditions=[])
+
+
+def selector(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name, "stable").items())
+
+
+def _conditions(previous: Obj, wanted: list[Wanted], now: str, generation: int | None) -> list[Condition]:
+    merged = merge_conditions(previous.get("conditions") or [], wanted, now, generation)
+    return [Condition.model_validate(item) for item in merged]
+
+
+def decide_status(
+    body: Obj,
+    spec: ModelDeploymentSpec | None,
+    children: Children,
+    settings: Settings,
+    problem: tuple[Reason, str] | None,
+    now: str,
+    plan: Plan | None = None,
+    drift: DriftStatus | None = None,
+) -> ModelDeploymentStatus:
+    """The whole new status of one ModelDeployment, from what was observed this reconcile.
+
+    `problem` is what stopped the reconcile before the children could be trusted: an
+    invalid spec or an apply the API server refused; the rollout under way and the
+    history are kept as they were. `plan` is the rollout's plan for this reconcile.
+    """
+    meta, previous = body["metadata"], body.get("status") or {}
+    generation = meta.get("generation")
+    if spec is None or problem is not None:
+        reason, message = problem or (reasons.INVALID_SPEC, "invalid spec")
+        wanted = [Wanted(READY, "False", reason, message), Wanted(STALLED, "True", reason, message)]
+        kept = previous_status(body)
+        return ModelDeploymentStatus(
+            observed_generation=generation,
+            phase="Degraded",
+            canary=kept.canary,
+            drift=kept.drift,
+            history=kept.history,
+            conditions=_conditions(previous, wanted, now, generation),
+        )
+    stable = children.track("stable")
+    observed = observe(stable.deployment, stable.pods, spec.model.version)
+    phase, wanted = observed.phase, observed.conditions
+    # A steady plan has a reason only when its HTTPRoute cannot be used; a failing stable
+    # Deployment says more, so it is shown first.
+    if plan is not None and plan.reason is not None and (plan.state != "steady" or phase != "Degraded"):
+        also = RECONCILING if plan.state == "rolling" else STALLED
+        phase = "Progressing" if plan.state == "rolling" else "Degraded"
+        wanted = [Wanted(READY, "False", plan.reason, plan.message), Wanted(also, "True", plan.reason, plan.message)]
+    if drift is not None:
+        wanted = [*wanted, drift_condition(drift)]
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        phase=phase,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        selector=selector(meta["name"]),
+        url=inference_url(meta["name"], meta["namespace"], settings),
+        stable=track_status(stable) if stable.deployment is not None else None,
+        canary=plan.canary if plan is not None else None,
+        drift=drift,
+        history=plan.history if plan is not None else previous_status(body).history,
+        conditions=_conditions(previous, wanted, now, generation),
+    )
