@@ -203,7 +203,7 @@ def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expec
     entry = newest(status)
     note(f"{entry.get('outcome')}{' in the shadow step' if entry.get('shadow') else ''}: {entry.get('message')}")
     if entry.get("outcome") != expected:
-        note(f"expected {expected}: see `kubectl -n {NAMESPACE} modeldeploy history {NAME}`")
+        note(f"expected {expected}: see `kubectl modeldeploy history {NAME} -n {NAMESPACE}`")
     time.sleep(6)  # the leaving pods' last answers are counted too
     if shadow:
         note(f"answers users received from version {version}: {load.answered_by(version)}")
@@ -255,7 +255,7 @@ def summary(demo: Demo, total: float) -> None:
         "   Look around (everything is still up):\n"
         f'     eval "$({sys.executable} -m e2e.cluster env)"\n'
         f"     kubectl -n {NAMESPACE} get mdep\n"
-        f"     kubectl -n {NAMESPACE} modeldeploy history {NAME}      # .venv/bin must be on PATH\n"
+        f"     kubectl modeldeploy history {NAME} -n {NAMESPACE}      # .venv/bin must be on PATH\n"
         f"     kubectl -n {NAMESPACE} describe mdep {NAME}\n"
         "   Remove it all: make demo-down"
     )

@@ -20,10 +20,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
 from typing import Any
+
+from modeldeploy_operator.api.base import parse_duration
 
 GROUP, VERSION, PLURAL = "modeldeploy.dev", "v1alpha1", "modeldeployments"
 ANNOTATIONS = {
@@ -34,6 +37,7 @@ ANNOTATIONS = {
     "paused": f"{GROUP}/paused",
 }
 Obj = dict[str, Any]
+COUNTDOWN = re.compile(r"judged in \d+s")
 
 
 def _checks(checks: list[Obj], indent: str = "  ") -> list[str]:
@@ -56,8 +60,25 @@ def _owner(owner: Obj) -> list[str]:
     return [f"  owner   {', '.join(parts)}"] if parts else []
 
 
-def render_status(body: Obj) -> str:
-    """What `kubectl modeldeploy status` prints for one ModelDeployment."""
+def _counted_down(canary: Obj, rollout: Obj, now: float) -> str:
+    """The canary's message, its "judged in Ns" counted from the step's start at the moment it
+    is printed: status holds the count from when it was last written, which can be a minute old."""
+    message: str = canary.get("message", "")
+    started = canary.get("stepStartedAt")
+    if not started or not COUNTDOWN.search(message):
+        return message
+    window = (rollout.get("shadow") or {}).get("duration") if canary.get("shadow") else None
+    try:
+        due = datetime.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+        due += parse_duration(window or rollout.get("interval") or "60s")
+    except ValueError:
+        return message
+    return COUNTDOWN.sub(f"judged in {max(due - now, 0):.0f}s", message)
+
+
+def render_status(body: Obj, now: float | None = None) -> str:
+    """What `kubectl modeldeploy status` prints for one ModelDeployment (`now`: the clock, for the countdown)."""
+    now = time.time() if now is None else now
     meta, spec, status = body["metadata"], body.get("spec") or {}, body.get("status") or {}
     stable, canary = status.get("stable") or {}, status.get("canary")
     ready: Obj = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
@@ -78,7 +99,7 @@ def render_status(body: Obj) -> str:
             f"step 1 of {len(steps)} {steps}: no live traffic (weight 0%), stable mirrors {fraction:.0%} "
             "of its requests to it"
         )
-        lines.append(f"  {canary.get('message', '')}")
+        lines.append(f"  {_counted_down(canary, spec.get('rollout') or {}, now)}")
         lines += _shadow_summary(canary.get("analysis") or [])
         if canary.get("analysis"):
             lines.append("  checks:")
@@ -90,7 +111,7 @@ def render_status(body: Obj) -> str:
             f"{canary.get('step', 0) + 1} of {len(steps)} {steps}: weight {canary.get('requestedWeight', 0)}% "
             f"requested, {canary.get('actualWeight', 0)}% achieved"
         )
-        lines.append(f"  {canary.get('message', '')}")
+        lines.append(f"  {_counted_down(canary, spec.get('rollout') or {}, now)}")
         if canary.get("analysis"):
             lines.append("  checks:")
             lines += _checks(canary["analysis"], "    ")
@@ -215,10 +236,25 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _with_parents(parents: list[argparse.ArgumentParser]) -> type[argparse.ArgumentParser]:
+    """An ArgumentParser class whose every instance also takes the `parents`' arguments."""
+
+    class Command(argparse.ArgumentParser):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, parents=parents, **kwargs)
+
+    return Command
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modeldeploy", description="Watch and steer model rollouts.")
-    parser.add_argument("-n", "--namespace", help="the namespace (default: the kubeconfig context's)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    where = "the namespace (default: the kubeconfig context's)"
+    parser.add_argument("-n", "--namespace", help=where)
+    # -n is taken after the command too (`status NAME -n NS`, as kubectl takes it); SUPPRESS
+    # keeps a value given before the command when none is given after it.
+    namespace = argparse.ArgumentParser(add_help=False)
+    namespace.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help=where)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_with_parents([namespace]))
     status = commands.add_parser("status", help="the rollout's steps, weights, checks and history")
     status.add_argument("name")
     status.add_argument("--watch", "-w", action="store_true", help="print again whenever it changes")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import subprocess
 import sys
 from typing import Any
 
+import pytest
 from modeldeploy_cli.plugin import refusal, render_history, render_status
 
 BODY = {
@@ -139,3 +141,39 @@ def test_commands_that_would_do_nothing_are_refused() -> None:
     assert refusal("retry", settled) is None, "the last rollout was rolled back"
     assert refusal("retry", promoted) == "has no rolled back or aborted rollout to retry"
     assert refusal("retry", {"metadata": {"name": "new"}}) == "has no rolled back or aborted rollout to retry"
+
+
+@pytest.mark.parametrize(
+    ("argv", "namespace"),
+    [
+        (["status", "fraud", "-n", "ml"], "ml"),  # as kubectl takes it
+        (["-n", "ml", "status", "fraud"], "ml"),
+        (["status", "fraud", "--namespace", "ml", "--watch"], "ml"),
+        (["-n", "other", "abort", "fraud", "-n", "ml"], "ml"),  # the later one wins, as in kubectl
+        (["history", "fraud"], None),  # the kubeconfig context's
+    ],
+)
+def test_the_namespace_flag_goes_before_or_after_the_command(argv: list[str], namespace: str | None) -> None:
+    from modeldeploy_cli.plugin import _parser
+
+    args = _parser().parse_args(argv)
+    assert (args.namespace, args.name) == (namespace, "fraud")
+
+
+def test_the_countdown_is_counted_when_printed_not_when_status_was_written() -> None:
+    canary = {
+        **BODY["status"]["canary"],
+        "stepStartedAt": "2026-11-25T10:00:00Z",
+        "message": "step 1 of 2: 33% achieved; judged in 55s",
+    }
+    body = {**BODY, "spec": {"rollout": {"steps": [10, 50], "interval": "1m"}}, "status": {"canary": canary}}
+    started = datetime.datetime(2026, 11, 25, 10, 0, tzinfo=datetime.UTC).timestamp()
+    assert "judged in 55s" in render_status(body, now=started + 5)
+    assert "judged in 13s" in render_status(body, now=started + 47)
+    assert "judged in 0s" in render_status(body, now=started + 75), "overdue: being judged"
+    shadow = {**canary, "shadow": True, "message": "shadow step: mirroring; judged in 20s"}
+    spec = {"rollout": {"steps": [10], "interval": "1m", "shadow": {"duration": "30s"}}}
+    body = {**BODY, "spec": spec, "status": {"canary": shadow}}
+    assert "shadow step: mirroring; judged in 18s" in render_status(body, now=started + 12)
+    unstarted = {**canary, "stepStartedAt": None, "message": "step 1 of 2: waiting for 1 canary pod(s)"}
+    assert "waiting for 1 canary pod(s)" in render_status({**body, "status": {"canary": unstarted}}, now=started)
