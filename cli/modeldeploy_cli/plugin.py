@@ -236,16 +236,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _with_parents(parents: list[argparse.ArgumentParser]) -> type[argparse.ArgumentParser]:
-    """An ArgumentParser class whose every instance also takes the `parents`' arguments."""
-
-    class Command(argparse.ArgumentParser):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, parents=parents, **kwargs)
-
-    return Command
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modeldeploy", description="Watch and steer model rollouts.")
     where = "the namespace (default: the kubeconfig context's)"
@@ -254,13 +244,16 @@ def _parser() -> argparse.ArgumentParser:
     # keeps a value given before the command when none is given after it.
     namespace = argparse.ArgumentParser(add_help=False)
     namespace.add_argument("-n", "--namespace", default=argparse.SUPPRESS, help=where)
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_with_parents([namespace]))
-    status = commands.add_parser("status", help="the rollout's steps, weights, checks and history")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="the rollout's steps, weights, checks and history", parents=[namespace])
     status.add_argument("name")
     status.add_argument("--watch", "-w", action="store_true", help="print again whenever it changes")
     status.add_argument("--json", action="store_true", help="print status as JSON")
-    commands.add_parser("history", help="finished rollouts and their evidence").add_argument("name")
-    promote = commands.add_parser("promote", help="go to the next step now (or --full: promote now)")
+    history = commands.add_parser("history", help="finished rollouts and their evidence", parents=[namespace])
+    history.add_argument("name")
+    promote = commands.add_parser(
+        "promote", help="go to the next step now (or --full: promote now)", parents=[namespace]
+    )
     promote.add_argument("name")
     promote.add_argument("--full", action="store_true", help="skip the remaining steps and promote")
     for command, text in (
@@ -269,7 +262,7 @@ def _parser() -> argparse.ArgumentParser:
         ("pause", "hold the rollout at its step"),
         ("resume", "let a paused rollout go on"),
     ):
-        commands.add_parser(command, help=text).add_argument("name")
+        commands.add_parser(command, help=text, parents=[namespace]).add_argument("name")
     return parser
 
 

@@ -88,11 +88,18 @@ def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, which on the first SIGTERM drains (draining.py) before it shuts down."""
+    """uvicorn's server, which on the first SIGTERM drains (draining.py) before it shuts down,
+    and says what it serves only once its port is open."""
 
-    def __init__(self, config: uvicorn.Config, drain: Drain) -> None:
+    def __init__(self, config: uvicorn.Config, drain: Drain, serving: str = "") -> None:
         super().__init__(config)
         self.drain = drain
+        self.serving = serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)  # exits with uvicorn's own error when the port is taken
+        if self.started and self.serving:
+            log.info("%s", self.serving)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if sig == signal.SIGTERM and not self.drain.draining and not self.should_exit:
@@ -150,13 +157,9 @@ def serve(options: ServeOptions) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeploy-") as scratch:
         drain = Drain(options.drain)
         app = build_app(options, local_model_path(options.model, options.sha256, Path(scratch)), drain)
-        log.info(
-            "serving model %s version %s (sha256 %s) on %s:%d",
-            app.model.name,
-            app.model.version,
-            app.model.sha256,
-            options.host,
-            options.port,
+        serving = (
+            f"serving model {app.model.name} version {app.model.version} (sha256 {app.model.sha256}) "
+            f"on {options.host}:{options.port}"
         )
         limits = ConnectionLimits(
             options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds
@@ -180,7 +183,7 @@ def serve(options: ServeOptions) -> None:
         # restores and re-raises into, so a drained server returns and exits 0.
         previous = {signum: signal.signal(signum, _drained) for signum in (signal.SIGINT, signal.SIGTERM)}
         try:
-            DrainingServer(config, drain).run()
+            DrainingServer(config, drain, serving).run()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import json
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from modeldeploy_serving import telemetry as t
 
 from tests.conftest import ExampleModels
 from tests.serving.graphs import failing_warm_up_model
-from tests.serving.harness import ModelHost, ServeProcess, infer_body, output
+from tests.serving.harness import MODELDEPLOY, ModelHost, ServeProcess, infer_body, output
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +213,25 @@ def test_without_new_connections_the_drain_ends_after_its_minimum_and_a_second_s
             assert shortest <= took < longest, f"{signals} SIGTERM: exited after {took:.1f}s"
         finally:
             process.close()
+
+
+def test_the_serving_line_comes_only_once_the_port_is_open(example_models: ExampleModels) -> None:
+    model = str(example_models.path("breast-cancer", "1"))
+    first = ServeProcess("--model", model, "--name", "breast-cancer")
+    try:
+        first.wait_ready()
+        second = subprocess.run(
+            [MODELDEPLOY, "serve", "--host", "127.0.0.1", "--port", str(first.port), "--model", model],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode != 0
+        assert "address already in use" in second.stderr, second.stderr
+        assert "serving model" not in second.stderr, "it said it served before it had the port"
+        first.terminate()
+        code, errors = first.finish()
+        assert code == 0 and "serving model breast-cancer version 1 (sha256 " in errors, errors
+        assert f"on 127.0.0.1:{first.port}" in errors
+    finally:
+        first.close()
