@@ -191,15 +191,12 @@ class Plan:
     history: list[HistoryEntry]
     reason: Reason | None = None  # with state rolling or held: the condition to show
     message: str = ""
-    check_signature: bool = False  # call again with the signature check
-    check_webhooks: bool = False  # call again with the preRollout webhooks' answer
-    judge: bool = False  # call again with the step's judgement
+    asks: Question | None = None  # plan again with this answered (Moment.answered)
     step_started: bool = False  # a step's interval began now: take the window's first reading
     requeue_after: float | None = None
     finished: HistoryEntry | None = None  # the rollout that ended in this call
     route_weight: int | None = None  # the canary weight to set on the HTTPRoute; None: no route
     mirror: bool = False  # the stable pods mirror to the canary (the shadow config names it)
-    check_mirroring: bool = False  # call again with whether the stable pods mirror yet
 
 
 def iso(moment: float) -> str:
