@@ -403,6 +403,23 @@ def test_a_pre_rollout_webhook_holds_the_first_step_until_it_says_yes() -> None:
     assert late.reason is reasons.PROGRESS_DEADLINE_EXCEEDED
 
 
+def test_one_reconcile_answers_the_signature_then_the_webhooks_and_the_answers_add_up() -> None:
+    world = World(spec=spec(webhooks=[{"name": "freeze", "url": "http://hooks.example/freeze", "type": "preRollout"}]))
+    world.step()
+    went = world.answer(signature=SIGNATURE_OK, gate=check("webhook", "Successful"))
+    assert went.canary_traffic and went.canary is not None and went.asks is None
+    assert [c.check for c in went.canary.analysis] == ["signature", "webhook"]
+    both = world.moment(signature=SIGNATURE_OK).answered(gate=check("webhook", "Failed")).answers
+    assert both.signature == SIGNATURE_OK and both.gate is not None and both.gate.result == "Failed"
+
+
+def test_questions_are_answered_once_each_in_their_order() -> None:
+    assert all(in_turn(question, None) for question in QUESTIONS)
+    assert in_turn("webhooks", "signature") and in_turn("judgement", "mirroring")
+    assert not in_turn("signature", "signature"), "never the same question twice"
+    assert not in_turn("mirroring", "judgement"), "a lost window's mirroring question waits for the next reconcile"
+
+
 # With an HTTPRoute: exact weights ---------------------------------------------------------
 
 ROUTED = {"traffic": {"httpRoute": {"name": "fraud"}}}
