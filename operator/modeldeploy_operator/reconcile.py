@@ -38,7 +38,17 @@ from modeldeploy_operator.drift.assessment import seconds_until_due
 from modeldeploy_operator.k8s.client import Kube
 from modeldeploy_operator.reading.judging import Judge, pods_of
 from modeldeploy_operator.rollout import machine
-from modeldeploy_operator.rollout.plans import Plan, Target, commands_from, iso, seconds
+from modeldeploy_operator.rollout.plans import (
+    QUESTIONS,
+    Moment,
+    Plan,
+    Question,
+    Target,
+    commands_from,
+    in_turn,
+    iso,
+    seconds,
+)
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
 from modeldeploy_operator.status.decide import decide_status, previous_status
@@ -110,38 +120,40 @@ async def reconcile(
 
 
 async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge) -> Plan:
-    """The rollout's plan, with the signature check or the step's judgement when it asks."""
+    """The rollout's plan, planned again with each answer it asks for (Plan.asks): the
+    signature check, the preRollout webhooks, whether the stable pods mirror, the judgement."""
     target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256)
     meta = body["metadata"]
     observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
-    previous, now = previous_status(body), time.time()
-    result = machine.plan(spec, target, previous, observed, commands, now)
+    moment = Moment(spec, target, previous_status(body), observed, commands, time.time())
+    result = machine.plan(moment)
     stable_pods = pods_of(children.track("stable").pods)
     canary_pods_now = pods_of(canary_pods(children.track("canary"), spec.model.version))
-    if result.check_signature:
-        signature = await judge.signature(meta["name"], stable_pods, canary_pods_now)
-        result = machine.plan(spec, target, previous, observed, commands, now, signature=signature)
-        if result.check_webhooks and result.canary is not None:
-            gate = await notifying.gate(
-                spec.rollout.webhooks, meta, target.version, result.canary.revision, owner=spec.owner
-            )
-            result = machine.plan(spec, target, previous, observed, commands, now, signature=signature, gate=gate)
-    shadow = spec.rollout.shadow
-    if result.check_mirroring and result.canary is not None and shadow is not None:
-        seen = await judge.mirroring(stable_pods, result.canary.version, shadow.fraction)
-        result = machine.plan(spec, target, previous, observed, commands, now, mirroring=seen)
-    in_shadow = result.canary is not None and bool(result.canary.shadow)
-    if result.judge:
-        analysis = spec.rollout.analysis
-        if in_shadow and result.canary is not None and shadow is not None:
-            minimum = shadow.min_requests or analysis.min_requests
-            verdict = await judge.shadow_verdict(key, stable_pods, analysis, result.canary.version, minimum)
+    shadow, analysis = spec.rollout.shadow, spec.rollout.analysis
+    last: Question | None = None
+    for _ in QUESTIONS:  # each question at most once, in their order
+        question, canary = result.asks, result.canary
+        if question is None or canary is None or not in_turn(question, last):
+            break
+        last = question
+        if question == "signature":
+            moment = moment.answered(signature=await judge.signature(meta["name"], stable_pods, canary_pods_now))
+        elif question == "webhooks":
+            gate = await notifying.gate(spec.rollout.webhooks, meta, target.version, canary.revision, owner=spec.owner)
+            moment = moment.answered(gate=gate)
+        elif question == "mirroring":
+            if shadow is None:
+                break
+            moment = moment.answered(mirroring=await judge.mirroring(stable_pods, canary.version, shadow.fraction))
         else:
-            verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
-        result = machine.plan(
-            spec, target, previous, observed, commands, now, verdict=verdict, window_lost=verdict is None
-        )
+            if canary.shadow and shadow is not None:
+                minimum = shadow.min_requests or analysis.min_requests
+                verdict = await judge.shadow_verdict(key, stable_pods, analysis, canary.version, minimum)
+            else:
+                verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
+            moment = moment.answered(verdict=verdict, window_lost=verdict is None)
+        result = machine.plan(moment)
     if result.step_started:
         in_shadow = result.canary is not None and bool(result.canary.shadow)
         await judge.begin(key, stable_pods if in_shadow else stable_pods + canary_pods_now)

@@ -12,7 +12,7 @@ from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import Check, ModelDeploymentStatus
 from modeldeploy_operator.rollout.machine import plan
-from modeldeploy_operator.rollout.plans import Commands, Observed, Plan, Target, iso
+from modeldeploy_operator.rollout.plans import QUESTIONS, Commands, Moment, Observed, Plan, Target, in_turn, iso
 from modeldeploy_operator.rollout.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 T0 = 1_800_000_000.0
@@ -40,6 +40,8 @@ GOOD = [check("errorRate", "Successful"), check("latencyP99", "Successful"), che
 SHIFTED = [check("errorRate", "Successful"), check("predictionShift", "Failed", 0.9, 0.2)]
 TOO_LITTLE = [check("errorRate", "Inconclusive", samples=3), check("predictionShift", "Inconclusive", samples=3)]
 SIGNATURE_OK = check("signature", "Successful")
+# The Answers field that answers each question a plan asks.
+ANSWER = {"signature": "signature", "webhooks": "gate", "mirroring": "mirroring", "judgement": "verdict"}
 
 
 @dataclass
@@ -75,13 +77,27 @@ class World:
             route_problem=self.route_problem,
         )
 
+    def moment(self, **answers: Any) -> Moment:
+        return Moment(self.spec, TARGET, self.status, self.observed(), self.commands, self.now).answered(**answers)
+
+    def answer(self, **given: Any) -> Plan:
+        """Plan, and plan again with each answer the plan asks for, in the bounded loop
+        reconcile._plan runs; a question with no answer given is left unanswered."""
+        moment = self.moment()
+        result = plan(moment)
+        last = None
+        for _ in QUESTIONS:
+            question = result.asks
+            if question is None or not in_turn(question, last) or given.get(ANSWER[question]) is None:
+                break
+            last = question
+            moment = moment.answered(**{ANSWER[question]: given[ANSWER[question]]})
+            result = plan(moment)
+        return result
+
     def step(self, signature: Check | None = SIGNATURE_OK, verdict: list[Check] | None = None) -> Plan:
         """One reconcile: plan, answer what it asks for, and let the cluster follow."""
-        result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now)
-        if result.check_signature:
-            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, signature=signature)
-        if result.judge:
-            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, verdict=verdict)
+        result = self.answer(signature=signature, verdict=verdict)
         self.plans.append(result)
         self.status = ModelDeploymentStatus(canary=result.canary, history=result.history)
         if result.stable == "target":
@@ -100,7 +116,7 @@ class World:
 
 def test_first_version_goes_straight_to_stable() -> None:
     world = World()
-    result = plan(world.spec, TARGET, world.status, Observed(None, False, 0), Commands(), T0)
+    result = plan(Moment(world.spec, TARGET, world.status, Observed(None, False, 0), Commands(), T0))
     assert (result.state, result.stable, result.canary_replicas) == ("steady", "target", 0)
 
 
@@ -122,7 +138,7 @@ def test_a_good_version_walks_the_steps_and_is_promoted() -> None:
     assert verified.canary.step_started_at == iso(world.now)
     assert verified.canary.actual_weight == 33, "1 canary pod beside 2 stable: 33%, not 10%"
     assert "10% requested, 33% achieved" in verified.message
-    assert world.wait(30).judge is False, "not before the interval"
+    assert world.wait(30).asks != "judgement", "not before the interval"
     next_step = world.wait(30, verdict=GOOD)
     assert next_step.canary is not None and (next_step.canary.step, next_step.canary.requested_weight) == (1, 50)
     assert next_step.canary_replicas == canary_replicas(2, 50) == 2
@@ -278,7 +294,7 @@ def test_a_newer_spec_replaces_the_canary_and_starts_over() -> None:
     for _ in range(3):
         world.step()
     newer = Target("newer22222", "9", "s3://models/fraud/9/model.onnx", None)
-    result = plan(world.spec, newer, world.status, world.observed(), Commands(), world.now + 5)
+    result = plan(replace(world.moment(), target=newer, now=world.now + 5))
     assert result.canary is not None and (result.canary.version, result.canary.step) == ("9", 0)
     assert result.canary.revision == 2
     assert (result.history[0].outcome, result.history[0].decided_by) == ("Aborted", "spec")
@@ -290,7 +306,7 @@ def test_abort_pause_and_promote_commands() -> None:
         world.step()
     world.commands = Commands(paused=True)
     paused = world.wait(120)
-    assert paused.reason is reasons.CANARY_PAUSED and not paused.judge
+    assert paused.reason is reasons.CANARY_PAUSED and paused.asks != "judgement"
     world.commands = Commands(promote=iso(world.now + 1))
     promoted = world.wait(5)
     assert promoted.canary is not None and promoted.canary.step == 1, "promote moves on without judging"
@@ -311,7 +327,7 @@ def test_a_promote_while_paused_moves_one_step_and_the_next_step_stays_paused() 
     assert moved.canary is not None and (moved.canary.step, moved.canary.requested_weight) == (1, 50)
     world.step()  # the new step's weight verified
     held = world.wait(600)
-    assert held.reason is reasons.CANARY_PAUSED and not held.judge and held.canary is not None
+    assert held.reason is reasons.CANARY_PAUSED and held.asks != "judgement" and held.canary is not None
     assert held.canary.step == 1, "the promote acted once; the pause holds the next step"
     world.commands = Commands(promote=world.commands.promote)  # resume
     judged = world.wait(1, verdict=GOOD)
@@ -374,17 +390,34 @@ def test_never_promoted_on_too_little_traffic_and_never_after_a_rollback(moves: 
 def test_a_pre_rollout_webhook_holds_the_first_step_until_it_says_yes() -> None:
     world = World(spec=spec(webhooks=[{"name": "freeze", "url": "http://hooks.example/freeze", "type": "preRollout"}]))
     world.step()
-    asked = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, signature=SIGNATURE_OK)
-    assert asked.check_webhooks and not asked.canary_traffic
+    asked = plan(world.moment(signature=SIGNATURE_OK))
+    assert asked.asks == "webhooks" and not asked.canary_traffic
     no = check("webhook", "Failed")
-    held = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, SIGNATURE_OK, gate=no)
+    held = plan(world.moment(signature=SIGNATURE_OK, gate=no))
     assert not held.canary_traffic and held.canary is not None and held.canary.requested_weight == 0
     yes = check("webhook", "Successful")
-    went = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now, SIGNATURE_OK, gate=yes)
+    went = plan(world.moment(signature=SIGNATURE_OK, gate=yes))
     assert went.canary_traffic and went.canary is not None
     assert [c.check for c in went.canary.analysis] == ["signature", "webhook"]
-    late = plan(world.spec, TARGET, world.status, world.observed(), Commands(), world.now + 301, SIGNATURE_OK, gate=no)
+    late = plan(replace(world.moment(signature=SIGNATURE_OK, gate=no), now=world.now + 301))
     assert late.reason is reasons.PROGRESS_DEADLINE_EXCEEDED
+
+
+def test_one_reconcile_answers_the_signature_then_the_webhooks_and_the_answers_add_up() -> None:
+    world = World(spec=spec(webhooks=[{"name": "freeze", "url": "http://hooks.example/freeze", "type": "preRollout"}]))
+    world.step()
+    went = world.answer(signature=SIGNATURE_OK, gate=check("webhook", "Successful"))
+    assert went.canary_traffic and went.canary is not None and went.asks is None
+    assert [c.check for c in went.canary.analysis] == ["signature", "webhook"]
+    both = world.moment(signature=SIGNATURE_OK).answered(gate=check("webhook", "Failed")).answers
+    assert both.signature == SIGNATURE_OK and both.gate is not None and both.gate.result == "Failed"
+
+
+def test_questions_are_answered_once_each_in_their_order() -> None:
+    assert all(in_turn(question, None) for question in QUESTIONS)
+    assert in_turn("webhooks", "signature") and in_turn("judgement", "mirroring")
+    assert not in_turn("signature", "signature"), "never the same question twice"
+    assert not in_turn("mirroring", "judgement"), "a lost window's mirroring question waits for the next reconcile"
 
 
 # With an HTTPRoute: exact weights ---------------------------------------------------------
@@ -433,7 +466,7 @@ def test_a_missing_route_holds_the_step_and_is_reported() -> None:
     world = World(spec=spec(**ROUTED), route_problem=problem)
     for _ in range(5):
         waiting = world.wait(30)
-    assert waiting.state == "rolling" and not waiting.step_started and not waiting.judge
+    assert waiting.state == "rolling" and not waiting.step_started and waiting.asks != "judgement"
     assert waiting.reason is reasons.HTTP_ROUTE_UNUSABLE and problem in waiting.message
     steady = World(spec=spec(**ROUTED), stable_hash=NEW, route_problem=problem).step()
     assert (steady.state, steady.reason, steady.message) == ("steady", reasons.HTTP_ROUTE_UNUSABLE, problem)

@@ -1,7 +1,7 @@
 """The shadow step of the rollout plan, stepped one call at a time on a fake clock.
 
-The plan asks whether the stable pods mirror yet (check_mirroring) and for the shadow's
-judgement (judge); here the answers are canned, as the reconcile would read them.
+The plan asks whether the stable pods mirror yet (asks "mirroring") and for the shadow's
+judgement (asks "judgement"); here the answers are canned, as the reconcile would read them.
 """
 
 from __future__ import annotations
@@ -34,13 +34,7 @@ TOO_FEW = [check("errorRate", "Inconclusive", samples=3), check("agreement", "In
 class ShadowWorld(World):
     def step(self, signature: Check | None = SIGNATURE_OK, verdict: list[Check] | None = None, **more: Any) -> Plan:
         mirroring: Mirroring | None = more.get("mirroring", MIRRORING)
-        result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now)
-        if result.check_signature:
-            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, signature=signature)
-        if result.check_mirroring:
-            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, mirroring=mirroring)
-        if result.judge:
-            result = plan(self.spec, TARGET, self.status, self.observed(), self.commands, self.now, verdict=verdict)
+        result = self.answer(signature=signature, mirroring=mirroring, verdict=verdict)
         self.plans.append(result)
         self.status = ModelDeploymentStatus(canary=result.canary, history=result.history)
         self.canary_hash = TARGET.spec_hash if result.canary_replicas else None
@@ -67,7 +61,7 @@ def test_the_shadow_step_comes_after_the_gates_and_before_any_live_traffic() -> 
     started = world.wait(40)
     assert started.step_started and started.canary is not None and started.canary.step_started_at == iso(world.now)
     assert started.requeue_after == 30, "the window lasts shadow.duration"
-    assert not world.wait(20).judge, "not before the duration"
+    assert world.wait(20).asks != "judgement", "not before the duration"
     live = world.wait(10, verdict=AGREES)
     assert live.canary_traffic and not live.mirror, "mirroring stops when the live steps begin"
     assert live.canary is not None and not live.canary.shadow and live.canary.requested_weight == 10
@@ -143,18 +137,9 @@ def test_an_operator_restart_starts_the_shadows_window_again() -> None:
     for _ in range(3):
         world.step()
     world.now += 60
-    lost = plan(world.spec, TARGET, world.status, world.observed(), world.commands, world.now, window_lost=True)
-    assert lost.check_mirroring and not lost.step_started
-    again = plan(
-        world.spec,
-        TARGET,
-        world.status,
-        world.observed(),
-        world.commands,
-        world.now,
-        window_lost=True,
-        mirroring=MIRRORING,
-    )
+    lost = plan(world.moment(window_lost=True))
+    assert lost.asks == "mirroring" and not lost.step_started
+    again = plan(world.moment(window_lost=True, mirroring=MIRRORING))
     assert again.step_started and "the operator restarted" in again.message
 
 

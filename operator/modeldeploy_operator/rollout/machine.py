@@ -1,8 +1,9 @@
 """The canary rollout as a state machine: what was observed in, the next plan out.
 
-Pure. One call takes the spec, the previous status, what the tracks show now, the user's
-commands (annotations), and, when the previous call asked for them, the signature check and
-the step's judgement; it returns the whole plan: what the stable and canary Deployments
+Pure. One call takes a Moment (plans.py): the spec, the previous status, what the tracks
+show now, the user's commands (annotations), and, when an earlier call asked for them
+(Plan.asks), the answers: the signature check, the webhooks' answer, whether the stable pods
+mirror, the step's judgement; it returns the whole plan: what the stable and canary Deployments
 should be, whether canary pods may take live traffic, the new `status.canary` and
 `status.history`, the condition to show, and when to wake up next. Nothing is decided
 between writes: the reconcile builds, applies and writes what one plan says.
@@ -38,34 +39,21 @@ from __future__ import annotations
 from dataclasses import replace
 
 from modeldeploy_operator.api import reasons
-from modeldeploy_operator.api.base import parse_duration
-from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
+from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
 from modeldeploy_operator.rollout.moves import canary_size as _canary_size
 from modeldeploy_operator.rollout.moves import changed as _with
 from modeldeploy_operator.rollout.moves import end as _end
 from modeldeploy_operator.rollout.moves import finish as _finish
 from modeldeploy_operator.rollout.moves import rolling as _rolling
 from modeldeploy_operator.rollout.moves import steady as _steady
-from modeldeploy_operator.rollout.plans import (
-    WAIT_FOR_PODS,
-    Commands,
-    Observed,
-    Plan,
-    Target,
-    iso,
-    newer,
-    seconds,
-)
+from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, newer, seconds
 from modeldeploy_operator.rollout.shadow_step import begin as shadow_begin
 from modeldeploy_operator.rollout.shadow_step import shadow_step
 from modeldeploy_operator.rollout.steps import step
-from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 
-def _start(
-    spec: ModelDeploymentSpec, target: Target, history: list[HistoryEntry], commands: Commands, now: float
-) -> Plan:
+def _start(moment: Moment, history: list[HistoryEntry]) -> Plan:
+    target, commands, spec = moment.target, moment.commands, moment.spec
     revision = 1 + max((entry.revision for entry in history), default=0)
     latest = max(commands.promote, commands.promote_full, commands.abort, commands.retry)
     canary = CanaryStatus(
@@ -74,7 +62,7 @@ def _start(
         uri=target.uri,
         sha256=target.sha256,
         spec_hash=target.spec_hash,
-        started_at=iso(now),
+        started_at=iso(moment.now),
         handled=latest,  # commands given before this rollout do not act on it
         message=f"starting canary version {target.version}: fetching, verifying and loading the model",
     )
@@ -92,10 +80,10 @@ def _start(
     )
 
 
-def _with_route(spec: ModelDeploymentSpec, result: Plan, observed: Observed) -> Plan:
+def _with_route(moment: Moment, result: Plan) -> Plan:
     """The weight the HTTPRoute should carry for this plan; a route that cannot be used
     outside a rollout is the condition to show."""
-    route = spec.rollout.traffic.http_route
+    route, observed = moment.spec.rollout.traffic.http_route, moment.observed
     if route is None:
         return result
     weight = 0
@@ -110,63 +98,36 @@ def _with_route(spec: ModelDeploymentSpec, result: Plan, observed: Observed) -> 
     return replace(result, route_weight=weight)
 
 
-def plan(
-    spec: ModelDeploymentSpec,
-    target: Target,
-    previous: ModelDeploymentStatus,
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    signature: Check | None = None,
-    verdict: list[Check] | None = None,
-    window_lost: bool = False,
-    gate: Check | None = None,
-    mirroring: Mirroring | None = None,
-) -> Plan:
+def plan(moment: Moment) -> Plan:
     """The next plan; see the module docstring for the life of a rollout.
 
-    `signature`, `verdict`, `gate` (the preRollout webhooks' answer) and `mirroring` (whether
-    the stable pods mirror to the canary yet) are given only when the previous call asked for
-    them (check_signature, judge, check_webhooks, check_mirroring)."""
-    decided = _plan(spec, target, previous, observed, commands, now, signature, verdict, window_lost, gate, mirroring)
-    return _with_route(spec, decided, observed)
+    `moment.answers` holds what earlier calls asked for (Plan.asks): the signature, the
+    preRollout webhooks' answer (gate), whether the stable pods mirror yet, the verdict."""
+    return _with_route(moment, _plan(moment))
 
 
-def _plan(
-    spec: ModelDeploymentSpec,
-    target: Target,
-    previous: ModelDeploymentStatus,
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    signature: Check | None,
-    verdict: list[Check] | None,
-    window_lost: bool,
-    gate: Check | None,
-    mirroring: Mirroring | None,
-) -> Plan:
-    history, canary = list(previous.history), previous.canary
+def _plan(moment: Moment) -> Plan:
+    target, observed, now = moment.target, moment.observed, moment.now
+    history, canary = list(moment.previous.history), moment.previous.canary
     if observed.stable_hash is None:
         return _steady(history)  # the first version goes straight to stable
     if observed.stable_hash == target.spec_hash:
-        return _with_history(_settled(spec, target, canary, history, observed, now), history)
+        return _with_history(_settled(moment, canary, history), history)
     last = history[0] if history else None
     held = (
         last is not None
         and last.outcome != "Promoted"
         and last.spec_hash == target.spec_hash
-        and not newer(commands.retry, last.finished_at)
+        and not newer(moment.commands.retry, last.finished_at)
     )
     if canary is None or canary.spec_hash != target.spec_hash:
         if canary is not None:  # a newer spec replaces the rollout under way
-            _, history = _finish(
-                canary, history, "Aborted", reasons.ABORTED, f"replaced by version {target.version}", "spec", now
-            )
+            replaced = Ending("Aborted", reasons.ABORTED, f"replaced by version {target.version}", "spec")
+            _, history = _finish(canary, history, replaced, now)
         if held and last is not None:
             return Plan("held", "keep", 0, False, None, history, reasons.BY_NAME[last.reason], last.message)
-        return _start(spec, target, history, commands, now)
-    decided = _decide(spec, canary, history, observed, commands, now, signature, verdict, window_lost, gate, mirroring)
-    return _with_history(decided, history)
+        return _start(moment, history)
+    return _with_history(_decide(moment, canary, history), history)
 
 
 def _with_history(result: Plan, history: list[HistoryEntry]) -> Plan:
@@ -174,114 +135,83 @@ def _with_history(result: Plan, history: list[HistoryEntry]) -> Plan:
     return replace(result, history=history) if result.state == "rolling" else result
 
 
-def _settled(
-    spec: ModelDeploymentSpec,
-    target: Target,
-    canary: CanaryStatus | None,
-    history: list[HistoryEntry],
-    observed: Observed,
-    now: float,
-) -> Plan:
+def _settled(moment: Moment, canary: CanaryStatus | None, history: list[HistoryEntry]) -> Plan:
     """Stable already serves the target: a promotion finishing, or a spec set back to stable."""
+    target, now = moment.target, moment.now
     if canary is None:
         return _steady(history)
     # Stable serving the canary's own spec is a promotion, even when the status read is from
     # before `promoting` was written (the watch can deliver the stable Deployment first).
     if not canary.promoting and canary.spec_hash != target.spec_hash:
-        _, kept = _finish(
-            canary, history, "Aborted", reasons.ABORTED, "the spec went back to the stable version", "spec", now
-        )
+        back = Ending("Aborted", reasons.ABORTED, "the spec went back to the stable version", "spec")
+        _, kept = _finish(canary, history, back, now)
         return _steady(kept)
-    if observed.stable_rolled:
+    if moment.observed.stable_rolled:
         by = canary.promoted_by or "analysis"
         message = f"version {canary.version} promoted" + (" by a user" if by == "user" else "")
-        entry, kept = _finish(canary, history, "Promoted", reasons.SERVING, message, by, now)
+        entry, kept = _finish(canary, history, Ending("Promoted", reasons.SERVING, message, by), now)
         return _steady(kept, entry)
     message = f"promoting version {target.version}: updating the stable Deployment while the canary serves"
-    return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, stable="target")
+    return _rolling(moment, canary, True, message, WAIT_FOR_PODS, stable="target")
 
 
-def _decide(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    signature: Check | None,
-    verdict: list[Check] | None,
-    window_lost: bool,
-    gate: Check | None = None,
-    mirroring: Mirroring | None = None,
-) -> Plan:
-    rollout = spec.rollout
-    interval, deadline = parse_duration(rollout.interval), parse_duration(rollout.progress_deadline)
-    if newer(commands.abort, canary.handled, canary.started_at):
-        return _end(canary, history, "Aborted", reasons.ABORTED, "aborted by a user", "user", now)
+def _decide(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
+    now, observed = moment.now, moment.observed
+    if newer(moment.commands.abort, canary.handled, canary.started_at):
+        return _end(canary, history, Ending("Aborted", reasons.ABORTED, "aborted by a user", "user"), now)
     if observed.canary_failure is not None:
         reason, why = observed.canary_failure
-        return _end(canary, history, "RolledBack", reason, f"canary version {canary.version}: {why}", "startup", now)
+        failed = Ending("RolledBack", reason, f"canary version {canary.version}: {why}", "startup")
+        return _end(canary, history, failed, now)
     if canary.promoting:
-        return _rolling(canary, observed, True, "promoting", spec, WAIT_FOR_PODS, stable="target")
+        return _rolling(moment, canary, True, "promoting", WAIT_FOR_PODS, stable="target")
     if canary.shadow:
-        user_promote = newer(commands.promote, canary.handled, canary.started_at)
-        return shadow_step(
-            spec, canary, history, observed, commands, now, verdict, window_lost, mirroring, user_promote
-        )
+        return shadow_step(moment, canary, history)
     if canary.requested_weight == 0:  # before any live traffic
-        return _gate(spec, canary, history, observed, now, signature, deadline, gate)
-    return step(spec, canary, history, observed, commands, now, verdict, window_lost, interval, deadline)
+        return _gate(moment, canary, history)
+    return step(moment, canary, history)
 
 
-def _gate(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    now: float,
-    signature: Check | None,
-    deadline: float,
-    gate: Check | None = None,
-) -> Plan:
+def _gate(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
     """Up, loaded, the same signature as stable, and the preRollout webhooks' yes, before
     the first request."""
-    if observed.canary_up == 0:
+    spec, now, deadline = moment.spec, moment.now, moment.deadline
+    signature, gate = moment.answers.signature, moment.answers.gate
+    if moment.observed.canary_up == 0:
         waited = now - seconds(canary.started_at)
         if waited > deadline:
             message = (
                 f"canary version {canary.version} was not ready within spec.rollout.progressDeadline "
                 f"{spec.rollout.progress_deadline}"
             )
-            return _end(canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now)
+            late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline")
+            return _end(canary, history, late, now)
         message = f"starting canary version {canary.version}: fetching, verifying and loading the model"
-        return _rolling(canary, observed, False, message, spec, min(WAIT_FOR_PODS, deadline - waited + 1))
+        return _rolling(moment, canary, False, message, min(WAIT_FOR_PODS, deadline - waited + 1))
     if signature is None:
-        return _rolling(
-            canary, observed, False, "comparing the canary's signature with stable's", spec, None, check_signature=True
-        )
+        message = "comparing the canary's signature with stable's"
+        return _rolling(moment, canary, False, message, None, asks="signature")
     if signature.result == "Failed":
-        return _end(
-            canary, history, "RolledBack", reasons.SIGNATURE_MISMATCH, signature.message, "signature", now, [signature]
-        )
+        mismatch = Ending("RolledBack", reasons.SIGNATURE_MISMATCH, signature.message, "signature", [signature])
+        return _end(canary, history, mismatch, now)
     if signature.result == "Inconclusive":
-        return _rolling(canary, observed, False, signature.message, spec, WAIT_FOR_PODS)
+        return _rolling(moment, canary, False, signature.message, WAIT_FOR_PODS)
     checks = [signature]
     if any(hook.type == "preRollout" for hook in spec.rollout.webhooks):
         if gate is None:
-            return _rolling(canary, observed, False, "asking the preRollout webhooks", spec, None, check_webhooks=True)
+            return _rolling(moment, canary, False, "asking the preRollout webhooks", None, asks="webhooks")
         checks.append(gate)
         if gate.result != "Successful":
             waited = now - seconds(canary.started_at)
             if waited > deadline:
                 message = f"held by preRollout webhooks for spec.rollout.progressDeadline: {gate.message}"
-                return _end(
-                    canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, checks
-                )
+                late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", checks)
+                return _end(canary, history, late, now)
             held = _with(canary, analysis=checks)
-            return _rolling(held, observed, False, f"held: {gate.message}", spec, WAIT_FOR_PODS)
+            return _rolling(moment, held, False, f"held: {gate.message}", WAIT_FOR_PODS)
     if spec.rollout.shadow is not None:
-        return shadow_begin(spec, canary, observed, checks, now)
+        return shadow_begin(moment, canary, checks)
     first = spec.rollout.steps[0]
     started = _with(canary, requested_weight=first, analysis=checks)
     message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
-    return _rolling(started, observed, True, message, spec, WAIT_FOR_PODS)
+    return _rolling(moment, started, True, message, WAIT_FOR_PODS)

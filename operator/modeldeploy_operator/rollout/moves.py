@@ -9,13 +9,13 @@ rollout ended in the shadow step).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
-from modeldeploy_operator.rollout.plans import HISTORY_LIMIT, Decider, Observed, Plan, iso
+from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
+from modeldeploy_operator.rollout.plans import HISTORY_LIMIT, Ending, Moment, Plan, Question, iso
 from modeldeploy_operator.rollout.traffic import achieved_weight, canary_replicas, canary_replicas_for_route
 
 
@@ -24,14 +24,7 @@ def steady(history: list[HistoryEntry], finished: HistoryEntry | None = None) ->
 
 
 def finish(
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    outcome: Literal["Promoted", "RolledBack", "Aborted"],
-    reason: Reason,
-    message: str,
-    decided_by: Decider,
-    now: float,
-    analysis: list[Check] | None = None,
+    canary: CanaryStatus, history: list[HistoryEntry], ending: Ending, now: float
 ) -> tuple[HistoryEntry, list[HistoryEntry]]:
     entry = HistoryEntry(
         revision=canary.revision,
@@ -39,11 +32,11 @@ def finish(
         uri=canary.uri,
         sha256=canary.sha256,
         spec_hash=canary.spec_hash,
-        outcome=outcome,
-        reason=reason.name,
-        message=message,
-        decided_by=decided_by,
-        analysis=analysis if analysis is not None else canary.analysis,
+        outcome=ending.outcome,
+        reason=ending.reason.name,
+        message=ending.message,
+        decided_by=ending.decided_by,
+        analysis=ending.analysis if ending.analysis is not None else canary.analysis,
         started_at=canary.started_at,
         finished_at=iso(now),
         shadow=True if canary.shadow else None,
@@ -51,19 +44,10 @@ def finish(
     return entry, [entry, *history][:HISTORY_LIMIT]
 
 
-def end(
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    outcome: Literal["RolledBack", "Aborted"],
-    reason: Reason,
-    message: str,
-    decided_by: Decider,
-    now: float,
-    analysis: list[Check] | None = None,
-) -> Plan:
+def end(canary: CanaryStatus, history: list[HistoryEntry], ending: Ending, now: float) -> Plan:
     """Roll back: all traffic to stable at once, the canary removed, the spec held."""
-    entry, kept = finish(canary, history, outcome, reason, message, decided_by, now, analysis)
-    return Plan("held", "keep", 0, False, None, kept, reason, message, finished=entry)
+    entry, kept = finish(canary, history, ending, now)
+    return Plan("held", "keep", 0, False, None, kept, ending.reason, ending.message, finished=entry)
 
 
 def canary_size(spec: ModelDeploymentSpec, weight: int) -> int:
@@ -77,22 +61,25 @@ def changed(canary: CanaryStatus, **changes: object) -> CanaryStatus:
     return canary.model_copy(update=changes)
 
 
+class Extras(TypedDict, total=False):
+    """What a rolling plan may say besides its canary, traffic, message and wake-up."""
+
+    stable: Literal["target", "keep"]  # default keep
+    reason: Reason  # default CanaryProgressing
+    asks: Question
+    step_started: bool
+    mirror: bool
+
+
 def rolling(
+    moment: Moment,
     canary: CanaryStatus,
-    observed: Observed,
     traffic: bool,
     message: str,
-    spec: ModelDeploymentSpec,
     requeue_after: float | None,
-    stable: Literal["target", "keep"] = "keep",
-    reason: Reason = reasons.CANARY_PROGRESSING,
-    check_signature: bool = False,
-    judge: bool = False,
-    step_started: bool = False,
-    check_webhooks: bool = False,
-    mirror: bool = False,
-    check_mirroring: bool = False,
+    **extras: Unpack[Extras],
 ) -> Plan:
+    spec, observed = moment.spec, moment.observed
     if spec.rollout.traffic.http_route is not None:
         actual = (observed.route_weight or 0) if traffic else 0
     else:
@@ -101,20 +88,17 @@ def rolling(
     replicas = canary_size(spec, spec.rollout.steps[canary.step])
     return Plan(
         "rolling",
-        stable,
+        extras.get("stable", "keep"),
         replicas,
         traffic,
         updated,
         [],
-        reason,
+        extras.get("reason", reasons.CANARY_PROGRESSING),
         message,
-        check_signature=check_signature,
-        check_webhooks=check_webhooks,
-        judge=judge,
-        step_started=step_started,
+        asks=extras.get("asks"),
+        step_started=extras.get("step_started", False),
         requeue_after=requeue_after,
-        mirror=mirror,
-        check_mirroring=check_mirroring,
+        mirror=extras.get("mirror", False),
     )
 
 

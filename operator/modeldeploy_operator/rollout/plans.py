@@ -1,5 +1,6 @@
 """What a rollout plan is made of: what the spec asks for, what the tracks show, what a
-user commands, and the plan itself (machine.py decides it).
+user commands, the moment that carries them all into one decision, and the plan itself
+(machine.py decides it).
 
 Pure: plain dataclasses, the user's commands read from the annotations the kubectl plugin
 sets (and whether one is newer than what was acted on), and the timestamps status carries.
@@ -8,17 +9,24 @@ sets (and whether one is newer than what was acted on), and the timestamps statu
 from __future__ import annotations
 
 import datetime
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Literal
 
+from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.reasons import Reason
-from modeldeploy_operator.api.spec import GROUP
-from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
+from modeldeploy_operator.api.spec import GROUP, ModelDeploymentSpec
+from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
+from modeldeploy_operator.telemetry.shadowing import Mirroring
 
 HISTORY_LIMIT = 10
 WAIT_FOR_PODS = 10.0  # seconds between looks while pods start (watch events usually come first)
 
 Decider = Literal["analysis", "deadline", "signature", "startup", "user", "spec"]
+Question = Literal["signature", "webhooks", "mirroring", "judgement"]
+# The questions a plan may ask, in the order one reconcile answers them: each at most once,
+# and never one that comes before a question already answered (see reconcile._plan).
+QUESTIONS: tuple[Question, ...] = ("signature", "webhooks", "mirroring", "judgement")
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,73 @@ def newer(command: str, *than: str | None) -> bool:
     return True
 
 
+def in_turn(question: Question, last: Question | None) -> bool:
+    """Whether one reconcile answers `question` after it answered `last`: the questions come
+    in the order of QUESTIONS, each at most once (a judgement that finds the window lost may
+    ask about mirroring again; that waits for the next reconcile)."""
+    return last is None or QUESTIONS.index(question) > QUESTIONS.index(last)
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the reconcile found out because a plan asked (Plan.asks): the signature check,
+    the preRollout webhooks' answer (gate), the step's judgement (verdict, with window_lost
+    when the step's window could not be read), and whether the stable pods mirror yet."""
+
+    signature: Check | None = None
+    gate: Check | None = None
+    verdict: list[Check] | None = None
+    window_lost: bool = False
+    mirroring: Mirroring | None = None
+
+
+@dataclass(frozen=True)
+class Moment:
+    """Everything one decision reads: the spec and its target, the status written last time,
+    what the tracks show, the user's commands, the time, and the answers asked for so far.
+    A new input is a field here, not a new parameter on every step function."""
+
+    spec: ModelDeploymentSpec
+    target: Target
+    previous: ModelDeploymentStatus
+    observed: Observed
+    commands: Commands
+    now: float
+    answers: Answers = field(default_factory=Answers)
+
+    def answered(self, **changes: object) -> Moment:
+        """This moment with more answers (or some cleared with None)."""
+        return replace(self, answers=replace(self.answers, **changes))  # type: ignore[arg-type]
+
+    @cached_property
+    def interval(self) -> float:
+        """spec.rollout.interval in seconds."""
+        return parse_duration(self.spec.rollout.interval)
+
+    @cached_property
+    def deadline(self) -> float:
+        """spec.rollout.progressDeadline in seconds."""
+        return parse_duration(self.spec.rollout.progress_deadline)
+
+    @cached_property
+    def user_promote(self) -> bool:
+        """A user's promote not yet acted on in the rollout under way."""
+        canary = self.previous.canary
+        return canary is not None and newer(self.commands.promote, canary.handled, canary.started_at)
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a rollout ends: its outcome, the condition to show, who decided, and the evidence
+    (None: the canary's own analysis)."""
+
+    outcome: Literal["Promoted", "RolledBack", "Aborted"]
+    reason: Reason
+    message: str
+    decided_by: Decider
+    analysis: list[Check] | None = None
+
+
 @dataclass(frozen=True)
 class Plan:
     state: Literal["steady", "rolling", "held"]
@@ -116,15 +191,12 @@ class Plan:
     history: list[HistoryEntry]
     reason: Reason | None = None  # with state rolling or held: the condition to show
     message: str = ""
-    check_signature: bool = False  # call again with the signature check
-    check_webhooks: bool = False  # call again with the preRollout webhooks' answer
-    judge: bool = False  # call again with the step's judgement
+    asks: Question | None = None  # plan again with this answered (Moment.answered)
     step_started: bool = False  # a step's interval began now: take the window's first reading
     requeue_after: float | None = None
     finished: HistoryEntry | None = None  # the rollout that ended in this call
     route_weight: int | None = None  # the canary weight to set on the HTTPRoute; None: no route
     mirror: bool = False  # the stable pods mirror to the canary (the shadow config names it)
-    check_mirroring: bool = False  # call again with whether the stable pods mirror yet
 
 
 def iso(moment: float) -> str:

@@ -10,7 +10,7 @@ when `spec.rollout.shadow` is set, and takes it back at the first live step.
   wait       the kubelet refreshes a mounted ConfigMap only after a delay (up to about a
              minute by default), so the window starts only once every stable pod reports
              `modeldeploy_shadow_fraction` for the canary's version at the fraction asked
-             (the plan asks with `check_mirroring`); waiting longer than progressDeadline
+             (the plan asks with `asks="mirroring"`); waiting longer than progressDeadline
              rolls back (ProgressDeadlineExceeded);
   judge      after `shadow.duration` (default the interval) the stable pods' counts of the
              copies are judged (analysis.judge_shadow): Failed rolls back at once, before any
@@ -26,114 +26,99 @@ from __future__ import annotations
 
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
-from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
 from modeldeploy_operator.rollout.moves import changed, end, rolling, rollout_seconds
-from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, seconds
-from modeldeploy_operator.telemetry.shadowing import Mirroring
+from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, seconds
 
 LABEL = "shadow step"
 MIRROR_POLL = 5.0  # seconds between looks while the stable pods pick up the shadow config
 
 
-def begin(spec: ModelDeploymentSpec, canary: CanaryStatus, observed: Observed, checks: list[Check], now: float) -> Plan:
+def begin(moment: Moment, canary: CanaryStatus, checks: list[Check]) -> Plan:
     """The gates passed: the stable pods are to mirror to the canary, still out of the Service."""
-    shadowed = changed(canary, shadow=True, analysis=checks, step_started_at=None, inconclusive_since=iso(now))
+    shadowed = changed(canary, shadow=True, analysis=checks, step_started_at=None, inconclusive_since=iso(moment.now))
     message = f"{LABEL}: the stable pods start mirroring to the canary; no live traffic reaches it"
-    return rolling(shadowed, observed, False, message, spec, MIRROR_POLL, mirror=True)
+    return rolling(moment, shadowed, False, message, MIRROR_POLL, mirror=True)
 
 
-def go_live(spec: ModelDeploymentSpec, canary: CanaryStatus, observed: Observed, why: str, **changes: object) -> Plan:
+def go_live(moment: Moment, canary: CanaryStatus, why: str, **changes: object) -> Plan:
     """On to the first live step; mirroring stops in the same plan."""
-    first = spec.rollout.steps[0]
+    steps = moment.spec.rollout.steps
+    first = steps[0]
     live = changed(
         canary, shadow=None, requested_weight=first, step_started_at=None, inconclusive_since=None, **changes
     )
-    message = f"{why}; step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
-    return rolling(live, observed, True, message, spec, WAIT_FOR_PODS)
+    message = f"{why}; step 1 of {len(steps)}: canary pods join the Service for {first}% of traffic"
+    return rolling(moment, live, True, message, WAIT_FOR_PODS)
 
 
-def shadow_step(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    verdict: list[Check] | None,
-    window_lost: bool,
-    mirroring: Mirroring | None,
-    user_promote: bool,
-) -> Plan:
+def shadow_step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
     """The next plan of a rollout in its shadow step (see the module docstring)."""
-    rollout, shadow = spec.rollout, spec.rollout.shadow
+    rollout, shadow, now = moment.spec.rollout, moment.spec.rollout.shadow, moment.now
+    verdict, window_lost = moment.answers.verdict, moment.answers.window_lost
     if shadow is None:
-        return go_live(spec, canary, observed, "spec.rollout.shadow was removed: the shadow step ends")
-    if user_promote:
-        return go_live(spec, canary, observed, "shadow step passed by a user", handled=commands.promote)
-    deadline = parse_duration(rollout.progress_deadline)
+        return go_live(moment, canary, "spec.rollout.shadow was removed: the shadow step ends")
+    if moment.user_promote:
+        return go_live(moment, canary, "shadow step passed by a user", handled=moment.commands.promote)
+    deadline = moment.deadline
     duration = parse_duration(shadow.duration or rollout.interval)
     if canary.step_started_at is None or window_lost:
-        return _until_mirroring(spec, canary, history, observed, now, mirroring, deadline, duration, window_lost)
-    if commands.paused:
+        return _until_mirroring(moment, canary, history, duration)
+    if moment.commands.paused:
         message = f"{LABEL}: paused (the stable pods keep mirroring)"
-        return rolling(canary, observed, False, message, spec, None, reason=reasons.CANARY_PAUSED, mirror=True)
+        return rolling(moment, canary, False, message, None, reason=reasons.CANARY_PAUSED, mirror=True)
     due = seconds(canary.step_started_at) + duration
     if now < due:
         message = f"{LABEL}: mirroring; judged in {rollout_seconds(due - now)}"
-        return rolling(canary, observed, False, message, spec, due - now, mirror=True)
+        return rolling(moment, canary, False, message, due - now, mirror=True)
     if verdict is None:
-        return rolling(canary, observed, False, f"{LABEL}: judging", spec, None, judge=True, mirror=True)
+        return rolling(moment, canary, False, f"{LABEL}: judging", None, asks="judgement", mirror=True)
     failed = [check for check in verdict if check.result == "Failed"]
     if failed and not rollout.analysis.dry_run:
         first = failed[0]
         message = f"{LABEL}: {first.check} failed: {first.message}"
-        return end(canary, history, "RolledBack", reasons.ROLLED_BACK, message, "analysis", now, verdict)
+        return end(canary, history, Ending("RolledBack", reasons.ROLLED_BACK, message, "analysis", verdict), now)
     waiting = [check for check in verdict if check.result == "Inconclusive"]
     if waiting:
         since = canary.inconclusive_since or iso(now)
         if now - seconds(since) > deadline:
             message = f"{LABEL} stayed Inconclusive for {rollout.progress_deadline}: {waiting[0].message}"
-            return end(
-                canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, verdict
-            )
+            late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", verdict)
+            return end(canary, history, late, now)
         again = max(5.0, min(duration / 4, 30.0))
         held = changed(canary, analysis=verdict, inconclusive_since=since)
         message = f"{LABEL}: Inconclusive ({waiting[0].message}); waiting for mirrored traffic"
-        return rolling(held, observed, False, message, spec, again, mirror=True)
+        return rolling(moment, held, False, message, again, mirror=True)
     agreed = next((check for check in verdict if check.check == "agreement" and check.value is not None), None)
     why = f"{LABEL} passed" + (f" (agreement {agreed.value:.2%})" if agreed is not None and agreed.value else "")
-    return go_live(spec, canary, observed, why, analysis=verdict)
+    return go_live(moment, canary, why, analysis=verdict)
 
 
-def _until_mirroring(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    now: float,
-    mirroring: Mirroring | None,
-    deadline: float,
-    duration: float,
-    window_lost: bool,
-) -> Plan:
+def _until_mirroring(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry], duration: float) -> Plan:
     """Wait until every stable pod mirrors to the canary, then start the shadow's window."""
+    mirroring, now = moment.answers.mirroring, moment.now
     if mirroring is None:
         message = f"{LABEL}: asking the stable pods whether they mirror"
-        return rolling(canary, observed, False, message, spec, None, mirror=True, check_mirroring=True)
+        return rolling(moment, canary, False, message, None, mirror=True, asks="mirroring")
     if not mirroring.started:
         since = canary.inconclusive_since or iso(now)
-        if now - seconds(since) > deadline:
+        if now - seconds(since) > moment.deadline:
             message = (
                 f"{LABEL}: the stable pods did not start mirroring within spec.rollout.progressDeadline "
-                f"{spec.rollout.progress_deadline}: {mirroring.describe()}"
+                f"{moment.spec.rollout.progress_deadline}: {mirroring.describe()}"
             )
-            return end(canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now)
+            return end(
+                canary, history, Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline"), now
+            )
         waiting = changed(canary, inconclusive_since=since)
         message = f"{LABEL}: {mirroring.describe()} (the kubelet refreshes the shadow config within about a minute)"
-        return rolling(waiting, observed, False, message, spec, MIRROR_POLL, mirror=True)
+        return rolling(moment, waiting, False, message, MIRROR_POLL, mirror=True)
     started = changed(canary, step_started_at=iso(now), inconclusive_since=None)
-    why = "the operator restarted: the shadow's window starts again" if window_lost else mirroring.describe()
+    why = (
+        "the operator restarted: the shadow's window starts again"
+        if moment.answers.window_lost
+        else mirroring.describe()
+    )
     fraction = mirroring.fraction if mirroring.fraction is not None else 0.0
     message = f"{LABEL}: {why} at fraction {fraction:g}; judged in {rollout_seconds(duration)}"
-    return rolling(started, observed, False, message, spec, duration, step_started=True, mirror=True)
+    return rolling(moment, started, False, message, duration, step_started=True, mirror=True)

@@ -13,136 +13,98 @@ promote --full promotes at once, and a pause holds the steps.
 from __future__ import annotations
 
 from modeldeploy_operator.api import reasons
-from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
+from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
 from modeldeploy_operator.rollout.moves import canary_size as _canary_size
 from modeldeploy_operator.rollout.moves import changed as _with
 from modeldeploy_operator.rollout.moves import end as _end
 from modeldeploy_operator.rollout.moves import rolling as _rolling
 from modeldeploy_operator.rollout.moves import rollout_seconds
-from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Commands, Observed, Plan, iso, newer, seconds
+from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, newer, seconds
 from modeldeploy_operator.rollout.traffic import achieved_weight, route_note, weight_note
 
 
-def _note(spec: ModelDeploymentSpec, requested: int, observed: Observed) -> str:
-    route = spec.rollout.traffic.http_route
+def _note(moment: Moment, requested: int) -> str:
+    route, observed = moment.spec.rollout.traffic.http_route, moment.observed
     if route is not None:
         return route_note(requested, observed.route_weight, route.name)
     achieved = achieved_weight(observed.stable_ready, observed.canary_serving)
     return weight_note(requested, achieved, observed.stable_ready, observed.canary_serving)
 
 
-def _unverified(
-    spec: ModelDeploymentSpec, canary: CanaryStatus, observed: Observed, label: str, note: str
-) -> Plan | None:
+def _unverified(moment: Moment, canary: CanaryStatus, label: str, note: str) -> Plan | None:
     """The wait while a step's weight is not yet verified: its canary pods in the Service
     and, with an HTTPRoute, the route showing the step's weight; None once it is."""
+    spec, observed = moment.spec, moment.observed
     wanted = _canary_size(spec, canary.requested_weight)
     if observed.canary_serving < wanted:
         message = f"{label}: waiting for {wanted} canary pod(s) in the Service"
-        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS)
+        return _rolling(moment, canary, True, message, WAIT_FOR_PODS)
     if spec.rollout.traffic.http_route is None or observed.route_weight == canary.requested_weight:
         return None
     if observed.route_problem:
         message = f"{label}: {observed.route_problem}"
-        return _rolling(canary, observed, True, message, spec, WAIT_FOR_PODS, reason=reasons.HTTP_ROUTE_UNUSABLE)
-    return _rolling(canary, observed, True, f"{label}: waiting for the weight: {note}", spec, WAIT_FOR_PODS)
+        return _rolling(moment, canary, True, message, WAIT_FOR_PODS, reason=reasons.HTTP_ROUTE_UNUSABLE)
+    return _rolling(moment, canary, True, f"{label}: waiting for the weight: {note}", WAIT_FOR_PODS)
 
 
-def step(
-    spec: ModelDeploymentSpec,
-    canary: CanaryStatus,
-    history: list[HistoryEntry],
-    observed: Observed,
-    commands: Commands,
-    now: float,
-    verdict: list[Check] | None,
-    window_lost: bool,
-    interval: float,
-    deadline: float,
-) -> Plan:
+def step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
+    spec, commands, now = moment.spec, moment.commands, moment.now
+    interval, deadline, user_promote = moment.interval, moment.deadline, moment.user_promote
+    verdict, window_lost = moment.answers.verdict, moment.answers.window_lost
     steps = spec.rollout.steps
     index, requested = canary.step, canary.requested_weight
     label = f"step {index + 1} of {len(steps)}"
-    note = _note(spec, requested, observed)
+    note = _note(moment, requested)
     if newer(commands.promote_full, canary.handled, canary.started_at):
         promoted = _with(canary, promoting=True, promoted_by="user", handled=commands.promote_full)
-        return _rolling(
-            promoted, observed, True, "promoted by a user: updating stable", spec, WAIT_FOR_PODS, stable="target"
-        )
+        message = "promoted by a user: updating stable"
+        return _rolling(moment, promoted, True, message, WAIT_FOR_PODS, stable="target")
     if canary.step_started_at is None or window_lost:
-        unverified = _unverified(spec, canary, observed, label, note)
+        unverified = _unverified(moment, canary, label, note)
         if unverified is not None:
             return unverified
         verified = _with(canary, step_started_at=iso(now), inconclusive_since=None)
         why = "the operator restarted: the step's window starts again" if window_lost else "weight verified"
-        return _rolling(
-            verified,
-            observed,
-            True,
-            f"{label}: {note}; {why}, judged in {rollout_seconds(interval)}",
-            spec,
-            interval,
-            step_started=True,
-        )
-    user_promote = newer(commands.promote, canary.handled, canary.started_at)
+        message = f"{label}: {note}; {why}, judged in {rollout_seconds(interval)}"
+        return _rolling(moment, verified, True, message, interval, step_started=True)
     if commands.paused and not user_promote:
         # A pause holds what the operator would do on its own; a user's promote still acts
         # (the next step is then held in turn), as promote --full and abort do.
-        return _rolling(canary, observed, True, f"{label}: {note}; paused", spec, None, reason=reasons.CANARY_PAUSED)
+        message = f"{label}: {note}; paused"
+        return _rolling(moment, canary, True, message, None, reason=reasons.CANARY_PAUSED)
     due = seconds(canary.step_started_at) + interval
     if now < due and not user_promote:
-        return _rolling(
-            canary, observed, True, f"{label}: {note}; judged in {rollout_seconds(due - now)}", spec, due - now
-        )
+        message = f"{label}: {note}; judged in {rollout_seconds(due - now)}"
+        return _rolling(moment, canary, True, message, due - now)
     if verdict is None and not user_promote:
-        return _rolling(canary, observed, True, f"{label}: judging", spec, None, judge=True)
+        return _rolling(moment, canary, True, f"{label}: judging", None, asks="judgement")
     checks = verdict or canary.analysis
     failed = [check for check in checks if check.result == "Failed"]
     if failed and not spec.rollout.analysis.dry_run and not user_promote:
         first = failed[0]
-        return _end(
-            canary,
-            history,
-            "RolledBack",
-            reasons.ROLLED_BACK,
-            f"{first.check} failed: {first.message}",
-            "analysis",
-            now,
-            checks,
-        )
+        message = f"{first.check} failed: {first.message}"
+        return _end(canary, history, Ending("RolledBack", reasons.ROLLED_BACK, message, "analysis", checks), now)
     waiting = [check for check in checks if check.result == "Inconclusive"]
     if waiting and not user_promote:
         since = canary.inconclusive_since or iso(now)
         if now - seconds(since) > deadline:
             message = f"{label} stayed Inconclusive for {spec.rollout.progress_deadline}: {waiting[0].message}"
-            return _end(
-                canary, history, "RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", now, checks
-            )
+            late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", checks)
+            return _end(canary, history, late, now)
         again = max(5.0, min(interval / 4, 30.0))
         held = _with(canary, analysis=checks, inconclusive_since=since)
-        return _rolling(
-            held, observed, True, f"{label}: Inconclusive ({waiting[0].message}); waiting for traffic", spec, again
-        )
+        message = f"{label}: Inconclusive ({waiting[0].message}); waiting for traffic"
+        return _rolling(moment, held, True, message, again)
     handled = commands.promote if user_promote else canary.handled
     passed = _with(canary, analysis=checks, inconclusive_since=None, handled=handled)
     if index + 1 < len(steps):
         following = steps[index + 1]
         moved = _with(passed, step=index + 1, requested_weight=following, step_started_at=None)
-        return _rolling(
-            moved, observed, True, f"step {index + 2} of {len(steps)}: {following}% requested", spec, WAIT_FOR_PODS
-        )
+        message = f"step {index + 2} of {len(steps)}: {following}% requested"
+        return _rolling(moment, moved, True, message, WAIT_FOR_PODS)
     if spec.rollout.manual_promotion and not user_promote:
-        return _rolling(
-            passed, observed, True, "every step passed; waiting for `kubectl modeldeploy promote`", spec, None
-        )
+        message = "every step passed; waiting for `kubectl modeldeploy promote`"
+        return _rolling(moment, passed, True, message, None)
     promoting = _with(passed, promoting=True, promoted_by="user" if user_promote else "analysis")
-    return _rolling(
-        promoting,
-        observed,
-        True,
-        "every step passed: updating stable to the new version",
-        spec,
-        WAIT_FOR_PODS,
-        stable="target",
-    )
+    message = "every step passed: updating stable to the new version"
+    return _rolling(moment, promoting, True, message, WAIT_FOR_PODS, stable="target")
