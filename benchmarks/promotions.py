@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -38,12 +37,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from raw_results import write_raw  # noqa: E402
 
-from e2e.cluster import images, launcher, settings  # noqa: E402
 from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
 from e2e.faults import kube_proxy_stopped  # noqa: E402
 from e2e.load import Load  # noqa: E402
 from e2e.manifests import cancer, cancer_digests  # noqa: E402
-from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
+from e2e.operator_fixtures import fresh_namespace_on_local_cluster, wait_for  # noqa: E402
 from e2e.timeline import Timeline  # noqa: E402
 
 Obj = dict[str, Any]
@@ -277,18 +275,9 @@ def main(argv: list[str] | None = None) -> None:
         "stall": args.stall_kube_proxy,
         "runs": [],
     }
-    run_dir = settings.run_dir()
-    state = launcher.State.load(run_dir)
-    if state is None or not launcher.healthy(run_dir, state) or not state.node:
-        print("bringing the local cluster up", flush=True)
-        state = launcher.up(control_plane_only=False, run_dir=run_dir)
-    kube = Cluster(run_dir, run_dir / "admin.kubeconfig", Path(state.bin_dir), state.node)
-    image = images.import_project_image(run_dir)
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
-    kube.kubectl("create", "namespace", NAMESPACE)
+    operators, image = fresh_namespace_on_local_cluster(NAMESPACE)
+    kube = operators.kube
     digest = cancer_digests()
-    operators = OperatorLauncher(kube, NAMESPACE, Path(tempfile.mkdtemp(prefix="bench-promotions-")))
     stop = multiprocessing.Event()
     hogs = [multiprocessing.Process(target=_spin, args=(stop,), daemon=True) for _ in range(args.hog)]
     churning = threading.Event()

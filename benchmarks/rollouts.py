@@ -27,7 +27,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +37,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from raw_results import write_raw  # noqa: E402
 
-from e2e.cluster import images, launcher, settings  # noqa: E402
 from e2e.cluster.pytest_plugin import Cluster  # noqa: E402
 from e2e.load import Load  # noqa: E402
 from e2e.manifests import cancer, cancer_digests  # noqa: E402
-from e2e.operator_fixtures import CRD, OperatorLauncher, wait_for  # noqa: E402
+from e2e.operator_fixtures import fresh_namespace_on_local_cluster, wait_for  # noqa: E402
 
 Obj = dict[str, Any]
 NAMESPACE = "bench-rollouts"
@@ -204,18 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         "interval": args.interval,
         "workers": args.workers,
     }
-    run_dir = settings.run_dir()
-    state = launcher.State.load(run_dir)
-    if state is None or not launcher.healthy(run_dir, state) or not state.node:
-        print("bringing the local cluster up", flush=True)
-        state = launcher.up(control_plane_only=False, run_dir=run_dir)
-    kube = Cluster(run_dir, run_dir / "admin.kubeconfig", Path(state.bin_dir), state.node)
-    image = images.import_project_image(run_dir)
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    kube.kubectl("delete", "namespace", NAMESPACE, "--ignore-not-found", "--wait=true", "--timeout=120s")
-    kube.kubectl("create", "namespace", NAMESPACE)
+    operators, image = fresh_namespace_on_local_cluster(NAMESPACE)
+    kube = operators.kube
     digest = cancer_digests()
-    operators = OperatorLauncher(kube, NAMESPACE, Path(tempfile.mkdtemp(prefix="bench-rollouts-")))
     watcher = Watcher(kube)
     try:
         operators.start("--serving-image", image, "--image-pull-policy", "IfNotPresent")

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -173,3 +174,22 @@ def operators(crd_installed: Cluster, namespace: str, tmp_path: Path) -> Iterato
     launcher = OperatorLauncher(crd_installed, namespace, tmp_path)
     yield launcher
     launcher.stop_all()
+
+
+def fresh_namespace_on_local_cluster(namespace: str) -> tuple[OperatorLauncher, str]:
+    """For the cluster benchmarks: the local cluster (brought up when it is not), the project
+    image in its containerd, the CRD, and `namespace` made anew; an operator launcher for it
+    and the image reference."""
+    from e2e.cluster import images, launcher, settings
+
+    run_dir = settings.run_dir()
+    state = launcher.State.load(run_dir)
+    if state is None or not launcher.healthy(run_dir, state) or not state.node:
+        print("bringing the local cluster up", flush=True)
+        state = launcher.up(control_plane_only=False, run_dir=run_dir)
+    kube = Cluster(run_dir, run_dir / "admin.kubeconfig", Path(state.bin_dir), state.node)
+    image = images.import_project_image(run_dir)
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    kube.kubectl("delete", "namespace", namespace, "--ignore-not-found", "--wait=true", "--timeout=120s")
+    kube.kubectl("create", "namespace", namespace)
+    return OperatorLauncher(kube, namespace, Path(tempfile.mkdtemp(prefix=f"{namespace}-"))), image
