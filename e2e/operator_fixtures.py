@@ -143,7 +143,10 @@ class OperatorLauncher:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
                 return response.status == 200
 
-        wait_for("the operator's /healthz", healthy, timeout=60)
+        try:
+            wait_for("the operator's /healthz", healthy, timeout=60)
+        except AssertionError as error:  # still running but not healthy: its log says where it is
+            raise AssertionError(f"{error}\nthe operator's log so far:\n{operator.logs()}") from None
         return operator
 
     def kill(self, operator: OperatorProcess, sig: int = signal.SIGKILL) -> None:
