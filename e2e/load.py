@@ -104,12 +104,15 @@ def breast_cancer_bodies(scale: dict[str, float] | None = None) -> list[bytes]:
 class Load:
     """Requests to `address` (host:port) from `workers` threads until stopped."""
 
-    def __init__(self, address: str, model: str = "cancer", workers: int = 1, pause: float = 0.02) -> None:
+    def __init__(
+        self, address: str, model: str = "cancer", workers: int = 1, pause: float = 0.02, first_answer: float = 30.0
+    ) -> None:
         self.host, _, port = address.partition(":")
         self.port = int(port or 80)
         self.path = f"/v2/models/{model}/infer"
         self.bodies = breast_cancer_bodies()  # swap for other bodies at any time
         self.pause = pause
+        self.first_answer = first_answer  # seconds to wait for the Service's first answer; 0: start at once
         self.answers: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
         self.latencies: list[tuple[float, float]] = []  # (monotonic end, seconds) of each request
@@ -119,6 +122,8 @@ class Load:
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(workers)]
 
     def __enter__(self) -> Load:
+        if self.first_answer:
+            self._wait_until_answered(self.first_answer)
         for thread in self._threads:
             thread.start()
         return self
@@ -127,6 +132,20 @@ class Load:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
+
+    def _wait_until_answered(self, timeout: float) -> None:
+        """Counting starts once the Service has answered once. A ModelDeployment is Ready when
+        its pods are; kube-proxy writes the new Service's rules a moment later (CI once saw a
+        refused connection 35 ms before that sync), and that moment is not a rollout's."""
+        deadline = time.monotonic() + timeout
+        while True:
+            _, _, failure = self._send(self.bodies[0])
+            if failure is None:
+                return
+            if time.monotonic() > deadline:
+                where = f"{self.host}:{self.port}"
+                raise AssertionError(f"the Service at {where} never answered in {timeout:g}s: {failure.describe()}")
+            time.sleep(0.1)
 
     def _run(self, offset: int) -> None:
         index = offset * 37

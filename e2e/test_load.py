@@ -41,7 +41,7 @@ def test_the_pod_a_connection_went_to_is_read_from_conntrack(tmp_path: Path, mon
 
 def test_a_refused_connection_is_recorded_with_its_errno_phase_and_port() -> None:
     closed = free_port()
-    with Load(f"127.0.0.1:{closed}", pause=0.05) as load:
+    with Load(f"127.0.0.1:{closed}", pause=0.05, first_answer=0) as load:
         time.sleep(0.3)
     failures = load.failures_seen()
     assert failures and load.failed() == len(failures)
@@ -75,9 +75,48 @@ def unavailable() -> Iterator[int]:
 
 
 def test_an_http_error_is_recorded_with_its_status_and_body(unavailable: int) -> None:
-    with Load(f"127.0.0.1:{unavailable}", pause=0.05) as load:
+    with Load(f"127.0.0.1:{unavailable}", pause=0.05, first_answer=0) as load:
         time.sleep(0.3)
     failures = load.failures_seen()
     assert failures and load.answers["503"] == len(failures)
     assert failures[0].phase == "answer"
     assert failures[0].reason == 'HTTP 503: {"error": "model not ready"}'
+
+
+class _Answering(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        body = b'{"model_name": "cancer", "model_version": "1", "outputs": []}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_counting_starts_once_the_service_has_answered() -> None:
+    """A Service whose rules are not written yet refuses; that is before the load, not in it."""
+    port = free_port()
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def open_later() -> None:
+        time.sleep(0.5)
+        servers.append(http.server.ThreadingHTTPServer(("127.0.0.1", port), _Answering))
+        servers[0].serve_forever()
+
+    threading.Thread(target=open_later, daemon=True).start()
+    try:
+        with Load(f"127.0.0.1:{port}", pause=0.05, first_answer=10) as load:
+            time.sleep(0.3)
+    finally:
+        servers[0].shutdown()
+        servers[0].server_close()
+    assert load.failures_seen() == [] and load.answered_by("1") == load.served() > 0
+
+
+def test_a_service_that_never_answers_stops_the_load_before_it_starts() -> None:
+    closed = free_port()
+    with pytest.raises(AssertionError, match=rf"127.0.0.1:{closed} never answered in 0.5s: connect: ECONNREFUSED"):
+        Load(f"127.0.0.1:{closed}", first_answer=0.5).__enter__()
