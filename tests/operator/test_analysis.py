@@ -120,3 +120,21 @@ def test_signature_differences_are_named_field_by_field() -> None:
     assert "inputs.input: shape [-1, 29], stable [-1, 30]" in check.message
     assert "outputs.label: missing (stable has it)" in check.message
     assert "outputs.probabilities: not in stable" in check.message
+
+
+def test_the_check_tables_name_every_check_status_can_show_and_each_limit_is_a_spec_field() -> None:
+    """The tables, status's CheckName and the CRD's description of `check` say the same names."""
+    from typing import get_args
+
+    from modeldeploy_operator.api.status import Check, CheckName
+    from modeldeploy_operator.rollout.analysis import CANARY_CHECKS, SHADOW_CHECKS
+
+    tabled = {kind.name for kind in (*CANARY_CHECKS, *SHADOW_CHECKS)}
+    gates = {"signature", "webhook"}  # judged before any traffic, not over a window
+    assert tabled | gates == set(get_args(CheckName)) and not tabled & gates
+    description = Check.model_fields["check"].description or ""
+    assert all(name in description for name in tabled | gates), description
+    for kind in (*CANARY_CHECKS, *SHADOW_CHECKS):
+        assert kind.limit_field in Analysis.model_fields, kind
+    assert len({kind.name for kind in CANARY_CHECKS}) == len(CANARY_CHECKS)
+    assert len({kind.name for kind in SHADOW_CHECKS}) == len(SHADOW_CHECKS)

@@ -29,15 +29,69 @@ compared at all it is Inconclusive.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.api.status import Check
+from modeldeploy_operator.api.status import Check, CheckName, CheckResult
 from modeldeploy_operator.telemetry import stats
 from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
 OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"
+
+
+class Tracks(NamedTuple):
+    """What a live step's checks compare: the canary's window and stable's, over the same time."""
+
+    canary: TrackWindow
+    stable: TrackWindow
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a check's statistic found. Without a `result`, the value against the limit
+    decides: Failed beyond it, Successful within it or without a limit (reported only)."""
+
+    value: float | None
+    samples: int
+    message: str
+    result: CheckResult | None = None
+
+
+Subject = TypeVar("Subject")
+
+
+@dataclass(frozen=True)
+class CheckKind(Generic[Subject]):
+    """One check: its name in status, the spec.rollout.analysis field its limit comes from,
+    which side of the limit fails, and its statistic."""
+
+    name: CheckName
+    limit_field: str
+    bound: Literal["max", "min"]
+    statistic: Callable[[Subject, float | None], Finding]
+
+    def limit(self, limits: Analysis) -> float | None:
+        found: float | None = getattr(limits, self.limit_field)
+        return found
+
+    def judged(self, subject: Subject, limits: Analysis) -> Check:
+        limit = self.limit(limits)
+        found = self.statistic(subject, limit)
+        result = found.result or _against(found.value, limit, self.bound)
+        return _check(self.name, result, found.value, limit, found.samples, found.message)
+
+    def inconclusive(self, limits: Analysis, samples: int, why: str) -> Check:
+        return _check(self.name, "Inconclusive", None, self.limit(limits), samples, why)
+
+
+def _against(value: float | None, limit: float | None, bound: Literal["max", "min"]) -> CheckResult:
+    if value is None or limit is None:
+        return "Successful"
+    beyond = value > limit if bound == "max" else value < limit
+    return "Failed" if beyond else "Successful"
 
 
 def _check(name: str, result: str, value: float | None, limit: float | None, samples: int, message: str) -> Check:
@@ -50,6 +104,11 @@ def _rounded(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+def _limit_words(limit: float | None, template: str, spec_field: str) -> str:
+    """'; limit x1.5' (template 'x{:g}'), or that the check is reported only without its field."""
+    return f"; limit {template.format(limit)}" if limit is not None else f" (reported only: no {spec_field})"
+
+
 def judge(window: Window, limits: Analysis) -> list[Check]:
     """Every check of one step, canary against stable over the window."""
     canary = window.tracks.get("canary")
@@ -57,24 +116,9 @@ def judge(window: Window, limits: Analysis) -> list[Check]:
     samples = canary.total_requests if canary is not None else 0
     why = _unjudgeable(window, canary, stable, samples, limits.min_requests)
     if why is not None:
-        names = ["errorRate", "latencyP99", "predictionShift", "cost"]
-        return [_check(name, "Inconclusive", None, _limit(name, limits), samples, why) for name in names]
+        return [kind.inconclusive(limits, samples, why) for kind in CANARY_CHECKS]
     assert canary is not None and stable is not None
-    return [
-        error_rate(canary, stable, limits.max_error_rate),
-        latency_p99(canary, limits.max_latency_p99_ms),
-        prediction_shift(canary, stable, limits.max_prediction_shift),
-        cost(canary, stable, limits.max_cost_increase),
-    ]
-
-
-def _limit(name: str, limits: Analysis) -> float | None:
-    return {
-        "errorRate": limits.max_error_rate,
-        "latencyP99": limits.max_latency_p99_ms,
-        "predictionShift": limits.max_prediction_shift,
-        "cost": limits.max_cost_increase,
-    }[name]
+    return [kind.judged(Tracks(canary, stable), limits) for kind in CANARY_CHECKS]
 
 
 def _unjudgeable(
@@ -90,7 +134,8 @@ def _unjudgeable(
     return None
 
 
-def error_rate(canary: TrackWindow, stable: TrackWindow, limit: float) -> Check:
+def error_rate(tracks: Tracks, limit: float | None) -> Finding:
+    canary, stable = tracks
     total = canary.total_requests
     errors = canary.requests.get(OUTCOME_ERROR, 0) / total
     refused = canary.requests.get(OUTCOME_INVALID, 0) / total
@@ -100,9 +145,9 @@ def error_rate(canary: TrackWindow, stable: TrackWindow, limit: float) -> Check:
     value = _rounded(errors + extra_refused)
     message = (
         f"{value:.2%} of {total} canary requests failed (5xx {errors:.2%}, 4xx beyond stable's "
-        f"{extra_refused:.2%}); limit {limit:.2%}"
+        f"{extra_refused:.2%}); limit {limit or 0:.2%}"
     )
-    return _check("errorRate", "Failed" if value > limit else "Successful", value, limit, total, message)
+    return Finding(value, total, message)
 
 
 def _quantile(bins: Bins, quantile: float) -> float | None:
@@ -113,14 +158,13 @@ def _quantile(bins: Bins, quantile: float) -> float | None:
     return stats.histogram_quantile(quantile, [*bins.edges, math.inf], cumulative)
 
 
-def latency_p99(canary: TrackWindow, limit_ms: float) -> Check:
-    seconds = _quantile(canary.latency, 0.99)
-    samples = canary.latency.total
+def latency_p99(tracks: Tracks, limit_ms: float | None) -> Finding:
+    seconds = _quantile(tracks.canary.latency, 0.99)
+    samples = tracks.canary.latency.total
     if seconds is None:
-        return _check("latencyP99", "Inconclusive", None, limit_ms, samples, "no request latency counted")
+        return Finding(None, samples, "no request latency counted", "Inconclusive")
     value = _rounded(seconds * 1000)
-    message = f"p99 {value:g} ms over {samples} canary requests; limit {limit_ms:g} ms"
-    return _check("latencyP99", "Failed" if value > limit_ms else "Successful", value, limit_ms, samples, message)
+    return Finding(value, samples, f"p99 {value:g} ms over {samples} canary requests; limit {limit_ms:g} ms")
 
 
 def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int], list[int]] | None:
@@ -141,21 +185,21 @@ def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int
     return None
 
 
-def prediction_shift(canary: TrackWindow, stable: TrackWindow, limit: float) -> Check:
-    compared = _comparable(canary, stable)
+def prediction_shift(tracks: Tracks, limit: float | None) -> Finding:
+    compared = _comparable(*tracks)
     if compared is None:
         message = "the canary's and stable's predictions share no class labels or bin edges to compare"
-        return _check("predictionShift", "Inconclusive", None, limit, canary.rows, message)
+        return Finding(None, tracks.canary.rows, message, "Inconclusive")
     what, mine, theirs = compared
     rows, reference_rows = sum(mine), sum(theirs)
     if rows == 0 or reference_rows == 0:
         message = f"no predictions counted on {'the canary' if rows == 0 else 'stable'}"
-        return _check("predictionShift", "Inconclusive", None, limit, rows, message)
+        return Finding(None, rows, message, "Inconclusive")
     value = _rounded(stats.psi(mine, theirs, reference_rows))
     message = (
         f"PSI {value:g} between canary and stable {what} ({rows} vs {reference_rows} predictions); limit {limit:g}"
     )
-    return _check("predictionShift", "Failed" if value > limit else "Successful", value, limit, rows, message)
+    return Finding(value, rows, message)
 
 
 def _cpu_per_thousand(track: TrackWindow) -> float | None:
@@ -164,16 +208,15 @@ def _cpu_per_thousand(track: TrackWindow) -> float | None:
     return track.cpu_seconds / track.rows * 1000
 
 
-def cost(canary: TrackWindow, stable: TrackWindow, limit: float | None) -> Check:
-    mine, theirs = _cpu_per_thousand(canary), _cpu_per_thousand(stable)
+def cost(tracks: Tracks, limit: float | None) -> Finding:
+    mine, theirs = _cpu_per_thousand(tracks.canary), _cpu_per_thousand(tracks.stable)
+    rows = tracks.canary.rows
     if mine is None or theirs is None or theirs == 0:
         message = "CPU per prediction not measured on both tracks"
-        return _check("cost", "Inconclusive" if limit is not None else "Successful", None, limit, canary.rows, message)
+        return Finding(None, rows, message, "Inconclusive" if limit is not None else "Successful")
     ratio = _rounded(mine / theirs)
     message = f"{mine:.3g} CPU s per 1,000 predictions on the canary, {theirs:.3g} on stable: x{ratio:g}"
-    message += f"; limit x{limit:g}" if limit is not None else " (reported only: no maxCostIncrease)"
-    failed = limit is not None and ratio > limit
-    return _check("cost", "Failed" if failed else "Successful", ratio, limit, canary.rows, message)
+    return Finding(ratio, rows, message + _limit_words(limit, "x{:g}", "maxCostIncrease"))
 
 
 def _tensors(metadata: dict[str, Any], side: str) -> dict[str, dict[str, Any]]:
@@ -228,50 +271,38 @@ def judge_shadow(window: Window, limits: Analysis, version: str, minimum: int) -
         dropped = f" ({shadow.dropped} dropped: the mirroring queue was full)" if shadow.dropped else ""
         why = f"{samples} mirrored requests in {window.seconds:.0f}s{dropped}, fewer than minRequests {minimum}"
     if why is not None:
-        limited = {
-            "errorRate": limits.max_error_rate,
-            "latencyP99": limits.max_latency_p99_ms,
-            "agreement": limits.min_agreement,
-            "outputDelta": limits.max_output_delta_p95,
-        }
-        return [_check(name, "Inconclusive", None, limit, samples, why) for name, limit in limited.items()]
+        return [kind.inconclusive(limits, samples, why) for kind in SHADOW_CHECKS]
     assert shadow is not None
-    return [
-        mirrored_errors(shadow, limits.max_error_rate),
-        mirrored_latency(shadow, limits.max_latency_p99_ms),
-        agreement(shadow, limits.min_agreement),
-        output_delta(shadow, limits.max_output_delta_p95),
-    ]
+    return [kind.judged(shadow, limits) for kind in SHADOW_CHECKS]
 
 
-def mirrored_errors(shadow: ShadowWindow, limit: float) -> Check:
+def mirrored_errors(shadow: ShadowWindow, limit: float | None) -> Finding:
     sent, failed = shadow.sent, shadow.failed
     value = _rounded(failed / sent)
     parts = ", ".join(f"{o} {shadow.outcomes.get(o, 0)}" for o in FAILED_OUTCOMES if shadow.outcomes.get(o, 0))
     message = f"{value:.2%} of {sent} mirrored requests failed on the canary{f' ({parts})' if parts else ''}"
-    message += f"; limit {limit:.2%}"
-    return _check("errorRate", "Failed" if value > limit else "Successful", value, limit, sent, message)
+    return Finding(value, sent, message + f"; limit {limit or 0:.2%}")
 
 
-def mirrored_latency(shadow: ShadowWindow, limit_ms: float) -> Check:
+def mirrored_latency(shadow: ShadowWindow, limit_ms: float | None) -> Finding:
     seconds = _quantile(shadow.duration, 0.99)
     samples = shadow.duration.total
     if seconds is None:
-        return _check("latencyP99", "Inconclusive", None, limit_ms, samples, "no mirrored answer was timed")
+        return Finding(None, samples, "no mirrored answer was timed", "Inconclusive")
     value = _rounded(seconds * 1000)
     message = f"p99 {value:g} ms over {samples} mirrored requests answered by the canary; limit {limit_ms:g} ms"
-    return _check("latencyP99", "Failed" if value > limit_ms else "Successful", value, limit_ms, samples, message)
+    return Finding(value, samples, message)
 
 
-def agreement(shadow: ShadowWindow, limit: float) -> Check:
+def agreement(shadow: ShadowWindow, limit: float | None) -> Finding:
     """The share of compared rows on which the canary predicted stable's label (the worst
     label output when there are several), with the largest disagreements named."""
     outputs = sorted(output for output, rows in shadow.compared.items() if rows)
     if not outputs:
         if shadow.deltas:  # a model without a label output: outputDelta judges it
             message = "no label output to compare (scores and values are judged by outputDelta)"
-            return _check("agreement", "Successful", None, limit, 0, message)
-        return _check("agreement", "Inconclusive", None, limit, 0, "no mirrored answer was compared")
+            return Finding(None, 0, message, "Successful")
+        return Finding(None, 0, "no mirrored answer was compared", "Inconclusive")
     rates = {output: shadow.agreed.get(output, 0) / shadow.compared[output] for output in outputs}
     worst = min(outputs, key=lambda output: rates[output])
     rows = shadow.compared[worst]
@@ -281,13 +312,13 @@ def agreement(shadow: ShadowWindow, limit: float) -> Check:
         reverse=True,
     )
     off = [f"{stable}->{canary} {count}" for count, stable, canary in cells if stable != canary][:3]
-    message = f"canary agreed with stable on {value:.2%} of {rows} rows of {worst}; limit {limit:.2%}"
+    message = f"canary agreed with stable on {value:.2%} of {rows} rows of {worst}; limit {limit or 0:.2%}"
     if off:
         message += f" (stable->canary: {', '.join(off)})"
-    return _check("agreement", "Failed" if value < limit else "Successful", value, limit, rows, message)
+    return Finding(value, rows, message)
 
 
-def output_delta(shadow: ShadowWindow, limit: float | None) -> Check:
+def output_delta(shadow: ShadowWindow, limit: float | None) -> Finding:
     """The 95th percentile of |stable - canary| per row, of the output (or class column)
     where it is largest; gates only with maxOutputDeltaP95."""
     found: list[tuple[float, int, str]] = []
@@ -298,12 +329,27 @@ def output_delta(shadow: ShadowWindow, limit: float | None) -> Check:
     if not found:
         if any(shadow.compared.values()):  # labels only: agreement judges it
             message = "no score or regression output to compare (labels are judged by agreement)"
-            return _check("outputDelta", "Successful", None, limit, 0, message)
-        result = "Inconclusive" if limit is not None else "Successful"
-        return _check("outputDelta", result, None, limit, 0, "no mirrored score or value was compared")
+            return Finding(None, 0, message, "Successful")
+        result: CheckResult = "Inconclusive" if limit is not None else "Successful"
+        return Finding(None, 0, "no mirrored score or value was compared", result)
     p95, rows, name = max(found)
     value = _rounded(p95)
     message = f"p95 |stable - canary| {value:g} on {name} over {rows} rows"
-    message += f"; limit {limit:g}" if limit is not None else " (reported only: no maxOutputDeltaP95)"
-    failed = limit is not None and value > limit
-    return _check("outputDelta", "Failed" if failed else "Successful", value, limit, rows, message)
+    return Finding(value, rows, message + _limit_words(limit, "{:g}", "maxOutputDeltaP95"))
+
+
+# The check tables: each check of a live step and of the shadow step, in the order status
+# shows them. A new check is a row here, its statistic above, and its limit's field in
+# api/rollout.py (with its name in api/status.py's CheckName).
+CANARY_CHECKS: tuple[CheckKind[Tracks], ...] = (
+    CheckKind("errorRate", "max_error_rate", "max", error_rate),
+    CheckKind("latencyP99", "max_latency_p99_ms", "max", latency_p99),
+    CheckKind("predictionShift", "max_prediction_shift", "max", prediction_shift),
+    CheckKind("cost", "max_cost_increase", "max", cost),
+)
+SHADOW_CHECKS: tuple[CheckKind[ShadowWindow], ...] = (
+    CheckKind("errorRate", "max_error_rate", "max", mirrored_errors),
+    CheckKind("latencyP99", "max_latency_p99_ms", "max", mirrored_latency),
+    CheckKind("agreement", "min_agreement", "min", agreement),
+    CheckKind("outputDelta", "max_output_delta_p95", "max", output_delta),
+)

@@ -44,6 +44,7 @@ from modeldeploy_operator.rollout.moves import canary_size as _canary_size
 from modeldeploy_operator.rollout.moves import changed as _with
 from modeldeploy_operator.rollout.moves import end as _end
 from modeldeploy_operator.rollout.moves import finish as _finish
+from modeldeploy_operator.rollout.moves import go_live
 from modeldeploy_operator.rollout.moves import rolling as _rolling
 from modeldeploy_operator.rollout.moves import steady as _steady
 from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, newer, seconds
@@ -211,7 +212,4 @@ def _gate(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> 
             return _rolling(moment, held, False, f"held: {gate.message}", WAIT_FOR_PODS)
     if spec.rollout.shadow is not None:
         return shadow_begin(moment, canary, checks)
-    first = spec.rollout.steps[0]
-    started = _with(canary, requested_weight=first, analysis=checks)
-    message = f"step 1 of {len(spec.rollout.steps)}: canary pods join the Service for {first}% of traffic"
-    return _rolling(moment, started, True, message, WAIT_FOR_PODS)
+    return go_live(moment, canary, analysis=checks)

@@ -27,8 +27,17 @@ from __future__ import annotations
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
-from modeldeploy_operator.rollout.moves import changed, end, rolling, rollout_seconds
-from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, seconds
+from modeldeploy_operator.rollout.moves import (
+    Judging,
+    changed,
+    end,
+    go_live,
+    rolling,
+    rollout_seconds,
+    ruled,
+    waiting_since,
+)
+from modeldeploy_operator.rollout.plans import Ending, Moment, Plan, iso, seconds
 
 LABEL = "shadow step"
 MIRROR_POLL = 5.0  # seconds between looks while the stable pods pick up the shadow config
@@ -41,17 +50,6 @@ def begin(moment: Moment, canary: CanaryStatus, checks: list[Check]) -> Plan:
     return rolling(moment, shadowed, False, message, MIRROR_POLL, mirror=True)
 
 
-def go_live(moment: Moment, canary: CanaryStatus, why: str, **changes: object) -> Plan:
-    """On to the first live step; mirroring stops in the same plan."""
-    steps = moment.spec.rollout.steps
-    first = steps[0]
-    live = changed(
-        canary, shadow=None, requested_weight=first, step_started_at=None, inconclusive_since=None, **changes
-    )
-    message = f"{why}; step 1 of {len(steps)}: canary pods join the Service for {first}% of traffic"
-    return rolling(moment, live, True, message, WAIT_FOR_PODS)
-
-
 def shadow_step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
     """The next plan of a rollout in its shadow step (see the module docstring)."""
     rollout, shadow, now = moment.spec.rollout, moment.spec.rollout.shadow, moment.now
@@ -60,7 +58,6 @@ def shadow_step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry
         return go_live(moment, canary, "spec.rollout.shadow was removed: the shadow step ends")
     if moment.user_promote:
         return go_live(moment, canary, "shadow step passed by a user", handled=moment.commands.promote)
-    deadline = moment.deadline
     duration = parse_duration(shadow.duration or rollout.interval)
     if canary.step_started_at is None or window_lost:
         return _until_mirroring(moment, canary, history, duration)
@@ -73,22 +70,10 @@ def shadow_step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry
         return rolling(moment, canary, False, message, due - now, mirror=True)
     if verdict is None:
         return rolling(moment, canary, False, f"{LABEL}: judging", None, asks="judgement", mirror=True)
-    failed = [check for check in verdict if check.result == "Failed"]
-    if failed and not rollout.analysis.dry_run:
-        first = failed[0]
-        message = f"{LABEL}: {first.check} failed: {first.message}"
-        return end(canary, history, Ending("RolledBack", reasons.ROLLED_BACK, message, "analysis", verdict), now)
-    waiting = [check for check in verdict if check.result == "Inconclusive"]
-    if waiting:
-        since = canary.inconclusive_since or iso(now)
-        if now - seconds(since) > deadline:
-            message = f"{LABEL} stayed Inconclusive for {rollout.progress_deadline}: {waiting[0].message}"
-            late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", verdict)
-            return end(canary, history, late, now)
-        again = max(5.0, min(duration / 4, 30.0))
-        held = changed(canary, analysis=verdict, inconclusive_since=since)
-        message = f"{LABEL}: Inconclusive ({waiting[0].message}); waiting for mirrored traffic"
-        return rolling(moment, held, False, message, again, mirror=True)
+    judging = Judging(LABEL, duration, live=False, waits_for="mirrored traffic", failure_prefix=f"{LABEL}: ")
+    ruling = ruled(moment, canary, history, verdict, judging)
+    if ruling is not None:
+        return ruling
     agreed = next((check for check in verdict if check.check == "agreement" and check.value is not None), None)
     why = f"{LABEL} passed" + (f" (agreement {agreed.value:.2%})" if agreed is not None and agreed.value else "")
     return go_live(moment, canary, why, analysis=verdict)
@@ -101,8 +86,8 @@ def _until_mirroring(moment: Moment, canary: CanaryStatus, history: list[History
         message = f"{LABEL}: asking the stable pods whether they mirror"
         return rolling(moment, canary, False, message, None, mirror=True, asks="mirroring")
     if not mirroring.started:
-        since = canary.inconclusive_since or iso(now)
-        if now - seconds(since) > moment.deadline:
+        since, overdue = waiting_since(moment, canary)
+        if overdue:
             message = (
                 f"{LABEL}: the stable pods did not start mirroring within spec.rollout.progressDeadline "
                 f"{moment.spec.rollout.progress_deadline}: {mirroring.describe()}"

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.status import CanaryStatus, HistoryEntry
+from modeldeploy_operator.rollout.moves import Judging, rollout_seconds, ruled
 from modeldeploy_operator.rollout.moves import canary_size as _canary_size
 from modeldeploy_operator.rollout.moves import changed as _with
-from modeldeploy_operator.rollout.moves import end as _end
 from modeldeploy_operator.rollout.moves import rolling as _rolling
-from modeldeploy_operator.rollout.moves import rollout_seconds
-from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Ending, Moment, Plan, iso, newer, seconds
+from modeldeploy_operator.rollout.plans import WAIT_FOR_PODS, Moment, Plan, iso, newer, seconds
 from modeldeploy_operator.rollout.traffic import achieved_weight, route_note, weight_note
 
 
@@ -49,7 +48,7 @@ def _unverified(moment: Moment, canary: CanaryStatus, label: str, note: str) -> 
 
 def step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> Plan:
     spec, commands, now = moment.spec, moment.commands, moment.now
-    interval, deadline, user_promote = moment.interval, moment.deadline, moment.user_promote
+    interval, user_promote = moment.interval, moment.user_promote
     verdict, window_lost = moment.answers.verdict, moment.answers.window_lost
     steps = spec.rollout.steps
     index, requested = canary.step, canary.requested_weight
@@ -79,22 +78,10 @@ def step(moment: Moment, canary: CanaryStatus, history: list[HistoryEntry]) -> P
     if verdict is None and not user_promote:
         return _rolling(moment, canary, True, f"{label}: judging", None, asks="judgement")
     checks = verdict or canary.analysis
-    failed = [check for check in checks if check.result == "Failed"]
-    if failed and not spec.rollout.analysis.dry_run and not user_promote:
-        first = failed[0]
-        message = f"{first.check} failed: {first.message}"
-        return _end(canary, history, Ending("RolledBack", reasons.ROLLED_BACK, message, "analysis", checks), now)
-    waiting = [check for check in checks if check.result == "Inconclusive"]
-    if waiting and not user_promote:
-        since = canary.inconclusive_since or iso(now)
-        if now - seconds(since) > deadline:
-            message = f"{label} stayed Inconclusive for {spec.rollout.progress_deadline}: {waiting[0].message}"
-            late = Ending("RolledBack", reasons.PROGRESS_DEADLINE_EXCEEDED, message, "deadline", checks)
-            return _end(canary, history, late, now)
-        again = max(5.0, min(interval / 4, 30.0))
-        held = _with(canary, analysis=checks, inconclusive_since=since)
-        message = f"{label}: Inconclusive ({waiting[0].message}); waiting for traffic"
-        return _rolling(moment, held, True, message, again)
+    judging = Judging(label, interval, live=True, waits_for="traffic")
+    ruling = ruled(moment, canary, history, checks, judging)
+    if ruling is not None:
+        return ruling
     handled = commands.promote if user_promote else canary.handled
     passed = _with(canary, analysis=checks, inconclusive_since=None, handled=handled)
     if index + 1 < len(steps):
