@@ -76,6 +76,20 @@ def _pod_address(local_port: int | None, service_port: int) -> str | None:
     return found
 
 
+def client_socket(timeout: float) -> socket.socket:
+    """A TCP socket bound to a port of its own before it connects, so even a refused
+    connection has a source port to look up in the conntrack table. With SO_REUSEADDR:
+    without it a port bound here keeps any server from listening on it while the connection
+    lives and for the 60 s it then waits in TIME_WAIT (the client closes first). CI saw the
+    next test's operator fail to bind its health port, picked free a moment before, twice:
+    "address already in use"."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("", 0))
+    return sock
+
+
 def breast_cancer_bodies(scale: dict[str, float] | None = None) -> list[bytes]:
     """OIP v2 request bodies covering the whole data set, ROWS_PER_REQUEST rows each; `scale`
     multiplies the named features (a unit error: {"mean area": 10.0}) to make drift."""
@@ -169,12 +183,7 @@ class Load:
         connection = http.client.HTTPConnection(self.host, self.port, timeout=10)
         phase, local_port = "connect", None
         try:
-            # The socket is bound before it connects, so even a refused connection has a
-            # source port to look up in the conntrack table.
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            connection.sock = sock
-            sock.settimeout(10)
-            sock.bind(("", 0))
+            sock = connection.sock = client_socket(timeout=10)
             local_port = sock.getsockname()[1]
             sock.connect((self.host, self.port))
             phase = "send"

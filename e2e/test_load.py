@@ -4,6 +4,7 @@ is made of, so it must say the truth about why a request failed and where it wen
 from __future__ import annotations
 
 import http.server
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e import load as load_module
-from e2e.load import Load, _pod_address
+from e2e.load import Load, _pod_address, client_socket
 from tests.serving.harness import free_port
 
 CONNTRACK = "\n".join(  # /proc/net/nf_conntrack as the node shows it (kube-proxy masquerades)
@@ -120,3 +121,38 @@ def test_a_service_that_never_answers_stops_the_load_before_it_starts() -> None:
     closed = free_port()
     with pytest.raises(AssertionError, match=rf"127.0.0.1:{closed} never answered in 0.5s: connect: ECONNREFUSED"):
         Load(f"127.0.0.1:{closed}", first_answer=0.5).__enter__()
+
+
+def test_the_loads_bound_ports_never_keep_a_server_from_listening() -> None:
+    """The load binds each connection's port before connecting, and closes first, so each
+    port then waits in TIME_WAIT for 60 s. A server listening with SO_REUSEADDR (as asyncio's
+    and aiohttp's do) must still get such a port: the next test's operator picks one."""
+
+    def listen_on(port: int) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("0.0.0.0", port))
+            listener.listen()
+        finally:
+            listener.close()
+
+    def used_and_closed(sock: socket.socket) -> int:
+        sock.connect(target.getsockname())
+        accepted, _ = target.accept()
+        port: int = sock.getsockname()[1]
+        sock.close()  # the client closes first: its side waits in TIME_WAIT
+        time.sleep(0.05)
+        accepted.close()
+        time.sleep(0.05)
+        return port
+
+    target = socket.socket()
+    target.bind(("127.0.0.1", 0))
+    target.listen()
+    plain = socket.socket()
+    plain.bind(("", 0))
+    with pytest.raises(OSError, match="Address already in use"):  # what CI met
+        listen_on(used_and_closed(plain))
+    listen_on(used_and_closed(client_socket(timeout=5)))
+    target.close()
