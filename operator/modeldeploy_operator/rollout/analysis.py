@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.api.status import Check, CheckName, CheckResult
+from modeldeploy_operator.api.rollout import Analysis, CheckName
+from modeldeploy_operator.api.status import Check, CheckResult
 from modeldeploy_operator.telemetry import stats
 from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
@@ -165,6 +165,18 @@ def latency_p99(tracks: Tracks, limit_ms: float | None) -> Finding:
         return Finding(None, samples, "no request latency counted", "Inconclusive")
     value = _rounded(seconds * 1000)
     return Finding(value, samples, f"p99 {value:g} ms over {samples} canary requests; limit {limit_ms:g} ms")
+
+
+def latency_p50_ratio(tracks: Tracks, limit: float | None) -> Finding:
+    """The canary's median request latency over stable's, over the same time."""
+    mine, theirs = _quantile(tracks.canary.latency, 0.5), _quantile(tracks.stable.latency, 0.5)
+    samples = tracks.canary.latency.total
+    if mine is None or theirs is None or theirs == 0:
+        message = "p50 latency not counted on both tracks"
+        return Finding(None, samples, message, "Inconclusive" if limit is not None else "Successful")
+    ratio = _rounded(mine / theirs)
+    message = f"p50 {mine * 1000:.3g} ms on the canary, {theirs * 1000:.3g} ms on stable: x{ratio:g}"
+    return Finding(ratio, samples, message + _limit_words(limit, "x{:g}", "maxLatencyP50Ratio"))
 
 
 def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int], list[int]] | None:
@@ -344,6 +356,7 @@ def output_delta(shadow: ShadowWindow, limit: float | None) -> Finding:
 CANARY_CHECKS: tuple[CheckKind[Tracks], ...] = (
     CheckKind("errorRate", "max_error_rate", "max", error_rate),
     CheckKind("latencyP99", "max_latency_p99_ms", "max", latency_p99),
+    CheckKind("latencyP50Ratio", "max_latency_p50_ratio", "max", latency_p50_ratio),
     CheckKind("predictionShift", "max_prediction_shift", "max", prediction_shift),
     CheckKind("cost", "max_cost_increase", "max", cost),
 )
