@@ -104,6 +104,11 @@ def _rounded(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+def _unmeasured(why: str, samples: int, limit: float | None) -> Finding:
+    """A check that could not be computed: no pass when it has a limit, reported only without."""
+    return Finding(None, samples, why, "Inconclusive" if limit is not None else "Successful")
+
+
 def _limit_words(limit: float | None, template: str, spec_field: str) -> str:
     """'; limit x1.5' (template 'x{:g}'), or that the check is reported only without its field."""
     return f"; limit {template.format(limit)}" if limit is not None else f" (reported only: no {spec_field})"
@@ -172,8 +177,7 @@ def latency_p50_ratio(tracks: Tracks, limit: float | None) -> Finding:
     mine, theirs = _quantile(tracks.canary.latency, 0.5), _quantile(tracks.stable.latency, 0.5)
     samples = tracks.canary.latency.total
     if mine is None or theirs is None or theirs == 0:
-        message = "p50 latency not counted on both tracks"
-        return Finding(None, samples, message, "Inconclusive" if limit is not None else "Successful")
+        return _unmeasured("p50 latency not counted on both tracks", samples, limit)
     ratio = _rounded(mine / theirs)
     message = f"p50 {mine * 1000:.3g} ms on the canary, {theirs * 1000:.3g} ms on stable: x{ratio:g}"
     return Finding(ratio, samples, message + _limit_words(limit, "x{:g}", "maxLatencyP50Ratio"))
@@ -224,8 +228,7 @@ def cost(tracks: Tracks, limit: float | None) -> Finding:
     mine, theirs = _cpu_per_thousand(tracks.canary), _cpu_per_thousand(tracks.stable)
     rows = tracks.canary.rows
     if mine is None or theirs is None or theirs == 0:
-        message = "CPU per prediction not measured on both tracks"
-        return Finding(None, rows, message, "Inconclusive" if limit is not None else "Successful")
+        return _unmeasured("CPU per prediction not measured on both tracks", rows, limit)
     ratio = _rounded(mine / theirs)
     message = f"{mine:.3g} CPU s per 1,000 predictions on the canary, {theirs:.3g} on stable: x{ratio:g}"
     return Finding(ratio, rows, message + _limit_words(limit, "x{:g}", "maxCostIncrease"))
