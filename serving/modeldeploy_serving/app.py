@@ -62,21 +62,16 @@ class ServingApp:
         shadow: MirrorOptions | None = None,
     ) -> None:
         self.model = model
+        source = RowSource(model.name, model.version, track)
         self.metrics = ServerMetrics(
-            model.name,
-            model.version,
-            track,
-            model.sha256,
-            model.profile,
-            capture=capture is not None,
-            outputs=model.outputs,
+            source, model.sha256, model.profile, capture=capture is not None, outputs=model.outputs
         )
         self.capture = (
             None
             if capture is None
             else Capture(
                 capture,
-                RowSource(model.name, model.version, track),
+                source,
                 feature_names(model.profile),
                 self.metrics.capture_rows,
                 self.metrics.capture_dropped,
