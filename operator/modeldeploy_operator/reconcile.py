@@ -52,7 +52,7 @@ from modeldeploy_operator.rollout.plans import (
 )
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
-from modeldeploy_operator.status.decide import decide_status, previous_status
+from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -109,7 +109,7 @@ async def reconcile(
                 drift, report = await _respond(resource, drift, kube, judge)
         else:
             judge.forget_drift(key)
-    status = decide_status(body, spec, children, settings, problem, now_iso(), plan, drift).dump()
+    status = decide_status(body, spec, children, settings, Reconciled(problem, plan, drift), now_iso()).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, cached):
         await kube.replace_status(meta["namespace"], meta["name"], status)
