@@ -49,7 +49,7 @@ from modeldeploy_operator.children.builders import build_children  # noqa: E402
 from modeldeploy_operator.children.labels import deployment_name  # noqa: E402
 from modeldeploy_operator.reconcile import now_iso  # noqa: E402
 from modeldeploy_operator.settings import Settings  # noqa: E402
-from modeldeploy_operator.status.decide import decide_status  # noqa: E402
+from modeldeploy_operator.status.decide import Reconciled, decide_status  # noqa: E402
 from modeldeploy_operator.status.observe import Children  # noqa: E402
 from process_stats import RssSampler, cpu_seconds, memory_kib  # noqa: E402
 from raw_results import write_raw  # noqa: E402
@@ -252,7 +252,7 @@ def floor(bulk: Bulk, n: int, namespace: str, pids: dict[str, int]) -> Obj:
     writes: list[Callable[[], Any]] = []
     for body in created:
         meta, spec = body["metadata"], ModelDeploymentSpec.model_validate(body["spec"])
-        status = decide_status(body, spec, Children(), settings, None, now_iso()).dump()
+        status = decide_status(body, spec, Children(), settings, Reconciled(), now_iso()).dump()
         for desired in build_children(meta, spec, settings):
             writes.append(lambda desired=desired: bulk.create(desired))
         writes.append(lambda meta=meta, status=status: bulk.replace_status(namespace, meta["name"], status))

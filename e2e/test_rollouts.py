@@ -28,7 +28,9 @@ ROLLOUT = {
     "steps": [50],
     "interval": "20s",
     "progressDeadline": "3m",
-    "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000},
+    # maxLatencyP50Ratio is loose: the check is computed from live telemetry and its limit
+    # recorded (a fresh canary on a busy machine can be a few times slower at the median).
+    "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000, "maxLatencyP50Ratio": 50},
 }
 
 
@@ -83,7 +85,10 @@ def test_a_better_model_is_promoted_under_load_and_a_flipped_one_rolled_back(
         assert load.versions["2"] > 0 and load.versions["1"] > 0
     promoted = history(kube, namespace)[0]
     assert (promoted["version"], promoted["decidedBy"]) == ("2", "analysis")
-    assert {c["check"]: c["result"] for c in promoted["analysis"]}["predictionShift"] == "Successful"
+    judged = {c["check"]: c for c in promoted["analysis"]}
+    assert judged["predictionShift"]["result"] == "Successful"
+    median = judged["latencyP50Ratio"]
+    assert (median["result"], median["limit"]) == ("Successful", 50) and median["value"] > 0, median
     status = get(kube, namespace, "mdep", "cancer")["status"]
     assert status["stable"]["version"] == "2" and "canary" not in status
     gitops(kube, namespace, "Healthy", "Current")

@@ -38,7 +38,7 @@ from modeldeploy_operator.reading.judging import Judge
 from modeldeploy_operator.reading.querying import PrometheusSource
 from modeldeploy_operator.reading.scraping import PodScraper
 from modeldeploy_operator.reconcile import reconcile
-from modeldeploy_operator.status.observe import Children
+from modeldeploy_operator.status.observe import Children, Owned
 from modeldeploy_operator.writes import Key, LastWrites
 
 OWNED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -215,13 +215,16 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
         return None  # deleted meanwhile, or an object whose owner is gone
     route = route_name_of(body)
     routes = indexes.get(ROUTE_INDEX)
-    children = Children.group(
-        _all(indexes["owned_deployments"], key),
-        _all(indexes["owned_services"], key),
-        _all(indexes["owned_pods"], key),
-        next(iter(_all(routes, (key[0], route))), None) if route and routes is not None else None,
-        routes_watched=routes is not None,
+    owned = Owned(
+        deployments=_all(indexes["owned_deployments"], key),
+        services=_all(indexes["owned_services"], key),
+        pods=_all(indexes["owned_pods"], key),
         jobs=_all(indexes["owned_jobs"], key),
         config_maps=_all(indexes["owned_config_maps"], key),
+    )
+    children = Children.group(
+        owned,
+        next(iter(_all(routes, (key[0], route))), None) if route and routes is not None else None,
+        routes_watched=routes is not None,
     )
     return await reconcile(body, children, memo.settings, memo.kube, memo.writes, memo.judge)

@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
@@ -51,7 +52,7 @@ from modeldeploy_operator.rollout.plans import (
 )
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
-from modeldeploy_operator.status.decide import decide_status, previous_status
+from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -61,6 +62,18 @@ Obj = dict[str, Any]
 
 def now_iso() -> str:
     return iso(time.time())
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One ModelDeployment with a valid spec, as this reconcile read it: its key, its body (the
+    latest the operator wrote, or the watch's), its spec and its children. The steps that ask
+    the pods or the API server take it with the seam they talk through (Judge, Kube)."""
+
+    key: Key
+    body: Obj
+    spec: ModelDeploymentSpec
+    children: Children
 
 
 async def reconcile(
@@ -75,8 +88,10 @@ async def reconcile(
     spec, invalid = parse_spec(body.get("spec"))
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
     plan: Plan | None = None
+    drift, drift_wait, report = None, None, None
     if spec is not None:
-        plan = await _plan(key, body, spec, children, judge)
+        resource = Resource(key, body, spec, children)
+        plan = await _plan(resource, judge)
         stable = spec if plan.stable == "target" else _stable_serving(spec, children)
         wanted = build_children(
             meta, spec, settings, stable, plan.canary_replicas, _shadow_config(meta, spec, plan, settings)
@@ -88,14 +103,13 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-    drift, drift_wait, report = None, None, None
-    if spec is not None and spec.drift.enabled:
-        drift, drift_wait = await _drift(key, body, spec, children, judge)
-        if drift is not None:
-            drift, report = await _respond(key, body, spec, drift, children, kube, judge)
-    elif spec is not None:
-        judge.forget_drift(key)
-    status = decide_status(body, spec, children, settings, problem, now_iso(), plan, drift).dump()
+        if spec.drift.enabled:
+            drift, drift_wait = await _drift(resource, judge)
+            if drift is not None:
+                drift, report = await _respond(resource, drift, kube, judge)
+        else:
+            judge.forget_drift(key)
+    status = decide_status(body, spec, children, settings, Reconciled(problem, plan, drift), now_iso()).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, cached):
         await kube.replace_status(meta["namespace"], meta["name"], status)
@@ -119,9 +133,10 @@ async def reconcile(
     return min(waits) if waits else None
 
 
-async def _plan(key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge) -> Plan:
+async def _plan(resource: Resource, judge: Judge) -> Plan:
     """The rollout's plan, planned again with each answer it asks for (Plan.asks): the
     signature check, the preRollout webhooks, whether the stable pods mirror, the judgement."""
+    key, body, spec, children = resource.key, resource.body, resource.spec, resource.children
     target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256)
     meta = body["metadata"]
     observed = observe_rollout(children, target, meta, route_name(spec))
@@ -169,10 +184,9 @@ def _shadow_config(meta: Obj, spec: ModelDeploymentSpec, plan: Plan, settings: S
     return config_text(shadow_target(meta, settings), shadow.fraction, plan.canary.version)
 
 
-async def _drift(
-    key: Key, body: Obj, spec: ModelDeploymentSpec, children: Children, judge: Judge
-) -> tuple[DriftStatus | None, float]:
+async def _drift(resource: Resource, judge: Judge) -> tuple[DriftStatus | None, float]:
     """The drift status to show, evaluating when due; and seconds until the next evaluation."""
+    key, body, spec = resource.key, resource.body, resource.spec
     previous = previous_status(body).drift
     interval, now = parse_duration(spec.drift.interval), time.time()
     last = max(
@@ -182,7 +196,7 @@ async def _drift(
     wait = seconds_until_due(last, interval, now)
     if wait > 0:
         return previous, wait
-    stable = children.track("stable")
+    stable = resource.children.track("stable")
     pods = pods_of(serving_template(stable))  # one model in a window, even mid rolling update
     serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
     if not pods:
@@ -195,29 +209,31 @@ async def _drift(
 
 
 async def _respond(
-    key: Key, body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, children: Children, kube: Kube, judge: Judge
+    resource: Resource, drift: DriftStatus, kube: Kube, judge: Judge
 ) -> tuple[DriftStatus, bytes | None]:
     """status.drift with its episode and retraining Job, creating the Job when one is due;
     and the drift report to send once the status is written, when an episode opened now."""
+    body, spec = resource.body, resource.spec
     drift, opened = retraining.carry(previous_status(body).drift, drift, now_iso())
     report = None
     if opened or (spec.drift.retraining is not None and retraining.retraining_due(drift)):
-        version = _stable_version(body, spec)
-        every = judge.features_of(key)
+        version = _stable_version(resource)
+        every = judge.features_of(resource.key)
         report = retraining.encode(retraining.report(body["metadata"], version, drift, every, spec.owner))
-        drift = await _retrain(body, spec, drift, report, kube)
-    return retraining.with_job(drift, children.jobs), report if opened else None
+        drift = await _retrain(resource, drift, report, kube)
+    return retraining.with_job(drift, resource.children.jobs), report if opened else None
 
 
-def _stable_version(body: Obj, spec: ModelDeploymentSpec) -> str:
+def _stable_version(resource: Resource) -> str:
     """The version the stable pods serve (the drift was measured on them)."""
-    stable = previous_status(body).stable
-    return (stable.version if stable is not None else None) or spec.model.version
+    stable = previous_status(resource.body).stable
+    return (stable.version if stable is not None else None) or resource.spec.model.version
 
 
-async def _retrain(body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, report: bytes, kube: Kube) -> DriftStatus:
+async def _retrain(resource: Resource, drift: DriftStatus, report: bytes, kube: Kube) -> DriftStatus:
     """Create the open episode's report ConfigMap and Job when spec.drift.retraining asks and
     status does not record them yet; an existing one of the same name is this episode's."""
+    body, spec = resource.body, resource.spec
     episode = retraining.retraining_due(drift)
     if spec.drift.retraining is None or episode is None:
         return drift
@@ -225,7 +241,7 @@ async def _retrain(body: Obj, spec: ModelDeploymentSpec, drift: DriftStatus, rep
     config_map = retraining.build_report_config_map(meta, episode.number, report)
     samples = None
     if spec.capture is not None:
-        samples = retraining.capture_uri(spec.capture.sink, meta["name"], _stable_version(body, spec))
+        samples = retraining.capture_uri(spec.capture.sink, meta["name"], _stable_version(resource))
     job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number, samples)
     name, created = job["metadata"]["name"], False
     refused = await _send(kube.create, config_map)

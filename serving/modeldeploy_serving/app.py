@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,35 +49,36 @@ HEADERS = "modeldeploy.headers"  # scope key: the request's headers as a dict, m
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class AppOptions:
+    """How a ServingApp serves its model: which track it answers as, how it batches, how large
+    a request may be, whether it counts telemetry, and capture and mirroring (off unless given).
+    `modeldeploy serve` makes them from its flags (server.py)."""
+
+    track: str = t.STABLE
+    max_batch_size: int = 32
+    max_delay_seconds: float = 0.0005
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    telemetry: bool = True
+    large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES  # JSON bodies this large parse in a helper process
+    capture: CaptureOptions | None = None
+    shadow: MirrorOptions | None = None
+
+
 class ServingApp:
-    def __init__(
-        self,
-        model: Model,
-        track: str = t.STABLE,
-        max_batch_size: int = 32,
-        max_delay_seconds: float = 0.0005,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        telemetry: bool = True,
-        large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES,
-        capture: CaptureOptions | None = None,
-        shadow: MirrorOptions | None = None,
-    ) -> None:
+    def __init__(self, model: Model, options: AppOptions = AppOptions()) -> None:
         self.model = model
+        capture, shadow, telemetry = options.capture, options.shadow, options.telemetry
+        source = RowSource(model.name, model.version, options.track)
         self.metrics = ServerMetrics(
-            model.name,
-            model.version,
-            track,
-            model.sha256,
-            model.profile,
-            capture=capture is not None,
-            outputs=model.outputs,
+            source, model.sha256, model.profile, capture=capture is not None, outputs=model.outputs
         )
         self.capture = (
             None
             if capture is None
             else Capture(
                 capture,
-                RowSource(model.name, model.version, track),
+                source,
                 feature_names(model.profile),
                 self.metrics.capture_rows,
                 self.metrics.capture_dropped,
@@ -85,18 +87,18 @@ class ServingApp:
         # Copies of answered requests to a shadow (the canary), when a shadow config is given.
         self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
-        self.max_request_bytes = max_request_bytes
+        self.max_request_bytes = options.max_request_bytes
         self.batcher = Batcher(
             model.run,
             [spec.name for spec in model.outputs],
             self.metrics.observe_batch if telemetry else None,
-            max_batch_size,
-            max_delay_seconds,
+            options.max_batch_size,
+            options.max_delay_seconds,
         )
         # Other listeners sharing this model (the gRPC service) start and stop with the app.
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
-        self.parser = RequestParser(model.inputs, model.outputs, large_body_bytes)
+        self.parser = RequestParser(model.inputs, model.outputs, options.large_body_bytes)
         self.answers = AnswerWriter(model.name, model.version, model.outputs)
         self.ready = False
         prefix = f"/v2/models/{model.name}"

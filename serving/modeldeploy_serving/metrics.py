@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import FeatureProfile, OutputProfile, Profile
+from modeldeploy_serving.sampling import RowSource
 from modeldeploy_serving.shadow import comparison_plan
 from modeldeploy_serving.shadow_telemetry import ShadowTelemetry
 from modeldeploy_serving.signature import TensorSpec
@@ -122,20 +123,19 @@ class _Classes:
 
 
 class ServerMetrics:
-    """All metrics of one served model on one track, in its own registry."""
+    """All metrics of one served model on one track, in its own registry; every series is
+    labelled with who answered (``source``: model, version, track)."""
 
     def __init__(
         self,
-        model: str,
-        version: str,
-        track: str,
+        source: RowSource,
         sha256: str,
         profile: Profile | None,
         capture: bool = False,
         outputs: Sequence[TensorSpec] = (),
     ) -> None:
         self.registry = FoldingRegistry(self.fold)
-        self.base = (model, version, track)
+        self.base = (source.model, source.version, source.track)  # the values of t.BASE_LABELS
         base_names = list(t.BASE_LABELS)
         requests = Counter(
             t.REQUESTS, "Inference requests by outcome.", [*base_names, t.LABEL_OUTCOME], registry=self.registry

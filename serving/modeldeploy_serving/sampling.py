@@ -118,7 +118,8 @@ def feature_names(profile: Profile | None) -> FeatureNames:
 
 @dataclass(frozen=True)
 class RowSource:
-    """Who answered: the labels every captured row carries."""
+    """Who answered: the labels every captured row carries, and every series the server
+    exports (telemetry.BASE_LABELS)."""
 
     model: str
     version: str

@@ -23,7 +23,7 @@ from types import FrameType
 import uvicorn
 
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, ServingApp
+from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, ServingApp
 from modeldeploy_serving.connections import (
     DEFAULT_HEAD_TIMEOUT_SECONDS,
     DEFAULT_IDLE_TIMEOUT_SECONDS,
@@ -121,23 +121,25 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
     model = load_model(path, name, options.version, options.threads)
     app = ServingApp(
         model,
-        track=os.environ.get(t.TRACK_ENV, t.STABLE),
-        max_batch_size=options.max_batch_size,
-        max_delay_seconds=options.max_batch_delay_us / 1e6,
-        max_request_bytes=options.max_request_bytes,
-        telemetry=options.telemetry,
-        large_body_bytes=options.large_body_bytes,
-        capture=_with_identity(options.capture),
-        shadow=(
-            MirrorOptions(
-                options.shadow_config,
-                queue_size=options.shadow_queue_size,
-                timeout_seconds=options.shadow_timeout_seconds,
-                connections=options.shadow_connections,
-                merge_wait_seconds=options.shadow_merge_wait_seconds,
-            )
-            if options.shadow_config is not None
-            else None
+        AppOptions(
+            track=os.environ.get(t.TRACK_ENV, t.STABLE),
+            max_batch_size=options.max_batch_size,
+            max_delay_seconds=options.max_batch_delay_us / 1e6,
+            max_request_bytes=options.max_request_bytes,
+            telemetry=options.telemetry,
+            large_body_bytes=options.large_body_bytes,
+            capture=_with_identity(options.capture),
+            shadow=(
+                MirrorOptions(
+                    options.shadow_config,
+                    queue_size=options.shadow_queue_size,
+                    timeout_seconds=options.shadow_timeout_seconds,
+                    connections=options.shadow_connections,
+                    merge_wait_seconds=options.shadow_merge_wait_seconds,
+                )
+                if options.shadow_config is not None
+                else None
+            ),
         ),
     )
     if options.grpc_port is not None:

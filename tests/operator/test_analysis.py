@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import pytest
-from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.rollout.analysis import judge, signature
+from modeldeploy_operator.api.rollout import Analysis, CheckName
+from modeldeploy_operator.rollout.analysis import CANARY_CHECKS, SHADOW_CHECKS, judge, signature
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
+ROOT = Path(__file__).resolve().parents[2]
 EDGES = (0.001, 0.005, 0.01, 0.05, 0.1)
 
 
@@ -56,11 +58,28 @@ def test_a_healthy_canary_passes_every_check() -> None:
     assert results(checks) == {
         "errorRate": "Successful",
         "latencyP99": "Successful",
+        "latencyP50Ratio": "Successful",
         "predictionShift": "Successful",
         "cost": "Successful",
     }
     cost = next(c for c in checks if c.check == "cost")
     assert cost.value == pytest.approx(1.0) and cost.limit is None and "reported only" in cost.message
+    median = next(c for c in checks if c.check == "latencyP50Ratio")
+    assert median.value == pytest.approx(1.0) and median.limit is None and "no maxLatencyP50Ratio" in median.message
+
+
+def test_a_canary_whose_median_latency_is_over_twice_stables_is_rolled_back_with_a_limit() -> None:
+    # Stable answers every request in (1, 5] ms: p50 3 ms; the canary in (10, 50] ms: p50 30 ms.
+    slow = window(track("canary", 100, latency=(0, 0, 0, 100, 0, 0)), track("stable", 300))
+    limits = LIMITS.model_copy(update={"max_latency_p50_ratio": 2.0})
+    median = next(c for c in judge(slow, limits) if c.check == "latencyP50Ratio")
+    assert (median.result, median.value, median.limit, median.samples) == ("Failed", 10.0, 2.0, 100)
+    assert median.message == "p50 30 ms on the canary, 3 ms on stable: x10; limit x2"
+    reported = next(c for c in judge(slow, LIMITS) if c.check == "latencyP50Ratio")
+    assert (reported.result, reported.value) == ("Successful", 10.0), "no limit: reported, never failed"
+    no_latency = TrackWindow(**{**vars(track("stable", 300)), "latency": Bins(EDGES, (0, 0, 0, 0, 0, 0))})
+    blind = next(c for c in judge(window(track("canary", 100), no_latency), limits) if c.check == "latencyP50Ratio")
+    assert (blind.result, blind.value) == ("Inconclusive", None), "with a limit, no latency is no pass"
 
 
 def test_too_little_traffic_is_inconclusive_never_a_pass() -> None:
@@ -123,17 +142,12 @@ def test_signature_differences_are_named_field_by_field() -> None:
 
 
 def test_the_check_tables_name_every_check_status_can_show_and_each_limit_is_a_spec_field() -> None:
-    """The tables, status's CheckName and the CRD's description of `check` say the same names."""
-    from typing import get_args
-
-    from modeldeploy_operator.api.status import Check, CheckName
-    from modeldeploy_operator.rollout.analysis import CANARY_CHECKS, SHADOW_CHECKS
-
+    """The tables and status's CheckName (the CRD's enum) say the same names, each documented."""
     tabled = {kind.name for kind in (*CANARY_CHECKS, *SHADOW_CHECKS)}
     gates = {"signature", "webhook"}  # judged before any traffic, not over a window
     assert tabled | gates == set(get_args(CheckName)) and not tabled & gates
-    description = Check.model_fields["check"].description or ""
-    assert all(name in description for name in tabled | gates), description
+    documented = (ROOT / "docs" / "rollouts.md").read_text()
+    assert all(f"| `{name}` |" in documented for name in tabled | gates), "a check missing from docs/rollouts.md"
     for kind in (*CANARY_CHECKS, *SHADOW_CHECKS):
         assert kind.limit_field in Analysis.model_fields, kind
     assert len({kind.name for kind in CANARY_CHECKS}) == len(CANARY_CHECKS)

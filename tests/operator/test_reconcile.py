@@ -23,7 +23,7 @@ from modeldeploy_operator.reading.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status.observe import Children
+from modeldeploy_operator.status.observe import Children, Owned
 from modeldeploy_operator.writes import LastWrites
 
 Obj = dict[str, Any]
@@ -148,14 +148,14 @@ class Cluster:
     def children(self) -> Children:
         deployments = list(self.deployments.values())
         services = list(self.services.values())
-        return Children.group(
+        owned = Owned(
             copy.deepcopy(deployments),
             copy.deepcopy(services),
             copy.deepcopy(self.pods),
-            copy.deepcopy(self.route),
             jobs=copy.deepcopy(list(self.jobs.values())),
             config_maps=copy.deepcopy(list(self.config_maps.values())),
         )
+        return Children.group(owned, copy.deepcopy(self.route))
 
     def take(self, kube: FakeKube) -> None:
         """Store what the operator wrote, with defaults and new resourceVersions."""

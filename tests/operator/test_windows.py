@@ -15,7 +15,7 @@ import pytest
 from modeldeploy_operator.telemetry import counters as c
 from modeldeploy_operator.telemetry import windows as w
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model, load_model
 from modeldeploy_serving.profile import Profile
 from prometheus_client.parser import text_string_to_metric_families
@@ -45,7 +45,7 @@ def start(cancer: Model) -> Iterator[list[InProcessServer]]:
 
 
 def pod(servers: list[InProcessServer], model: Model, track: str = t.STABLE) -> InProcessServer:
-    server = InProcessServer(ServingApp(model, track=track))
+    server = InProcessServer(ServingApp(model, AppOptions(track=track)))
     servers.append(server)
     return server
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model, load_model
 
 from tests.conftest import ExampleModels
@@ -46,11 +46,11 @@ def diabetes_rows(example_models: ExampleModels) -> np.ndarray:
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., InProcessServer]]:
-    """serve(model, **ServingApp options): a started in-process server, closed after the test."""
+    """serve(model, **AppOptions fields): a started in-process server, closed after the test."""
     started: list[InProcessServer] = []
 
     def start(model: Model, **options: Any) -> InProcessServer:
-        server = InProcessServer(ServingApp(model, **options))
+        server = InProcessServer(ServingApp(model, AppOptions(**options)))
         started.append(server)
         return server
 

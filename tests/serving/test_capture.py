@@ -22,7 +22,7 @@ import orjson
 import pytest
 from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.sampling import EVENT_TYPE, CaptureOptions
 from prometheus_client import generate_latest
@@ -138,7 +138,7 @@ def test_rest_answers_reach_an_http_sink_as_json_lines_with_cloudevents_headers(
     cancer_v1: Model, cancer_rows: np.ndarray, receiver: Callable[..., Receiver]
 ) -> None:
     sink = receiver()
-    server = InProcessServer(ServingApp(cancer_v1, track="stable", capture=options(sink.url)))
+    server = InProcessServer(ServingApp(cancer_v1, AppOptions(track="stable", capture=options(sink.url))))
     try:
         answers = [server.infer(infer_body(cancer_rows[i : i + 2])) for i in range(0, 50, 2)]
     finally:
@@ -175,7 +175,7 @@ def test_a_sink_that_hangs_holds_up_no_answer_and_a_full_queue_drops_and_counts(
     cancer_v1: Model, cancer_rows: np.ndarray, receiver: Callable[..., Receiver]
 ) -> None:
     sink = receiver(hold=True)
-    app = ServingApp(cancer_v1, capture=options(sink.url, batch_rows=1, queue_rows=5, flush_seconds=0.05))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(sink.url, batch_rows=1, queue_rows=5, flush_seconds=0.05)))
     server = InProcessServer(app)
     try:
         server.infer(infer_body(cancer_rows[:1]))
@@ -196,7 +196,7 @@ def test_a_failing_sink_is_retried_then_its_rows_are_counted_as_dropped(
     cancer_v1: Model, cancer_rows: np.ndarray, receiver: Callable[..., Receiver]
 ) -> None:
     sink = receiver(failures=1000)
-    app = ServingApp(cancer_v1, capture=options(sink.url, attempts=3))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(sink.url, attempts=3)))
     server = InProcessServer(app)
     try:
         answer = server.infer(infer_body(cancer_rows[:4]))
@@ -213,7 +213,7 @@ def test_a_sink_that_fails_then_recovers_loses_nothing(
     cancer_v1: Model, cancer_rows: np.ndarray, receiver: Callable[..., Receiver]
 ) -> None:
     sink = receiver(failures=2)
-    app = ServingApp(cancer_v1, capture=options(sink.url, attempts=3))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(sink.url, attempts=3)))
     server = InProcessServer(app)
     try:
         server.infer(infer_body(cancer_rows[:4]))
@@ -227,7 +227,7 @@ def test_the_minute_cap_keeps_the_first_rows_and_counts_the_rest(
     cancer_v1: Model, cancer_rows: np.ndarray, receiver: Callable[..., Receiver]
 ) -> None:
     sink = receiver()
-    app = ServingApp(cancer_v1, capture=options(sink.url, max_rows_per_minute=5))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(sink.url, max_rows_per_minute=5)))
     server = InProcessServer(app)
     try:
         server.infer(infer_body(cancer_rows[:8]))
@@ -262,7 +262,7 @@ def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_samples_reach_s3_as_json_lines_objects_under_the_prefix(
     cancer_v1: Model, cancer_rows: np.ndarray, s3: S3Store, s3_env: pytest.MonkeyPatch
 ) -> None:
-    app = ServingApp(cancer_v1, capture=options(f"s3://{CAPTURE_BUCKET}/prod/samples"))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(f"s3://{CAPTURE_BUCKET}/prod/samples")))
     server = InProcessServer(app)
     try:
         for i in range(0, 24, 3):
@@ -287,7 +287,7 @@ def test_refused_s3_credentials_count_the_rows_as_dropped(
     cancer_v1: Model, cancer_rows: np.ndarray, s3: S3Store, s3_env: pytest.MonkeyPatch
 ) -> None:
     s3_env.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
-    app = ServingApp(cancer_v1, capture=options(f"s3://{CAPTURE_BUCKET}/refused", attempts=2))
+    app = ServingApp(cancer_v1, AppOptions(capture=options(f"s3://{CAPTURE_BUCKET}/refused", attempts=2)))
     server = InProcessServer(app)
     try:
         assert server.infer(infer_body(cancer_rows[:5])).status_code == 200

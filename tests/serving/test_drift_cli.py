@@ -21,6 +21,7 @@ from modeldeploy_operator.drift.assessment import count_window
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.model import load_model
+from modeldeploy_serving.sampling import RowSource
 from prometheus_client import generate_latest
 from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
@@ -207,7 +208,7 @@ def test_offline_counts_equal_the_servers_telemetry(
     rows[0, 4], rows[1, 4] = np.nan, np.inf
     names = [spec.name for spec in model.outputs]
     outputs = dict(zip(names, model.run(names, {"input": rows}), strict=True))
-    metrics = ServerMetrics("breast-cancer", "1", t.STABLE, model.sha256, model.profile)
+    metrics = ServerMetrics(RowSource("breast-cancer", "1", t.STABLE), model.sha256, model.profile)
     metrics.observe_batch({"input": rows}, outputs, 0.001)
     text = generate_latest(metrics.registry).decode()
     counted = count_window(model.profile, rows.astype(np.float64), outputs)

@@ -231,9 +231,10 @@ def test_feature_series_are_capped(serve: Callable[..., InProcessServer], tmp_pa
 def test_batches_are_counted_together_once_enough_rows_wait(example_models: ExampleModels) -> None:
     """Counting is deferred to amortise numpy's per-call cost; it never loses a row."""
     from modeldeploy_serving.metrics import FLUSH_ROWS, ServerMetrics
+    from modeldeploy_serving.sampling import RowSource
 
     model = load_model(example_models.path("breast-cancer", "1"), "breast-cancer", "1")
-    metrics = ServerMetrics("breast-cancer", "1", "stable", model.sha256, model.profile)
+    metrics = ServerMetrics(RowSource("breast-cancer", "1", "stable"), model.sha256, model.profile)
     rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1, dtype=np.float32)
     names = [spec.name for spec in model.outputs]
     group = metrics.data.features["input"]
@@ -287,10 +288,11 @@ def test_every_request_is_counted_exactly_at_each_scrape(
 def test_deferred_histograms_export_what_prometheus_client_would() -> None:
     """Past FOLD_EVERY values and across scrapes: the same buckets, count and sum as Histogram.observe."""
     from modeldeploy_serving.metrics import ServerMetrics
+    from modeldeploy_serving.sampling import RowSource
     from modeldeploy_serving.tallies import FOLD_EVERY
     from prometheus_client import CollectorRegistry, Histogram
 
-    metrics = ServerMetrics("m", "1", t.STABLE, "0" * 64, None)
+    metrics = ServerMetrics(RowSource("m", "1", t.STABLE), "0" * 64, None)
     reference = Histogram("reference", "", buckets=t.REQUEST_DURATION_BUCKETS, registry=CollectorRegistry())
     durations = np.random.default_rng(11).exponential(0.004, size=2 * FOLD_EVERY + 77)
     durations[:5] = t.REQUEST_DURATION_BUCKETS[:5]  # a value on a bound falls in that bound's bucket

@@ -26,7 +26,7 @@ import onnxruntime as ort
 import pytest
 from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -340,7 +340,7 @@ def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
     cancer_v1: Model, cancer_rows: np.ndarray
 ) -> None:
     sink = Receiver()
-    server = InProcessServer(ServingApp(cancer_v1, track=t.CANARY, capture=capture_options(sink.url)))
+    server = InProcessServer(ServingApp(cancer_v1, AppOptions(track=t.CANARY, capture=capture_options(sink.url))))
     try:
         live = server.infer(infer_body(cancer_rows[:2]))
         copies = [server.infer(infer_body(cancer_rows[i : i + 1]), headers={t.SHADOW_HEADER: "1"}) for i in range(5)]

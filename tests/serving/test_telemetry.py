@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from modeldeploy_serving import telemetry as t
-from modeldeploy_serving.app import ServingApp
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model
 from modeldeploy_serving.sampling import CaptureOptions
 from prometheus_client.metrics_core import Metric
@@ -49,7 +49,7 @@ def test_the_metrics_page_exports_exactly_the_contracts_names(
 
 def test_a_capturing_server_exports_every_name_of_the_contract_but_shadow_ones(cancer_v1: Model) -> None:
     capture = CaptureOptions("http://127.0.0.1:9/never-written", sample_rate=1e-12)
-    with in_process(ServingApp(cancer_v1, capture=capture)) as server:
+    with in_process(ServingApp(cancer_v1, AppOptions(capture=capture))) as server:
         families = exported(server)
     assert {family.name for family in families} == NAMES - SHADOW_NAMES  # shadow ones: test_mirroring.py
     for family in families:

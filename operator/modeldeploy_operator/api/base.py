@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
@@ -39,3 +39,15 @@ class ResourceModel(BaseModel):
     """The base of the resource's models: camelCase in YAML, unknown fields refused, immutable."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def credentials_secret_field(whose: str) -> Any:  # a FieldInfo; pydantic types Field(default=None) as None
+    """spec's optional Secret of S3 credentials; `whose` ends the sentence: which container
+    gets the keys as its environment, and what happens without it."""
+    return Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        max_length=253,
+        description="A Secret in the same namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        f"AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3) become {whose}",
+    )

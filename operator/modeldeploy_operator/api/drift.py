@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from modeldeploy_operator.api.base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
+from modeldeploy_operator.api.base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel, credentials_secret_field
 
 
 class SecretKeyRef(ResourceModel):
@@ -207,12 +207,7 @@ class Capture(ResourceModel):
     ] = "30s"
     credentials_secret: Annotated[
         str | None,
-        Field(
-            default=None,
-            pattern=NAME_PATTERN,
-            max_length=253,
-            description="A Secret in the same namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-            "AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3) become the serving container's environment, "
-            "for an s3:// sink; without it the AWS SDK's usual chain applies.",
+        credentials_secret_field(
+            "the serving container's environment, for an s3:// sink; without it the AWS SDK's usual chain applies."
         ),
     ] = None

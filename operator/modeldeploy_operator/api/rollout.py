@@ -14,6 +14,20 @@ from pydantic import Field
 
 from modeldeploy_operator.api.base import DURATION_PATTERN, NAME_PATTERN, ResourceModel, cel
 
+# Every check status can show (status.canary.analysis[].check). Those judged over a step's
+# window are in rollout/analysis.py's check tables, each with its limit's field below.
+CheckName = Literal[
+    "signature",
+    "webhook",
+    "errorRate",
+    "latencyP99",
+    "latencyP50Ratio",
+    "predictionShift",
+    "cost",
+    "agreement",
+    "outputDelta",
+]
+
 
 class Analysis(ResourceModel):
     """The checks a canary must pass at every step. Too little traffic is Inconclusive, never a pass."""
@@ -24,6 +38,15 @@ class Analysis(ResourceModel):
     max_latency_p99_ms: Annotated[
         float, Field(default=500, gt=0, description="Highest p99 canary request latency in milliseconds.")
     ] = 500
+    max_latency_p50_ratio: Annotated[
+        float | None,
+        Field(
+            default=None,
+            gt=0,
+            description="Highest canary-over-stable ratio of p50 request latency, e.g. 2; without it the ratio "
+            "is reported but never fails a step.",
+        ),
+    ] = None
     max_prediction_shift: Annotated[
         float,
         Field(default=0.2, ge=0, description="Highest shift (PSI) between canary and stable prediction distributions."),

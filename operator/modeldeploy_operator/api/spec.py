@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, ValidationError
 
-from modeldeploy_operator.api.base import NAME_PATTERN, ResourceModel, cel
+from modeldeploy_operator.api.base import NAME_PATTERN, ResourceModel, cel, credentials_secret_field
 from modeldeploy_operator.api.drift import Capture, Drift
 from modeldeploy_operator.api.rollout import Rollout
 
@@ -82,14 +82,7 @@ class ModelSource(ResourceModel):
     ]
     credentials_secret: Annotated[
         str | None,
-        Field(
-            default=None,
-            pattern=NAME_PATTERN,
-            max_length=253,
-            description="A Secret in the same namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
-            "AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL_S3) become the fetch step's environment; never "
-            "given to the serving container.",
-        ),
+        credentials_secret_field("the fetch step's environment; never given to the serving container."),
     ] = None
 
 

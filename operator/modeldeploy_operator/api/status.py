@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from modeldeploy_operator.api.base import ResourceModel
+from modeldeploy_operator.api.rollout import CheckName
 
 
 class Condition(ResourceModel):
@@ -54,9 +55,6 @@ class TrackStatus(ResourceModel):
     ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
 
 
-CheckName = Literal[
-    "signature", "webhook", "errorRate", "latencyP99", "predictionShift", "cost", "agreement", "outputDelta"
-]
 CheckResult = Literal["Successful", "Failed", "Inconclusive"]
 
 
@@ -66,8 +64,8 @@ class Check(ResourceModel):
     check: Annotated[
         CheckName,
         Field(
-            description="signature, webhook, errorRate, latencyP99, predictionShift or cost; in the shadow step "
-            "errorRate, latencyP99 (of the mirrored calls), agreement and outputDelta."
+            description="Which check: signature and webhook before any traffic, then each check of the step "
+            "(a live step's or the shadow step's); docs/rollouts.md, The checks, says what each measures."
         ),
     ]
     result: Annotated[

@@ -143,28 +143,30 @@ def shadow_target(meta: Obj, settings: Settings) -> str:
 def build_shadow_config_map(meta: Obj, spec: ModelDeploymentSpec, config: str) -> Obj:
     """The shadow config the stable pods re-read (modeldeploy_serving.shadow.config_text);
     empty: mirroring off. Kept while spec.rollout.shadow is set, emptied between shadows."""
-    name = meta["name"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": shadow_name(name),
-            "namespace": meta["namespace"],
-            "labels": _shadow_labels(name, spec),
-            "ownerReferences": [owner_reference(meta)],
-        },
+        "metadata": _shadow_metadata(meta, spec),
         "data": {SHADOW_FILE: config},
     }
 
 
-def _shadow_labels(name: str, spec: ModelDeploymentSpec) -> dict[str, str]:
-    return {
+def _shadow_metadata(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
+    """`NAME-shadow`, owned by the resource: the shadow ConfigMap's and Service's metadata."""
+    name = meta["name"]
+    labels = {
         "app.kubernetes.io/name": "modeldeploy-server",
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/instance": name,
         NAME_LABEL: name,
         TRACK_LABEL: SHADOW_TRACK,
         **owner_labels(spec),
+    }
+    return {
+        "name": shadow_name(name),
+        "namespace": meta["namespace"],
+        "labels": labels,
+        "ownerReferences": [owner_reference(meta)],
     }
 
 
@@ -176,19 +178,13 @@ def build_shadow_service(meta: Obj, spec: ModelDeploymentSpec) -> Obj:
     (publishNotReadyAddresses), and only the stable pods' mirroring is told its name. It
     selects this version's pods only: publishing not-ready pods also publishes terminating
     ones, and a canary rolled back just before could still be answering in its grace period."""
-    name = meta["name"]
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {
-            "name": shadow_name(name),
-            "namespace": meta["namespace"],
-            "labels": _shadow_labels(name, spec),
-            "ownerReferences": [owner_reference(meta)],
-        },
+        "metadata": _shadow_metadata(meta, spec),
         "spec": {
             "type": "ClusterIP",
-            "selector": {**selector_labels(name, "canary"), VERSION_LABEL: spec.model.version},
+            "selector": {**selector_labels(meta["name"], "canary"), VERSION_LABEL: spec.model.version},
             "publishNotReadyAddresses": True,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}],
         },

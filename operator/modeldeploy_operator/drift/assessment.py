@@ -186,24 +186,14 @@ def assess(reference: Reference, window: DriftWindow, settings: DriftSettings) -
     method = settings.method
     judged = window.rows >= settings.min_samples
     names = [name for name in reference.features if name in window.feature_counts]
-    feature_alpha = stats.bonferroni(_family_alpha(settings), len(names))
+    family = _Family(settings, reference.rows, len(names))
     features = []
     for name in names:
         counts = np.asarray(window.feature_counts[name], dtype=np.float64)
         empty = window.feature_missing.get(name, 0) + window.feature_invalid.get(name, 0)
-        values = _check(
-            method, settings.limit, counts, reference.features[name], reference.rows, feature_alpha, len(names)
-        )
+        values = family.check(counts, reference.features[name])
         presence = (
-            _check(
-                method,
-                settings.limit,
-                np.asarray([counts.sum(), empty], dtype=np.float64),
-                np.asarray([1.0, 0.0]),
-                reference.rows,
-                feature_alpha,
-                len(names),
-            )
+            family.check(np.asarray([counts.sum(), empty], dtype=np.float64), np.asarray([1.0, 0.0]))
             if empty
             else (1.0 if method == "chi-square" else 0.0, False, settings.limit)  # nothing missing: no check
         )
@@ -248,34 +238,43 @@ def _prediction(
             entries.append((f"{output}[{label}]" if label else output, binned, bin_shares))
     if not entries:
         return None
-    alpha = stats.bonferroni(_family_alpha(settings), len(entries))
+    family = _Family(settings, reference.rows, len(entries))
     checks = []
     for name, counts, shares in entries:
-        score, drifted, threshold = _check(
-            settings.method, settings.limit, counts, shares, reference.rows, alpha, len(entries)
-        )
+        score, drifted, threshold = family.check(counts, shares)
         checks.append(PredictionDrift(score, drifted and judged, threshold, name))
     return max(checks, key=lambda c: (c.drifted, _severity(settings.method, c.score, c.threshold)))
 
 
-def _family_alpha(settings: DriftSettings) -> float:
-    return settings.limit if settings.method == "chi-square" else FALSE_ALARM
+@dataclass(frozen=True)
+class _Family:
+    """Checks that share one false-alarm rate by Bonferroni: a window's features (their values
+    and their missing values alike), or its prediction entries. Each check compares live
+    counts with the reference's shares, held to the same method, limit and reference rows."""
 
+    settings: DriftSettings
+    reference_rows: int
+    size: int  # how many checks share the rate
 
-def _check(
-    method: Method, limit: float, counts: FloatArray, shares: FloatArray, rows: int, alpha: float, tests: int
-) -> tuple[float, bool, float]:
-    """(score, drifted, threshold) of one binned check."""
-    samples = float(counts.sum())
-    if samples == 0:
-        return (1.0, False, limit) if method == "chi-square" else (0.0, False, limit)
-    if method == "chi-square":
-        p_value = stats.chi_square(counts, shares, rows).p_value
-        adjusted = min(1.0, p_value * tests)
-        return adjusted, adjusted < limit, limit
-    threshold = max(limit, stats.noise_floor(method, len(counts), samples, rows, alpha))
-    score = stats.psi(counts, shares, rows) if method == "psi" else stats.jensen_shannon(counts, shares, rows)
-    return score, score > threshold, threshold
+    @property
+    def alpha(self) -> float:
+        """Each check's share of the family's false-alarm rate."""
+        family = self.settings.limit if self.settings.method == "chi-square" else FALSE_ALARM
+        return stats.bonferroni(family, self.size)
+
+    def check(self, counts: FloatArray, shares: FloatArray) -> tuple[float, bool, float]:
+        """(score, drifted, threshold) of one binned check."""
+        method, limit, rows = self.settings.method, self.settings.limit, self.reference_rows
+        samples = float(counts.sum())
+        if samples == 0:
+            return (1.0, False, limit) if method == "chi-square" else (0.0, False, limit)
+        if method == "chi-square":
+            p_value = stats.chi_square(counts, shares, rows).p_value
+            adjusted = min(1.0, p_value * self.size)
+            return adjusted, adjusted < limit, limit
+        threshold = max(limit, stats.noise_floor(method, len(counts), samples, rows, self.alpha))
+        score = stats.psi(counts, shares, rows) if method == "psi" else stats.jensen_shannon(counts, shares, rows)
+        return score, score > threshold, threshold
 
 
 def _severity(method: Method, score: float, threshold: float) -> float:

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.api.status import Check, CheckName, CheckResult
+from modeldeploy_operator.api.rollout import Analysis, CheckName
+from modeldeploy_operator.api.status import Check, CheckResult
 from modeldeploy_operator.telemetry import stats
 from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
@@ -104,6 +104,11 @@ def _rounded(value: float) -> float:
     return float(f"{value:.4g}")
 
 
+def _unmeasured(why: str, samples: int, limit: float | None) -> Finding:
+    """A check that could not be computed: no pass when it has a limit, reported only without."""
+    return Finding(None, samples, why, "Inconclusive" if limit is not None else "Successful")
+
+
 def _limit_words(limit: float | None, template: str, spec_field: str) -> str:
     """'; limit x1.5' (template 'x{:g}'), or that the check is reported only without its field."""
     return f"; limit {template.format(limit)}" if limit is not None else f" (reported only: no {spec_field})"
@@ -167,6 +172,17 @@ def latency_p99(tracks: Tracks, limit_ms: float | None) -> Finding:
     return Finding(value, samples, f"p99 {value:g} ms over {samples} canary requests; limit {limit_ms:g} ms")
 
 
+def latency_p50_ratio(tracks: Tracks, limit: float | None) -> Finding:
+    """The canary's median request latency over stable's, over the same time."""
+    mine, theirs = _quantile(tracks.canary.latency, 0.5), _quantile(tracks.stable.latency, 0.5)
+    samples = tracks.canary.latency.total
+    if mine is None or theirs is None or theirs == 0:
+        return _unmeasured("p50 latency not counted on both tracks", samples, limit)
+    ratio = _rounded(mine / theirs)
+    message = f"p50 {mine * 1000:.3g} ms on the canary, {theirs * 1000:.3g} ms on stable: x{ratio:g}"
+    return Finding(ratio, samples, message + _limit_words(limit, "x{:g}", "maxLatencyP50Ratio"))
+
+
 def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int], list[int]] | None:
     """(what is compared, canary counts, stable counts) on the same bins, if the tracks have any."""
     for output in sorted(canary.classes):
@@ -212,8 +228,7 @@ def cost(tracks: Tracks, limit: float | None) -> Finding:
     mine, theirs = _cpu_per_thousand(tracks.canary), _cpu_per_thousand(tracks.stable)
     rows = tracks.canary.rows
     if mine is None or theirs is None or theirs == 0:
-        message = "CPU per prediction not measured on both tracks"
-        return Finding(None, rows, message, "Inconclusive" if limit is not None else "Successful")
+        return _unmeasured("CPU per prediction not measured on both tracks", rows, limit)
     ratio = _rounded(mine / theirs)
     message = f"{mine:.3g} CPU s per 1,000 predictions on the canary, {theirs:.3g} on stable: x{ratio:g}"
     return Finding(ratio, rows, message + _limit_words(limit, "x{:g}", "maxCostIncrease"))
@@ -344,6 +359,7 @@ def output_delta(shadow: ShadowWindow, limit: float | None) -> Finding:
 CANARY_CHECKS: tuple[CheckKind[Tracks], ...] = (
     CheckKind("errorRate", "max_error_rate", "max", error_rate),
     CheckKind("latencyP99", "max_latency_p99_ms", "max", latency_p99),
+    CheckKind("latencyP50Ratio", "max_latency_p50_ratio", "max", latency_p50_ratio),
     CheckKind("predictionShift", "max_prediction_shift", "max", prediction_shift),
     CheckKind("cost", "max_cost_increase", "max", cost),
 )

@@ -9,6 +9,7 @@ conditions merged so that a condition that did not change keeps its lastTransiti
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -58,24 +59,34 @@ def _conditions(previous: Obj, wanted: list[Wanted], now: str, generation: int |
     return [Condition.model_validate(item) for item in merged]
 
 
+@dataclass(frozen=True)
+class Reconciled:
+    """What one reconcile came to, besides what its children show.
+
+    `problem` is what stopped it before the children could be trusted: an invalid spec or
+    an apply the API server refused; the rollout under way and the history are then kept as
+    they were. `plan` is the rollout's plan (None: no valid spec to plan with), `drift` the
+    drift evaluation to show (None: drift is off, or there is no valid spec).
+    """
+
+    problem: tuple[Reason, str] | None = None
+    plan: Plan | None = None
+    drift: DriftStatus | None = None
+
+
 def decide_status(
     body: Obj,
     spec: ModelDeploymentSpec | None,
     children: Children,
     settings: Settings,
-    problem: tuple[Reason, str] | None,
+    reconciled: Reconciled,
     now: str,
-    plan: Plan | None = None,
-    drift: DriftStatus | None = None,
 ) -> ModelDeploymentStatus:
-    """The whole new status of one ModelDeployment, from what was observed this reconcile.
-
-    `problem` is what stopped the reconcile before the children could be trusted: an
-    invalid spec or an apply the API server refused; the rollout under way and the
-    history are kept as they were. `plan` is the rollout's plan for this reconcile.
-    """
+    """The whole new status of one ModelDeployment, from what was observed this reconcile and
+    what the reconcile came to."""
     meta, previous = body["metadata"], body.get("status") or {}
     generation = meta.get("generation")
+    problem, plan, drift = reconciled.problem, reconciled.plan, reconciled.drift
     if spec is None or problem is not None:
         reason, message = problem or (reasons.INVALID_SPEC, "invalid spec")
         wanted = [Wanted(READY, "False", reason, message), Wanted(STALLED, "True", reason, message)]

@@ -45,6 +45,19 @@ class Track:
     pods: list[Obj] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Owned:
+    """What a ModelDeployment owns, one list per kind, as the operator's watch indexes hold
+    them (handlers.py): its Deployments, Services and their pods, its retraining Jobs and its
+    shadow config."""
+
+    deployments: list[Obj]
+    services: list[Obj]
+    pods: list[Obj]
+    jobs: list[Obj] = field(default_factory=list)
+    config_maps: list[Obj] = field(default_factory=list)
+
+
 @dataclass
 class Children:
     """A ModelDeployment's objects, per track: `stable` and `canary` Deployments with their
@@ -62,24 +75,16 @@ class Children:
         return self.tracks.get(name) or Track()
 
     @classmethod
-    def group(
-        cls,
-        deployments: list[Obj],
-        services: list[Obj],
-        pods: list[Obj],
-        route: Obj | None = None,
-        routes_watched: bool = True,
-        jobs: list[Obj] | None = None,
-        config_maps: list[Obj] | None = None,
-    ) -> Children:
-        """Sort a resource's objects into tracks by their track label."""
+    def group(cls, owned: Owned, route: Obj | None = None, routes_watched: bool = True) -> Children:
+        """Sort a resource's objects into tracks by their track label; `route` is the user's
+        HTTPRoute as read, `routes_watched` False when the operator may not read HTTPRoutes."""
         tracks: dict[str, Track] = {}
-        for deployment in deployments:
+        for deployment in owned.deployments:
             tracks.setdefault(_track_of(deployment), Track()).deployment = deployment
-        for pod in pods:
+        for pod in owned.pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
-        services_by_track = {_track_of(service): service for service in services}
-        return cls(tracks, services_by_track, route, routes_watched, list(jobs or []), list(config_maps or []))
+        services_by_track = {_track_of(service): service for service in owned.services}
+        return cls(tracks, services_by_track, route, routes_watched, list(owned.jobs), list(owned.config_maps))
 
     def objects(self) -> list[Obj]:
         """Every Deployment, Service and shadow config, for finding the ones no longer wanted."""
