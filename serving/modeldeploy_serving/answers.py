@@ -55,8 +55,7 @@ class AnswerWriter:
                 _numbers(array),
                 b"}",
             )
-        parts.append(b"]" if request.id is None else b'],"id":%s' % orjson.dumps(request.id))
-        parts.append(b"}")
+        parts.append(b'],"id":%s}' % orjson.dumps(request.id))
         return b"".join(parts), []
 
     def _document(self, request: InferenceRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, list[bytes]]:
@@ -68,9 +67,8 @@ class AnswerWriter:
                 tensor_entry(name, self.datatypes[name], outputs[name], name in request.binary_outputs, blobs)
                 for name in request.outputs
             ],
+            "id": request.id,
         }
-        if request.id is not None:
-            document["id"] = request.id
         return orjson.dumps(document, option=NUMPY), blobs
 
 

@@ -285,7 +285,7 @@ class ServingApp:
         if not batch_finite:  # somewhere in the batch: perhaps in these rows
             check_outputs_finite(outputs, request.outputs, request.inputs)
         if capture and self.capture is not None:
-            self.capture.offer(request.inputs, outputs, request.rows)
+            self.capture.offer(request.id, request.inputs, outputs, request.rows)
 
     def record(self, outcome: str, started: float) -> None:
         """One request's outcome and duration, whichever protocol it came by."""

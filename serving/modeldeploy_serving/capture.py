@@ -20,7 +20,6 @@ import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from modeldeploy_serving import s3
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.sampling import (
     CONTENT_TYPE,
+    Answered,
     CaptureOptions,
     FeatureNames,
     RowSampler,
@@ -48,14 +48,6 @@ STOP_SECONDS = 10.0  # longest shutdown waits for the last batch to be written
 
 class CaptureWriteError(Exception):
     """One write to the sink failed; the message says how."""
-
-
-@dataclass
-class _Entry:
-    timestamp: float
-    inputs: dict[str, np.ndarray]
-    outputs: dict[str, np.ndarray]
-    rows: int
 
 
 Write = Callable[[bytes, float, int], None]  # (JSON lines, time of the batch, its sequence number)
@@ -80,7 +72,7 @@ class Capture:
         self._written = written
         self._dropped = dropped or {}
         self._write: Write = self._put_object if self.sink.kind == "s3" else self._post
-        self._queue: deque[_Entry] = deque()
+        self._queue: deque[Answered] = deque()
         self._queued_rows = 0
         self._ready = threading.Condition()
         self._stopping = False
@@ -102,7 +94,7 @@ class Capture:
             if self._thread.is_alive():
                 log.warning("capture: %d rows were still waiting for the sink at shutdown", self._queued_rows)
 
-    def offer(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int) -> None:
+    def offer(self, request_id: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray], rows: int) -> None:
         """Queue a sample of an answered request; never blocks, never raises into the request."""
         taken, over_cap = self.sampler.take(rows, time.monotonic())
         self._drop(t.DROP_ROW_CAP, over_cap)
@@ -116,7 +108,7 @@ class Capture:
                 full = True
             else:
                 full = False
-                self._queue.append(_Entry(time.time(), inputs, outputs, taken))
+                self._queue.append(Answered(request_id, time.time(), inputs, outputs, taken))
                 self._queued_rows += taken
                 if self._queued_rows >= self.options.batch_rows:
                     self._ready.notify()
@@ -147,9 +139,9 @@ class Capture:
             if stopping:
                 return
 
-    def _take_batch(self) -> list[_Entry]:
+    def _take_batch(self) -> list[Answered]:
         """Whole entries from the queue, up to batch_rows rows (at least one entry)."""
-        entries: list[_Entry] = []
+        entries: list[Answered] = []
         rows = 0
         while self._queue and (not entries or rows + self._queue[0].rows <= self.options.batch_rows):
             entry = self._queue.popleft()
@@ -158,14 +150,12 @@ class Capture:
         self._queued_rows -= rows
         return entries
 
-    def _flush(self, entries: list[_Entry]) -> None:
+    def _flush(self, entries: list[Answered]) -> None:
         try:
             lines = [
                 orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
                 for entry in entries
-                for row in capture_rows(
-                    self.source, entry.timestamp, entry.inputs, entry.outputs, self.names, entry.rows
-                )
+                for row in capture_rows(self.source, entry, self.names)
             ]
         except Exception:  # a value that cannot be written as JSON: count it, keep serving
             log.exception("capture: could not write %d rows as JSON lines", sum(e.rows for e in entries))

@@ -167,7 +167,7 @@ class GrpcService:
         finally:
             if not submitted:
                 app.batcher.expected -= 1
-        response = pb.ModelInferResponse(model_name=app.model.name, model_version=app.model.version, id=parsed.id or "")
+        response = pb.ModelInferResponse(model_name=app.model.name, model_version=app.model.version, id=parsed.id)
         types = app.answers.datatypes  # made once per model
         for name in parsed.outputs:
             array, datatype = outputs[name], types[name]

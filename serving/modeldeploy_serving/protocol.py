@@ -9,6 +9,7 @@ returns numpy arrays, so it is tested, including property-based, without a serve
 from __future__ import annotations
 
 import math
+import secrets
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -43,7 +44,7 @@ class NonFiniteOutput(RuntimeError):
 
 
 class InferenceRequest(NamedTuple):  # a tuple: made for every request, in a fraction of a frozen dataclass's time
-    id: str | None
+    id: str  # the request's own, or one made for it (new_request_id): every answer carries it
     inputs: dict[str, np.ndarray]  # by input name, in the model's dtype and shape
     rows: int  # the batch dimension shared by all inputs
     outputs: list[str]  # requested output names, in the model's order
@@ -92,6 +93,12 @@ class BinaryData:
 NO_BINARY_DATA = BinaryData()  # no bytes after the JSON: nothing to take, so one instance serves every request
 
 
+def new_request_id() -> str:
+    """An id for a request that came without one: 16 URL-safe characters (96 random bits),
+    unique enough to join a label to its prediction later."""
+    return secrets.token_urlsafe(12)
+
+
 def parse_request(
     body: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], binary: BinaryData | None = None
 ) -> InferenceRequest:
@@ -101,6 +108,7 @@ def parse_request(
     request_id = body.get("id")
     if "id" in body and not isinstance(request_id, str):
         raise ProtocolError(f"'id' must be a string when given, got {_shown(request_id)}")
+    request_id = request_id or new_request_id()  # an empty id joins nothing: one is made
     parameters = parameters_of(body, "'parameters'")
     raw_inputs = body.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:

@@ -31,6 +31,17 @@ Row = dict[str, Any]
 
 
 @dataclass(frozen=True)
+class Answered:
+    """The sampled rows of one answered request, as they wait to be written."""
+
+    request_id: str  # the answer's id: the request's own, or the one the server made
+    timestamp: float  # when it was answered (time.time())
+    inputs: dict[str, np.ndarray]
+    outputs: dict[str, np.ndarray]
+    rows: int  # the first `rows` rows of the request were sampled
+
+
+@dataclass(frozen=True)
 class Sink:
     """Where captured rows go: an S3 bucket and key prefix, or an HTTP(S) endpoint."""
 
@@ -126,22 +137,17 @@ class RowSource:
     track: str
 
 
-def capture_rows(
-    source: RowSource,
-    timestamp: float,
-    inputs: dict[str, np.ndarray],
-    outputs: dict[str, np.ndarray],
-    names: FeatureNames,
-    count: int,
-) -> list[Row]:
-    """The first `count` rows of one request, each {timestamp, model, version, track, inputs,
-    outputs}. Inputs are keyed by feature name where the profile names a column (others as
-    INPUT[COLUMN]; an input the profile does not cover at all keeps its tensor name and the
-    row's values); outputs by output name. Missing values (NaN) are written as null by the
-    JSON encoder (orjson with OPT_SERIALIZE_NUMPY)."""
-    stamp = iso_time(timestamp)
-    columns = [(name, *_input_columns(name, array[:count], names)) for name, array in inputs.items()]
-    predictions = {name: _values(array[:count]) for name, array in outputs.items()}
+def capture_rows(source: RowSource, answered: Answered, names: FeatureNames) -> list[Row]:
+    """The sampled rows of one request, each {timestamp, model, version, track, id, row,
+    inputs, outputs}: `id` is the answer's id and `row` the row's index in the request, so a
+    label sent later for (id, row) joins it. Inputs are keyed by feature name where the
+    profile names a column (others as INPUT[COLUMN]; an input the profile does not cover at
+    all keeps its tensor name and the row's values); outputs by output name. Missing values
+    (NaN) are written as null by the JSON encoder (orjson with OPT_SERIALIZE_NUMPY)."""
+    count = answered.rows
+    stamp = iso_time(answered.timestamp)
+    columns = [(name, *_input_columns(name, array[:count], names)) for name, array in answered.inputs.items()]
+    predictions = {name: _values(array[:count]) for name, array in answered.outputs.items()}
     rows: list[Row] = []
     for index in range(count):
         row_inputs: dict[str, Any] = {}
@@ -157,6 +163,8 @@ def capture_rows(
                 "model": source.model,
                 "version": source.version,
                 "track": source.track,
+                "id": answered.request_id,
+                "row": index,
                 "inputs": row_inputs,
                 "outputs": {name: values[index] for name, values in predictions.items()},
             }

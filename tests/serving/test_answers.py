@@ -42,22 +42,21 @@ def document(request: InferenceRequest) -> bytes:
             }
             for name in request.outputs
         ],
+        "id": request.id,
     }
-    if request.id is not None:
-        body["id"] = request.id
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 @pytest.mark.parametrize(
     ("outputs", "request_id"),
     [
-        (["label", "probabilities", "flag"], None),
-        (["probabilities"], None),
+        (["label", "probabilities", "flag"], "Zk3n0F9pQ2xLwR7a"),
+        (["probabilities"], "a-made-one_9"),
         (["label", "flag"], "request-7"),
         (["label"], 'quotes " and \\ and ü'),
     ],
 )
-def test_a_json_answer_is_byte_for_byte_the_serialized_document(outputs: list[str], request_id: str | None) -> None:
+def test_a_json_answer_is_byte_for_byte_the_serialized_document(outputs: list[str], request_id: str) -> None:
     request = InferenceRequest(request_id, {}, 3, outputs)
     body, blobs = AnswerWriter("breast-cancer", "2", OUTPUTS).json(request, ARRAYS)
     assert blobs == []
@@ -66,7 +65,7 @@ def test_a_json_answer_is_byte_for_byte_the_serialized_document(outputs: list[st
 
 def test_a_row_slice_of_a_batch_is_written_as_its_own_rows() -> None:
     batch = np.arange(12, dtype=np.float32).reshape(6, 2)
-    request = InferenceRequest(None, {}, 2, ["probabilities"])
+    request = InferenceRequest("r", {}, 2, ["probabilities"])
     body, _ = AnswerWriter("m", "1", OUTPUTS).json(request, {"probabilities": batch[2:4]})
     assert orjson.loads(body)["outputs"] == [
         {"name": "probabilities", "datatype": "FP32", "shape": [2, 2], "data": [4.0, 5.0, 6.0, 7.0]}
@@ -85,9 +84,9 @@ def test_binary_outputs_take_the_document_path_with_their_bytes_after_it() -> No
 
 def test_an_output_that_is_not_contiguous_is_written_in_row_major_order() -> None:
     columns = np.arange(6, dtype=np.float32).reshape(2, 3).T  # Fortran order: not C-contiguous
-    request = InferenceRequest(None, {}, 3, ["probabilities"])
+    request = InferenceRequest("r", {}, 3, ["probabilities"])
     body, _ = AnswerWriter("m", "1", OUTPUTS).json(request, {"probabilities": columns[:, :2]})
     assert orjson.loads(body)["outputs"][0]["data"] == columns[:, :2].reshape(-1).tolist()
     strided = np.arange(6, dtype=np.int64)[::2]  # one dimension, every other element
-    body, _ = AnswerWriter("m", "1", OUTPUTS).json(InferenceRequest(None, {}, 3, ["label"]), {"label": strided})
+    body, _ = AnswerWriter("m", "1", OUTPUTS).json(InferenceRequest("r", {}, 3, ["label"]), {"label": strided})
     assert orjson.loads(body)["outputs"][0]["data"] == [0, 2, 4]

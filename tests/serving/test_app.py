@@ -7,6 +7,7 @@ from the same file independently of the server's own session.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,8 +109,8 @@ def test_regression_output(
 
 def test_nested_row_major_data_is_accepted(cancer_server: InProcessServer, cancer_rows: np.ndarray) -> None:
     batch = cancer_rows[:3]
-    flat = cancer_server.infer(infer_body(batch))
-    nested = {"inputs": [{"name": "input", "shape": [3, 30], "datatype": "FP32", "data": batch.tolist()}]}
+    flat = cancer_server.infer(infer_body(batch, id="rows"))
+    nested = {"id": "rows", "inputs": [{"name": "input", "shape": [3, 30], "datatype": "FP32", "data": batch.tolist()}]}
     assert cancer_server.infer(nested).json() == flat.json()
 
 
@@ -119,11 +120,14 @@ def test_requested_outputs_only(cancer_server: InProcessServer, cancer_rows: np.
     assert [o["name"] for o in response.json()["outputs"]] == ["probabilities"]
 
 
-def test_request_id_is_echoed(cancer_server: InProcessServer, cancer_rows: np.ndarray) -> None:
+def test_every_answer_has_an_id_the_requests_own_or_a_new_one(
+    cancer_server: InProcessServer, cancer_rows: np.ndarray
+) -> None:
     with_id = cancer_server.infer(infer_body(cancer_rows[:1], id="req-42"))
     assert with_id.json()["id"] == "req-42"
-    without_id = cancer_server.infer(infer_body(cancer_rows[:1]))
-    assert "id" not in without_id.json()
+    made = [cancer_server.infer(infer_body(cancer_rows[:1], **extra)).json()["id"] for extra in ({}, {}, {"id": ""})]
+    assert len(set(made)) == 3, "a new id for each request without one (an empty id is none)"
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", made_id) for made_id in made), made
 
 
 DATA = {

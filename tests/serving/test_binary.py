@@ -80,11 +80,11 @@ def test_binary_per_output_and_json_side_by_side(cancer_server: InProcessServer,
     assert list(arrays) == ["probabilities"]
     assert "data" in document["outputs"][0] and "parameters" not in document["outputs"][0]
     # Binary inputs with JSON answers (no binary output asked for): a plain JSON answer.
-    body, headers = framed({"inputs": [tensor]}, blob)
+    body, headers = framed({"inputs": [tensor], "id": "side-by-side"}, blob)
     plain = cancer_server.post(INFER, content=body, headers=headers)
     assert plain.headers["content-type"] == "application/json"
     assert "inference-header-content-length" not in plain.headers
-    assert plain.json() == cancer_server.infer(infer_body(rows)).json()
+    assert plain.json() == cancer_server.infer(infer_body(rows, id="side-by-side")).json()
 
 
 def test_sizes_that_do_not_add_up_are_refused_naming_tensor_and_both_sizes(

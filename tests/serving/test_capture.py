@@ -156,6 +156,11 @@ def test_rest_answers_reach_an_http_sink_as_json_lines_with_cloudevents_headers(
     assert (first["model"], first["version"], first["track"]) == ("breast-cancer", "1", "stable")
     assert first["outputs"]["label"] == answered[0]["data"][0]
     assert first["outputs"]["probabilities"] == pytest.approx(answered[1]["data"][:2])
+    # Each row carries its answer's id (made by the server: the requests had none) and its
+    # index in the request, so a label sent later for (id, row) finds it.
+    ids = {answer.json()["id"] for answer in answers}
+    assert len(ids) == len(answers) and (first["id"], first["row"]) == (answers[0].json()["id"], 0)
+    assert sorted((row["id"], row["row"]) for row in rows) == sorted((i, r) for i in ids for r in (0, 1))
     headers = sink.posts[0].headers
     assert headers["ce-specversion"] == "1.0"
     assert headers["ce-type"] == EVENT_TYPE

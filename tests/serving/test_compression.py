@@ -74,7 +74,7 @@ def test_broken_compressed_bodies_are_400(cancer_server: InProcessServer, cancer
 def test_answers_are_compressed_when_the_client_accepts_it_and_they_are_large(
     cancer_server: InProcessServer, cancer_rows: np.ndarray
 ) -> None:
-    body = infer_body(cancer_rows[:50])
+    body = infer_body(cancer_rows[:50], id="the-same-answer")
     plain = cancer_server.post(INFER, json=body, headers={"accept-encoding": "identity"})
     assert "content-encoding" not in plain.headers
     for accept, coding in [

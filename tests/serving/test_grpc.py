@@ -100,6 +100,8 @@ def test_infer_answers_in_the_form_asked(
 ) -> None:
     answer = served.call("ModelInfer", infer_request(cancer_rows[:20], raw, id="g-1"), pb.ModelInferResponse)
     assert (answer.model_name, answer.model_version, answer.id) == ("breast-cancer", "1", "g-1")
+    made = served.call("ModelInfer", infer_request(cancer_rows[:1], raw), pb.ModelInferResponse).id
+    assert len(made) == 16 and made != "g-1", "a request without an id gets one made for it"
     assert [(o.name, o.datatype, list(o.shape)) for o in answer.outputs] == [
         ("label", "INT64", [20]),
         ("probabilities", "FP32", [20, 2]),

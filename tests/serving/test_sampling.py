@@ -10,6 +10,7 @@ import pytest
 from modeldeploy_serving.profile import FeatureProfile, Profile
 from modeldeploy_serving.sampling import (
     EVENT_TYPE,
+    Answered,
     CaptureOptions,
     RowSampler,
     RowSource,
@@ -110,13 +111,15 @@ def test_a_row_names_each_feature_as_the_profile_does() -> None:
     inputs = {"input": np.array([[1.5, np.nan, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)}
     outputs = {"label": np.array([1, 0], dtype=np.int64), "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]])}
     names = feature_names(profile_of(["age", "income", "score"]))
-    rows = capture_rows(SOURCE, NOON + 0.25, inputs, outputs, names, 2)
+    rows = capture_rows(SOURCE, Answered("r1", NOON + 0.25, inputs, outputs, 2), names)
     assert rows == [
         {
             "timestamp": "2025-11-25T12:00:00.250Z",
             "model": "fraud",
             "version": "7",
             "track": "canary",
+            "id": "r1",
+            "row": 0,
             "inputs": {"age": 1.5, "income": rows[0]["inputs"]["income"], "score": 3.0},
             "outputs": {"label": 1, "probabilities": [0.25, 0.75]},
         },
@@ -125,6 +128,8 @@ def test_a_row_names_each_feature_as_the_profile_does() -> None:
             "model": "fraud",
             "version": "7",
             "track": "canary",
+            "id": "r1",
+            "row": 1,
             "inputs": {"age": 4.0, "income": 5.0, "score": 6.0},
             "outputs": {"label": 0, "probabilities": [0.5, 0.5]},
         },
@@ -134,26 +139,26 @@ def test_a_row_names_each_feature_as_the_profile_does() -> None:
 
 def test_only_the_rows_counted_are_kept() -> None:
     inputs = {"input": np.arange(12, dtype=np.float32).reshape(4, 3)}
-    rows = capture_rows(SOURCE, NOON, inputs, {"y": np.arange(4)}, {}, 2)
+    rows = capture_rows(SOURCE, Answered("r1", NOON, inputs, {"y": np.arange(4)}, 2), {})
     assert [row["outputs"]["y"] for row in rows] == [0, 1]
 
 
 def test_without_a_profile_an_input_keeps_its_tensor_name_and_its_row() -> None:
     inputs = {"input": np.array([[1.0, 2.0]], dtype=np.float32), "flag": np.array([True])}
-    rows = capture_rows(SOURCE, NOON, inputs, {"y": np.array([0.5])}, {}, 1)
+    rows = capture_rows(SOURCE, Answered("r1", NOON, inputs, {"y": np.array([0.5])}, 1), {})
     assert rows[0]["inputs"] == {"input": [1.0, 2.0], "flag": True}
 
 
 def test_columns_the_profile_does_not_name_are_written_by_position() -> None:
     names = feature_names(profile_of(["age"]))
-    rows = capture_rows(SOURCE, NOON, {"input": np.array([[30.0, 7.0]])}, {}, names, 1)
+    rows = capture_rows(SOURCE, Answered("r1", NOON, {"input": np.array([[30.0, 7.0]])}, {}, 1), names)
     assert rows[0]["inputs"] == {"age": 30.0, "input[1]": 7.0}
 
 
 def test_text_inputs_and_outputs_are_written_as_text() -> None:
     inputs = {"text": np.array([b"caf\xc3\xa9", b"\xff"], dtype=object)}
     outputs = {"label": np.array(["spam", "ham"], dtype=object)}
-    rows = capture_rows(SOURCE, NOON, inputs, outputs, {}, 2)
+    rows = capture_rows(SOURCE, Answered("r1", NOON, inputs, outputs, 2), {})
     assert [(r["inputs"]["text"], r["outputs"]["label"]) for r in rows] == [("café", "spam"), ("\ufffd", "ham")]
 
 
@@ -188,6 +193,6 @@ def test_times_are_utc_with_milliseconds() -> None:
 
 def test_a_json_line_writes_fp32_as_sent_and_missing_values_as_null() -> None:
     inputs = {"input": np.array([[14.02, np.nan, 0.0796]], dtype=np.float32)}
-    rows = capture_rows(SOURCE, NOON, inputs, {"y": np.array([0.5], dtype=np.float32)}, {}, 1)
+    rows = capture_rows(SOURCE, Answered("r1", NOON, inputs, {"y": np.array([0.5], dtype=np.float32)}, 1), {})
     line = orjson.dumps(rows[0], option=orjson.OPT_SERIALIZE_NUMPY)
     assert b'"inputs":{"input":[14.02,null,0.0796]},"outputs":{"y":0.5}' in line
