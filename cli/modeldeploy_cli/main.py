@@ -1,4 +1,4 @@
-"""The `modeldeploy` command: serve, fetch, profile, drift, and operator (with the [operator] extra).
+"""The `modeldeploy` command: serve, fetch, profile, drift, load, and operator (with the [operator] extra).
 
 Arguments are parsed here; the work is imported lazily from the package that does it, so
 `modeldeploy fetch` in an init container does not load ONNX Runtime or kopf.
@@ -200,8 +200,44 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--feature-share", type=_share, default=0.3, help="as spec.drift.featureShare (default 0.3)")
     drift.add_argument("--json", action="store_true", help="print the report as JSON (status.drift's shape)")
 
+    _add_load(commands)
     commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
     return parser
+
+
+def _duration(text: str) -> float:
+    from modeldeploy_cli.load import parse_seconds
+
+    try:
+        return parse_seconds(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"a duration like 30s, 5m or 1h, {error}") from None
+
+
+def _add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    load = commands.add_parser(
+        "load",
+        help="send rows of a CSV to a model, each request on a new connection (so a canary gets traffic)",
+        description="A canary is judged on its own traffic: with none, its checks stay Inconclusive. "
+        "This sends rows of DATA to URL's model, a new connection per request so kube-proxy spreads them "
+        "over every pod, stable and canary, and prints which versions answered. "
+        "Exit code: 0 every request answered, 1 some failed, 2 bad input. "
+        "In the cluster: kubectl run load --rm -i --restart=Never --image=IMAGE -- load http://breast-cancer "
+        "--model breast-cancer --data /opt/modeldeploy/models/breast-cancer-reference.csv --duration 10m",
+    )
+    load.add_argument("url", help="the model server, e.g. http://breast-cancer (the Service) or localhost:8080")
+    load.add_argument("--model", required=True, help="the model's name, as in /v2/models/NAME")
+    load.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="CSV: a header row, then rows of the model's input columns (the image has "
+        "/opt/modeldeploy/models/MODEL-reference.csv for each example model)",
+    )
+    load.add_argument("--rate", type=_positive_float, default=20.0, help="requests per second (default 20)")
+    load.add_argument("--rows-per-request", type=_positive, default=4, help="rows in each request (default 4)")
+    load.add_argument("--workers", type=_positive, default=2, help="requests in flight at once, at most (default 2)")
+    load.add_argument("--duration", type=_duration, help="how long, e.g. 90s or 10m (default: until Ctrl-C)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return _fetch(args)
     if args.command == "drift":
         return _drift(args)
+    if args.command == "load":
+        return _load(args)
     return _profile(args)
 
 
@@ -303,6 +341,16 @@ def _drift(args: argparse.Namespace) -> int:
         min_samples=args.min_samples,
     )
     return run_drift(args.model, args.data, settings, args.json)
+
+
+def _load(args: argparse.Namespace) -> int:
+    from modeldeploy_cli.load import LoadOptions
+    from modeldeploy_cli.load import main as load_main
+
+    options = LoadOptions(
+        args.url, args.model, args.data, args.rows_per_request, args.rate, args.workers, args.duration
+    )
+    return load_main(options)
 
 
 def _profile(args: argparse.Namespace) -> int:
