@@ -2,9 +2,10 @@
 
     python examples/train.py --out models/
 
-writes, for each model, an ONNX file with its reference profile embedded, a CSV of its
-reference data, a sample inference request, and DIR/models.json listing them all with
-their sha256. Every run writes the same bytes: fixed seeds, fixed splits, sorted JSON.
+writes, for each model, an ONNX file with its reference profile embedded (its quality
+measured on the held-out rows), a CSV of its reference data, a CSV of the held-out rows with
+their true labels (column `target`), a sample inference request, and DIR/models.json listing
+them all with their sha256. Every run writes the same bytes: fixed seeds, fixed splits, sorted JSON.
 
 The models:
 - breast-cancer 1: logistic regression, the first version you deploy.
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from modeldeploy_serving.profiling import build_profile, embed_profile
+from modeldeploy_serving.profiling import Labelled, build_profile, embed_profile
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.datasets import load_breast_cancer, load_diabetes
@@ -35,6 +36,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 SEED = 7
+LABEL_COLUMN = "target"  # in NAME-holdout.csv: the true label (or value) of each held-out row
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
@@ -71,11 +73,13 @@ def _request(rows: np.ndarray) -> dict[str, Any]:
 def train(out: Path) -> list[dict[str, str]]:
     out.mkdir(parents=True, exist_ok=True)
     cancer = load_breast_cancer()
-    x_train, x_test, y_train, _ = train_test_split(
+    x_train, x_test, y_train, y_test = train_test_split(
         cancer.data, cancer.target, test_size=0.25, random_state=SEED, stratify=cancer.target
     )
     diabetes = load_diabetes()
-    d_train, d_test, t_train, _ = train_test_split(diabetes.data, diabetes.target, test_size=0.25, random_state=SEED)
+    d_train, d_test, t_train, t_test = train_test_split(
+        diabetes.data, diabetes.target, test_size=0.25, random_state=SEED
+    )
     cancer_names = [str(n) for n in cancer.feature_names]
     diabetes_names = [str(n) for n in diabetes.feature_names]
     specs = [
@@ -129,8 +133,12 @@ def train(out: Path) -> list[dict[str, str]]:
         estimator.fit(x, y)
         model = _convert(estimator, x.shape[1], f"{name}-v{version}")
         # The profile is always the training data of the *good* model: v3's shifted
-        # predictions should show up as a shift against what the data looks like.
-        model = embed_profile(model, build_profile(model, x, names))
+        # predictions should show up as a shift against what the data looks like. Its
+        # quality is measured on the held-out rows with their true labels (v3's too).
+        truth = y_test if name == "breast-cancer" else t_test
+        held_out = Labelled(x_holdout, [repr(float(v)) for v in truth])
+        model = embed_profile(model, build_profile(model, x, names, labelled=held_out))
+        _write_csv(out / f"{name}-holdout.csv", [*names, LABEL_COLUMN], np.column_stack([x_holdout, truth]))
         stem = f"{name}-v{version}"
         data = model.SerializeToString()
         (out / f"{stem}.onnx").write_bytes(data)

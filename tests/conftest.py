@@ -43,6 +43,10 @@ class ExampleModels:
     def reference_csv(self, name: str) -> Path:
         return self.folder / f"{name}-reference.csv"
 
+    def holdout_csv(self, name: str) -> Path:
+        """The held-out rows with their true labels (column `target`)."""
+        return self.folder / f"{name}-holdout.csv"
+
 
 def load_training_script() -> ModuleType:
     """examples/train.py as a module (examples/ is a folder of scripts, not a package)."""

@@ -179,11 +179,7 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--sha256", help="expected digest, 64 hex characters")
     fetch.add_argument("--attempts", type=_positive, default=5, help="tries for transient failures (default 5)")
 
-    profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
-    profile.add_argument("--model", type=Path, required=True)
-    profile.add_argument("--data", type=Path, required=True, help="reference data: CSV with a header, or .npy")
-    profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
-    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
+    _add_profile(commands)
 
     drift = commands.add_parser(
         "drift",
@@ -203,6 +199,25 @@ def _parser() -> argparse.ArgumentParser:
     _add_load(commands)
     commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
     return parser
+
+
+def _add_profile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
+    profile.add_argument("--model", type=Path, required=True)
+    profile.add_argument("--data", type=Path, required=True, help="reference data: CSV with a header, or .npy")
+    profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
+    profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
+    profile.add_argument(
+        "--label-column",
+        help="a CSV column of true labels (classifiers) or values (regression): the model's accuracy or mean "
+        "absolute error on those rows is stored as its reference quality (docs/profile.md); not a feature",
+    )
+    profile.add_argument(
+        "--labelled-data",
+        type=Path,
+        help="measure that quality on this CSV (the model's inputs and --label-column) instead of --data: "
+        "rows the model was not trained on give an honest baseline",
+    )
 
 
 def _duration(text: str) -> float:
@@ -355,17 +370,27 @@ def _load(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     from modeldeploy_serving.profile import ProfileError
-    from modeldeploy_serving.profiling import profile_model
+    from modeldeploy_serving.profiling import Labels, profile_model
 
+    if args.labelled_data is not None and args.label_column is None:
+        print(
+            "modeldeploy profile: --labelled-data needs --label-column (which column holds the labels)", file=sys.stderr
+        )
+        return 2
+    labels = Labels(args.label_column, args.labelled_data) if args.label_column else None
     try:
-        profile = profile_model(args.model, args.data, args.out, args.bins)
+        profile = profile_model(args.model, args.data, args.out, args.bins, labels)
     except (ProfileError, OSError) as error:
         print(f"modeldeploy profile: {error}", file=sys.stderr)
         return 2
-    print(
+    line = (
         f"{args.out}: {len(profile.features)} features and {len(profile.outputs)} outputs "
         f"profiled from {profile.rows} rows"
     )
+    if profile.quality is not None:
+        quality = profile.quality
+        line += f"; {quality.metric} {quality.value:g} on {quality.rows} labelled rows ({quality.output})"
+    print(line)
     return 0
 
 

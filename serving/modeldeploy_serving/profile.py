@@ -37,6 +37,7 @@ edge at exactly 0 or 1 would put the same answer in different bins in the profil
 
 FloatArray = npt.NDArray[np.float64]
 OutputKind = Literal["classes", "scores", "values"]
+QualityMetric = Literal["accuracy", "meanAbsoluteError"]
 
 
 class ProfileError(ValueError):
@@ -68,13 +69,27 @@ class OutputProfile:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """How right the model was on labelled rows when it was profiled: the baseline its live
+    quality (labels sent back as feedback) is compared with."""
+
+    metric: QualityMetric  # accuracy of a classes output; mean absolute error of a values output
+    output: str  # the output compared with the labels
+    value: float
+    rows: int  # labelled rows it was measured on
+
+
+@dataclass(frozen=True)
 class Profile:
     rows: int  # reference rows the profile was built from
     features: list[FeatureProfile]
     outputs: list[OutputProfile]
+    quality: Quality | None = None  # when the model was profiled with labels
 
     def to_json(self) -> str:
         document = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **asdict(self)}
+        if self.quality is None:  # written only when measured: a profile without labels keeps its bytes
+            del document["quality"]
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -96,6 +111,7 @@ class Profile:
                 rows=int(document["rows"]),
                 features=[FeatureProfile(**item) for item in document["features"]],
                 outputs=[OutputProfile(**item) for item in document["outputs"]],
+                quality=Quality(**document["quality"]) if document.get("quality") is not None else None,
             )
         except (KeyError, TypeError) as error:
             raise ProfileError(f"the profile is missing or has a malformed field: {error}") from error
@@ -115,6 +131,41 @@ class Profile:
                 expected = len(entry.edges) + 1
             if len(entry.proportions) != expected:
                 raise ProfileError(f"{entry.name}: {len(entry.proportions)} proportions, expected {expected}")
+
+
+def label_text(value: Any) -> str:
+    """A label as the profile's classes write it: 1, 1.0 and "1" are all "1"."""
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+    else:
+        number = float(value)
+    return str(int(number)) if number.is_integer() else repr(number)
+
+
+def measure_quality(outputs: list[OutputProfile], answers: dict[str, npt.NDArray[Any]], truth: list[str]) -> Quality:
+    """The model's quality on labelled rows: accuracy of its first classes output, else the
+    mean absolute error of its first values output. `answers` are its outputs for the rows,
+    `truth` each row's label or value as written in the data."""
+    rows = len(truth)
+    for output in outputs:
+        if output.kind == "classes":
+            predicted = [label_text(v) for v in np.asarray(answers[output.name]).reshape(-1)]
+            correct = sum(p == label_text(t) for p, t in zip(predicted, truth, strict=True))
+            return Quality("accuracy", output.name, round(correct / rows, 6), rows)
+    for output in outputs:
+        if output.kind == "values":
+            try:
+                expected = np.array([float(t) for t in truth], dtype=np.float64)
+            except ValueError as error:
+                raise ProfileError(f"labels: a regression model needs numbers ({error})") from None
+            error_sum = np.abs(np.asarray(answers[output.name], dtype=np.float64).reshape(-1) - expected).sum()
+            return Quality("meanAbsoluteError", output.name, float(f"{error_sum / rows:.6g}"), rows)
+    raise ProfileError(
+        "labels given, but the model has no label output and no single-value output to compare them with"
+    )
 
 
 def read_profile(metadata: dict[str, str]) -> Profile | None:

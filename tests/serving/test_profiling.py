@@ -103,12 +103,9 @@ def test_profiling_a_model_with_its_own_reference_data_rewrites_the_same_bytes(
     for name, version in [("breast-cancer", "1"), ("diabetes", "1")]:
         out = tmp_path / f"{name}.onnx"
         model = example_models.path(name, version)
-        assert (
-            main(
-                ["profile", "--model", str(model), "--data", str(example_models.reference_csv(name)), "--out", str(out)]
-            )
-            == 0
-        )
+        data, held_out = example_models.reference_csv(name), example_models.holdout_csv(name)
+        labelled = ["--label-column", "target", "--labelled-data", str(held_out)]
+        assert main(["profile", "--model", str(model), "--data", str(data), "--out", str(out), *labelled]) == 0
         assert out.read_bytes() == model.read_bytes()
 
 
@@ -207,3 +204,98 @@ def test_profile_command_errors(
     else:
         assert error.startswith(f"modeldeploy profile: {head}"), error
     assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize(("name", "metric"), [("breast-cancer", "accuracy"), ("diabetes", "meanAbsoluteError")])
+def test_the_example_models_ship_their_quality_on_the_held_out_rows(
+    example_models: ExampleModels, name: str, metric: str
+) -> None:
+    """Measured by scikit-learn's own metrics on ONNX Runtime's answers, not by our code."""
+    from sklearn.metrics import accuracy_score, mean_absolute_error
+
+    with example_models.holdout_csv(name).open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][-1] == "target"
+    features = np.array([[float(c) for c in row[:-1]] for row in rows[1:]], dtype=np.float32)
+    truth = np.array([float(row[-1]) for row in rows[1:]])
+    path = example_models.path(name, "1")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    answers = session.run(None, {"input": features})
+    quality = read_profile(path).quality
+    assert quality is not None and (quality.metric, quality.rows) == (metric, len(truth))
+    if metric == "accuracy":
+        assert quality.output == "label"
+        assert quality.value == pytest.approx(accuracy_score(truth.astype(int), answers[0]), abs=1e-6)
+        assert 0.9 < quality.value < 1.0
+    else:
+        assert quality.value == pytest.approx(mean_absolute_error(truth, answers[0].reshape(-1)), rel=1e-5)
+    flipped = read_profile(example_models.path("breast-cancer", "3")).quality
+    assert flipped is not None and flipped.value < 0.1, "v3 (trained on flipped labels) is measured on true labels"
+
+
+def test_labels_in_the_data_are_not_a_feature_and_a_profile_without_labels_says_nothing(
+    tmp_path: Path, example_models: ExampleModels, capsys: pytest.CaptureFixture[str]
+) -> None:
+    held_out = example_models.holdout_csv("breast-cancer")
+    model, out = example_models.path("breast-cancer", "1"), tmp_path / "o.onnx"
+    assert (
+        main(["profile", "--model", str(model), "--data", str(held_out), "--out", str(out), "--label-column", "target"])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    profile = read_profile(out)
+    assert len(profile.features) == 30 and "target" not in {f.name for f in profile.features}
+    assert profile.quality == read_profile(model).quality, "the same rows and labels, the same quality"
+    assert printed.strip().endswith(
+        f"; accuracy {profile.quality.value:g} on {profile.quality.rows} labelled rows (label)"
+    )
+    unlabelled = tmp_path / "u.onnx"
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(model),
+                "--data",
+                str(example_models.reference_csv("breast-cancer")),
+                "--out",
+                str(unlabelled),
+            ]
+        )
+        == 0
+    )
+    text = {p.key: p.value for p in onnx.load(str(unlabelled)).metadata_props}[PROFILE_KEY]
+    assert '"quality"' not in text and read_profile(unlabelled).quality is None
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--label-column", "diagnosis"], "no column 'diagnosis' (--label-column) in the header (mean radius"),
+        (["--labelled-data", "x.csv"], "--labelled-data needs --label-column"),
+    ],
+)
+def test_label_errors_name_the_flag(
+    tmp_path: Path,
+    example_models: ExampleModels,
+    capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    message: str,
+) -> None:
+    model, data = example_models.path("breast-cancer", "1"), example_models.holdout_csv("breast-cancer")
+    code = main(["profile", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "o.onnx"), *arguments])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_labels_are_compared_as_the_profile_writes_classes() -> None:
+    from modeldeploy_serving.profile import label_text
+
+    assert [label_text(v) for v in ("1", "1.0", 1, 1.0, np.int64(1), "cat", "2.5")] == [
+        "1",
+        "1",
+        "1",
+        "1",
+        "1",
+        "cat",
+        "2.5",
+    ]
