@@ -430,3 +430,11 @@ def test_capture_is_not_a_new_model_version() -> None:
     """Turning capture on or changing it restarts the pods in place; it starts no rollout."""
     assert spec_hash(spec(capture=CAPTURE)) == spec_hash(spec())
     assert "capture" not in serving_spec(spec(capture=CAPTURE))
+
+
+def test_a_bare_path_and_its_file_uri_are_the_same_model_and_start_no_rollout() -> None:
+    bare, file_uri = spec("/opt/modeldeploy/models/m.onnx"), spec("file:///opt/modeldeploy/models/m.onnx")
+    assert spec_hash(bare) == spec_hash(file_uri)
+    assert serving_spec(bare)["model"]["uri"] == "file:///opt/modeldeploy/models/m.onnx"
+    assert spec_hash(spec("/opt/modeldeploy/models/other.onnx")) != spec_hash(bare)
+    assert serving_spec(spec("s3://bucket/m.onnx"))["model"]["uri"] == "s3://bucket/m.onnx"

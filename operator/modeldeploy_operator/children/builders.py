@@ -45,8 +45,13 @@ a new contact or runbook changes no child at all."""
 
 def serving_spec(spec: ModelDeploymentSpec) -> Obj:
     """What the pods serve, without defaults (so an operator upgrade that adds a defaulted
-    field does not look like a new version)."""
+    field does not look like a new version), and with a model path written one way: the
+    bare path `/models/m.onnx` as `file:///models/m.onnx`, so switching between the two
+    forms of the same file does not start a rollout."""
     dumped: Obj = spec.model_dump(by_alias=True, exclude_defaults=True, include=set(SERVING_FIELDS), mode="json")
+    model = dumped.get("model") or {}
+    if str(model.get("uri", "")).startswith("/"):
+        model["uri"] = "file://" + model["uri"]
     return dumped
 
 
