@@ -299,3 +299,30 @@ def test_labels_are_compared_as_the_profile_writes_classes() -> None:
         "cat",
         "2.5",
     ]
+
+
+def test_a_reference_with_missing_values_records_each_features_finite_rows(
+    tmp_path: Path, example_models: ExampleModels
+) -> None:
+    rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1)
+    rows[::5, 1] = np.nan  # a fifth of "mean texture" missing
+    np.save(tmp_path / "gappy.npy", rows)
+    out = tmp_path / "gappy.onnx"
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(example_models.path("breast-cancer", "1")),
+                "--data",
+                str(tmp_path / "gappy.npy"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    profile = read_profile(out)
+    assert profile.rows == len(rows)
+    assert profile.features[1].rows == len(rows) - len(rows[::5])
+    assert [f.rows for f in profile.features if f.column != 1] == [None] * 29
