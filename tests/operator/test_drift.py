@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ from modeldeploy_operator.drift.assessment import (
     Reference,
     assess,
     count_window,
+    reference_floor,
+    smallest_reference,
 )
 from modeldeploy_operator.telemetry import stats
 from modeldeploy_serving.profile import (
@@ -300,3 +303,11 @@ def test_a_features_bins_are_weighed_by_its_own_rows() -> None:
     assert result.features[0].threshold == pytest.approx(stats.noise_floor("psi", 5, 60, 100, alpha))
     assert result.features[1].threshold == pytest.approx(stats.noise_floor("psi", 5, 60, 1000, alpha))
     assert result.features[0].threshold > result.features[1].threshold
+
+
+def test_the_smallest_reference_is_where_its_own_noise_reaches_the_threshold() -> None:
+    quantile = scipy_stats.chi2.isf(0.01 / 13, 11)  # 13 features of 12 bins, the default false-alarm rate
+    assert smallest_reference(13, 12) == math.ceil(quantile / 0.2) == 160
+    assert reference_floor(13, 12, 89) == pytest.approx(quantile / 89)
+    assert reference_floor(13, 12, 160) <= 0.2 < reference_floor(13, 12, 159)
+    assert smallest_reference(13, 12, threshold=0.1) == math.ceil(quantile / 0.1)

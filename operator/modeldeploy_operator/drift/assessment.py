@@ -32,6 +32,7 @@ The rules (docs/drift.md is the user's reference):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -263,6 +264,25 @@ def _prediction(
         score, drifted, threshold = family.check(counts, shares, reference.rows)
         checks.append(PredictionDrift(score, drifted and judged, threshold, name))
     return max(checks, key=lambda c: (c.drifted, _severity(settings.method, c.score, c.threshold)))
+
+
+def smallest_reference(features: int, bins: int, threshold: float = DEFAULT_THRESHOLDS["psi"]) -> int:
+    """The fewest reference rows whose own noise still lets a window be held to ``threshold``.
+
+    A feature's PSI is held to at least its noise floor, ``chi2_quantile(alpha, bins - 1) x
+    (1/n + 1/m)`` (stats.noise_floor, ``n`` window rows, ``m`` reference rows). However large
+    the window, the floor stays above ``chi2_quantile(alpha, bins - 1) / m``: with fewer
+    reference rows than this returns, the reference's part alone passes ``threshold`` and
+    shifts of that size are never flagged. ``bins`` counts a feature's bins in play
+    (``len(edges) + 1``), ``alpha`` is the features' share of the false-alarm rate.
+    """
+    alpha = stats.bonferroni(FALSE_ALARM, features)
+    return math.ceil(stats.chi2_quantile(alpha, max(bins - 1, 1)) / threshold)
+
+
+def reference_floor(features: int, bins: int, reference_rows: int) -> float:
+    """The PSI a feature is held to, at least, by the reference's own noise: the floor of an endless window."""
+    return stats.noise_floor("psi", bins, math.inf, reference_rows, stats.bonferroni(FALSE_ALARM, features))
 
 
 @dataclass(frozen=True)
