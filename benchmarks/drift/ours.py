@@ -2,7 +2,7 @@
 
 Run with the project venv (PYTHONPATH=serving:operator). For each trial it trains the
 example's model kind on the trial's reference rows (a scaled logistic regression for
-breast cancer, a ridge regression for diabetes, as examples/train.py does), profiles the
+breast cancer and wine, a ridge regression for diabetes, as examples/train.py does), profiles the
 reference rows and the model's answers with the profile module the CLI uses, counts each
 window into the profile's bins with drift.count_window (the server's counting rules) and
 runs drift.assess with the defaults, for each method (minSamples lowered to 100 for the
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from modeldeploy_operator.drift.assessment import DriftSettings, Reference, assess, count_window
 from modeldeploy_serving.profile import Profile, label_scores, profile_features, profile_output
-from windows import DATASETS, SCENARIOS, SIZES, load, windows
+from windows import REFERENCES, REFERENCES_HELP, SCENARIOS, Case, load, selected, windows
 
 METHODS = ("psi", "jensen-shannon", "chi-square")
 
@@ -45,50 +45,49 @@ def _outputs(model: Any, task: str, rows: np.ndarray) -> dict[str, np.ndarray]:
     return {"variable": model.predict(rows).reshape(-1, 1)}
 
 
-def run(trials: int, shifted_trials: int, out: Path) -> None:
+def run(trials: int, shifted_trials: int, out: Path, cases: list[Case]) -> None:
     with out.open("w") as handle:
-        for name in DATASETS:
+        for case in cases:
+            name, size = case.dataset, case.size
             data = load(name)
             slots = [("input", j) for j in range(len(data.names))]
-            for size in SIZES:
-                profile: Profile | None = None
-                model: Any = None
-                last_trial = -1
-                for scenario_set, count in ((("none",), trials), (SCENARIOS[1:], shifted_trials)):
-                    for window in windows(data, size, count, scenario_set):
-                        if window.trial != last_trial or profile is None:
-                            model = _model(data.task).fit(window.reference, window.reference_y)
-                            answers = _outputs(model, data.task, window.reference)
-                            outputs = [o for key, values in answers.items() for o in profile_output(key, values)]
-                            profile = Profile(
-                                rows=len(window.reference),
-                                features=profile_features(window.reference, data.names, slots),
-                                outputs=label_scores(outputs),
-                            )
-                            means = window.reference.mean(axis=0)
-                            last_trial = window.trial
-                        filled = np.where(np.isnan(window.rows), means, window.rows)
-                        counted = count_window(profile, window.rows, _outputs(model, data.task, filled))
-                        reference = Reference.from_profile(profile)
-                        for method in METHODS:
-                            result = assess(
-                                reference, counted, DriftSettings(method=method, min_samples=min(size, 200))
-                            )
-                            flags = [f.drifted for f in result.features]
-                            record = {
-                                "dataset": name,
-                                "size": size,
-                                "trial": window.trial,
-                                "scenario": window.scenario,
-                                "moved": window.moved,
-                                "method": method,
-                                "verdict": result.verdict,
-                                "any_feature": any(flags),
-                                "moved_flagged": bool(window.moved >= 0 and flags[window.moved]),
-                                "prediction": bool(result.prediction and result.prediction.drifted),
-                                "share": sum(flags) / len(flags),
-                            }
-                            handle.write(json.dumps(record) + "\n")
+            profile: Profile | None = None
+            model: Any = None
+            last_trial = -1
+            for scenario_set, count in ((("none",), trials), (SCENARIOS[1:], shifted_trials)):
+                for window in windows(data, case, count, scenario_set):
+                    if window.trial != last_trial or profile is None:
+                        model = _model(data.task).fit(window.reference, window.reference_y)
+                        answers = _outputs(model, data.task, window.reference)
+                        outputs = [o for key, values in answers.items() for o in profile_output(key, values)]
+                        profile = Profile(
+                            rows=len(window.reference),
+                            features=profile_features(window.reference, data.names, slots),
+                            outputs=label_scores(outputs),
+                        )
+                        means = window.reference.mean(axis=0)
+                        last_trial = window.trial
+                    filled = np.where(np.isnan(window.rows), means, window.rows)
+                    counted = count_window(profile, window.rows, _outputs(model, data.task, filled))
+                    reference = Reference.from_profile(profile)
+                    for method in METHODS:
+                        result = assess(reference, counted, DriftSettings(method=method, min_samples=min(size, 200)))
+                        flags = [f.drifted for f in result.features]
+                        record = {
+                            "dataset": name,
+                            "size": size,
+                            "reference": case.reference,
+                            "trial": window.trial,
+                            "scenario": window.scenario,
+                            "moved": window.moved,
+                            "method": method,
+                            "verdict": result.verdict,
+                            "any_feature": any(flags),
+                            "moved_flagged": bool(window.moved >= 0 and flags[window.moved]),
+                            "prediction": bool(result.prediction and result.prediction.drifted),
+                            "share": sum(flags) / len(flags),
+                        }
+                        handle.write(json.dumps(record) + "\n")
 
 
 def main() -> None:
@@ -96,8 +95,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=500, help="unshifted windows per data set and size")
     parser.add_argument("--shifted-trials", type=int, default=200, help="windows per shift, data set and size")
     parser.add_argument("--out", type=Path, default=Path("/tmp/drift-bench-ours.jsonl"))
+    parser.add_argument("--references", choices=REFERENCES, default="all", help=REFERENCES_HELP)
     args = parser.parse_args()
-    run(args.trials, args.shifted_trials, args.out)
+    run(args.trials, args.shifted_trials, args.out, selected(args.references))
 
 
 if __name__ == "__main__":

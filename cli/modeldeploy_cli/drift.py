@@ -7,6 +7,9 @@ the server's rules (values cast to the model input's type, NaN or an empty cell 
 +-inf invalid) and run through the model with ONNX Runtime, so the predictions are checked
 too. Exit code: 0 no drift, 1 drifted,
 2 inconclusive or bad input.
+
+It also words the warning `modeldeploy profile` gives when the reference is too small for
+its bins (small_reference_warning): drift's arithmetic, said where the profile is made.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from typing import Any, TextIO
 
 import numpy as np
 import onnxruntime as ort
-from modeldeploy_operator.drift.assessment import DriftResult, DriftSettings, Reference, assess, count_window
+from modeldeploy_operator.drift.assessment import (
+    DEFAULT_THRESHOLDS,
+    DriftResult,
+    DriftSettings,
+    Reference,
+    assess,
+    count_window,
+    reference_floor,
+    smallest_reference,
+)
 from modeldeploy_operator.telemetry.stats import Method
 from modeldeploy_serving.profile import Profile, ProfileError, read_profile
 from modeldeploy_serving.signature import NUMPY_DTYPES
@@ -179,3 +191,29 @@ def describe(result: DriftResult) -> str:
     if len(result.features) > len(shown):
         lines.append(f"... {len(result.features) - len(shown)} more features (--json lists every one)")
     return "\n".join(lines)
+
+
+def small_reference_warning(profile: Profile) -> str | None:
+    """Why this profile's reference is too small for its bins, or None when it is not.
+
+    Too small: fewer rows than drift.assessment.smallest_reference, so that the reference's
+    own sampling noise alone holds every feature to more than the default PSI threshold.
+    A feature with missing values in the reference counts with its finite rows.
+    """
+    if not profile.features:
+        return None
+    bins = max(len(feature.edges) + 1 for feature in profile.features)
+    fewest = min(profile.features, key=lambda f: profile.rows if f.rows is None else f.rows)
+    rows = profile.rows if fewest.rows is None else fewest.rows
+    needed = smallest_reference(len(profile.features), bins)
+    if rows >= needed:
+        return None
+    which = "" if fewest.rows is None else f" with a value of {fewest.name!r}"
+    floor = reference_floor(len(profile.features), bins, rows)
+    return (
+        f"{rows} reference rows{which} are few for {len(profile.features)} "
+        f"feature{'s' if len(profile.features) > 1 else ''} of up to {bins} bins: "
+        f"their own sampling noise holds a {bins}-bin feature's drift check to PSI {floor:.2f} or more however "
+        f"large the window (the default threshold is {DEFAULT_THRESHOLDS['psi']:g}), so smaller shifts go unseen; "
+        f"profile at least {needed} rows, or use fewer --bins (docs/profile.md#reference-size)"
+    )

@@ -202,9 +202,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_profile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
+    profile = commands.add_parser(
+        "profile",
+        help="embed a reference profile of DATA into the model",
+        description=(
+            "Embed a reference profile of DATA into the model: bin edges and shares per feature and output, "
+            "and how many rows they come from. Drift is judged against it, and the reference is a sample too: "
+            "the fewer its rows, the larger the shift a feature needs before it is flagged, however many rows "
+            "a window has. Profile at least 200 rows at the default 10 bins (more for thousands of features), "
+            "ideally rows the model was not trained on; a smaller reference gets a warning with the rows this "
+            "model needs (docs/profile.md#reference-size)."
+        ),
+    )
     profile.add_argument("--model", type=Path, required=True)
-    profile.add_argument("--data", type=Path, required=True, help="reference data: CSV with a header, or .npy")
+    profile.add_argument(
+        "--data", type=Path, required=True, help="reference data: CSV with a header, or .npy (200 rows or more)"
+    )
     profile.add_argument("--out", type=Path, required=True, help="where to write the profiled model")
     profile.add_argument("--bins", type=_positive, default=10, help="quantile bins per feature (default 10)")
     profile.add_argument(
@@ -372,6 +385,8 @@ def _profile(args: argparse.Namespace) -> int:
     from modeldeploy_serving.profile import ProfileError
     from modeldeploy_serving.profiling import Labels, profile_model
 
+    from modeldeploy_cli.drift import small_reference_warning
+
     if args.labelled_data is not None and args.label_column is None:
         print(
             "modeldeploy profile: --labelled-data needs --label-column (which column holds the labels)", file=sys.stderr
@@ -391,6 +406,9 @@ def _profile(args: argparse.Namespace) -> int:
         quality = profile.quality
         line += f"; {quality.metric} {quality.value:g} on {quality.rows} labelled rows ({quality.output})"
     print(line)
+    warning = small_reference_warning(profile)
+    if warning:
+        print(f"modeldeploy profile: warning: {warning}", file=sys.stderr)
     return 0
 
 

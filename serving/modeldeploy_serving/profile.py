@@ -53,6 +53,10 @@ class FeatureProfile:
     column: int  # column in a rank-2 input; 0 for a rank-1 input
     edges: list[float]
     proportions: list[float]  # len(edges) + 1
+    rows: int | None = None
+    """Reference rows with a finite value of this feature, when fewer than the profile's rows
+    (the reference had missing or invalid values here); None when every row had one. The
+    shares are of these rows, and drift weighs them by how many there were."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,11 @@ class Profile:
         document = {"format": PROFILE_FORMAT, "version": PROFILE_VERSION, **asdict(self)}
         if self.quality is None:  # written only when measured: a profile without labels keeps its bytes
             del document["quality"]
+        for feature in document["features"]:
+            if feature["rows"] is None:
+                # Written only where it says something: a reference without missing values
+                # profiles to the same bytes as before the field existed.
+                del feature["rows"]
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @classmethod
@@ -120,6 +129,11 @@ class Profile:
 
     def check(self) -> None:
         """Raise ProfileError unless every binned entry has consistent edges and shares."""
+        for feature in self.features:
+            if feature.rows is not None and not 1 <= feature.rows <= self.rows:
+                raise ProfileError(
+                    f"{feature.name}: rows {feature.rows}, expected from 1 up to the profile's rows ({self.rows})"
+                )
         entries: list[FeatureProfile | OutputProfile] = [*self.features, *self.outputs]
         for entry in entries:
             if isinstance(entry, OutputProfile) and entry.kind == "classes":
@@ -220,10 +234,15 @@ def _shares(counts: npt.NDArray[Any]) -> list[float]:
 def profile_features(
     columns: FloatArray, names: list[str], inputs: list[tuple[str, int]], bins: int = DEFAULT_BINS
 ) -> list[FeatureProfile]:
-    """Profile each column of a 2-d reference array; inputs[j] says which input and column."""
+    """Profile each column of a 2-d reference array; inputs[j] says which input and column.
+
+    A column with missing or invalid values (NaN, +-inf) records how many finite rows its
+    shares are of (``rows``).
+    """
     profiles = []
     for j, (name, (input_name, column)) in enumerate(zip(names, inputs, strict=True)):
         edges = quantile_edges(columns[:, j], bins)
+        finite = int(np.isfinite(columns[:, j]).sum())
         profiles.append(
             FeatureProfile(
                 name=name,
@@ -231,6 +250,7 @@ def profile_features(
                 column=column,
                 edges=edges,
                 proportions=proportions(columns[:, j], edges),
+                rows=finite if finite < columns.shape[0] else None,
             )
         )
     return profiles

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,10 @@ from modeldeploy_operator.drift.assessment import (
     Reference,
     assess,
     count_window,
+    reference_floor,
+    smallest_reference,
 )
+from modeldeploy_operator.telemetry import stats
 from modeldeploy_serving.profile import (
     FeatureProfile,
     OutputProfile,
@@ -26,6 +30,7 @@ from modeldeploy_serving.profile import (
     read_profile,
 )
 from modeldeploy_serving.profile import profile_output as profile_of_output
+from scipy import stats as scipy_stats
 from sklearn.datasets import load_breast_cancer
 
 from tests.conftest import ExampleModels
@@ -238,3 +243,91 @@ def test_unshifted_windows_of_min_samples_rarely_alarm(example_models: ExampleMo
         any_feature += any(f.drifted for f in result.features)
     assert alarms / trials <= 0.01
     assert any_feature / trials <= 0.10
+
+
+def gappy_reference(feature_rows: int | None) -> Reference:
+    """small_profile's reference, f0 with ``feature_rows`` finite rows of its 1,000 (None: all)."""
+    profile = small_profile()
+    first = FeatureProfile("f0", "input", 0, EDGES, SHARES, rows=feature_rows)
+    return Reference.from_profile(Profile(profile.rows, [first, *profile.features[1:]], profile.outputs))
+
+
+def with_missing(missing: int, rows: int = 400) -> DriftWindow:
+    """A window like the reference in which f0 has ``missing`` values missing, its others spread evenly."""
+    w = window(rows=rows)
+    present = rows - missing
+    w.feature_counts["f0"] = np.array([0, present // 4, present // 4, present // 4, present - 3 * (present // 4)])
+    w.feature_missing["f0"] = missing
+    return w
+
+
+def test_a_reference_with_missing_values_sets_the_share_a_window_may_have() -> None:
+    """The profile records f0's 800 finite rows of 1,000: a window with 20% missing is like it."""
+    reference = gappy_reference(800)
+    assert reference.rows_of("f0") == 800 and reference.rows_of("f1") == 1000
+    alike = assess(reference, with_missing(80), DriftSettings())
+    assert (alike.features[0].drifted, alike.features[0].missing, alike.verdict) == (False, False, "NoDrift")
+    fewer = assess(reference, with_missing(0), DriftSettings())
+    assert not fewer.features[0].drifted  # fewer missing values than the reference is no broken pipeline
+    more = assess(reference, with_missing(200), DriftSettings())
+    assert (more.features[0].drifted, more.features[0].missing, more.verdict) == (True, True, "Drifted")
+
+
+def test_a_profile_without_a_features_rows_keeps_todays_rule_none_missing_in_the_reference() -> None:
+    result = assess(gappy_reference(None), with_missing(80), DriftSettings())
+    assert (result.features[0].drifted, result.features[0].missing, result.verdict) == (True, True, "Drifted")
+
+
+def test_the_missing_value_check_is_a_two_sample_test_as_scipy_computes_it() -> None:
+    """chi-square: reference 800 finite and 200 missing, window 200 and 200; p-value x 10 features."""
+    result = assess(gappy_reference(800), with_missing(200), DriftSettings(method="chi-square"))
+    _, p_value, dof, _ = scipy_stats.chi2_contingency([[800, 200], [200, 200]], correction=False)
+    assert dof == 1
+    assert result.features[0].score == pytest.approx(min(1.0, p_value * 10), rel=1e-6)
+    assert result.features[0].missing
+
+
+def test_the_missing_value_check_under_psi_by_hand() -> None:
+    """PSI of [finite, missing] against the reference's [800, 200] of 1,000 rows, each bin + 0.5 row."""
+    q = np.array([200.5, 200.5]) / 401
+    p = np.array([800.5, 200.5]) / 1001
+    expected = float(np.sum((q - p) * np.log(q / p)))
+    result = assess(gappy_reference(800), with_missing(200), DriftSettings())
+    assert result.features[0].score == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_features_bins_are_weighed_by_its_own_rows() -> None:
+    """The noise floor of f0, 100 finite reference rows, is higher than that of f1, 1,000 rows."""
+    result = assess(gappy_reference(100), window(rows=60), DriftSettings(min_samples=60))
+    alpha = stats.bonferroni(0.01, 10)
+    assert result.features[0].threshold == pytest.approx(stats.noise_floor("psi", 5, 60, 100, alpha))
+    assert result.features[1].threshold == pytest.approx(stats.noise_floor("psi", 5, 60, 1000, alpha))
+    assert result.features[0].threshold > result.features[1].threshold
+
+
+@pytest.mark.parametrize("method", ["psi", "jensen-shannon", "chi-square"])
+@pytest.mark.parametrize("size", [100, 200])
+def test_independent_windows_larger_than_a_90_row_reference_rarely_flag_a_feature(method: str, size: int) -> None:
+    """13 features profiled from 90 rows as `modeldeploy profile` bins them; windows of new rows.
+
+    The checks weigh the reference by its 90 rows, so a window larger than the reference,
+    drawn from the same distribution, flags some feature at about the 1% promised (issue 25
+    asks for at most 6%).
+    """
+    rng = np.random.default_rng([size, 25])
+    names, slots = [f"f{j}" for j in range(13)], [("input", j) for j in range(13)]
+    trials, flagged = 200, 0
+    for _ in range(trials):
+        profile = Profile(rows=90, features=profile_features(rng.normal(size=(90, 13)), names, slots), outputs=[])
+        counted = count_window(profile, rng.normal(size=(size, 13)))
+        result = assess(Reference.from_profile(profile), counted, DriftSettings(method=method, min_samples=size))
+        flagged += any(f.drifted for f in result.features)
+    assert flagged / trials <= 0.04
+
+
+def test_the_smallest_reference_is_where_its_own_noise_reaches_the_threshold() -> None:
+    quantile = scipy_stats.chi2.isf(0.01 / 13, 11)  # 13 features of 12 bins, the default false-alarm rate
+    assert smallest_reference(13, 12) == math.ceil(quantile / 0.2) == 160
+    assert reference_floor(13, 12, 89) == pytest.approx(quantile / 89)
+    assert reference_floor(13, 12, 160) <= 0.2 < reference_floor(13, 12, 159)
+    assert smallest_reference(13, 12, threshold=0.1) == math.ceil(quantile / 0.1)

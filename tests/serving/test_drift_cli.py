@@ -224,3 +224,32 @@ def test_offline_counts_equal_the_servers_telemetry(
         assert np.diff(cumulative, prepend=0).tolist() == counts.tolist()
     for label, count in counted.prediction_classes["label"].items():
         assert value(text, f"{t.PREDICTION_CLASS}_total", **base, output="label", **{t.LABEL_CLASS: label}) == count
+
+
+def test_missing_values_as_common_as_in_the_reference_are_no_drift(
+    example_models: ExampleModels,
+    reference: tuple[list[str], np.ndarray],
+    held_back: tuple[list[str], np.ndarray],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A reference profiled with a fifth of "mean texture" missing: live rows may miss as many."""
+    names, rows = reference
+    gappy = rows.copy()
+    gappy[::5, 1] = np.nan
+    with (tmp_path / "reference.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([names, *gappy.tolist()])  # NaN as "nan", which `modeldeploy profile` reads
+    model = tmp_path / "gappy.onnx"
+    source = example_models.path("breast-cancer", "1")
+    assert (
+        main(["profile", "--model", str(source), "--data", str(tmp_path / "reference.csv"), "--out", str(model)]) == 0
+    )
+    capsys.readouterr()
+    _, current = held_back
+    for share, code in ((5, 0), (2, 1)):  # a fifth missing, as in the reference; then a half
+        window = current.copy()
+        window[::share, 1] = np.nan
+        data = write_csv(tmp_path / f"current-{share}.csv", names, window)
+        assert main(["drift", "--model", str(model), "--data", str(data), "--min-samples", "100", "--json"]) == code
+        texture = json.loads(capsys.readouterr().out)["features"][1]
+        assert (texture["name"], texture["drifted"]) == ("mean texture", code == 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from modeldeploy_serving.profile import (
     ProfileError,
     bin_index,
     label_scores,
+    profile_features,
     profile_output,
     proportions,
     quantile_edges,
@@ -86,6 +88,14 @@ def test_nan_and_inf_are_left_out_of_the_shares() -> None:
     assert proportions(values, edges) == [0.0, 0.5, 0.5, 0.0]
 
 
+def test_a_feature_with_missing_reference_values_records_its_finite_rows() -> None:
+    columns = np.array([[1.0, 5.0], [2.0, np.nan], [3.0, 7.0], [4.0, np.inf], [5.0, 9.0]])
+    complete, gappy = profile_features(columns, ["complete", "gappy"], [("input", 0), ("input", 1)], bins=2)
+    assert complete.rows is None  # every row had a value: the profile's rows say it
+    assert gappy.rows == 3
+    assert gappy.proportions == [0.0, 2 / 3, 1 / 3, 0.0]  # shares of the finite rows
+
+
 def test_no_finite_values_cannot_be_binned() -> None:
     with pytest.raises(ProfileError, match="no finite reference values to bin"):
         quantile_edges(np.array([np.nan, np.inf]))
@@ -134,6 +144,19 @@ def test_json_round_trip_and_the_documented_envelope() -> None:
     assert Profile.from_json(text) == profile
 
 
+def test_a_features_rows_are_written_only_where_they_differ() -> None:
+    """A reference without missing values profiles to the bytes it did before the field existed."""
+    plain = sample_profile()
+    assert "rows" not in json.loads(plain.to_json())["features"][0]
+    gappy = Profile(
+        rows=plain.rows,
+        features=[FeatureProfile("age", "input", 0, [0.5, 1.0, 2.0], [0.0, 0.5, 0.25, 0.25], rows=3)],
+        outputs=plain.outputs,
+    )
+    assert json.loads(gappy.to_json())["features"][0]["rows"] == 3
+    assert Profile.from_json(gappy.to_json()) == gappy
+
+
 def test_from_json_refuses_another_version() -> None:
     document = json.loads(sample_profile().to_json())
     document["version"] = 2
@@ -153,12 +176,14 @@ def test_from_json_refuses_another_version() -> None:
         (lambda d: d["features"][0].update(proportions=[1.0]), "age: 1 proportions, expected 4"),
         (lambda d: d["outputs"][0].update(proportions=[1.0]), "label: 1 proportions, expected 2"),
         (lambda d: d["features"][0].update(colour="red"), "unexpected keyword argument 'colour'"),
+        (lambda d: d["features"][0].update(rows=5), "age: rows 5, expected from 1 up to the profile's rows (4)"),
+        (lambda d: d["features"][0].update(rows=0), "age: rows 0, expected from 1 up to the profile's rows (4)"),
     ],
 )
 def test_from_json_refuses_a_malformed_profile(change: object, message: str) -> None:
     document = json.loads(sample_profile().to_json())
     change(document)  # type: ignore[operator]
-    with pytest.raises(ProfileError, match=message.replace("(", r"\(")):
+    with pytest.raises(ProfileError, match=re.escape(message)):
         Profile.from_json(json.dumps(document))
 
 

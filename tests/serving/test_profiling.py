@@ -17,9 +17,11 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from modeldeploy_cli.drift import small_reference_warning
 from modeldeploy_cli.main import main
+from modeldeploy_operator.drift.assessment import smallest_reference
 from modeldeploy_serving.model import load_model
-from modeldeploy_serving.profile import PROFILE_KEY, SCORE_EDGES, Profile
+from modeldeploy_serving.profile import PROFILE_KEY, SCORE_EDGES, FeatureProfile, Profile
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import MODELDEPLOY
@@ -299,3 +301,79 @@ def test_labels_are_compared_as_the_profile_writes_classes() -> None:
         "cat",
         "2.5",
     ]
+
+
+def test_a_small_reference_is_profiled_with_a_warning_naming_the_rows_it_needs(
+    tmp_path: Path, example_models: ExampleModels, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = example_models.path("breast-cancer", "1")
+    rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1)
+    np.save(tmp_path / "small.npy", rows[:90])
+    np.save(tmp_path / "enough.npy", rows)
+    assert (
+        main(
+            ["profile", "--model", str(model), "--data", str(tmp_path / "small.npy"), "--out", str(tmp_path / "s.onnx")]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"{tmp_path / 's.onnx'}: 30 features and 3 outputs profiled from 90 rows"
+    assert captured.err.startswith(
+        "modeldeploy profile: warning: 90 reference rows are few for 30 features of up to 12 bins: "
+        "their own sampling noise holds a 12-bin feature's drift check to PSI 0.38 or more however large the window"
+    )
+    assert f"profile at least {smallest_reference(30, 12)} rows" in captured.err
+    assert "\n" not in captured.err.strip()
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(model),
+                "--data",
+                str(tmp_path / "enough.npy"),
+                "--out",
+                str(tmp_path / "e.onnx"),
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().err == ""
+
+
+def test_the_warning_counts_a_feature_by_its_finite_rows() -> None:
+    edges, shares = [float(e) for e in range(11)], [0.0] + [0.1] * 10 + [0.0]
+    complete = Profile(rows=1000, features=[FeatureProfile("f0", "input", 0, edges, shares)], outputs=[])
+    gappy = Profile(rows=1000, features=[FeatureProfile("f0", "input", 0, edges, shares, rows=100)], outputs=[])
+    assert small_reference_warning(complete) is None
+    warning = small_reference_warning(gappy)
+    assert warning is not None
+    assert warning.startswith("100 reference rows with a value of 'f0' are few for 1 feature of up to 12 bins: ")
+    assert f"profile at least {smallest_reference(1, 12)} rows" in warning
+
+
+def test_a_reference_with_missing_values_records_each_features_finite_rows(
+    tmp_path: Path, example_models: ExampleModels
+) -> None:
+    rows = np.loadtxt(example_models.reference_csv("breast-cancer"), delimiter=",", skiprows=1)
+    rows[::5, 1] = np.nan  # a fifth of "mean texture" missing
+    np.save(tmp_path / "gappy.npy", rows)
+    out = tmp_path / "gappy.onnx"
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                str(example_models.path("breast-cancer", "1")),
+                "--data",
+                str(tmp_path / "gappy.npy"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    profile = read_profile(out)
+    assert profile.rows == len(rows)
+    assert profile.features[1].rows == len(rows) - len(rows[::5])
+    assert [f.rows for f in profile.features if f.column != 1] == [None] * 29

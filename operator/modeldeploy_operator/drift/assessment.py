@@ -11,8 +11,11 @@ The rules (docs/drift.md is the user's reference):
 - Fewer than ``min_samples`` rows: ``Inconclusive``, never ``NoDrift``; scores are still
   reported, no feature is marked drifted.
 - Each feature gets two checks with the same statistic: its values' bins against the
-  reference shares, and its missing or invalid values against none in the reference (a
-  feature that arrives empty has drifted). The feature's score is the worse of the two.
+  reference shares, and its missing or invalid values against the reference's share of
+  them (none, unless the profile records the feature's own rows; a feature that arrives
+  empty has drifted). The feature's score is the worse of the two.
+- Every check weighs the reference by the rows behind its shares (the profile's rows, or a
+  feature's own finite rows): the reference is a sample too, and a small one is noisy.
 - Every prediction entry (class shares of a label output, binned scores of each class,
   binned values of a regression output) is checked the same way; the prediction's score
   is the worst entry's.
@@ -29,6 +32,7 @@ The rules (docs/drift.md is the user's reference):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -86,13 +90,20 @@ class Reference:
     ``features`` maps a feature name to its bins' shares (``len(edges) + 1``, profile
     order). ``predictions`` maps ``(output, class)`` to the shares of a binned output
     (``class`` is the score column's class, "" for a regression output); ``classes`` maps
-    a label output to its classes and their shares.
+    a label output to its classes and their shares. ``rows`` is the profile's rows;
+    ``feature_rows`` holds a feature's own rows where the profile records fewer (the rows
+    with a finite value: the reference had missing values there).
     """
 
     rows: int
     features: dict[str, FloatArray]
     predictions: dict[PredictionKey, FloatArray]
     classes: dict[str, dict[str, float]]
+    feature_rows: dict[str, int] = field(default_factory=dict)
+
+    def rows_of(self, feature: str) -> int:
+        """The reference rows behind a feature's shares: its finite rows, else every row."""
+        return self.feature_rows.get(feature, self.rows)
 
     @classmethod
     def from_profile(cls, profile: Profile) -> Reference:
@@ -108,6 +119,7 @@ class Reference:
             features={f.name: np.asarray(f.proportions, dtype=np.float64) for f in profile.features},
             predictions=predictions,
             classes=classes,
+            feature_rows={f.name: f.rows for f in profile.features if f.rows is not None},
         )
 
 
@@ -186,16 +198,24 @@ def assess(reference: Reference, window: DriftWindow, settings: DriftSettings) -
     method = settings.method
     judged = window.rows >= settings.min_samples
     names = [name for name in reference.features if name in window.feature_counts]
-    family = _Family(settings, reference.rows, len(names))
+    family = _Family(settings, len(names))
     features = []
     for name in names:
         counts = np.asarray(window.feature_counts[name], dtype=np.float64)
+        finite_rows = reference.rows_of(name)
+        values = family.check(counts, reference.features[name], finite_rows)
         empty = window.feature_missing.get(name, 0) + window.feature_invalid.get(name, 0)
-        values = family.check(counts, reference.features[name])
+        reference_empty = reference.rows - finite_rows
+        # Checked only when the window has more missing or invalid values than the reference
+        # (by share): fewer is no broken pipeline. Without any in the reference, any at all.
         presence = (
-            family.check(np.asarray([counts.sum(), empty], dtype=np.float64), np.asarray([1.0, 0.0]))
-            if empty
-            else (1.0 if method == "chi-square" else 0.0, False, settings.limit)  # nothing missing: no check
+            family.check(
+                np.asarray([counts.sum(), empty], dtype=np.float64),
+                np.asarray([finite_rows, reference_empty], dtype=np.float64) / reference.rows,
+                reference.rows,
+            )
+            if empty * reference.rows > reference_empty * (counts.sum() + empty)
+            else (1.0 if method == "chi-square" else 0.0, False, settings.limit)  # no more than the reference: no check
         )
         # The feature shows its values' check, unless its missing values are the worse drift.
         worse = presence[1] and (not values[1] or _severity(method, *presence[::2]) > _severity(method, *values[::2]))
@@ -238,22 +258,41 @@ def _prediction(
             entries.append((f"{output}[{label}]" if label else output, binned, bin_shares))
     if not entries:
         return None
-    family = _Family(settings, reference.rows, len(entries))
+    family = _Family(settings, len(entries))
     checks = []
     for name, counts, shares in entries:
-        score, drifted, threshold = family.check(counts, shares)
+        score, drifted, threshold = family.check(counts, shares, reference.rows)
         checks.append(PredictionDrift(score, drifted and judged, threshold, name))
     return max(checks, key=lambda c: (c.drifted, _severity(settings.method, c.score, c.threshold)))
+
+
+def smallest_reference(features: int, bins: int, threshold: float = DEFAULT_THRESHOLDS["psi"]) -> int:
+    """The fewest reference rows whose own noise still lets a window be held to ``threshold``.
+
+    A feature's PSI is held to at least its noise floor, ``chi2_quantile(alpha, bins - 1) x
+    (1/n + 1/m)`` (stats.noise_floor, ``n`` window rows, ``m`` reference rows). However large
+    the window, the floor stays above ``chi2_quantile(alpha, bins - 1) / m``: with fewer
+    reference rows than this returns, the reference's part alone passes ``threshold`` and
+    shifts of that size are never flagged. ``bins`` counts a feature's bins in play
+    (``len(edges) + 1``), ``alpha`` is the features' share of the false-alarm rate.
+    """
+    alpha = stats.bonferroni(FALSE_ALARM, features)
+    return math.ceil(stats.chi2_quantile(alpha, max(bins - 1, 1)) / threshold)
+
+
+def reference_floor(features: int, bins: int, reference_rows: int) -> float:
+    """The PSI a feature is held to, at least, by the reference's own noise: the floor of an endless window."""
+    return stats.noise_floor("psi", bins, math.inf, reference_rows, stats.bonferroni(FALSE_ALARM, features))
 
 
 @dataclass(frozen=True)
 class _Family:
     """Checks that share one false-alarm rate by Bonferroni: a window's features (their values
     and their missing values alike), or its prediction entries. Each check compares live
-    counts with the reference's shares, held to the same method, limit and reference rows."""
+    counts with the reference's shares, held to the same method and limit, and weighs the
+    shares by the reference rows they come from (a feature's own, where it had gaps)."""
 
     settings: DriftSettings
-    reference_rows: int
     size: int  # how many checks share the rate
 
     @property
@@ -262,9 +301,9 @@ class _Family:
         family = self.settings.limit if self.settings.method == "chi-square" else FALSE_ALARM
         return stats.bonferroni(family, self.size)
 
-    def check(self, counts: FloatArray, shares: FloatArray) -> tuple[float, bool, float]:
-        """(score, drifted, threshold) of one binned check."""
-        method, limit, rows = self.settings.method, self.settings.limit, self.reference_rows
+    def check(self, counts: FloatArray, shares: FloatArray, rows: int) -> tuple[float, bool, float]:
+        """(score, drifted, threshold) of one binned check; ``rows`` are the reference rows behind ``shares``."""
+        method, limit = self.settings.method, self.settings.limit
         samples = float(counts.sum())
         if samples == 0:
             return (1.0, False, limit) if method == "chi-square" else (0.0, False, limit)
