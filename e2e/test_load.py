@@ -52,17 +52,28 @@ def test_a_refused_connection_is_recorded_with_its_errno_phase_and_port() -> Non
     assert "connect: ECONNREFUSED" in first.describe() and "from port" in first.describe()
 
 
-class _Unavailable(http.server.BaseHTTPRequestHandler):
+class _Answers(http.server.BaseHTTPRequestHandler):
+    """Answers every POST with `status` and `body`."""
+
+    status, body = 503, b'{"error": "model not ready"}'
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
-        body = b'{"error": "model not ready"}'
-        self.send_response(503)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_response(self.status)
+        self.send_header("Content-Length", str(len(self.body)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(self.body)
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+class _Unavailable(_Answers):
+    pass
+
+
+class _Answering(_Answers):
+    status, body = 200, b'{"model_name": "cancer", "model_version": "1", "outputs": []}'
 
 
 @pytest.fixture
@@ -82,19 +93,6 @@ def test_an_http_error_is_recorded_with_its_status_and_body(unavailable: int) ->
     assert failures and load.answers["503"] == len(failures)
     assert failures[0].phase == "answer"
     assert failures[0].reason == 'HTTP 503: {"error": "model not ready"}'
-
-
-class _Answering(http.server.BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        body = b'{"model_name": "cancer", "model_version": "1", "outputs": []}'
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def test_counting_starts_once_the_service_has_answered() -> None:
