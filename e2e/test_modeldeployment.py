@@ -111,7 +111,10 @@ def test_model_deployment_serves_then_a_bad_digest_stalls_while_the_old_version_
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
 
     rows = np.asarray(images.example_request_rows(), dtype=np.float32)
-    answer = predict(kube, namespace, "cancer", rows)
+    # Ready means the pods are; kube-proxy writes a new Service's rules a moment later
+    # (docs/rollouts.md, "A new ModelDeployment's first moment"): CI once had this first
+    # request refused. As the docs tell users, wait for the first answer.
+    answer = wait_for("the Service to answer", lambda: predict(kube, namespace, "cancer", rows), timeout=60)
     session = ort.InferenceSession(str(images.example_model_path("breast-cancer-v1.onnx")))
     expected_labels, expected_probabilities = session.run(["label", "probabilities"], {"input": rows})
     outputs = {o["name"]: o for o in answer["outputs"]}
