@@ -40,7 +40,10 @@ step "predicting through the Service"
 IP=$(kubectl -n "$NS" get service breast-cancer -o jsonpath='{.spec.clusterIP}')
 REQUEST=$($PY -c 'import json, sys; sys.path.insert(0, "."); from e2e.cluster import images
 print(json.dumps(json.loads((images.example_models_folder() / "breast-cancer-request.json").read_text())))')
-curl -s -X POST "http://$IP/v2/models/breast-cancer/infer" -H 'Content-Type: application/json' -d "$REQUEST"
+# Ready means the pods are: kube-proxy writes the new Service's rules a moment later, so
+# the first request may be refused (docs/rollouts.md); curl retries exactly that.
+curl -s --retry 10 --retry-connrefused --retry-delay 1 -X POST "http://$IP/v2/models/breast-cancer/infer" \
+    -H 'Content-Type: application/json' -d "$REQUEST"
 echo
 
 step "rolling out version 2 with a wrong digest"
