@@ -46,6 +46,7 @@ class LoadOptions:
     workers: int = 2
     duration: float | None = None  # seconds; None: until interrupted
     progress_seconds: float = PROGRESS_SECONDS
+    first_answer: float = 30.0  # seconds to wait for the server to answer at all (a new Service's rules)
 
 
 @dataclass
@@ -100,12 +101,19 @@ def _call(url: str, method: str, path: str, body: bytes | None = None) -> tuple[
         connection.close()
 
 
-def signature(url: str, model: str) -> tuple[str, str, int]:
-    """(input name, datatype, columns) of the model's one input, from GET /v2/models/NAME."""
-    try:
-        status, body = _call(url, "GET", f"/v2/models/{urllib.parse.quote(model)}")
-    except OSError as error:
-        raise LoadError(f"{url}: no answer to GET /v2/models/{model}: {error}") from None
+def signature(url: str, model: str, wait: float = 0.0) -> tuple[str, str, int]:
+    """(input name, datatype, columns) of the model's one input, from GET /v2/models/NAME,
+    asked again for up to `wait` seconds while the connection is refused or fails: a
+    Service that was just created is refused until kube-proxy has written its rules."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            status, body = _call(url, "GET", f"/v2/models/{urllib.parse.quote(model)}")
+            break
+        except OSError as error:
+            if time.monotonic() >= deadline:
+                raise LoadError(f"{url}: no answer to GET /v2/models/{model}: {error}") from None
+            time.sleep(0.5)
     if status != 200:
         raise LoadError(f"{url}: GET /v2/models/{model} answered {status}: {body[:200].decode(errors='replace')}")
     inputs = json.loads(body).get("inputs") or []
@@ -175,7 +183,7 @@ def _send(url: str, path: str, body: bytes) -> tuple[str | None, str | None]:
 
 def run(options: LoadOptions, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> Tally:
     """Send the load until the duration is over or `stop` is set; print progress to `out`."""
-    name, datatype, columns = signature(options.url, options.model)
+    name, datatype, columns = signature(options.url, options.model, options.first_answer)
     rows = read_rows(options.data, columns)
     path = f"/v2/models/{urllib.parse.quote(options.model)}/infer"
     stop = stop or threading.Event()

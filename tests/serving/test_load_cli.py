@@ -140,4 +140,18 @@ def test_failed_requests_are_counted_by_reason_and_exit_1(example_models: Exampl
 
 def test_a_url_that_does_not_answer_is_bad_input() -> None:
     with pytest.raises(LoadError, match=r"http://127.0.0.1:\d+: no answer to GET /v2/models/m: "):
-        run(LoadOptions(f"http://127.0.0.1:{free_port()}", "m", Path("unused.csv"), duration=1.0), io.StringIO())
+        url = f"http://127.0.0.1:{free_port()}"
+        run(LoadOptions(url, "m", Path("unused.csv"), duration=1.0, first_answer=1.0), io.StringIO())
+
+
+def test_it_waits_for_a_server_that_is_not_answering_yet(example_models: ExampleModels) -> None:
+    """A new Service refuses until kube-proxy writes its rules; here, a server still loading."""
+    server = ServeProcess("--model", str(example_models.path("breast-cancer", "1")), "--name", "breast-cancer")
+    try:  # no wait_ready: the load is started while the server is still starting
+        options = LoadOptions(
+            server.url, "breast-cancer", example_models.reference_csv("breast-cancer"), duration=1.0, first_answer=60
+        )
+        tally = run(options, io.StringIO())
+    finally:
+        server.close()
+    assert tally.failed == {} and tally.answered["1"] > 0, tally
