@@ -300,10 +300,10 @@ class ServingApp:
             raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
         decoder: BodyDecoder | None = None
         if b"content-encoding" in headers:
-            for name, value in scope["headers"]:  # each one is checked, as they were sent
-                if name == b"content-encoding":
-                    decoder = BodyDecoder(value.decode("latin-1"), limit)
-            if decoder is not None and decoder.plain:
+            # Several Content-Encoding lines are one list, in the order sent (RFC 9110, 5.3).
+            sent = b", ".join([value for name, value in scope["headers"] if name == b"content-encoding"])
+            decoder = BodyDecoder(sent.decode("latin-1"), limit)
+            if decoder.plain:
                 decoder = None
         chunks: list[bytes] = []
         size = 0
