@@ -3,14 +3,19 @@
 A framework's request and routing objects cost more per call than the whole validation of
 a typical tabular request, so the few routes the protocol has are matched by hand.
 Every refusal is a JSON body {"error": "..."} with a 4xx status; only a failure of the
-server itself answers 5xx, and it is counted as such.
+server itself answers 5xx, and it is counted as such. An error nobody foresaw is such a
+failure too: a 500 whose body says in one line what broke, counted as outcome="error" on
+the inference route and logged (its traceback at most once a minute), never uvicorn's
+plain-text 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,12 +28,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.answers import AnswerWriter
-from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.batching import Batcher
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.mirroring import Mirror, MirrorOptions
-from modeldeploy_serving.model import Model
+from modeldeploy_serving.model import InferenceError, Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
 from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
 from modeldeploy_serving.sampling import CaptureOptions, RowSource, feature_names
@@ -47,6 +52,8 @@ OCTET_STREAM = b"application/octet-stream"
 SHADOW_HEADER = t.SHADOW_HEADER.encode()
 HEADERS = "modeldeploy.headers"  # scope key: the request's headers as a dict, made once per request in __call__
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+TRACEBACK_LOG_SECONDS = 60.0  # an unexpected error's traceback is logged at most this often
+MAX_REASON = 200  # characters of an unexpected error's message in an answer
 
 
 @dataclass(frozen=True)
@@ -88,8 +95,9 @@ class ServingApp:
         self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = options.max_request_bytes
+        self._traceback_logged_at = -math.inf
         self.batcher = Batcher(
-            model.run,
+            model.infer,
             [spec.name for spec in model.outputs],
             self.metrics.observe_batch if telemetry else None,
             options.max_batch_size,
@@ -136,7 +144,12 @@ class ServingApp:
         if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
             send = _compressing(send, coding)
         if handler is not None and (b"host" in headers or scope["http_version"] != "1.1"):
-            await handler(scope, receive, send)
+            try:
+                await handler(scope, receive, send)
+            except Exception as error:  # the inference route answers its own; this is any other route's
+                _, _, message = self.unexpected(error, scope["path"])
+                with contextlib.suppress(RuntimeError):  # the answer had begun: the server only logs it
+                    await _respond(send, 500, {"error": message})
             return
         if handler is not None:
             await _respond(send, 400, {"error": "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)"})
@@ -249,6 +262,9 @@ class ServingApp:
         except (ProtocolError, NonFiniteOutput, InferenceError) as error:
             status, outcome, message = refusal(error)
             answer, blobs = orjson.dumps({"error": message}), []
+        except Exception as error:
+            status, outcome, message = self.unexpected(error, scope["path"])
+            answer, blobs = orjson.dumps({"error": message}), []
         finally:
             if not submitted:
                 self.batcher.expected -= 1
@@ -286,6 +302,20 @@ class ServingApp:
             check_outputs_finite(outputs, request.outputs, request.inputs)
         if capture and self.capture is not None:
             self.capture.offer(request.id, request.inputs, outputs, request.rows)
+
+    def unexpected(self, error: Exception, where: str) -> tuple[int, str, str]:
+        """(500, outcome, message) for an error nobody foresaw: one line for the client and
+        the log; the traceback goes to the log too, at most once every TRACEBACK_LOG_SECONDS."""
+        said = " ".join(str(error).split())
+        reason = f"{type(error).__name__}: {said}" if said else type(error).__name__
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 3] + "..."
+        now = time.monotonic()
+        traceback = now - self._traceback_logged_at >= TRACEBACK_LOG_SECONDS
+        if traceback:
+            self._traceback_logged_at = now
+        log.error("answering %s failed: %s", where, reason, exc_info=error if traceback else None)
+        return 500, t.OUTCOME_ERROR, f"the server failed: {reason}"
 
     def record(self, outcome: str, started: float) -> None:
         """One request's outcome and duration, whichever protocol it came by."""
@@ -329,8 +359,8 @@ def refusal(error: ProtocolError | NonFiniteOutput | InferenceError) -> tuple[in
     """(HTTP status, telemetry outcome, message) for a request that gets no answer from the model."""
     if isinstance(error, ProtocolError):
         return error.status, t.OUTCOME_INVALID, str(error)
-    if isinstance(error, InferenceError) and error.bad_input:
-        return 400, t.OUTCOME_INVALID, f"the model refused these inputs: {error}"
+    if isinstance(error, InferenceError) and error.bad_input:  # the model answers other inputs (model.py)
+        return 422, t.OUTCOME_INVALID, f"the model cannot answer these inputs: {error}"
     if isinstance(error, InferenceError):
         log.error("inference failed: %s", error)
         return 500, t.OUTCOME_ERROR, f"inference failed: {error}"
