@@ -31,6 +31,7 @@ from modeldeploy_serving.answers import AnswerWriter
 from modeldeploy_serving.batching import Batcher
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
+from modeldeploy_serving.inflight import DEFAULT_MAX_INFLIGHT_BYTES, InFlight, Share
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.mirroring import Mirror, MirrorOptions
 from modeldeploy_serving.model import InferenceError, Model
@@ -59,13 +60,15 @@ MAX_REASON = 200  # characters of an unexpected error's message in an answer
 @dataclass(frozen=True)
 class AppOptions:
     """How a ServingApp serves its model: which track it answers as, how it batches, how large
-    a request may be, whether it counts telemetry, and capture and mirroring (off unless given).
-    `modeldeploy serve` makes them from its flags (server.py)."""
+    a request may be and how many bytes of bodies it holds at once, whether it counts
+    telemetry, and capture and mirroring (off unless given). `modeldeploy serve` makes them
+    from its flags (server.py)."""
 
     track: str = t.STABLE
     max_batch_size: int = 32
     max_delay_seconds: float = 0.0005
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     telemetry: bool = True
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES  # JSON bodies this large parse in a helper process
     capture: CaptureOptions | None = None
@@ -95,6 +98,7 @@ class ServingApp:
         self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = options.max_request_bytes
+        self.inflight = InFlight(options.max_inflight_bytes)  # bytes of bodies held, REST and gRPC
         self._traceback_logged_at = -math.inf
         self.batcher = Batcher(
             model.infer,
@@ -241,40 +245,46 @@ class ServingApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self.batcher.expected += 1
-        submitted = False
+        expected = False  # counted in batcher.expected: read, and on its way to the batcher
         headers: dict[bytes, bytes] = scope[HEADERS]
         header_length = headers.get(binary.HEADER)
         mirrored = SHADOW_HEADER in headers  # a copy of another server's request: counted apart, never mirrored again
         blobs: list[bytes] = []
-        try:
-            body = await self._read_body(scope, headers, receive)
-            text, binary_data = binary.split_body(body, header_length)
-            framed = header_length is not None
-            parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
-            request = parsed if parsed is not None else await self.parser.parse(text, binary_data, framed)
-            self.batcher.expected -= 1
-            submitted = True
-            outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
-            self.settle(request, outputs, batch_finite, capture=not mirrored)
-            answer, blobs = self.answers.json(request, outputs)
-            status, outcome = 200, t.OUTCOME_OK
-        except (ProtocolError, NonFiniteOutput, InferenceError) as error:
-            status, outcome, message = refusal(error)
-            answer, blobs = orjson.dumps({"error": message}), []
-        except Exception as error:
-            status, outcome, message = self.unexpected(error, scope["path"])
-            answer, blobs = orjson.dumps({"error": message}), []
-        finally:
-            if not submitted:
+        share = self.inflight.share()
+        try:  # the share is held until the answer is sent
+            try:
+                # Not counted while the body arrives: a slow client would make every batch wait.
+                body = await self._read_body(scope, headers, receive, share)
+                self.batcher.expected += 1
+                expected = True
+                text, binary_data = binary.split_body(body, header_length)
+                framed = header_length is not None
+                parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
+                request = parsed if parsed is not None else await self.parser.parse(text, binary_data, framed)
                 self.batcher.expected -= 1
-        if blobs:
-            length = (binary.HEADER, b"%d" % len(answer))
-            await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
-        else:  # _send's two messages, without a coroutine of its own: this is every answer
-            fields = [(b"content-type", JSON), (b"content-length", b"%d" % len(answer))]
-            await send({"type": "http.response.start", "status": status, "headers": fields})
-            await send({"type": "http.response.body", "body": answer})
+                expected = False
+                outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
+                self.settle(request, outputs, batch_finite, capture=not mirrored)
+                answer, blobs = self.answers.json(request, outputs)
+                status, outcome = 200, t.OUTCOME_OK
+            except (ProtocolError, NonFiniteOutput, InferenceError) as error:
+                status, outcome, message = refusal(error)
+                answer, blobs = orjson.dumps({"error": message}), []
+            except Exception as error:
+                status, outcome, message = self.unexpected(error, scope["path"])
+                answer, blobs = orjson.dumps({"error": message}), []
+            finally:
+                if expected:
+                    self.batcher.expected -= 1
+            if blobs:
+                length = (binary.HEADER, b"%d" % len(answer))
+                await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
+            else:  # _send's two messages, without a coroutine of its own: this is every answer
+                fields = [(b"content-type", JSON), (b"content-length", b"%d" % len(answer))]
+                await send({"type": "http.response.start", "status": status, "headers": fields})
+                await send({"type": "http.response.body", "body": answer})
+        finally:
+            share.give_back()
         if mirrored:
             if self.telemetry:
                 self.metrics.mirrored[outcome].inc()
@@ -286,8 +296,9 @@ class ServingApp:
     async def predict(self, request: InferenceRequest, capture: bool = True) -> dict[str, np.ndarray]:
         """The model's outputs for a parsed request, batched with others and checked finite.
 
-        The caller counts itself in batcher.expected while it reads and parses, and out just
-        before calling this, so the batcher knows whom it may wait for. A mirrored copy is
+        The caller counts itself in batcher.expected while it parses (its body read: never
+        while a body arrives, however slowly), and out just before calling this, so the
+        batcher knows whom it may wait for. A mirrored copy is
         not captured (capture=False): the server it came from sampled the request itself.
         """
         outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
@@ -322,12 +333,15 @@ class ServingApp:
         if self.telemetry:
             self.metrics.request_answered(outcome, time.perf_counter() - started)
 
-    async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""
+    async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, share: Share) -> bytes:
+        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded,
+        and the body's share of the bytes in flight grows as it arrives."""
         limit = self.max_request_bytes
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
+        if length is not None and length.isdigit():
+            if int(length) > limit:
+                raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
+            share.grow_to(int(length))  # refused before a byte of it is read
         decoder: BodyDecoder | None = None
         if b"content-encoding" in headers:
             # Several Content-Encoding lines are one list, in the order sent (RFC 9110, 5.3).
@@ -347,11 +361,15 @@ class ServingApp:
                 raise ProtocolError(f"the request body is over the limit of {limit} bytes", status=413)
             if decoder is not None:
                 decoder.feed(chunk)
+                share.grow_to(decoder.size)
             else:
                 chunks.append(chunk)
+                share.grow_to(size)
             if not message.get("more_body", False):
                 if decoder is not None:
-                    return decoder.finish()
+                    body = decoder.finish()
+                    share.grow_to(len(body))
+                    return body
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 

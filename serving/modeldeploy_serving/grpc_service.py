@@ -153,7 +153,9 @@ class GrpcService:
         app.batcher.expected += 1
         submitted = False
         raw = bool(request.raw_input_contents)
+        share = app.inflight.share()  # the message counts against the bytes in flight, as a REST body does
         try:
+            share.grow_to(request.ByteSize())
             document, binary_data = request_document(request)
             parsed = parse_request(document, app.model.inputs, app.model.outputs, binary_data)
             app.batcher.expected -= 1
@@ -171,6 +173,7 @@ class GrpcService:
             await context.abort(grpc.StatusCode.INTERNAL, message)
             raise AssertionError("unreachable: abort raises") from None
         finally:
+            share.give_back()
             if not submitted:
                 app.batcher.expected -= 1
         app.record(t.OUTCOME_OK, started)
