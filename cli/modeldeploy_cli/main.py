@@ -200,6 +200,15 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", type=Path, required=True, help="folder to put the model in")
     fetch.add_argument("--sha256", help="expected digest, 64 hex characters")
     fetch.add_argument("--attempts", type=_positive, default=5, help="tries for transient failures (default 5)")
+    fetch.add_argument(
+        "--max-bytes", type=_positive, default=2 * 1024**3, help="refuse a model larger than this (default 2 GiB)"
+    )
+    fetch.add_argument(
+        "--timeout-seconds",
+        type=_positive_seconds,
+        default=600.0,
+        help="give up when the whole fetch, retries included, takes longer (default 600)",
+    )
 
     profile = commands.add_parser("profile", help="embed a reference profile of DATA into the model")
     profile.add_argument("--model", type=Path, required=True)
@@ -351,10 +360,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from modeldeploy_serving.fetching import FetchError, Retry, fetch, write_termination_message
+    from modeldeploy_serving.fetching import FetchError, FetchLimits, Retry, fetch, write_termination_message
 
+    limits = FetchLimits(max_bytes=args.max_bytes, timeout_seconds=args.timeout_seconds)
     try:
-        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts))
+        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts), limits)
     except FetchError as error:
         line = f"fetch failed ({error.reason}): {error}"
         print(line, file=sys.stderr)
