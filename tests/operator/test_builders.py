@@ -129,7 +129,18 @@ def test_fetch_verifies_the_digest_when_given() -> None:
 def test_fetch_without_a_digest_has_no_sha256_flag() -> None:
     args = fetch_of(pod())["args"]
     assert "--sha256" not in args
-    assert args == ["fetch", URIS[0], "--dest", MODELS_DIR]
+    assert args == ["fetch", URIS[0], "--dest", MODELS_DIR, "--max-bytes", str(2 * 1024**3)]
+
+
+def test_the_model_volume_holds_the_largest_model_the_fetch_step_takes_and_no_more() -> None:
+    # Before, an emptyDir without a sizeLimit: a download without end filled the node's disk.
+    template = pod()
+    args = fetch_of(template)["args"]
+    cap = int(args[args.index("--max-bytes") + 1])
+    models = next(v for v in template["spec"]["volumes"] if v["name"] == "models")
+    limit = models["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Mi")
+    assert cap < int(limit.removesuffix("Mi")) * 2**20 <= cap + 512 * 2**20
 
 
 @pytest.mark.parametrize("uri", URIS)

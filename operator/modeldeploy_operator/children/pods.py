@@ -1,6 +1,8 @@
 """The serving pod: a ModelDeployment's spec and the operator settings in, a pod template out.
 
-An init container runs `modeldeploy fetch` (verifying the digest) into an emptyDir; the
+An init container runs `modeldeploy fetch` (verifying the digest) into an emptyDir whose
+size is bounded (the fetch step stops at MODEL_MAX_BYTES, the kubelet evicts past the
+volume's sizeLimit: a model that never ends cannot fill the node's disk); the
 server reads it from there and answers the protocol over REST (port `http`) and gRPC (port
 `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`). Both containers
 run as a non-root user with a read-only root filesystem, no privilege escalation, no
@@ -43,6 +45,8 @@ SERVER_PORT = 8080
 GRPC_PORT = 9000  # the container's and the Service's: tritonclient.grpc and KServe's examples use 9000 too
 USER_ID = 65532
 MODELS_DIR = "/models"
+MODEL_MAX_BYTES = 2 * 1024**3  # the fetch step's --max-bytes: protobuf's limit, no ONNX file is larger
+MODEL_VOLUME_LIMIT = f"{MODEL_MAX_BYTES // 2**20 + 256}Mi"  # the model emptyDir: the largest model, and room
 PVC_DIR = "/mnt/model-claim"
 FETCH_CONTAINER = "fetch-model"
 POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # as modeldeploy_serving.server reads them
@@ -83,7 +87,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
     until the operator opens it (after the signature check)."""
     model = spec.model
     source, volumes, mounts = _fetch_source(model.uri)
-    fetch_args = ["fetch", source, "--dest", MODELS_DIR]
+    fetch_args = ["fetch", source, "--dest", MODELS_DIR, "--max-bytes", str(MODEL_MAX_BYTES)]
     if model.sha256:
         fetch_args += ["--sha256", model.sha256]
     fetch: Obj = {
@@ -172,7 +176,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         "initContainers": [fetch],
         "containers": [server],
         "volumes": [
-            {"name": "models", "emptyDir": {}},
+            {"name": "models", "emptyDir": {"sizeLimit": MODEL_VOLUME_LIMIT}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *volumes,
         ],
