@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -297,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from modeldeploy_serving import telemetry as t
     from modeldeploy_serving.connections import ConnectionLimits
     from modeldeploy_serving.draining import DrainOptions
     from modeldeploy_serving.fetching import FetchError
@@ -304,6 +306,10 @@ def _serve(args: argparse.Namespace) -> int:
     from modeldeploy_serving.sampling import CaptureOptions
     from modeldeploy_serving.server import ServeOptions, serve
 
+    token = os.environ.get(t.SHADOW_TOKEN_ENV, "")
+    if not all("!" <= c <= "~" for c in token):  # it goes into a header as it is
+        print(f"modeldeploy serve: {t.SHADOW_TOKEN_ENV} must be printable ASCII without spaces", file=sys.stderr)
+        return 2
     if args.max_inflight_bytes < args.max_request_bytes:
         print(
             f"modeldeploy serve: --max-inflight-bytes {args.max_inflight_bytes} is below --max-request-bytes "
@@ -350,6 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
         shadow_timeout_seconds=args.shadow_timeout_seconds,
         shadow_connections=args.shadow_connections,
         shadow_merge_wait_seconds=args.shadow_merge_wait_ms / 1000,
+        shadow_token=token,
     )
     try:
         serve(options)

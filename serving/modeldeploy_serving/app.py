@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import math
@@ -36,7 +37,13 @@ from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.mirroring import Mirror, MirrorOptions
 from modeldeploy_serving.model import InferenceError, Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
-from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
+from modeldeploy_serving.protocol import (
+    BinaryData,
+    InferenceRequest,
+    NonFiniteOutput,
+    ProtocolError,
+    check_outputs_finite,
+)
 from modeldeploy_serving.sampling import CaptureOptions, RowSource, feature_names
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,10 @@ OCTET_STREAM = b"application/octet-stream"
 SHADOW_HEADER = t.SHADOW_HEADER.encode()
 HEADERS = "modeldeploy.headers"  # scope key: the request's headers as a dict, made once per request in __call__
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_FORGED_COPY = (
+    f"{t.SHADOW_HEADER} marks a copy that this model's stable pods mirror to it, and carries their token; "
+    "this request's does not match: leave the header out"
+)
 TRACEBACK_LOG_SECONDS = 60.0  # an unexpected error's traceback is logged at most this often
 MAX_REASON = 200  # characters of an unexpected error's message in an answer
 
@@ -73,6 +84,9 @@ class AppOptions:
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES  # JSON bodies this large parse in a helper process
     capture: CaptureOptions | None = None
     shadow: MirrorOptions | None = None
+    # The deployment's shadow token: a request whose SHADOW_HEADER carries it is a copy mirrored
+    # by its stable pods; any other value is refused. Empty: this server takes no copies.
+    shadow_token: str = ""
 
 
 class ServingApp:
@@ -98,6 +112,7 @@ class ServingApp:
         self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = options.max_request_bytes
+        self.shadow_token = options.shadow_token.encode()
         self.inflight = InFlight(options.max_inflight_bytes)  # bytes of bodies held, REST and gRPC
         self._traceback_logged_at = -math.inf
         self.batcher = Batcher(
@@ -245,24 +260,22 @@ class ServingApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        expected = False  # counted in batcher.expected: read, and on its way to the batcher
         headers: dict[bytes, bytes] = scope[HEADERS]
         header_length = headers.get(binary.HEADER)
-        mirrored = SHADOW_HEADER in headers  # a copy of another server's request: counted apart, never mirrored again
+        shadow = headers.get(SHADOW_HEADER)
+        # A copy of another server's request (with the deployment's token): counted apart, never mirrored again.
+        mirrored = shadow is not None and self._genuine_copy(shadow)
         blobs: list[bytes] = []
         share = self.inflight.share()
         try:  # the share is held until the answer is sent
             try:
-                # Not counted while the body arrives: a slow client would make every batch wait.
+                if shadow is not None and not mirrored:
+                    raise ProtocolError(_FORGED_COPY, status=403)  # before a byte of its body is read
                 body = await self._read_body(scope, headers, receive, share)
-                self.batcher.expected += 1
-                expected = True
                 text, binary_data = binary.split_body(body, header_length)
                 framed = header_length is not None
                 parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
-                request = parsed if parsed is not None else await self.parser.parse(text, binary_data, framed)
-                self.batcher.expected -= 1
-                expected = False
+                request = parsed if parsed is not None else await self._parse_elsewhere(text, binary_data, framed)
                 outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
                 self.settle(request, outputs, batch_finite, capture=not mirrored)
                 answer, blobs = self.answers.json(request, outputs)
@@ -273,9 +286,6 @@ class ServingApp:
             except Exception as error:
                 status, outcome, message = self.unexpected(error, scope["path"])
                 answer, blobs = orjson.dumps({"error": message}), []
-            finally:
-                if expected:
-                    self.batcher.expected -= 1
             if blobs:
                 length = (binary.HEADER, b"%d" % len(answer))
                 await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
@@ -293,12 +303,27 @@ class ServingApp:
         if status == 200 and self.mirror is not None:
             self.mirror.offer(request.inputs, outputs)
 
+    async def _parse_elsewhere(self, text: memoryview, binary_data: BinaryData, framed: bool) -> InferenceRequest:
+        """A large JSON body, parsed in the helper process; the batcher counts it as on its way
+        (batcher.expected) meanwhile. A body still arriving is never counted: a slow client
+        would make every batch wait its full delay for company."""
+        self.batcher.expected += 1
+        try:
+            return await self.parser.parse(text, binary_data, framed)
+        finally:
+            self.batcher.expected -= 1
+
+    def _genuine_copy(self, shadow: bytes) -> bool:
+        """Whether SHADOW_HEADER carries this deployment's token (compared in constant time)."""
+        return bool(self.shadow_token) and hmac.compare_digest(shadow, self.shadow_token)
+
     async def predict(self, request: InferenceRequest, capture: bool = True) -> dict[str, np.ndarray]:
         """The model's outputs for a parsed request, batched with others and checked finite.
 
         The caller counts itself in batcher.expected while it parses (its body read: never
         while a body arrives, however slowly), and out just before calling this, so the
-        batcher knows whom it may wait for. A mirrored copy is
+        batcher knows whom it may wait for (the REST route counts only a parse that waits:
+        _parse_elsewhere). A mirrored copy is
         not captured (capture=False): the server it came from sampled the request itself.
         """
         outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)

@@ -72,6 +72,7 @@ class ServeOptions:
     shadow_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     shadow_connections: int = DEFAULT_CONNECTIONS
     shadow_merge_wait_seconds: float = MERGE_WAIT_SECONDS
+    shadow_token: str = ""  # MODELDEPLOY_SHADOW_TOKEN: marks copies sent and accepted; none taken without it
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -125,6 +126,7 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
             telemetry=options.telemetry,
             large_body_bytes=options.large_body_bytes,
             capture=_with_identity(options.capture),
+            shadow_token=options.shadow_token,
             shadow=(
                 MirrorOptions(
                     options.shadow_config,
@@ -132,6 +134,7 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
                     timeout_seconds=options.shadow_timeout_seconds,
                     connections=options.shadow_connections,
                     merge_wait_seconds=options.shadow_merge_wait_seconds,
+                    token=options.shadow_token,
                 )
                 if options.shadow_config is not None
                 else None
