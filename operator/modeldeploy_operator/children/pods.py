@@ -13,17 +13,21 @@ The stable pods also mount the shadow config (an optional ConfigMap, empty or ab
 a shadow step mirrors to the canary): the server re-reads it, so a shadow starts and stops
 without restarting stable pods. The mount is in every stable pod template; it is not part
 of what the pods serve (the spec hash), so adding it restarts stable pods once (a rolling
-update) and never starts a rollout.
+update) and never starts a rollout. Both tracks get the resource's shadow token
+(shadow_token): stable sends it with each copy, and the canary counts a request as a copy
+only when it carries it, so a client cannot hide its requests from the canary's telemetry.
 
 Pure, like builders.py, whose Deployments carry this template.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import urllib.parse
 from typing import Any
 
+from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.draining import POD_DRAIN
 
 from modeldeploy_operator.api.base import parse_duration
@@ -82,9 +86,21 @@ def _fetch_source(uri: str) -> tuple[str, list[Obj], list[Obj]]:
     return f"{PVC_DIR}/{parsed.path.lstrip('/')}", [volume], [mount]
 
 
-def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
+def shadow_token(meta: Obj) -> str:
+    """The value of the shadow header that marks a copy mirrored between this resource's pods.
+
+    Derived from the resource's uid, which the API server makes at random: every pod of
+    either track (and every operator replica) computes the same token, and a client of the
+    model, who cannot read the cluster's objects, cannot know it. Whoever can read the
+    namespace's pods can; they can read the model's telemetry anyway.
+    """
+    return hashlib.blake2b(f"modeldeploy shadow token\0{meta['uid']}".encode(), digest_size=16).hexdigest()
+
+
+def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
     """The serving pod; a canary pod also has a readiness gate, so it takes no live traffic
     until the operator opens it (after the signature check)."""
+    name = meta["name"]
     model = spec.model
     source, volumes, mounts = _fetch_source(model.uri)
     fetch_args = ["fetch", source, "--dest", MODELS_DIR, "--max-bytes", str(MODEL_MAX_BYTES)]
@@ -135,7 +151,10 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             "--drain-max-seconds",
             f"{POD_DRAIN.max_seconds:g}",
         ],
-        "env": [{"name": "MODELDEPLOY_TRACK", "value": track}],
+        "env": [
+            {"name": t.TRACK_ENV, "value": track},
+            {"name": t.SHADOW_TOKEN_ENV, "value": shadow_token(meta)},
+        ],
         "ports": [
             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
