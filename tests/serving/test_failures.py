@@ -143,8 +143,9 @@ def test_an_unforeseen_error_is_a_one_line_500_counted_and_logged(
     assert said[0].exc_info is not None and said[1].exc_info is None  # one traceback a minute
 
 
-def test_grpc_answers_an_unforeseen_error_as_internal_in_one_line(cancer_v1: Model, cancer_rows: np.ndarray) -> None:
-    app = ServingApp(model_as(AnswersTooLittle, cancer_v1), AppOptions())
+def grpc_refusal(app: ServingApp, rows: np.ndarray) -> tuple[grpc.StatusCode, str, InProcessServer]:
+    """The status and message of one ModelInfer call of rows to app, served in-process with
+    its gRPC service; the server, still running, to read its metrics (the caller closes it)."""
     port = free_port()
     GrpcService(app, "127.0.0.1", port)
     server = InProcessServer(app)
@@ -155,13 +156,23 @@ def test_grpc_answers_an_unforeseen_error_as_internal_in_one_line(cancer_v1: Mod
                 request_serializer=pb.ModelInferRequest.SerializeToString,
                 response_deserializer=pb.ModelInferResponse.FromString,
             )
-            request = pb.ModelInferRequest(model_name="breast-cancer")
-            tensor = request.inputs.add(name="input", datatype="FP32", shape=[1, 30])
-            tensor.contents.fp32_contents.extend(cancer_rows[0].tolist())
+            request = pb.ModelInferRequest(model_name=app.model.name)
+            tensor = request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+            tensor.contents.fp32_contents.extend(rows.reshape(-1).tolist())
             with pytest.raises(grpc.RpcError) as failed:
                 infer(request, timeout=10)
-        assert failed.value.code() == grpc.StatusCode.INTERNAL
-        assert failed.value.details() == "the server failed: ValueError: zip() argument 2 is shorter than argument 1"
+    except BaseException:
+        server.close()
+        raise
+    return failed.value.code(), failed.value.details(), server
+
+
+def test_grpc_answers_an_unforeseen_error_as_internal_in_one_line(cancer_v1: Model, cancer_rows: np.ndarray) -> None:
+    app = ServingApp(model_as(AnswersTooLittle, cancer_v1), AppOptions())
+    code, message, server = grpc_refusal(app, cancer_rows[:1])
+    try:
+        assert code == grpc.StatusCode.INTERNAL
+        assert message == "the server failed: ValueError: zip() argument 2 is shorter than argument 1"
         assert requests_counted(server, t.OUTCOME_ERROR) == 1
     finally:
         server.close()

@@ -13,12 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc
 import numpy as np
 import orjson
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.app import AppOptions, ServingApp
 from modeldeploy_serving.model import Model
 
 from tests.serving.harness import InProcessServer, infer_body, value
+from tests.serving.test_failures import grpc_refusal
 
 INFER = "/v2/models/breast-cancer/infer"
 Message = dict[str, Any]
@@ -133,3 +136,15 @@ def test_a_body_without_a_length_is_counted_as_it_arrives(
         return refused.status_code, slow.status
 
     assert server.portal.call(scenario) == (503, 200)
+
+
+def test_grpc_messages_count_against_the_bytes_in_flight(cancer_v1: Model, cancer_rows: np.ndarray) -> None:
+    app = ServingApp(cancer_v1, AppOptions(max_inflight_bytes=1000))  # less than 10 rows of 30 floats
+    code, message, server = grpc_refusal(app, cancer_rows[:10])
+    try:
+        assert code == grpc.StatusCode.UNAVAILABLE
+        assert message.startswith("the server holds 0 bytes of other requests' bodies; with this one's ")
+        assert message.endswith(" that is over its limit of 1000 (--max-inflight-bytes); retry")
+        assert app.inflight.held == 0  # given back
+    finally:
+        server.close()
