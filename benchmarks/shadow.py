@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> None:
         canary = ours("canary", "canary", shadow, NAME, args.port + 1, "--version", args.canary_version)
         # Server.start pins to the server core; the inner taskset moves the canary off it.
         canary.command = ["taskset", "-c", args.canary_core, "nice", "-n", str(args.canary_nice), *canary.command]
-        canary.env = {"MODELDEPLOY_TRACK": "canary"}
+        canary.env = {"MODELDEPLOY_TRACK": "canary", "MODELDEPLOY_SHADOW_TOKEN": "benchmark"}
+        stable.env = {"MODELDEPLOY_SHADOW_TOKEN": "benchmark"}  # copies carry it; the canary takes only those
         runs: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
         check_free(stable.port)
         check_free(canary.port)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,40 @@ def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_limit_flags(serve: argparse.ArgumentParser) -> None:
+    limits = serve.add_argument_group("limits (docs/serving.md, Limits): one client cannot hold up the others")
+    limits.add_argument(
+        "--max-request-bytes", type=_positive, default=16 * 1024 * 1024, help="one body (default 16 MiB); more gets 413"
+    )
+    limits.add_argument(
+        "--max-inflight-bytes",
+        type=_positive,
+        default=64 * 1024 * 1024,
+        help="bytes of request bodies held at once (default 64 MiB); more gets 503",
+    )
+    limits.add_argument(
+        "--max-header-bytes", type=_positive, default=64 * 1024, help="request line and headers; more gets 431"
+    )
+    limits.add_argument(
+        "--header-timeout-seconds", type=_positive_seconds, default=10.0, help="longest a request head may take (408)"
+    )
+    limits.add_argument(
+        "--idle-timeout-seconds", type=_positive_seconds, default=5.0, help="close connections idle this long"
+    )
+    limits.add_argument(
+        "--body-timeout-seconds",
+        type=_positive_seconds,
+        default=30.0,
+        help="longest a request body may take after its head (408)",
+    )
+    limits.add_argument(
+        "--max-connections", type=_positive, default=512, help="open connections; past it, 503 and close (default 512)"
+    )
+    limits.add_argument(
+        "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
+    )
+
+
 def _add_drain_flags(serve: argparse.ArgumentParser) -> None:
     drain = serve.add_argument_group(
         "draining on SIGTERM (docs/serving.md#shutdown): keep answering until no new connection arrives"
@@ -135,20 +170,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=_positive, default=32, help="rows per merged call (1 turns batching off)"
     )
     serve.add_argument("--max-batch-delay-us", type=_non_negative, default=500, help="longest wait for a batch to fill")
-    serve.add_argument("--max-request-bytes", type=_positive, default=16 * 1024 * 1024)
     serve.add_argument("--no-telemetry", action="store_true", help="count nothing (for measuring telemetry's cost)")
-    serve.add_argument(
-        "--max-header-bytes", type=_positive, default=64 * 1024, help="request line and headers; more gets 431"
-    )
-    serve.add_argument(
-        "--header-timeout-seconds", type=_positive_seconds, default=10.0, help="longest a request head may take (408)"
-    )
-    serve.add_argument(
-        "--idle-timeout-seconds", type=_positive_seconds, default=5.0, help="close connections idle this long"
-    )
-    serve.add_argument(
-        "--large-body-bytes", type=_positive, default=1024 * 1024, help="JSON bodies this large parse off the loop"
-    )
+    _add_limit_flags(serve)
     _add_drain_flags(serve)
     _add_shadow_flags(serve)
 
@@ -178,6 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     fetch.add_argument("--dest", type=Path, required=True, help="folder to put the model in")
     fetch.add_argument("--sha256", help="expected digest, 64 hex characters")
     fetch.add_argument("--attempts", type=_positive, default=5, help="tries for transient failures (default 5)")
+    fetch.add_argument(
+        "--max-bytes", type=_positive, default=2 * 1024**3, help="refuse a model larger than this (default 2 GiB)"
+    )
+    fetch.add_argument(
+        "--timeout-seconds",
+        type=_positive_seconds,
+        default=600.0,
+        help="give up when the whole fetch, retries included, takes longer (default 600)",
+    )
 
     _add_profile(commands)
 
@@ -294,12 +326,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from modeldeploy_serving import telemetry as t
+    from modeldeploy_serving.connections import ConnectionLimits
     from modeldeploy_serving.draining import DrainOptions
     from modeldeploy_serving.fetching import FetchError
     from modeldeploy_serving.model import ModelLoadError
     from modeldeploy_serving.sampling import CaptureOptions
     from modeldeploy_serving.server import ServeOptions, serve
 
+    token = os.environ.get(t.SHADOW_TOKEN_ENV, "")
+    if not all("!" <= c <= "~" for c in token):  # it goes into a header as it is
+        print(f"modeldeploy serve: {t.SHADOW_TOKEN_ENV} must be printable ASCII without spaces", file=sys.stderr)
+        return 2
+    if args.max_inflight_bytes < args.max_request_bytes:
+        print(
+            f"modeldeploy serve: --max-inflight-bytes {args.max_inflight_bytes} is below --max-request-bytes "
+            f"{args.max_request_bytes}, so a body of the largest size could never be read; raise it",
+            file=sys.stderr,
+        )
+        return 2
     capture = None
     if args.capture_sink:
         capture = CaptureOptions(
@@ -321,10 +366,15 @@ def _serve(args: argparse.Namespace) -> int:
         max_batch_size=args.max_batch_size,
         max_batch_delay_us=args.max_batch_delay_us,
         max_request_bytes=args.max_request_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
         telemetry=not args.no_telemetry,
-        max_header_bytes=args.max_header_bytes,
-        header_timeout_seconds=args.header_timeout_seconds,
-        idle_timeout_seconds=args.idle_timeout_seconds,
+        connections=ConnectionLimits(
+            max_head_bytes=args.max_header_bytes,
+            head_timeout_seconds=args.header_timeout_seconds,
+            idle_timeout_seconds=args.idle_timeout_seconds,
+            body_timeout_seconds=args.body_timeout_seconds,
+            max_connections=args.max_connections,
+        ),
         large_body_bytes=args.large_body_bytes,
         drain=DrainOptions(args.drain_min_seconds, args.drain_quiet_seconds, args.drain_max_seconds),
         grpc_port=args.grpc_port,
@@ -334,6 +384,7 @@ def _serve(args: argparse.Namespace) -> int:
         shadow_timeout_seconds=args.shadow_timeout_seconds,
         shadow_connections=args.shadow_connections,
         shadow_merge_wait_seconds=args.shadow_merge_wait_ms / 1000,
+        shadow_token=token,
     )
     try:
         serve(options)
@@ -344,10 +395,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from modeldeploy_serving.fetching import FetchError, Retry, fetch, write_termination_message
+    from modeldeploy_serving.fetching import FetchError, FetchLimits, Retry, fetch, write_termination_message
 
+    limits = FetchLimits(max_bytes=args.max_bytes, timeout_seconds=args.timeout_seconds)
     try:
-        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts))
+        path = fetch(args.uri, args.dest, args.sha256, Retry(attempts=args.attempts), limits)
     except FetchError as error:
         line = f"fetch failed ({error.reason}): {error}"
         print(line, file=sys.stderr)

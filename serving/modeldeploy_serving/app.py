@@ -3,14 +3,20 @@
 A framework's request and routing objects cost more per call than the whole validation of
 a typical tabular request, so the few routes the protocol has are matched by hand.
 Every refusal is a JSON body {"error": "..."} with a 4xx status; only a failure of the
-server itself answers 5xx, and it is counted as such.
+server itself answers 5xx, and it is counted as such. An error nobody foresaw is such a
+failure too: a 500 whose body says in one line what broke, counted as outcome="error" on
+the inference route and logged (its traceback at most once a minute), never uvicorn's
+plain-text 500.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -23,14 +29,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.answers import AnswerWriter
-from modeldeploy_serving.batching import Batcher, InferenceError
+from modeldeploy_serving.batching import Batcher
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
+from modeldeploy_serving.inflight import DEFAULT_MAX_INFLIGHT_BYTES, InFlight, Share
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.mirroring import Mirror, MirrorOptions
-from modeldeploy_serving.model import Model
+from modeldeploy_serving.model import InferenceError, Model
 from modeldeploy_serving.parsing import DEFAULT_LARGE_BODY_BYTES, RequestParser
-from modeldeploy_serving.protocol import InferenceRequest, NonFiniteOutput, ProtocolError, check_outputs_finite
+from modeldeploy_serving.protocol import (
+    BinaryData,
+    InferenceRequest,
+    NonFiniteOutput,
+    ProtocolError,
+    check_outputs_finite,
+)
 from modeldeploy_serving.sampling import CaptureOptions, RowSource, feature_names
 
 log = logging.getLogger(__name__)
@@ -47,22 +60,33 @@ OCTET_STREAM = b"application/octet-stream"
 SHADOW_HEADER = t.SHADOW_HEADER.encode()
 HEADERS = "modeldeploy.headers"  # scope key: the request's headers as a dict, made once per request in __call__
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+_FORGED_COPY = (
+    f"{t.SHADOW_HEADER} marks a copy that this model's stable pods mirror to it, and carries their token; "
+    "this request's does not match: leave the header out"
+)
+TRACEBACK_LOG_SECONDS = 60.0  # an unexpected error's traceback is logged at most this often
+MAX_REASON = 200  # characters of an unexpected error's message in an answer
 
 
 @dataclass(frozen=True)
 class AppOptions:
     """How a ServingApp serves its model: which track it answers as, how it batches, how large
-    a request may be, whether it counts telemetry, and capture and mirroring (off unless given).
-    `modeldeploy serve` makes them from its flags (server.py)."""
+    a request may be and how many bytes of bodies it holds at once, whether it counts
+    telemetry, and capture and mirroring (off unless given). `modeldeploy serve` makes them
+    from its flags (server.py)."""
 
     track: str = t.STABLE
     max_batch_size: int = 32
     max_delay_seconds: float = 0.0005
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     telemetry: bool = True
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES  # JSON bodies this large parse in a helper process
     capture: CaptureOptions | None = None
     shadow: MirrorOptions | None = None
+    # The deployment's shadow token: a request whose SHADOW_HEADER carries it is a copy mirrored
+    # by its stable pods; any other value is refused. Empty: this server takes no copies.
+    shadow_token: str = ""
 
 
 class ServingApp:
@@ -88,8 +112,11 @@ class ServingApp:
         self.mirror = None if shadow is None else Mirror.serving(shadow, model, self.metrics.shadow)
         self.telemetry = telemetry
         self.max_request_bytes = options.max_request_bytes
+        self.shadow_token = options.shadow_token.encode()
+        self.inflight = InFlight(options.max_inflight_bytes)  # bytes of bodies held, REST and gRPC
+        self._traceback_logged_at = -math.inf
         self.batcher = Batcher(
-            model.run,
+            model.infer,
             [spec.name for spec in model.outputs],
             self.metrics.observe_batch if telemetry else None,
             options.max_batch_size,
@@ -136,7 +163,12 @@ class ServingApp:
         if accept_encoding is not None and (coding := accepted_encoding(accept_encoding)) is not None:
             send = _compressing(send, coding)
         if handler is not None and (b"host" in headers or scope["http_version"] != "1.1"):
-            await handler(scope, receive, send)
+            try:
+                await handler(scope, receive, send)
+            except Exception as error:  # the inference route answers its own; this is any other route's
+                _, _, message = self.unexpected(error, scope["path"])
+                with contextlib.suppress(RuntimeError):  # the answer had begun: the server only logs it
+                    await _respond(send, 500, {"error": message})
             return
         if handler is not None:
             await _respond(send, 400, {"error": "an HTTP/1.1 request must carry a Host header (RFC 9112, 3.2)"})
@@ -228,37 +260,41 @@ class ServingApp:
 
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        self.batcher.expected += 1
-        submitted = False
         headers: dict[bytes, bytes] = scope[HEADERS]
         header_length = headers.get(binary.HEADER)
-        mirrored = SHADOW_HEADER in headers  # a copy of another server's request: counted apart, never mirrored again
+        shadow = headers.get(SHADOW_HEADER)
+        # A copy of another server's request (with the deployment's token): counted apart, never mirrored again.
+        mirrored = shadow is not None and self._genuine_copy(shadow)
         blobs: list[bytes] = []
-        try:
-            body = await self._read_body(scope, headers, receive)
-            text, binary_data = binary.split_body(body, header_length)
-            framed = header_length is not None
-            parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
-            request = parsed if parsed is not None else await self.parser.parse(text, binary_data, framed)
-            self.batcher.expected -= 1
-            submitted = True
-            outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
-            self.settle(request, outputs, batch_finite, capture=not mirrored)
-            answer, blobs = self.answers.json(request, outputs)
-            status, outcome = 200, t.OUTCOME_OK
-        except (ProtocolError, NonFiniteOutput, InferenceError) as error:
-            status, outcome, message = refusal(error)
-            answer, blobs = orjson.dumps({"error": message}), []
+        share = self.inflight.share()
+        try:  # the share is held until the answer is sent
+            try:
+                if shadow is not None and not mirrored:
+                    raise ProtocolError(_FORGED_COPY, status=403)  # before a byte of its body is read
+                body = await self._read_body(scope, headers, receive, share)
+                text, binary_data = binary.split_body(body, header_length)
+                framed = header_length is not None
+                parsed = self.parser.parse_now(text, binary_data, framed)  # no coroutine for a small body
+                request = parsed if parsed is not None else await self._parse_elsewhere(text, binary_data, framed)
+                outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
+                self.settle(request, outputs, batch_finite, capture=not mirrored)
+                answer, blobs = self.answers.json(request, outputs)
+                status, outcome = 200, t.OUTCOME_OK
+            except (ProtocolError, NonFiniteOutput, InferenceError) as error:
+                status, outcome, message = refusal(error)
+                answer, blobs = orjson.dumps({"error": message}), []
+            except Exception as error:
+                status, outcome, message = self.unexpected(error, scope["path"])
+                answer, blobs = orjson.dumps({"error": message}), []
+            if blobs:
+                length = (binary.HEADER, b"%d" % len(answer))
+                await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
+            else:  # _send's two messages, without a coroutine of its own: this is every answer
+                fields = [(b"content-type", JSON), (b"content-length", b"%d" % len(answer))]
+                await send({"type": "http.response.start", "status": status, "headers": fields})
+                await send({"type": "http.response.body", "body": answer})
         finally:
-            if not submitted:
-                self.batcher.expected -= 1
-        if blobs:
-            length = (binary.HEADER, b"%d" % len(answer))
-            await _send(send, status, b"".join([answer, *blobs]), OCTET_STREAM, [length])
-        else:  # _send's two messages, without a coroutine of its own: this is every answer
-            fields = [(b"content-type", JSON), (b"content-length", b"%d" % len(answer))]
-            await send({"type": "http.response.start", "status": status, "headers": fields})
-            await send({"type": "http.response.body", "body": answer})
+            share.give_back()
         if mirrored:
             if self.telemetry:
                 self.metrics.mirrored[outcome].inc()
@@ -267,11 +303,27 @@ class ServingApp:
         if status == 200 and self.mirror is not None:
             self.mirror.offer(request.inputs, outputs)
 
+    async def _parse_elsewhere(self, text: memoryview, binary_data: BinaryData, framed: bool) -> InferenceRequest:
+        """A large JSON body, parsed in the helper process; the batcher counts it as on its way
+        (batcher.expected) meanwhile. A body still arriving is never counted: a slow client
+        would make every batch wait its full delay for company."""
+        self.batcher.expected += 1
+        try:
+            return await self.parser.parse(text, binary_data, framed)
+        finally:
+            self.batcher.expected -= 1
+
+    def _genuine_copy(self, shadow: bytes) -> bool:
+        """Whether SHADOW_HEADER carries this deployment's token (compared in constant time)."""
+        return bool(self.shadow_token) and hmac.compare_digest(shadow, self.shadow_token)
+
     async def predict(self, request: InferenceRequest, capture: bool = True) -> dict[str, np.ndarray]:
         """The model's outputs for a parsed request, batched with others and checked finite.
 
-        The caller counts itself in batcher.expected while it reads and parses, and out just
-        before calling this, so the batcher knows whom it may wait for. A mirrored copy is
+        The caller counts itself in batcher.expected while it parses (its body read: never
+        while a body arrives, however slowly), and out just before calling this, so the
+        batcher knows whom it may wait for (the REST route counts only a parse that waits:
+        _parse_elsewhere). A mirrored copy is
         not captured (capture=False): the server it came from sampled the request itself.
         """
         outputs, batch_finite = await self.batcher.answer(request.inputs, request.rows)
@@ -287,23 +339,40 @@ class ServingApp:
         if capture and self.capture is not None:
             self.capture.offer(request.id, request.inputs, outputs, request.rows)
 
+    def unexpected(self, error: Exception, where: str) -> tuple[int, str, str]:
+        """(500, outcome, message) for an error nobody foresaw: one line for the client and
+        the log; the traceback goes to the log too, at most once every TRACEBACK_LOG_SECONDS."""
+        said = " ".join(str(error).split())
+        reason = f"{type(error).__name__}: {said}" if said else type(error).__name__
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 3] + "..."
+        now = time.monotonic()
+        traceback = now - self._traceback_logged_at >= TRACEBACK_LOG_SECONDS
+        if traceback:
+            self._traceback_logged_at = now
+        log.error("answering %s failed: %s", where, reason, exc_info=error if traceback else None)
+        return 500, t.OUTCOME_ERROR, f"the server failed: {reason}"
+
     def record(self, outcome: str, started: float) -> None:
         """One request's outcome and duration, whichever protocol it came by."""
         if self.telemetry:
             self.metrics.request_answered(outcome, time.perf_counter() - started)
 
-    async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded."""
+    async def _read_body(self, scope: Scope, headers: dict[bytes, bytes], receive: Receive, share: Share) -> bytes:
+        """The request body, decompressed; the limit holds for the bytes sent and the bytes decoded,
+        and the body's share of the bytes in flight grows as it arrives."""
         limit = self.max_request_bytes
         length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
+        if length is not None and length.isdigit():
+            if int(length) > limit:
+                raise ProtocolError(f"the request body is {int(length)} bytes; the limit is {limit}", status=413)
+            share.grow_to(int(length))  # refused before a byte of it is read
         decoder: BodyDecoder | None = None
         if b"content-encoding" in headers:
-            for name, value in scope["headers"]:  # each one is checked, as they were sent
-                if name == b"content-encoding":
-                    decoder = BodyDecoder(value.decode("latin-1"), limit)
-            if decoder is not None and decoder.plain:
+            # Several Content-Encoding lines are one list, in the order sent (RFC 9110, 5.3).
+            sent = b", ".join([value for name, value in scope["headers"] if name == b"content-encoding"])
+            decoder = BodyDecoder(sent.decode("latin-1"), limit)
+            if decoder.plain:
                 decoder = None
         chunks: list[bytes] = []
         size = 0
@@ -317,11 +386,15 @@ class ServingApp:
                 raise ProtocolError(f"the request body is over the limit of {limit} bytes", status=413)
             if decoder is not None:
                 decoder.feed(chunk)
+                share.grow_to(decoder.size)
             else:
                 chunks.append(chunk)
+                share.grow_to(size)
             if not message.get("more_body", False):
                 if decoder is not None:
-                    return decoder.finish()
+                    body = decoder.finish()
+                    share.grow_to(len(body))
+                    return body
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -329,8 +402,8 @@ def refusal(error: ProtocolError | NonFiniteOutput | InferenceError) -> tuple[in
     """(HTTP status, telemetry outcome, message) for a request that gets no answer from the model."""
     if isinstance(error, ProtocolError):
         return error.status, t.OUTCOME_INVALID, str(error)
-    if isinstance(error, InferenceError) and error.bad_input:
-        return 400, t.OUTCOME_INVALID, f"the model refused these inputs: {error}"
+    if isinstance(error, InferenceError) and error.bad_input:  # the model answers other inputs (model.py)
+        return 422, t.OUTCOME_INVALID, f"the model cannot answer these inputs: {error}"
     if isinstance(error, InferenceError):
         log.error("inference failed: %s", error)
         return 500, t.OUTCOME_ERROR, f"inference failed: {error}"

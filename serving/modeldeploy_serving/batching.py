@@ -22,20 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from modeldeploy_serving.model import InferenceError
+
+# A Model's infer(): raises InferenceError for a call that failed, saying whether the inputs
+# are to blame; anything else it raises is a failure of the server.
 RunFn = Callable[[list[str], dict[str, np.ndarray]], list[np.ndarray]]
 # A caller's outputs, and whether every floating-point output of the whole batch was finite.
 Answer = tuple[dict[str, np.ndarray], bool]
 ObserveFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray], float], None]
 INLINE_BELOW_SECONDS = 0.001
 RECENT_CALLS = 15  # calls whose median decides where the next one runs
-
-
-class InferenceError(RuntimeError):
-    """ONNX Runtime refused a batch; bad_input says whether the request's values caused it."""
-
-    def __init__(self, message: str, bad_input: bool) -> None:
-        super().__init__(message)
-        self.bad_input = bad_input
 
 
 class _Pending:
@@ -108,7 +104,12 @@ class Batcher:
                 self._arrived.clear()
                 await self._arrived.wait()
             batch = await self._collect()
-            await self._infer(batch)
+            try:
+                await self._infer(batch)
+            except Exception as error:  # a failure of the server: its callers answer 500, later ones are served
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error)
 
     async def _collect(self) -> list[_Pending]:
         first = self._queue.popleft()
@@ -199,7 +200,8 @@ class Batcher:
         started = time.perf_counter()
         try:
             results = self._run(self._output_names, inputs)
-        except Exception as error:  # ONNX Runtime raises its own exception types
-            kind = type(error).__name__
-            raise InferenceError(f"{kind}: {error}", bad_input=kind in ("InvalidArgument", "InvalidGraph")) from error
+        except InferenceError:
+            raise
+        except Exception as error:  # not the model's answer: the server's failure
+            raise InferenceError(f"{type(error).__name__}: {error}", bad_input=False) from error
         return results, time.perf_counter() - started

@@ -24,7 +24,8 @@ def split_body(body: bytes, header_length: bytes | None) -> tuple[memoryview, Bi
     if header_length is None:
         return view, NO_BINARY_DATA
     text = header_length.decode("latin-1").strip()
-    if not text.isdigit() or int(text) > len(body):
+    # isdigit() alone takes "²" (latin-1 byte 0xB2), which int() does not.
+    if not (text.isascii() and text.isdigit()) or int(text) > len(body):
         raise ProtocolError(
             f"Inference-Header-Content-Length {text!r} must be the byte length of the JSON header, "
             f"from 0 to the body's {len(body)} bytes"

@@ -28,9 +28,9 @@ from modeldeploy_serving import __version__, binary
 from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import ServingApp, refusal
-from modeldeploy_serving.batching import InferenceError
 from modeldeploy_serving.draining import Drain
-from modeldeploy_serving.protocol import BinaryData, NonFiniteOutput, ProtocolError, parse_request
+from modeldeploy_serving.model import InferenceError
+from modeldeploy_serving.protocol import BinaryData, InferenceRequest, NonFiniteOutput, ProtocolError, parse_request
 
 SERVICE = "inference.GRPCInferenceService"
 CODES = {
@@ -153,22 +153,39 @@ class GrpcService:
         app.batcher.expected += 1
         submitted = False
         raw = bool(request.raw_input_contents)
+        share = app.inflight.share()  # the message counts against the bytes in flight, as a REST body does
         try:
+            share.grow_to(request.ByteSize())
             document, binary_data = request_document(request)
             parsed = parse_request(document, app.model.inputs, app.model.outputs, binary_data)
             app.batcher.expected -= 1
             submitted = True
             outputs = await app.predict(parsed)
+            response = self._response(parsed, outputs, raw)
         except (ProtocolError, NonFiniteOutput, InferenceError) as error:
             status, outcome, message = refusal(error)
             app.record(outcome, started)
             await context.abort(CODES.get(status, grpc.StatusCode.INVALID_ARGUMENT), message)
             raise AssertionError("unreachable: abort raises") from None
+        except Exception as error:  # not grpc's "Unexpected <class ...>" with a traceback: one line, counted
+            status, outcome, message = app.unexpected(error, "ModelInfer")
+            app.record(outcome, started)
+            await context.abort(grpc.StatusCode.INTERNAL, message)
+            raise AssertionError("unreachable: abort raises") from None
         finally:
+            share.give_back()
             if not submitted:
                 app.batcher.expected -= 1
-        response = pb.ModelInferResponse(model_name=app.model.name, model_version=app.model.version, id=parsed.id)
-        types = app.answers.datatypes  # made once per model
+        app.record(t.OUTCOME_OK, started)
+        if app.mirror is not None:
+            app.mirror.offer(parsed.inputs, outputs)
+        return response
+
+    def _response(self, parsed: InferenceRequest, outputs: dict[str, np.ndarray], raw: bool) -> Any:
+        """The answer, its outputs in the form of the request's inputs (raw or typed contents)."""
+        model = self.app.model
+        response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=parsed.id)
+        types = self.app.answers.datatypes  # made once per model
         for name in parsed.outputs:
             array, datatype = outputs[name], types[name]
             tensor = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
@@ -176,9 +193,6 @@ class GrpcService:
                 response.raw_output_contents.append(binary.encode(array, datatype))
             else:
                 _fill_contents(tensor.contents, array, datatype)
-        app.record(t.OUTCOME_OK, started)
-        if app.mirror is not None:
-            app.mirror.offer(parsed.inputs, outputs)
         return response
 
     async def _check_model(self, name: str, version: str, context: aio.ServicerContext) -> None:

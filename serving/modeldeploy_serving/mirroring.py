@@ -10,6 +10,10 @@ one HTTP exchange carries a dozen copies instead of one, which is what keeps mir
 on the stable server small. A full queue drops the copy and counts it; a slow or failing
 shadow only fills the queue, it never holds up an answer to a client.
 
+Each copy carries the deployment's shadow token (MirrorOptions.token) in SHADOW_HEADER: the
+shadow counts a request as a copy only with that token, so a client cannot pass its own
+requests off as copies (hidden from the shadow's live telemetry and capture).
+
 Where the copies go comes from a small JSON file (shadow.py's ShadowConfig) that the
 operator writes into a ConfigMap mounted in the stable pods. The file is checked once a
 second and re-read when it changes, so a shadow starts and stops without restarting the
@@ -68,6 +72,7 @@ class MirrorOptions:
     connections: int = DEFAULT_CONNECTIONS
     reread_seconds: float = REREAD_SECONDS
     merge_wait_seconds: float = MERGE_WAIT_SECONDS
+    token: str = ""  # the deployment's shadow token, sent in SHADOW_HEADER so the shadow knows a copy
 
 
 class _Copy:
@@ -193,7 +198,7 @@ class Mirror:
                 if connection is None or (connection.host, connection.port) != (config.host, config.port):
                     if connection is not None:
                         connection.close()
-                    connection = _Connection(config.host, config.port)
+                    connection = _Connection(config.host, config.port, self.options.token)
                 await self._send(connection, batch)
         finally:
             if connection is not None:
@@ -311,9 +316,9 @@ class _ClosedBeforeAnswer(EOFError):
 class _Connection:
     """One keep-alive HTTP/1.1 connection to the shadow, opened on first use and after a failure."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, token: str) -> None:
         self.host, self.port = host, port
-        self._head = f"host: {host}:{port}\r\ncontent-type: application/octet-stream\r\n{t.SHADOW_HEADER}: 1\r\n"
+        self._head = f"host: {host}:{port}\r\ncontent-type: application/octet-stream\r\n{t.SHADOW_HEADER}: {token}\r\n"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 

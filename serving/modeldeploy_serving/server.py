@@ -24,16 +24,11 @@ import uvicorn
 
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, ServingApp
-from modeldeploy_serving.connections import (
-    DEFAULT_HEAD_TIMEOUT_SECONDS,
-    DEFAULT_IDLE_TIMEOUT_SECONDS,
-    DEFAULT_MAX_HEAD_BYTES,
-    ConnectionLimits,
-    guarded_protocol,
-)
+from modeldeploy_serving.connections import ConnectionLimits, guarded_protocol
 from modeldeploy_serving.draining import Drain, DrainOptions
 from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.grpc_service import GrpcService
+from modeldeploy_serving.inflight import DEFAULT_MAX_INFLIGHT_BYTES
 from modeldeploy_serving.mirroring import (
     DEFAULT_CONNECTIONS,
     DEFAULT_QUEUE_SIZE,
@@ -63,12 +58,12 @@ class ServeOptions:
     max_batch_size: int = 32
     max_batch_delay_us: int = 500
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     telemetry: bool = True
     graceful_seconds: int = 30
     drain: DrainOptions = dataclasses.field(default_factory=DrainOptions)  # waited for on SIGTERM (draining.py)
-    max_header_bytes: int = DEFAULT_MAX_HEAD_BYTES
-    header_timeout_seconds: float = DEFAULT_HEAD_TIMEOUT_SECONDS
-    idle_timeout_seconds: float = DEFAULT_IDLE_TIMEOUT_SECONDS
+    # Heads, bodies, idle time and how many connections (connections.py).
+    connections: ConnectionLimits = dataclasses.field(default_factory=ConnectionLimits)
     large_body_bytes: int = DEFAULT_LARGE_BODY_BYTES
     grpc_port: int | None = None  # the Open Inference Protocol's gRPC service; off unless given
     capture: CaptureOptions | None = None  # production samples for retraining; off unless given
@@ -77,6 +72,7 @@ class ServeOptions:
     shadow_timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
     shadow_connections: int = DEFAULT_CONNECTIONS
     shadow_merge_wait_seconds: float = MERGE_WAIT_SECONDS
+    shadow_token: str = ""  # MODELDEPLOY_SHADOW_TOKEN: marks copies sent and accepted; none taken without it
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -126,9 +122,11 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
             max_batch_size=options.max_batch_size,
             max_delay_seconds=options.max_batch_delay_us / 1e6,
             max_request_bytes=options.max_request_bytes,
+            max_inflight_bytes=options.max_inflight_bytes,
             telemetry=options.telemetry,
             large_body_bytes=options.large_body_bytes,
             capture=_with_identity(options.capture),
+            shadow_token=options.shadow_token,
             shadow=(
                 MirrorOptions(
                     options.shadow_config,
@@ -136,6 +134,7 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
                     timeout_seconds=options.shadow_timeout_seconds,
                     connections=options.shadow_connections,
                     merge_wait_seconds=options.shadow_merge_wait_seconds,
+                    token=options.shadow_token,
                 )
                 if options.shadow_config is not None
                 else None
@@ -163,15 +162,12 @@ def serve(options: ServeOptions) -> None:
             f"serving model {app.model.name} version {app.model.version} (sha256 {app.model.sha256}) "
             f"on {options.host}:{options.port}"
         )
-        limits = ConnectionLimits(
-            options.max_header_bytes, options.header_timeout_seconds, options.idle_timeout_seconds
-        )
         config = uvicorn.Config(
             app,
             host=options.host,
             port=options.port,
             loop="uvloop",
-            http=guarded_protocol(limits, drain),
+            http=guarded_protocol(options.connections, drain),
             lifespan="on",
             access_log=False,
             # The app reads no client address or scheme, so uvicorn's X-Forwarded-* middleware

@@ -98,7 +98,7 @@ def _address(target: str) -> tuple[str, int]:
     host, colon, port = authority.rpartition(":") if not authority.endswith("]") else (authority, "", "")
     if not colon:
         host, port = authority, "80"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ShadowConfigError(f"target must be http://host[:port] with a port from 1 to 65535, got {target!r}")
     return host.strip("[]"), int(port)
 

@@ -63,13 +63,17 @@ MODEL_INFO: Final = "modeldeploy_model_info"  # gauge 1: sha256, profile
 PROCESS_CPU: Final = "modeldeploy_process_cpu_seconds"  # counter: CPU time of the serving process
 CAPTURE_ROWS: Final = "modeldeploy_capture_rows"  # counter: captured rows written to the sink
 CAPTURE_DROPPED_ROWS: Final = "modeldeploy_capture_dropped_rows"  # counter: reason (sampled rows not written)
-# Requests that carried SHADOW_HEADER: a copy of another server's live request. Counted here
-# (outcome), never in REQUESTS, so a canary's REQUESTS count only live requests.
+# Requests that carried SHADOW_HEADER with the deployment's token: a copy of another server's
+# live request. Counted here (outcome), never in REQUESTS, so a canary's REQUESTS count only
+# live requests.
 MIRRORED_REQUESTS: Final = "modeldeploy_mirrored_requests"  # counter: outcome
 
 # Shadow traffic, exported by the server that mirrors (stable), labelled BASE_LABELS and
 # LABEL_SHADOW_VERSION (the version that answered the copies).
-SHADOW_HEADER: Final = "x-modeldeploy-shadow"  # on every mirrored request, value "1"
+SHADOW_HEADER: Final = "x-modeldeploy-shadow"  # on every mirrored request; its value is the shadow token
+#: Environment variable with the token that stable and canary pods of one deployment share:
+#: the value of SHADOW_HEADER that marks a genuine copy (a client cannot know it).
+SHADOW_TOKEN_ENV: Final = "MODELDEPLOY_SHADOW_TOKEN"  # noqa: S105 (the variable's name, not its value)
 LABEL_SHADOW_VERSION: Final = "shadow_version"
 LABEL_STABLE_CLASS: Final = "stable_class"
 LABEL_CANARY_CLASS: Final = "canary_class"

@@ -54,7 +54,7 @@ def spec(uri: str = URIS[0], **extra: Any) -> ModelDeploymentSpec:
 
 
 def pod(uri: str = URIS[0], track: str = "stable", **extra: Any) -> dict[str, Any]:
-    return build_pod_template("fraud", spec(uri, **extra), SETTINGS, track)
+    return build_pod_template(META, spec(uri, **extra), SETTINGS, track)
 
 
 def containers(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -129,7 +129,18 @@ def test_fetch_verifies_the_digest_when_given() -> None:
 def test_fetch_without_a_digest_has_no_sha256_flag() -> None:
     args = fetch_of(pod())["args"]
     assert "--sha256" not in args
-    assert args == ["fetch", URIS[0], "--dest", MODELS_DIR]
+    assert args == ["fetch", URIS[0], "--dest", MODELS_DIR, "--max-bytes", str(2 * 1024**3)]
+
+
+def test_the_model_volume_holds_the_largest_model_the_fetch_step_takes_and_no_more() -> None:
+    # Before, an emptyDir without a sizeLimit: a download without end filled the node's disk.
+    template = pod()
+    args = fetch_of(template)["args"]
+    cap = int(args[args.index("--max-bytes") + 1])
+    models = next(v for v in template["spec"]["volumes"] if v["name"] == "models")
+    limit = models["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Mi")
+    assert cap < int(limit.removesuffix("Mi")) * 2**20 <= cap + 512 * 2**20
 
 
 @pytest.mark.parametrize("uri", URIS)
@@ -333,7 +344,7 @@ def test_service_ports_name_ports_the_server_listens_on(track: str) -> None:
 
 
 def test_service_does_not_select_another_model() -> None:
-    other = build_pod_template("fraud-v2", spec(), SETTINGS, "stable")["metadata"]["labels"]
+    other = build_pod_template({**META, "name": "fraud-v2"}, spec(), SETTINGS, "stable")["metadata"]["labels"]
     assert not build_service(META, spec())["spec"]["selector"].items() <= other.items()
 
 
@@ -404,16 +415,33 @@ def test_a_leaving_pod_drains_inside_its_grace_period() -> None:
     assert args.drain_max_seconds + 5 < built["spec"]["terminationGracePeriodSeconds"]
 
 
+def env_of(template: dict[str, Any]) -> dict[str, str]:
+    return {item["name"]: item["value"] for item in server_of(template)["env"] if "value" in item}
+
+
+def test_stable_and_canary_pods_share_a_shadow_token_no_client_can_know() -> None:
+    # Before, the header `x-modeldeploy-shadow: 1` from anyone marked a request as a copy.
+    stable, canary = env_of(pod(track="stable")), env_of(pod(track="canary"))
+    token = stable["MODELDEPLOY_SHADOW_TOKEN"]
+    assert canary["MODELDEPLOY_SHADOW_TOKEN"] == token
+    assert len(token) == 32 and int(token, 16) >= 0  # 128 bits, a valid header value
+    assert META["uid"] not in token and "fraud" not in token
+    other = build_pod_template({**META, "uid": "3f0c1f9e-0000-4000-8000-000000000002"}, spec(), SETTINGS, "stable")
+    assert env_of(other)["MODELDEPLOY_SHADOW_TOKEN"] != token  # another resource (or the same name made again)
+    again = build_pod_template(dict(META), spec(uri=URIS[2]), SETTINGS, "stable")
+    assert env_of(again)["MODELDEPLOY_SHADOW_TOKEN"] == token  # a new version: the same token, no restart
+
+
 def test_without_capture_the_server_gets_no_capture_flags_or_identity() -> None:
     server = server_of(pod())
     assert not [arg for arg in server["args"] if arg.startswith("--capture")]
-    assert [item["name"] for item in server["env"]] == ["MODELDEPLOY_TRACK"]
+    assert [item["name"] for item in server["env"]] == ["MODELDEPLOY_TRACK", "MODELDEPLOY_SHADOW_TOKEN"]
 
 
 def test_a_capturing_server_knows_its_pod_and_namespace_and_gets_the_sink_credentials() -> None:
     template = pod(capture=CAPTURE, model={"credentialsSecret": "s3-reader"})
     server = server_of(template)
-    assert server["env"][1:] == [
+    assert server["env"][2:] == [
         {"name": "MODELDEPLOY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "MODELDEPLOY_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]

@@ -78,7 +78,8 @@ def test_create_renders_deployment_and_service_with_owner(operators: OperatorLau
             True,
         )
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["initContainers"][0]["args"] == ["fetch", URI, "--dest", "/models", "--sha256", DIGEST]
+    fetch_args = ["fetch", URI, "--dest", "/models", "--max-bytes", str(2 * 1024**3), "--sha256", DIGEST]
+    assert pod["initContainers"][0]["args"] == fetch_args
     assert pod["securityContext"]["runAsNonRoot"] is True
 
     status = body["status"]

@@ -178,11 +178,11 @@ def test_a_shadow_window_from_prometheus_equals_the_direct_scrape_and_fails_the_
     config = tmp_path / "shadow.json"
     canary = ServeProcess(
         "--model", str(example_models.path("breast-cancer", "3")), "--name", "breast-cancer", "--version", "3",
-        env={t.TRACK_ENV: t.CANARY},
+        env={t.TRACK_ENV: t.CANARY, t.SHADOW_TOKEN_ENV: "the-deployment-token"},
     )  # fmt: skip
     stable = ServeProcess(
         "--model", str(example_models.path("breast-cancer", "1")), "--name", "breast-cancer", "--version", "1",
-        "--shadow-config", str(config), env={t.TRACK_ENV: t.STABLE},
+        "--shadow-config", str(config), env={t.TRACK_ENV: t.STABLE, t.SHADOW_TOKEN_ENV: "the-deployment-token"},
     )  # fmt: skip
     prometheus: PrometheusServer | None = None
     try:

@@ -1,8 +1,9 @@
 """Small ONNX models built with onnx.helper, for what the example models do not exercise.
 
 The scikit-learn examples take one FP32 input; these graphs cover the other datatypes, a
-model that ONNX Runtime refuses for some values (Gather out of range) and one that loads
-but fails its warm-up inference, and one that answers NaN from finite inputs.
+model that ONNX Runtime refuses for some values (Gather out of range) or sizes (a
+broadcast), one that loads but fails its warm-up inference, and one that answers NaN from
+finite inputs.
 """
 
 from __future__ import annotations
@@ -78,6 +79,21 @@ def gather_model(path: Path) -> Path:
         [helper.make_tensor_value_info("index", TensorProto.INT64, [None])],
         [helper.make_tensor_value_info("value", TensorProto.FLOAT, [None])],
         [helper.make_tensor("table", TensorProto.FLOAT, [len(GATHER_TABLE)], GATHER_TABLE)],
+    )
+    return _save(graph, path)
+
+
+def broadcast_model(path: Path) -> Path:
+    """a [batch, any] + b [batch, any] -> y: ONNX Runtime refuses a and b of different widths
+    (FAIL: "Attempting to broadcast an axis by a dimension other than 1")."""
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["a", "b"], ["y"])],
+        "broadcast",
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, [None, None]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, [None, None]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])],
     )
     return _save(graph, path)
 

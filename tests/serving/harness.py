@@ -214,6 +214,10 @@ class ModelHost:
     /down/NAME         503 always
     /truncated/NAME    half the file, then the connection drops (every time)
     /truncated-once/NAME  half the file the first time, then the file
+    /endless/NAME      bytes without end, and no Content-Length
+    /slow/NAME         the file's Content-Length, then a byte every 0.2 s
+    /redirect/NAME     302 to /NAME on this server
+    /redirect-https/NAME  302 to an https:// address (with a signed query string)
     """
 
     def __init__(self, content: bytes) -> None:
@@ -232,6 +236,30 @@ class ModelHost:
                     self.send_error(403)
                 elif kind == "down" or (kind == "flaky" and count <= 2):
                     self.send_error(503)
+                elif kind == "endless":
+                    self.send_response(200)
+                    self.end_headers()  # no Content-Length: the body ends when the connection does
+                    with contextlib.suppress(OSError):
+                        while True:
+                            self.wfile.write(b"\0" * 65536)
+                elif kind == "slow":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(host.content)))
+                    self.end_headers()
+                    with contextlib.suppress(OSError):
+                        for byte in host.content:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(0.2)
+                elif kind in ("redirect", "redirect-https"):
+                    name = self.path.rsplit("/", 1)[1]
+                    self.send_response(302)
+                    target = (
+                        f"/{name}" if kind == "redirect" else f"https://models.example/{name}?X-Amz-Signature=s3cret"
+                    )
+                    self.send_header("Location", target)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
                 elif kind == "truncated" or (kind == "truncated-once" and count == 1):
                     self.send_response(200)
                     self.send_header("Content-Length", str(len(host.content)))

@@ -137,6 +137,21 @@ def test_the_header_length_is_checked(cancer_server: InProcessServer, cancer_row
     assert message.endswith("(binary tensor data needs the Inference-Header-Content-Length header)")
 
 
+@pytest.mark.parametrize("length", ["\u00b2", "\u00b9\u00b2", "1\u00b3", "-1", "0x10", " "])
+def test_a_header_length_that_is_not_ascii_digits_is_400(
+    cancer_server: InProcessServer, cancer_rows: np.ndarray, length: str
+) -> None:
+    # "²" (latin-1 byte 0xB2) passes str.isdigit() and fails int(): it was a 500 with a traceback.
+    tensor, blob = binary_input(cancer_rows[:2])
+    body, _ = framed({"inputs": [tensor]}, blob)
+    headers = {"inference-header-content-length": length.encode("latin-1")}
+    message = refusal(cancer_server.post(INFER, content=body, headers=headers))
+    assert message == (
+        f"Inference-Header-Content-Length {length.strip()!r} must be the byte length of the JSON header, "
+        f"from 0 to the body's {len(body)} bytes"
+    )
+
+
 def test_server_metadata_advertises_the_extension(cancer_server: InProcessServer) -> None:
     assert "binary_tensor_data" in cancer_server.get("/v2").json()["extensions"]
 

@@ -96,3 +96,39 @@ def test_small_answers_are_not_compressed(cancer_server: InProcessServer) -> Non
     response = cancer_server.request("GET", "/v2/health/live", headers={"accept-encoding": "gzip"})
     assert "content-encoding" not in response.headers
     assert response.headers["vary"] == "accept-encoding"
+
+
+@pytest.mark.parametrize(
+    ("sent", "why"),
+    [
+        ("gzip, deflate, gzip", "lists 3 codings"),
+        (", ".join(["gzip"] * 10_000), "lists 10000 codings"),
+        ("gzip, gzip", "lists gzip twice"),
+        ("identity, identity", "lists identity twice"),
+    ],
+)
+def test_stacked_codings_are_refused_before_any_is_decoded(cancer_server: InProcessServer, sent: str, why: str) -> None:
+    # Each stacked coding costs a decompressor (a 32 KiB window and its state): ten thousand
+    # in one header cost hundreds of MB. Two are all a client ever needs.
+    response = cancer_server.post(INFER, content=b"{}", headers={"content-encoding": sent})
+    message = refusal(response, 415)
+    shown = sent if len(sent) <= 60 else sent[:57] + "..."
+    assert message == f"Content-Encoding {shown!r} {why}; accepted: at most 2 of gzip, deflate, identity, each once"
+
+
+def test_codings_in_several_header_lines_are_read_together(
+    cancer_server: InProcessServer, cancer_rows: np.ndarray
+) -> None:
+    # RFC 9110, 5.3: repeated field lines are one comma-separated list, in the order sent.
+    body = orjson.dumps(infer_body(cancer_rows[:5], id="two-lines"))
+    plain = cancer_server.post(INFER, content=body)
+    packed = cancer_server.post(
+        INFER,
+        content=zlib.compress(gzip.compress(body)),  # gzip applied first, then deflate
+        headers=[("content-encoding", "gzip"), ("content-encoding", "deflate")],
+    )
+    assert packed.status_code == 200, packed.text
+    assert packed.json() == plain.json()
+    three = [("content-encoding", "gzip"), ("content-encoding", "deflate"), ("content-encoding", "gzip")]
+    message = refusal(cancer_server.post(INFER, content=b"{}", headers=three), 415)
+    assert message.startswith("Content-Encoding 'gzip, deflate, gzip' lists 3 codings")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from modeldeploy_serving.fetching import TERMINATION_LOG_ENV, FetchError, Retry, fetch
+from modeldeploy_serving.fetching import TERMINATION_LOG_ENV, FetchError, FetchLimits, Retry, fetch
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import MODELDEPLOY, ModelHost
@@ -23,6 +24,11 @@ QUICK = Retry(attempts=3, first_delay=0.01, max_delay=0.02)
 
 def only_the_model(dest: Path) -> list[str]:
     return sorted(p.name for p in dest.iterdir())
+
+
+def digest_of(model_host: ModelHost) -> str:
+    """The served model's sha256: a plain http:// model is fetched only with its digest."""
+    return hashlib.sha256(model_host.content).hexdigest()
 
 
 def test_fetch_over_http_verifies_the_digest(model_host: ModelHost, tmp_path: Path) -> None:
@@ -36,17 +42,17 @@ def test_fetch_over_http_verifies_the_digest(model_host: ModelHost, tmp_path: Pa
 
 
 def test_transient_failures_are_retried(model_host: ModelHost, tmp_path: Path) -> None:
-    path = fetch(f"{model_host.url}/flaky/retried.onnx", tmp_path, None, QUICK)
+    path = fetch(f"{model_host.url}/flaky/retried.onnx", tmp_path, digest_of(model_host), QUICK)
     assert path.read_bytes() == model_host.content
     assert model_host.hits["/flaky/retried.onnx"] == 3
 
 
 def test_a_truncated_body_is_retried_and_never_kept(model_host: ModelHost, tmp_path: Path) -> None:
-    path = fetch(f"{model_host.url}/truncated-once/model.onnx", tmp_path, None, QUICK)
+    path = fetch(f"{model_host.url}/truncated-once/model.onnx", tmp_path, digest_of(model_host), QUICK)
     assert path.read_bytes() == model_host.content
     assert model_host.hits["/truncated-once/model.onnx"] == 2
     with pytest.raises(FetchError) as error:
-        fetch(f"{model_host.url}/truncated/cut.onnx", tmp_path / "cut", None, QUICK)
+        fetch(f"{model_host.url}/truncated/cut.onnx", tmp_path / "cut", digest_of(model_host), QUICK)
     assert error.value.reason == "unavailable"
     half = len(model_host.content) // 2
     assert f"gave up after 3 attempts: the download broke off after {half} of {len(model_host.content)} bytes" in str(
@@ -67,7 +73,7 @@ def test_http_failures_say_which(
     model_host: ModelHost, tmp_path: Path, path: str, reason: str, message: str, exit_code: int
 ) -> None:
     with pytest.raises(FetchError) as error:
-        fetch(f"{model_host.url}/{path}", tmp_path, None, QUICK)
+        fetch(f"{model_host.url}/{path}", tmp_path, digest_of(model_host), QUICK)
     assert (error.value.reason, error.value.exit_code) == (reason, exit_code)
     assert str(error.value) == f"{model_host.url}/{path}: {message}"
     assert only_the_model(tmp_path) == []
@@ -141,7 +147,8 @@ def test_fetch_command_digest_mismatch_exits_5_with_one_line(model_host: ModelHo
 
 def test_fetch_command_not_found_exits_3(model_host: ModelHost, tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
-    result = run_fetch(f"{model_host.url}/missing/m.onnx", "--dest", str(tmp_path), termination_log=log)
+    missing = f"{model_host.url}/missing/m.onnx"
+    result = run_fetch(missing, "--dest", str(tmp_path), "--sha256", digest_of(model_host), termination_log=log)
     assert result.returncode == 3
     assert result.stderr == f"fetch failed (not-found): {model_host.url}/missing/m.onnx: not found (HTTP 404)\n"
     assert log.read_text() == result.stderr
@@ -156,3 +163,82 @@ def test_fetch_command_retries_then_prints_the_path(model_host: ModelHost, tmp_p
     assert result.stdout == f"{tmp_path / 'd' / 'cli.onnx'}\n"
     assert (tmp_path / "d" / "cli.onnx").read_bytes() == model_host.content
     assert not log.exists()
+
+
+def test_plain_http_needs_a_digest(model_host: ModelHost, tmp_path: Path) -> None:
+    with pytest.raises(FetchError) as error:
+        fetch(f"{model_host.url}/unverified/model.onnx", tmp_path, None, QUICK)
+    assert (error.value.reason, error.value.exit_code) == ("invalid", 2)
+    assert str(error.value) == (
+        f"{model_host.url}/unverified/model.onnx: a model fetched over plain http:// needs --sha256, since anyone "
+        "on the way could change its bytes; give its digest, or fetch it over https://"
+    )
+    assert model_host.hits["/unverified/model.onnx"] == 0  # refused before asking
+
+
+def test_a_model_over_the_byte_cap_is_refused_on_its_announced_size(model_host: ModelHost, tmp_path: Path) -> None:
+    cap = len(model_host.content) - 1
+    with pytest.raises(FetchError) as error:
+        fetch(f"{model_host.url}/big/model.onnx", tmp_path, digest_of(model_host), QUICK, FetchLimits(max_bytes=cap))
+    assert (error.value.reason, error.value.exit_code) == ("too-large", 7)
+    assert str(error.value) == (
+        f"{model_host.url}/big/model.onnx: more than {cap} bytes (--max-bytes); no model file is that large, "
+        "and the model volume holds no more"
+    )
+    assert model_host.hits["/big/model.onnx"] == 1  # not retried
+    assert only_the_model(tmp_path) == []
+
+
+def test_an_endless_download_stops_at_the_byte_cap(model_host: ModelHost, tmp_path: Path) -> None:
+    with pytest.raises(FetchError) as error:
+        fetch(f"{model_host.url}/endless/model.onnx", tmp_path, "0" * 64, QUICK, FetchLimits(max_bytes=5_000_000))
+    assert error.value.reason == "too-large"
+    assert only_the_model(tmp_path) == []  # the partial file is gone
+
+
+def test_a_download_that_trickles_in_stops_at_the_deadline(model_host: ModelHost, tmp_path: Path) -> None:
+    started = time.monotonic()
+    with pytest.raises(FetchError) as error:
+        fetch(
+            f"{model_host.url}/slow/model.onnx", tmp_path, digest_of(model_host), QUICK, FetchLimits(timeout_seconds=1)
+        )
+    assert time.monotonic() - started < 5  # a byte every 0.2 s would take hours
+    assert (error.value.reason, error.value.exit_code) == ("timeout", 8)
+    assert str(error.value) == f"{model_host.url}/slow/model.onnx: not fetched within 1 seconds (--timeout-seconds)"
+    assert only_the_model(tmp_path) == []
+
+
+def test_the_deadline_covers_retries_and_their_waits(model_host: ModelHost, tmp_path: Path) -> None:
+    patient = Retry(attempts=50, first_delay=0.5, max_delay=0.5)
+    started = time.monotonic()
+    with pytest.raises(FetchError) as error:
+        fetch(f"{model_host.url}/down/m.onnx", tmp_path, digest_of(model_host), patient, FetchLimits(timeout_seconds=1))
+    assert error.value.reason == "timeout"
+    assert time.monotonic() - started < 3  # not 50 attempts half a second apart
+
+
+def test_redirects_are_followed_to_the_same_scheme_only(model_host: ModelHost, tmp_path: Path) -> None:
+    path = fetch(f"{model_host.url}/redirect/model.onnx", tmp_path / "a", digest_of(model_host), QUICK)
+    assert path.read_bytes() == model_host.content
+    with pytest.raises(FetchError) as error:
+        fetch(f"{model_host.url}/redirect-https/model.onnx", tmp_path / "b", digest_of(model_host), QUICK)
+    assert (error.value.reason, error.value.exit_code) == ("invalid", 2)
+    assert str(error.value) == (
+        f"{model_host.url}/redirect-https/model.onnx: redirected (302) to https://models.example/model.onnx; "
+        "only redirects to http:// are followed"
+    )  # the signed query string of the address is not repeated
+    assert only_the_model(tmp_path / "b") == []
+
+
+def test_fetch_command_over_the_byte_cap_exits_7_with_one_line(model_host: ModelHost, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    url = f"{model_host.url}/endless/big.onnx"
+    result = run_fetch(
+        url, "--dest", str(tmp_path / "d"), "--sha256", "0" * 64, "--max-bytes", "1000000", termination_log=log
+    )
+    assert result.returncode == 7
+    assert result.stderr == (
+        f"fetch failed (too-large): {url}: more than 1000000 bytes (--max-bytes); no model file is that large, "
+        "and the model volume holds no more\n"
+    )
+    assert log.read_text() == result.stderr

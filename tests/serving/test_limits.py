@@ -12,6 +12,7 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,3 +171,99 @@ def test_the_largest_body_does_not_stall_small_requests(served: ServeProcess, ca
         # of Python floats (which took over 40 times the body before).
         assert peak_memory_bytes(pid) - before < 5 * len(body)
     still_answers(served)
+
+
+@pytest.fixture(scope="module")
+def strict(example_models: ExampleModels) -> Iterator[ServeProcess]:
+    """A server with a 1 s body deadline and room for 3 connections, which stay open a while."""
+    process = ServeProcess(
+        "--model",
+        str(example_models.path("breast-cancer", "2")),
+        "--name",
+        "breast-cancer",
+        "--body-timeout-seconds",
+        "1",
+        "--max-connections",
+        "3",
+        "--idle-timeout-seconds",
+        "30",
+    )
+    try:
+        process.wait_ready()
+        yield process
+    finally:
+        process.close()
+
+
+def trickle(sock: socket.socket, data: bytes, every: float) -> None:
+    """data one byte at a time, until it is sent or the server answers or closes."""
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        for byte in data:
+            sock.sendall(bytes([byte]))
+            if select.select([sock], [], [], every)[0]:
+                return
+
+
+def test_a_body_that_trickles_in_is_408_and_closed(strict: ServeProcess) -> None:
+    with connect(strict) as sock:
+        sock.sendall(b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        started = time.monotonic()
+        trickle(sock, b"{" + b" " * 999, every=0.1)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer[:200]
+    assert answer.endswith(b'{"error":"the request body did not arrive within 1 seconds of its head"}')
+    assert time.monotonic() - started < 5
+
+
+def test_a_body_still_coming_after_an_early_answer_is_cut_off(strict: ServeProcess) -> None:
+    # Refused on its Content-Length (413) before a byte of the body was read: the client may
+    # go on sending it, but not forever.
+    with connect(strict) as sock:
+        sock.sendall(b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(100):  # 10 s at most; the server closes after 1
+                sock.sendall(b" " * 10)
+                time.sleep(0.1)
+        answer = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+
+
+def test_connections_past_the_cap_get_503_for_inference_and_answers_for_probes(
+    strict: ServeProcess, cancer_rows: np.ndarray
+) -> None:
+    body = orjson.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": cancer_rows[0].tolist()}]}
+    )
+    infer = b"POST /v2/models/breast-cancer/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    held = [connect(strict) for _ in range(3)]
+    try:
+        time.sleep(0.2)  # the server has taken all three
+        with connect(strict) as sock:
+            sock.sendall(infer)
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:200]
+        assert b"retry-after: 1\r\n" in answer and b"connection: close\r\n" in answer
+        assert answer.endswith(
+            b'{"error":"the server has its limit of 3 connections open (--max-connections); retry on a new one"}'
+        )
+        with connect(strict) as sock:  # a probe is still answered, and the connection closed
+            sock.sendall(b"GET /v2/models/breast-cancer/ready HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = read_until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in answer
+        with held[0] as sock:  # a connection under the cap is served as always
+            sock.sendall(infer)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the server forgets the closed ones
+        with connect(strict) as sock:
+            sock.sendall(infer)
+            if sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n"):
+                return
+        time.sleep(0.1)
+    raise AssertionError("closed connections still counted against the cap")

@@ -36,6 +36,7 @@ from tests.serving.harness import (
     ModelHost,
     ServeProcess,
     free_port,
+    in_process,
     infer_body,
     output,
     scrape,
@@ -47,6 +48,7 @@ from tests.serving.test_grpc import SERVICE, infer_request
 
 NAME = "breast-cancer"
 CHUNKS = (1, 2, 3, 5)  # rows per request, in turn
+TOKEN = "d5f0c2a4b6e8f0a1c3e5a7b9d1f3a5c7"  # as the operator gives a deployment's stable and canary pods
 
 
 @pytest.fixture
@@ -59,7 +61,8 @@ def processes() -> Iterator[list[ServeProcess]]:
 
 def start(processes: list[ServeProcess], models: ExampleModels, version: str, track: str, *args: str) -> ServeProcess:
     model = str(models.path(NAME, version))
-    process = ServeProcess("--model", model, "--name", NAME, "--version", version, *args, env={t.TRACK_ENV: track})
+    env = {t.TRACK_ENV: track, t.SHADOW_TOKEN_ENV: TOKEN}
+    process = ServeProcess("--model", model, "--name", NAME, "--version", version, *args, env=env)
     processes.append(process)
     return process
 
@@ -340,10 +343,11 @@ def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
     cancer_v1: Model, cancer_rows: np.ndarray
 ) -> None:
     sink = Receiver()
-    server = InProcessServer(ServingApp(cancer_v1, AppOptions(track=t.CANARY, capture=capture_options(sink.url))))
+    options = AppOptions(track=t.CANARY, capture=capture_options(sink.url), shadow_token=TOKEN)
+    server = InProcessServer(ServingApp(cancer_v1, options))
     try:
         live = server.infer(infer_body(cancer_rows[:2]))
-        copies = [server.infer(infer_body(cancer_rows[i : i + 1]), headers={t.SHADOW_HEADER: "1"}) for i in range(5)]
+        copies = [server.infer(infer_body(cancer_rows[i : i + 1]), headers={t.SHADOW_HEADER: TOKEN}) for i in range(5)]
         text = server.metrics()
     finally:
         server.close()  # the lifespan shutdown writes what capture still holds
@@ -353,6 +357,25 @@ def test_a_mirrored_copy_is_answered_and_counted_apart_but_never_captured(
     assert requests_by_outcome(text, t.MIRRORED_REQUESTS)[t.OUTCOME_OK] == 5
     assert value(text, t.ROWS + "_total") == 2 + 5  # the model answered them all
     assert len(sink.rows) == 2  # only the live request's rows: stable sampled the copies' originals
+
+
+@pytest.mark.parametrize(("token", "sent"), [(TOKEN, "1"), (TOKEN, TOKEN[:-1]), (TOKEN, ""), ("", "1"), ("", "")])
+def test_a_request_that_claims_to_be_a_copy_without_the_token_is_refused_and_counted_live(
+    cancer_v1: Model, cancer_rows: np.ndarray, token: str, sent: str
+) -> None:
+    # Before, any client could send the header and have its requests left out of the canary's
+    # live telemetry (and capture): a canary judged on requests it never saw.
+    with in_process(ServingApp(cancer_v1, AppOptions(track=t.CANARY, shadow_token=token))) as server:
+        response = server.infer(infer_body(cancer_rows[:1]), headers={t.SHADOW_HEADER: sent})
+        text = server.metrics()
+    assert response.status_code == 403
+    assert response.json() == {
+        "error": "x-modeldeploy-shadow marks a copy that this model's stable pods mirror to it, and carries their "
+        "token; this request's does not match: leave the header out"
+    }
+    assert requests_by_outcome(text, t.REQUESTS)[t.OUTCOME_INVALID] == 1  # counted as what it is: a live request
+    assert sum(requests_by_outcome(text, t.MIRRORED_REQUESTS).values()) == 0
+    assert value(text, t.ROWS + "_total") == 0  # refused before its body was read
 
 
 def test_copies_that_arrive_while_a_connection_gathers_go_in_one_call(

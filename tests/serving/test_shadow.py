@@ -58,6 +58,7 @@ def test_an_empty_config_turns_mirroring_off(text: str) -> None:
         ('{"target": "https://c:1", "version": "7"}', "target must be a plain http:// URL"),
         ('{"target": "http://c:1/v2", "version": "7"}', "with no path, got 'http://c:1/v2'"),
         ('{"target": "http://c:0", "version": "7"}', "a port from 1 to 65535"),
+        ('{"target": "http://c:\u00b2", "version": "7"}', "a port from 1 to 65535"),  # isdigit(), not int()
         ('{"target": "http://c:1", "version": "7", "fraction": 1.5}', "fraction must be a number from 0 to 1, got 1.5"),
         ('{"target": "http://c:1", "version": "7", "fraction": "1"}', "fraction must be a number from 0 to 1, got '1'"),
         ('{"target": "http://c:1"}', "version must be the shadow's version label (a non-empty string), got None"),

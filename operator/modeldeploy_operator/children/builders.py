@@ -89,7 +89,7 @@ def build_deployment(
             "selector": {"matchLabels": selector_labels(name, track)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "revisionHistoryLimit": 3,
-            "template": build_pod_template(name, spec, settings, track),
+            "template": build_pod_template(meta, spec, settings, track),
         },
     }
 

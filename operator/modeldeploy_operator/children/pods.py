@@ -1,6 +1,8 @@
 """The serving pod: a ModelDeployment's spec and the operator settings in, a pod template out.
 
-An init container runs `modeldeploy fetch` (verifying the digest) into an emptyDir; the
+An init container runs `modeldeploy fetch` (verifying the digest) into an emptyDir whose
+size is bounded (the fetch step stops at MODEL_MAX_BYTES, the kubelet evicts past the
+volume's sizeLimit: a model that never ends cannot fill the node's disk); the
 server reads it from there and answers the protocol over REST (port `http`) and gRPC (port
 `grpc`, HTTP/2 without TLS, which the Services mark with `appProtocol`). Both containers
 run as a non-root user with a read-only root filesystem, no privilege escalation, no
@@ -11,17 +13,21 @@ The stable pods also mount the shadow config (an optional ConfigMap, empty or ab
 a shadow step mirrors to the canary): the server re-reads it, so a shadow starts and stops
 without restarting stable pods. The mount is in every stable pod template; it is not part
 of what the pods serve (the spec hash), so adding it restarts stable pods once (a rolling
-update) and never starts a rollout.
+update) and never starts a rollout. Both tracks get the resource's shadow token
+(shadow_token): stable sends it with each copy, and the canary counts a request as a copy
+only when it carries it, so a client cannot hide its requests from the canary's telemetry.
 
 Pure, like builders.py, whose Deployments carry this template.
 """
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import urllib.parse
 from typing import Any
 
+from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.draining import POD_DRAIN
 
 from modeldeploy_operator.api.base import parse_duration
@@ -43,6 +49,8 @@ SERVER_PORT = 8080
 GRPC_PORT = 9000  # the container's and the Service's: tritonclient.grpc and KServe's examples use 9000 too
 USER_ID = 65532
 MODELS_DIR = "/models"
+MODEL_MAX_BYTES = 2 * 1024**3  # the fetch step's --max-bytes: protobuf's limit, no ONNX file is larger
+MODEL_VOLUME_LIMIT = f"{MODEL_MAX_BYTES // 2**20 + 256}Mi"  # the model emptyDir: the largest model, and room
 PVC_DIR = "/mnt/model-claim"
 FETCH_CONTAINER = "fetch-model"
 POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # as modeldeploy_serving.server reads them
@@ -78,12 +86,24 @@ def _fetch_source(uri: str) -> tuple[str, list[Obj], list[Obj]]:
     return f"{PVC_DIR}/{parsed.path.lstrip('/')}", [volume], [mount]
 
 
-def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
+def shadow_token(meta: Obj) -> str:
+    """The value of the shadow header that marks a copy mirrored between this resource's pods.
+
+    Derived from the resource's uid, which the API server makes at random: every pod of
+    either track (and every operator replica) computes the same token, and a client of the
+    model, who cannot read the cluster's objects, cannot know it. Whoever can read the
+    namespace's pods can; they can read the model's telemetry anyway.
+    """
+    return hashlib.blake2b(f"modeldeploy shadow token\0{meta['uid']}".encode(), digest_size=16).hexdigest()
+
+
+def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
     """The serving pod; a canary pod also has a readiness gate, so it takes no live traffic
     until the operator opens it (after the signature check)."""
+    name = meta["name"]
     model = spec.model
     source, volumes, mounts = _fetch_source(model.uri)
-    fetch_args = ["fetch", source, "--dest", MODELS_DIR]
+    fetch_args = ["fetch", source, "--dest", MODELS_DIR, "--max-bytes", str(MODEL_MAX_BYTES)]
     if model.sha256:
         fetch_args += ["--sha256", model.sha256]
     fetch: Obj = {
@@ -131,7 +151,10 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
             "--drain-max-seconds",
             f"{POD_DRAIN.max_seconds:g}",
         ],
-        "env": [{"name": "MODELDEPLOY_TRACK", "value": track}],
+        "env": [
+            {"name": t.TRACK_ENV, "value": track},
+            {"name": t.SHADOW_TOKEN_ENV, "value": shadow_token(meta)},
+        ],
         "ports": [
             {"name": "http", "containerPort": SERVER_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
@@ -172,7 +195,7 @@ def build_pod_template(name: str, spec: ModelDeploymentSpec, settings: Settings,
         "initContainers": [fetch],
         "containers": [server],
         "volumes": [
-            {"name": "models", "emptyDir": {}},
+            {"name": "models", "emptyDir": {"sizeLimit": MODEL_VOLUME_LIMIT}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
             *volumes,
         ],
