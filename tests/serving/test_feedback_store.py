@@ -22,9 +22,12 @@ import pytest
 from modeldeploy_serving import inference_pb2 as pb
 from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import AppOptions, ServingApp
-from modeldeploy_serving.feedback import FeedbackOptions, prediction_key
+from modeldeploy_serving.feedback import FeedbackOptions, FeedbackTarget, Label, Outcome, Prediction, prediction_key
+from modeldeploy_serving.feedback_store import LabelJoin, PredictionLog, connect
+from modeldeploy_serving.feedback_telemetry import FeedbackTelemetry
 from modeldeploy_serving.model import Model, ModelLoadError
-from prometheus_client import generate_latest
+from modeldeploy_serving.sampling import RowSource
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import InProcessServer, ServeProcess, buckets, free_port, infer_body, value
@@ -370,3 +373,41 @@ def test_the_serve_command_records_rest_and_grpc_answers_for_labels(
     finally:
         process.close()
         store.close()
+
+
+def test_text_labels_are_kept_as_text_and_joined(redis_store: RedisServer, prefix: str) -> None:
+    options = FeedbackOptions(redis_store.url, prefix=prefix)
+    client = connect(options)
+    log = PredictionLog(client, options, RowSource("pets", "4", t.CANARY), lambda rows: None)
+    log.start()
+    try:
+        log.record("photo-1", np.array([b"cat", "dog"], dtype=object), 2)
+        log.settle(5.0)
+        labels = [
+            Label("photo-1", 0, "cat", "cat"),
+            Label("photo-1", 1, "cat", "cat"),
+            Label("photo-2", 0, "cat", "cat"),
+        ]
+        results = LabelJoin(client, options).join(labels)
+    finally:
+        log.stop()
+        client.close()
+    assert [outcome.result for outcome in results] == [t.RESULT_MATCHED, t.RESULT_MATCHED, t.RESULT_UNMATCHED]
+    prediction = results[0].prediction
+    assert prediction is not None and prediction[:2] == ("4", "canary") and prediction.predicted == ["cat", "dog"]
+
+
+def test_versions_past_the_cap_are_counted_as_one() -> None:
+    registry = CollectorRegistry()
+    target = FeedbackTarget("label", "labels", classes=("0", "1"))
+    telemetry = FeedbackTelemetry(registry, ("m", "1", "stable"), target)
+    label = Label("a", 0, "1", 1)
+    outcomes = [
+        Outcome(t.RESULT_MATCHED, label, Prediction(str(version), t.STABLE, 0.0, [1]))
+        for version in range(t.MAX_FEEDBACK_VERSIONS + 4)
+    ]
+    telemetry.count(outcomes, 10.0)
+    page = generate_latest(registry).decode()
+    assert value(page, t.FEEDBACK + "_total", result="matched", version=t.OTHER_VERSION) == 4
+    assert value(page, t.FEEDBACK_CORRECT + "_total", version="3") == 1
+    assert value(page, t.FEEDBACK_DELAY + "_sum", version="3") == 10.0
