@@ -66,8 +66,7 @@ class Feedback:
         self.capture: Capture | None = None  # set by the app when it captures: labels are written there too
         self.telemetry = FeedbackTelemetry(registry, (source.model, source.version, source.track), target)
         self.client = connect(options)
-        self.log = PredictionLog(self.client, options, source, self.telemetry.written.inc)
-        self.log.dropped = self.telemetry.drop
+        self.log = PredictionLog(self.client, options, source, self.telemetry.written.inc, self.telemetry.drop)
         self.join = LabelJoin(self.client, options)
 
     def describe(self) -> str:

@@ -86,16 +86,22 @@ class _Answered(NamedTuple):
 
 
 class PredictionLog:
-    """The bounded queue and the writer thread of one serving process."""
+    """The bounded queue and the writer thread of one serving process; `written` and `dropped`
+    count the rows that reached the store and those that did not (by reason)."""
 
     def __init__(
-        self, client: redis.Redis, options: f.FeedbackOptions, source: RowSource, written: Callable[[int], None]
+        self,
+        client: redis.Redis,
+        options: f.FeedbackOptions,
+        source: RowSource,
+        written: Callable[[int], None],
+        dropped: Drop,
     ) -> None:
         self.options = options
         self._head = [source.version, source.track]
         self._script = client.register_script(WRITE_PREDICTIONS)
         self._written = written
-        self.dropped: Drop = lambda reason, rows: None  # set by the owner to count drops
+        self._dropped = dropped
         self._queue: deque[_Answered] = deque()
         self._queued_rows = 0
         self._queued_total = 0  # requests ever queued
@@ -134,7 +140,7 @@ class PredictionLog:
                 if len(self._queue) >= self.options.batch_requests:
                     self._ready.notify_all()
         if full:
-            self.dropped(t.DROP_QUEUE_FULL, rows)
+            self._dropped(t.DROP_QUEUE_FULL, rows)
 
     def settle(self, timeout: float) -> None:
         """Wait (at most `timeout` seconds) until every request queued so far is in the store:
@@ -186,7 +192,7 @@ class PredictionLog:
             self._script(keys=keys, args=args)
         except Exception as error:  # whatever the store does, the server keeps serving
             self._failures.note(rows, error)
-            self.dropped(t.DROP_STORE_ERROR, rows)
+            self._dropped(t.DROP_STORE_ERROR, rows)
         else:
             self._written(rows)
 

@@ -378,7 +378,7 @@ def test_the_serve_command_records_rest_and_grpc_answers_for_labels(
 def test_text_labels_are_kept_as_text_and_joined(redis_store: RedisServer, prefix: str) -> None:
     options = FeedbackOptions(redis_store.url, prefix=prefix)
     client = connect(options)
-    log = PredictionLog(client, options, RowSource("pets", "4", t.CANARY), lambda rows: None)
+    log = PredictionLog(client, options, RowSource("pets", "4", t.CANARY), lambda rows: None, lambda why, rows: None)
     log.start()
     try:
         log.record("photo-1", np.array([b"cat", "dog"], dtype=object), 2)
