@@ -82,6 +82,15 @@ def _store(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _window(text: str) -> float:
+    from modeldeploy_serving.feedback import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _add_feedback_flags(serve: argparse.ArgumentParser) -> None:
     feedback = serve.add_argument_group(
         "feedback: labels sent back by answer id (docs/feedback.md; off unless --feedback-store is given)"
@@ -94,9 +103,9 @@ def _add_feedback_flags(serve: argparse.ArgumentParser) -> None:
     )
     feedback.add_argument(
         "--feedback-window",
-        type=_duration,
+        type=_window,
         default=3600.0,
-        help="how long a prediction waits for its label, e.g. 30m or 24h (default 1h)",
+        help="how long a prediction waits for its label, e.g. 30m, 24h or 168h (default 1h)",
     )
     feedback.add_argument(
         "--feedback-prefix", help="the deployment's part of every key in the store (default: the model's name)"
