@@ -12,7 +12,9 @@ PORT ?= 8080
 # CNI plugins, iptables, umoci, debootstrap) when missing. Installed only when run as root.
 # prometheus: the telemetry tests start their own on a free port; the system service the
 # package installs is disabled (on a machine with systemd) so nothing else holds :9090.
-SYSTEM_PACKAGES := shellcheck debootstrap umoci runc prometheus
+# redis-server: the feedback tests start their own on a free port (the feedback store); the
+# package's system service is disabled the same way.
+SYSTEM_PACKAGES := shellcheck debootstrap umoci runc prometheus redis-server
 
 .PHONY: demo demo-down serve cluster-demo cluster-binaries test lint venv models clean system-packages
 
@@ -70,6 +72,9 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  case "$$missing" in *prometheus*) \
 	    if [ -d /run/systemd/system ]; then systemctl disable --now prometheus prometheus-node-exporter || true; fi;; \
+	  esac; \
+	  case "$$missing" in *redis-server*) \
+	    if [ -d /run/systemd/system ]; then systemctl disable --now redis-server || true; fi;; \
 	  esac; \
 	fi
 

@@ -74,6 +74,51 @@ def _sink(text: str) -> str:
     return text
 
 
+def _store(text: str) -> str:
+    from modeldeploy_serving.feedback import check_store_url
+
+    try:
+        return check_store_url(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _window(text: str) -> float:
+    from modeldeploy_serving.feedback import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _add_feedback_flags(serve: argparse.ArgumentParser) -> None:
+    feedback = serve.add_argument_group(
+        "feedback: labels sent back by answer id (docs/feedback.md; off unless --feedback-store is given)"
+    )
+    feedback.add_argument(
+        "--feedback-store",
+        type=_store,
+        help="redis://[USER:PASSWORD@]HOST:PORT/DB (or rediss://): where predictions wait for their labels; "
+        "credentials also from MODELDEPLOY_FEEDBACK_STORE_USERNAME and _PASSWORD",
+    )
+    feedback.add_argument(
+        "--feedback-window",
+        type=_window,
+        default=3600.0,
+        help="how long a prediction waits for its label, e.g. 30m, 24h or 168h (default 1h)",
+    )
+    feedback.add_argument(
+        "--feedback-prefix", help="the deployment's part of every key in the store (default: the model's name)"
+    )
+    feedback.add_argument(
+        "--feedback-queue-rows",
+        type=_positive,
+        default=100_000,
+        help="predictions waiting to be written to the store; more are dropped and counted (default 100000)",
+    )
+
+
 def _add_shadow_flags(serve: argparse.ArgumentParser) -> None:
     """Mirroring to a shadow (docs/serving.md, Shadow traffic): off unless --shadow-config is given."""
     serve.add_argument(
@@ -174,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_limit_flags(serve)
     _add_drain_flags(serve)
     _add_shadow_flags(serve)
+    _add_feedback_flags(serve)
 
     capture = serve.add_argument_group("production capture (docs/capture.md; off unless --capture-sink is given)")
     capture.add_argument(
@@ -329,6 +375,7 @@ def _serve(args: argparse.Namespace) -> int:
     from modeldeploy_serving import telemetry as t
     from modeldeploy_serving.connections import ConnectionLimits
     from modeldeploy_serving.draining import DrainOptions
+    from modeldeploy_serving.feedback import FeedbackOptions
     from modeldeploy_serving.fetching import FetchError
     from modeldeploy_serving.model import ModelLoadError
     from modeldeploy_serving.sampling import CaptureOptions
@@ -354,6 +401,14 @@ def _serve(args: argparse.Namespace) -> int:
             batch_rows=args.capture_batch_rows,
             flush_seconds=args.capture_flush_interval_seconds,
             queue_rows=args.capture_queue_rows,
+        )
+    feedback = None
+    if args.feedback_store:
+        feedback = FeedbackOptions(
+            store=args.feedback_store,
+            window_seconds=args.feedback_window,
+            prefix=args.feedback_prefix or "",
+            queue_rows=args.feedback_queue_rows,
         )
     options = ServeOptions(
         model=args.model,
@@ -385,6 +440,7 @@ def _serve(args: argparse.Namespace) -> int:
         shadow_connections=args.shadow_connections,
         shadow_merge_wait_seconds=args.shadow_merge_wait_ms / 1000,
         shadow_token=token,
+        feedback=feedback,
     )
     try:
         serve(options)

@@ -32,6 +32,8 @@ from modeldeploy_serving.answers import AnswerWriter
 from modeldeploy_serving.batching import Batcher
 from modeldeploy_serving.capture import Capture
 from modeldeploy_serving.encoding import COMPRESS_FROM_BYTES, BodyDecoder, accepted_encoding, compress
+from modeldeploy_serving.feedback import FeedbackOptions
+from modeldeploy_serving.feedback_service import FEEDBACK_OFF, Feedback
 from modeldeploy_serving.inflight import DEFAULT_MAX_INFLIGHT_BYTES, InFlight, Share
 from modeldeploy_serving.metrics import ServerMetrics
 from modeldeploy_serving.mirroring import Mirror, MirrorOptions
@@ -87,6 +89,7 @@ class AppOptions:
     # The deployment's shadow token: a request whose SHADOW_HEADER carries it is a copy mirrored
     # by its stable pods; any other value is refused. Empty: this server takes no copies.
     shadow_token: str = ""
+    feedback: FeedbackOptions | None = None  # predictions kept in a store for labels to join
 
 
 class ServingApp:
@@ -125,6 +128,7 @@ class ServingApp:
         # Other listeners sharing this model (the gRPC service) start and stop with the app.
         self.on_startup: list[Callable[[], Awaitable[None]]] = []
         self.on_shutdown: list[Callable[[], Awaitable[None]]] = []
+        self.feedback = self._feedback_of(options.feedback, source)
         self.parser = RequestParser(model.inputs, model.outputs, options.large_body_bytes)
         self.answers = AnswerWriter(model.name, model.version, model.outputs)
         self.ready = False
@@ -141,6 +145,7 @@ class ServingApp:
         self.model_route("GET", "/ready", self._model_ready)
         self.model_route("GET", "/profile", self._model_profile)
         self.model_route("POST", "/infer", self._infer)
+        self.model_route("POST", "/feedback", self._take_feedback)
 
     def route(self, method: str, path: str, handler: Handler) -> None:
         self._routes[(method, path)] = handler
@@ -179,6 +184,16 @@ class ServingApp:
             await _respond(send, 405, {"error": message}, [(b"allow", ", ".join(allowed).encode())])
             return
         await _respond(send, 404, {"error": self._no_route(scope["path"])})
+
+    def _feedback_of(self, options: FeedbackOptions | None, source: RowSource) -> Feedback | None:
+        """Feedback (docs/feedback.md), when a store is given: it starts and stops with the app."""
+        if options is None:
+            return None
+        feedback = Feedback(options, self.model, source, self.metrics.registry)
+        feedback.capture = self.capture
+        self.on_startup.append(feedback.start)
+        self.on_shutdown.append(feedback.stop)
+        return feedback
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -258,6 +273,23 @@ class ServingApp:
         body = generate_latest(self.metrics.registry)
         await _send(send, 200, body, CONTENT_TYPE_LATEST.encode())
 
+    async def _take_feedback(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Labels for earlier answers, by id: joined to their predictions (feedback_service.py)."""
+        if self.feedback is None:
+            await _respond(send, 404, {"error": FEEDBACK_OFF})
+            return
+        share = self.inflight.share()  # a feedback body counts against the bytes in flight too
+        try:
+            try:
+                body = await self._read_body(scope, scope[HEADERS], receive, share)
+            except ProtocolError as error:
+                await _respond(send, error.status, {"error": str(error)})
+                return
+            status, document, headers = await self.feedback.answer(body)
+            await _respond(send, status, document, headers)
+        finally:
+            share.give_back()
+
     async def _infer(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers: dict[bytes, bytes] = scope[HEADERS]
@@ -333,11 +365,14 @@ class ServingApp:
     def settle(
         self, request: InferenceRequest, outputs: dict[str, np.ndarray], batch_finite: bool, capture: bool
     ) -> None:
-        """After inference: refuse NaN or infinity in the answer, offer the rows to capture."""
+        """After inference: refuse NaN or infinity in the answer, offer the rows to capture and
+        the predictions to feedback (a mirrored copy, capture=False, is neither: the live answer is)."""
         if not batch_finite:  # somewhere in the batch: perhaps in these rows
             check_outputs_finite(outputs, request.outputs, request.inputs)
         if capture and self.capture is not None:
             self.capture.offer(request.id, request.inputs, outputs, request.rows)
+        if capture and self.feedback is not None:
+            self.feedback.record(request.id, outputs, request.rows)
 
     def unexpected(self, error: Exception, where: str) -> tuple[int, str, str]:
         """(500, outcome, message) for an error nobody foresaw: one line for the client and

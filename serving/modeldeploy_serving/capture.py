@@ -33,6 +33,8 @@ from modeldeploy_serving.sampling import (
     Answered,
     CaptureOptions,
     FeatureNames,
+    LabelRows,
+    Row,
     RowSampler,
     RowSource,
     Sink,
@@ -72,7 +74,7 @@ class Capture:
         self._written = written
         self._dropped = dropped or {}
         self._write: Write = self._put_object if self.sink.kind == "s3" else self._post
-        self._queue: deque[Answered] = deque()
+        self._queue: deque[Answered | LabelRows] = deque()
         self._queued_rows = 0
         self._ready = threading.Condition()
         self._stopping = False
@@ -115,6 +117,20 @@ class Capture:
         if full:
             self._drop(t.DROP_QUEUE_FULL, taken)
 
+    def offer_labels(self, rows: list[Row]) -> None:
+        """Queue labels sent back (feedback.md): all of them, unsampled, while the queue has room."""
+        if not rows:
+            return
+        with self._ready:
+            full = self._queued_rows + len(rows) > self.options.queue_rows
+            if not full:
+                self._queue.append(LabelRows(rows))
+                self._queued_rows += len(rows)
+                if self._queued_rows >= self.options.batch_rows:
+                    self._ready.notify()
+        if full:
+            self._drop(t.DROP_QUEUE_FULL, len(rows))
+
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
@@ -139,9 +155,9 @@ class Capture:
             if stopping:
                 return
 
-    def _take_batch(self) -> list[Answered]:
+    def _take_batch(self) -> list[Answered | LabelRows]:
         """Whole entries from the queue, up to batch_rows rows (at least one entry)."""
-        entries: list[Answered] = []
+        entries: list[Answered | LabelRows] = []
         rows = 0
         while self._queue and (not entries or rows + self._queue[0].rows <= self.options.batch_rows):
             entry = self._queue.popleft()
@@ -150,12 +166,10 @@ class Capture:
         self._queued_rows -= rows
         return entries
 
-    def _flush(self, entries: list[Answered]) -> None:
+    def _flush(self, entries: list[Answered | LabelRows]) -> None:
         try:
             lines = [
-                orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
-                for entry in entries
-                for row in capture_rows(self.source, entry, self.names)
+                orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY) for entry in entries for row in self._rows(entry)
             ]
         except Exception:  # a value that cannot be written as JSON: count it, keep serving
             log.exception("capture: could not write %d rows as JSON lines", sum(e.rows for e in entries))
@@ -164,6 +178,9 @@ class Capture:
         for start in range(0, len(lines), self.options.batch_rows):
             chunk = lines[start : start + self.options.batch_rows]
             self._send(b"\n".join(chunk) + b"\n", len(chunk))
+
+    def _rows(self, entry: Answered | LabelRows) -> list[Row]:
+        return capture_rows(self.source, entry, self.names) if isinstance(entry, Answered) else entry.lines
 
     def _send(self, body: bytes, rows: int) -> None:
         """Write one batch, retrying with a doubling delay; count it as written or dropped."""

@@ -42,6 +42,35 @@ class Answered:
 
 
 @dataclass(frozen=True)
+class LabelRows:
+    """Labels sent back for earlier answers (docs/feedback.md), as rows of their own:
+    every label is written, none is sampled."""
+
+    lines: list[Row]
+
+    @property
+    def rows(self) -> int:
+        return len(self.lines)
+
+
+def label_row(source: RowSource, timestamp: float, request_id: str, row: int, truth: Any, matched: bool) -> Row:
+    """A label as the capture sink gets it: {timestamp, model, version, track, id, row, truth,
+    matched}. It joins the captured row of its prediction on (id, row); model, version and
+    track are the server's that received it, as on every row it writes; `matched` says
+    whether the prediction was still in the feedback store (within the window)."""
+    return {
+        "timestamp": iso_time(timestamp),
+        "model": source.model,
+        "version": source.version,
+        "track": source.track,
+        "id": request_id,
+        "row": row,
+        "truth": truth,
+        "matched": matched,
+    }
+
+
+@dataclass(frozen=True)
 class Sink:
     """Where captured rows go: an S3 bucket and key prefix, or an HTTP(S) endpoint."""
 

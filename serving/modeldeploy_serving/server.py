@@ -26,6 +26,7 @@ from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.app import DEFAULT_MAX_REQUEST_BYTES, AppOptions, ServingApp
 from modeldeploy_serving.connections import ConnectionLimits, guarded_protocol
 from modeldeploy_serving.draining import Drain, DrainOptions
+from modeldeploy_serving.feedback import FeedbackOptions
 from modeldeploy_serving.fetching import fetch
 from modeldeploy_serving.grpc_service import GrpcService
 from modeldeploy_serving.inflight import DEFAULT_MAX_INFLIGHT_BYTES
@@ -42,6 +43,9 @@ from modeldeploy_serving.sampling import CaptureOptions
 
 POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # set by the operator from the downward API
 NAMESPACE_ENV = "MODELDEPLOY_NAMESPACE"
+# The feedback store's credentials, when its URL has none (the operator sets them from a Secret).
+STORE_USERNAME_ENV = "MODELDEPLOY_FEEDBACK_STORE_USERNAME"
+STORE_PASSWORD_ENV = "MODELDEPLOY_FEEDBACK_STORE_PASSWORD"  # noqa: S105 (the variable's name)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class ServeOptions:
     shadow_connections: int = DEFAULT_CONNECTIONS
     shadow_merge_wait_seconds: float = MERGE_WAIT_SECONDS
     shadow_token: str = ""  # MODELDEPLOY_SHADOW_TOKEN: marks copies sent and accepted; none taken without it
+    feedback: FeedbackOptions | None = None  # predictions kept in a store for labels to join; off unless given
 
 
 def local_model_path(model: str, sha256: str | None, scratch: Path) -> Path:
@@ -139,6 +144,7 @@ def build_app(options: ServeOptions, path: Path, drain: Drain | None = None) -> 
                 if options.shadow_config is not None
                 else None
             ),
+            feedback=_with_credentials(options.feedback),
         ),
     )
     if options.grpc_port is not None:
@@ -152,6 +158,17 @@ def _with_identity(capture: CaptureOptions | None) -> CaptureOptions | None:
         return None
     pod = capture.pod or os.environ.get(POD_NAME_ENV) or socket.gethostname()
     return dataclasses.replace(capture, pod=pod, namespace=capture.namespace or os.environ.get(NAMESPACE_ENV, ""))
+
+
+def _with_credentials(feedback: FeedbackOptions | None) -> FeedbackOptions | None:
+    """Feedback options with the store's username and password from the environment, if set."""
+    if feedback is None:
+        return None
+    return dataclasses.replace(
+        feedback,
+        username=feedback.username or os.environ.get(STORE_USERNAME_ENV, ""),
+        password=feedback.password or os.environ.get(STORE_PASSWORD_ENV, ""),
+    )
 
 
 def serve(options: ServeOptions) -> None:

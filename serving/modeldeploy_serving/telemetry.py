@@ -68,6 +68,31 @@ CAPTURE_DROPPED_ROWS: Final = "modeldeploy_capture_dropped_rows"  # counter: rea
 # live requests.
 MIRRORED_REQUESTS: Final = "modeldeploy_mirrored_requests"  # counter: outcome
 
+# Feedback (docs/feedback.md): labels sent back by answer id and joined to the predictions
+# recorded in the feedback store. Exported only by a server started with --feedback-store.
+# The quality series are labelled with the version and track of the prediction a label
+# joined (any pod's, stable or canary, including pods already gone), not of the server
+# that received the label; an unmatched label has no prediction and carries the server's.
+FEEDBACK: Final = "modeldeploy_feedback"  # counter: result, one of FEEDBACK_RESULTS
+FEEDBACK_CORRECT: Final = "modeldeploy_feedback_correct"  # counter: output; matched labels equal to the prediction
+FEEDBACK_CONFUSION: Final = "modeldeploy_feedback_confusion"  # counter: output, truth, predicted
+FEEDBACK_ABSOLUTE_ERROR: Final = "modeldeploy_feedback_absolute_error"  # histogram: output; |truth - prediction|
+FEEDBACK_DELAY: Final = "modeldeploy_feedback_delay_seconds"  # histogram: from the prediction to its label
+FEEDBACK_REQUESTS: Final = "modeldeploy_feedback_requests"  # counter: outcome (calls of the feedback endpoint)
+FEEDBACK_PREDICTIONS: Final = "modeldeploy_feedback_predictions"  # counter: predictions written to the store
+FEEDBACK_PREDICTIONS_DROPPED: Final = "modeldeploy_feedback_predictions_dropped"  # counter: reason
+LABEL_RESULT: Final = "result"
+LABEL_TRUTH: Final = "truth"
+LABEL_PREDICTED: Final = "predicted"
+RESULT_MATCHED: Final = "matched"  # the first label for a prediction still in the store
+RESULT_UNMATCHED: Final = "unmatched"  # no such prediction: unknown id or row, or past the window
+RESULT_DUPLICATE: Final = "duplicate"  # the prediction was labelled before; counted once
+FEEDBACK_RESULTS: Final = (RESULT_MATCHED, RESULT_UNMATCHED, RESULT_DUPLICATE)
+DROP_STORE_ERROR: Final = "store_error"  # the store refused the write or did not answer in time
+FEEDBACK_DROP_REASONS: Final = (DROP_QUEUE_FULL, DROP_STORE_ERROR)
+OTHER_VERSION: Final = "other"  # versions past MAX_FEEDBACK_VERSIONS count under this one
+MAX_FEEDBACK_VERSIONS: Final = 16  # (version, track) pairs with series of their own, per server
+
 # Shadow traffic, exported by the server that mirrors (stable), labelled BASE_LABELS and
 # LABEL_SHADOW_VERSION (the version that answered the copies).
 SHADOW_HEADER: Final = "x-modeldeploy-shadow"  # on every mirrored request; its value is the shadow token
@@ -122,6 +147,24 @@ REQUEST_DURATION_BUCKETS: Final = (
     5.0,
 )
 BATCH_SIZE_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+# Seconds from a prediction to its label: a click comes in seconds, a chargeback in days.
+FEEDBACK_DELAY_BUCKETS: Final = (
+    1.0,
+    5.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    21600.0,
+    86400.0,
+    259200.0,
+    604800.0,
+)
 
 # Edges of SHADOW_OUTPUT_DELTA for scores (probabilities, in [0, 1]); exactly equal answers
 # fall in the first bucket (le="0.0"). A regression output's edges are these times the power
