@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
-import importlib.util
 import os
 import signal
 import socket
@@ -35,24 +34,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # tests/ and examples/ are folders of the repository, not packages installed
+
+from tests.conftest import load_training_script  # noqa: E402
+from tests.serving.harness import free_port  # noqa: E402
+
 MODELDEPLOY = str(Path(sys.executable).with_name("modeldeploy"))
 NAME = "breast-cancer"
 BODY_BYTES = 16 * 1024 * 1024  # the default --max-request-bytes
-
-
-def train(folder: Path) -> None:
-    spec = importlib.util.spec_from_file_location("train", HERE.parent / "examples" / "train.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.train(folder)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class Server:
@@ -171,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="modeldeploy-hostile-") as scratch:
         folder = Path(scratch)
-        train(folder)
+        load_training_script().train(folder)
         model = folder / f"{NAME}-v1.onnx"
         if args.scenario == "stacked-gzip":
             stacked_gzip(model, (folder / f"{NAME}-request.json").read_bytes(), args.codings, args.requests)

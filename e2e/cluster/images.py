@@ -13,6 +13,10 @@ makes an image with the same contents on machines without a Docker engine (ours,
 Wheels are gathered by the host's pip (CPython 3.11 on glibc, like the image), so the
 host's pip configuration (index, certificates) is used and the image never needs a
 compiler or the network; inside the image's root filesystem pip installs offline.
+The host's pip resolves environment markers for the host's Python, and the image's is
+Debian's (3.11.2 in bookworm), so a dependency only the image's Python needs (redis needs
+async-timeout below 3.11.3) is found by walking the wheels' requirements with the image's
+own markers and gathered too.
 
 Public surface, for the launcher, the tests and people:
 - `project_image(repo_root) -> (reference, archive)`: builds when needed.
@@ -38,9 +42,13 @@ import sys
 import tempfile
 import time
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from e2e.cluster import oci, rootfs, settings
 
@@ -204,7 +212,10 @@ def _build(repo_root: Path, key: str, log: Log) -> None:
     with tempfile.TemporaryDirectory(prefix="modeldeploy-image-") as tmp:
         scratch = Path(tmp)
         deps_folder = images_dir() / f"deps-{deps_key(repo_root)}"
-        _gather_wheels(repo_root, scratch / "wheels", with_dependencies=not deps_folder.exists(), log=log)
+        with_dependencies = not deps_folder.exists()
+        _gather_wheels(repo_root, scratch / "wheels", with_dependencies=with_dependencies, log=log)
+        if with_dependencies:
+            _gather_image_only_wheels(scratch / "wheels", _image_markers(base, scratch), log)
         deps = _ensure_deps(base, deps_folder, scratch, log)
         _build_project(repo_root, base, deps, images_dir() / key, key, scratch, log)
 
@@ -264,6 +275,95 @@ def _gather_wheels(repo_root: Path, wheels: Path, with_dependencies: bool, log: 
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+
+
+MARKERS_SCRIPT = """
+import json, os, platform, sys
+version = platform.python_version()
+print(json.dumps({
+    "implementation_name": sys.implementation.name,
+    "implementation_version": version,
+    "os_name": os.name,
+    "platform_machine": platform.machine(),
+    "platform_python_implementation": platform.python_implementation(),
+    "platform_release": platform.release(),
+    "platform_system": platform.system(),
+    "platform_version": platform.version(),
+    "python_full_version": version,
+    "python_version": ".".join(platform.python_version_tuple()[:2]),
+    "sys_platform": sys.platform,
+}), file=open("/mnt/markers.json", "w"))
+"""
+"""Prints the image's environment markers (PEP 508), as packaging's default_environment does."""
+
+
+def _image_markers(base: Path, scratch: Path) -> dict[str, str]:
+    """The environment markers of the image's own Python, read by running it."""
+    rootfs.run_in_root(
+        base / "rootfs",
+        ["/usr/bin/python3", "-c", MARKERS_SCRIPT],
+        binds={"/mnt": scratch},
+        what="reading the image's Python version",
+    )
+    markers: dict[str, str] = json.loads((scratch / "markers.json").read_text())
+    return markers
+
+
+def _requirements(wheel: Path) -> list[Requirement]:
+    """A wheel's Requires-Dist lines."""
+    with zipfile.ZipFile(wheel) as archive:
+        [metadata] = [name for name in archive.namelist() if name.endswith(".dist-info/METADATA")]
+        lines = archive.read(metadata).decode().splitlines()
+    return [Requirement(line.split(":", 1)[1]) for line in lines if line.startswith("Requires-Dist:")]
+
+
+def _missing_for_image(wheels: Path, markers: dict[str, str]) -> list[str]:
+    """Requirements that the project's dependency tree has under the image's markers and
+    that no wheel in `wheels` provides, walked from the project with its EXTRAS."""
+    found = {canonicalize_name(parse_wheel_filename(wheel.name)[0]): wheel for wheel in wheels.glob("*.whl")}
+    wanted = {canonicalize_name("modeldeploy"): set(EXTRAS.split(","))}
+    missing: dict[str, Requirement] = {}
+    queue = [canonicalize_name("modeldeploy")]
+    while queue:
+        name = queue.pop()
+        for requirement in _requirements(found[name]):
+            extras = {""} | wanted[name]
+            if requirement.marker and not any(requirement.marker.evaluate({**markers, "extra": e}) for e in extras):
+                continue
+            needed = canonicalize_name(requirement.name)
+            if needed not in found:
+                missing[needed] = requirement
+                continue
+            before = wanted.get(needed)
+            wanted[needed] = (before or set()) | requirement.extras
+            if wanted[needed] != before:
+                queue.append(needed)
+    return sorted(f"{requirement.name}{requirement.specifier}" for requirement in missing.values())
+
+
+def _gather_image_only_wheels(wheels: Path, markers: dict[str, str], log: Log) -> None:
+    """Gather what the image's Python needs and the host's did not (until nothing is missing)."""
+    for _ in range(5):
+        missing = _missing_for_image(wheels, markers)
+        if not missing:
+            return
+        log(f"gathering wheels that Python {markers['python_full_version']} in the image needs: {', '.join(missing)}")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--wheel-dir",
+            str(wheels),
+            "--constraint",
+            str(wheels / "constraints.txt"),
+            *missing,
+        ]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+    raise RuntimeError(f"wheels for the image's Python still missing after five rounds: {', '.join(missing)}")
 
 
 def _project_wheel(wheels: Path) -> str:
