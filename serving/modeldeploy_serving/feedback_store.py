@@ -150,7 +150,7 @@ class PredictionLog:
                 self._queue.append(entry)
                 self._queued_rows += rows
                 self._queued_total += 1
-                if len(self._queue) >= self.options.batch_requests:
+                if len(self._queue) in (1, self.options.batch_requests):  # the first waits flush_seconds
                     self._ready.notify_all()
         if full:
             self._dropped(t.DROP_QUEUE_FULL, rows)
@@ -173,8 +173,10 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            deadline = time.monotonic() + self.options.flush_seconds
             with self._ready:
+                while not (self._stopping or self._urgent or self._queue):
+                    self._ready.wait()  # nothing to write: record() wakes it
+                deadline = time.monotonic() + self.options.flush_seconds
                 while not (self._stopping or self._urgent) and len(self._queue) < self.options.batch_requests:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
