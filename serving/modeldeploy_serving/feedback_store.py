@@ -3,9 +3,13 @@
 An answer must never wait for the store. record() runs after the answer is computed, on
 the event loop: a reference to the request's predicted labels or values goes into a
 bounded queue without blocking; a full queue drops them and counts them. A background
-thread writes what waits in one call a batch (a short Lua script that sets each request's
-key with its expiry), every few milliseconds; a batch the store refuses or does not
-answer in time is dropped, counted and logged. Nothing here raises into a request.
+thread writes what waits every few milliseconds, a batch in one call: one JSON document
+of the batch's answers, which a short Lua script in the store turns into one key per
+answer with its expiry. The writer thread shares the GIL with the event loop, so its cost
+per answer is what serving pays: one document a batch keeps it to building a small list
+(a command of three arguments per key would cost ten times more in redis-py's encoding).
+A batch the store refuses or does not answer in time is dropped, counted and logged.
+Nothing here raises into a request.
 
 Labels are joined in two calls, whatever their number: one MGET of the distinct answers'
 predictions, then one script that sets the "labelled" mark of each (id, row) that has a
@@ -38,13 +42,21 @@ log = logging.getLogger(__name__)
 STOP_SECONDS = 5.0  # longest shutdown waits for the last predictions to be written
 WARN_EVERY_SECONDS = 60.0  # a store that keeps failing is logged once a minute, with a count
 
-# KEYS[i] is set to ARGV[2i - 1], expiring at ARGV[2i] (Unix milliseconds: the window after
-# the prediction). One call a batch: a pipeline of SETs costs the client ten times more.
+# A batch of answered requests, one key each. ARGV[1]: the keys' common head (f.prediction_key
+# with an empty id); ARGV[2]: JSON [version, track]; ARGV[3]: JSON [[id, answered at (Unix
+# seconds), [prediction, ...]], ...]; ARGV[4]: the window in milliseconds. Each key holds
+# [version, track, answered at, [prediction, ...]] and expires the window after its answer.
+# The keys are made here, not declared: fine on one server (Redis Cluster is not supported).
 WRITE_PREDICTIONS = """
-for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PXAT', ARGV[2 * i])
+local head = cjson.decode(ARGV[2])
+local window = tonumber(ARGV[4])
+local answers = cjson.decode(ARGV[3])
+for _, answer in ipairs(answers) do
+  local value = cjson.encode({head[1], head[2], answer[2], answer[3]})
+  local expiry = string.format('%.0f', math.floor(answer[2] * 1000 + window))
+  redis.call('SET', ARGV[1] .. answer[1], value, 'PXAT', expiry)
 end
-return #KEYS
+return #answers
 """
 
 # For each labelled mark in KEYS: 1 if it is set now (the first label for its prediction),
@@ -98,7 +110,8 @@ class PredictionLog:
         dropped: Drop,
     ) -> None:
         self.options = options
-        self._head = [source.version, source.track]
+        self._keys = f.prediction_key(options.prefix, "")
+        self._head = orjson.dumps([source.version, source.track])
         self._script = client.register_script(WRITE_PREDICTIONS)
         self._written = written
         self._dropped = dropped
@@ -137,7 +150,7 @@ class PredictionLog:
                 self._queue.append(entry)
                 self._queued_rows += rows
                 self._queued_total += 1
-                if len(self._queue) >= self.options.batch_requests:
+                if len(self._queue) in (1, self.options.batch_requests):  # the first waits flush_seconds
                     self._ready.notify_all()
         if full:
             self._dropped(t.DROP_QUEUE_FULL, rows)
@@ -160,8 +173,10 @@ class PredictionLog:
 
     def _run(self) -> None:
         while True:
-            deadline = time.monotonic() + self.options.flush_seconds
             with self._ready:
+                while not (self._stopping or self._urgent or self._queue):
+                    self._ready.wait()  # nothing to write: record() wakes it
+                deadline = time.monotonic() + self.options.flush_seconds
                 while not (self._stopping or self._urgent) and len(self._queue) < self.options.batch_requests:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -181,15 +196,11 @@ class PredictionLog:
                 return
 
     def _write(self, batch: list[_Answered], rows: int) -> None:
-        window_ms = self.options.window_seconds * 1000
-        keys: list[str] = []
-        args: list[bytes | int] = []
+        window_ms = round(self.options.window_seconds * 1000)
         try:
-            for entry in batch:
-                keys.append(f.prediction_key(self.options.prefix, entry.request_id))
-                value = [*self._head, entry.at, _values(entry.predicted)]
-                args += (orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY), int(entry.at * 1000 + window_ms))
-            self._script(keys=keys, args=args)
+            answers = [[entry.request_id, entry.at, _values(entry.predicted)] for entry in batch if entry.rows]
+            document = orjson.dumps(answers, option=orjson.OPT_SERIALIZE_NUMPY)
+            self._script(args=[self._keys, self._head, document, window_ms])
         except Exception as error:  # whatever the store does, the server keeps serving
             self._failures.note(rows, error)
             self._dropped(t.DROP_STORE_ERROR, rows)

@@ -385,11 +385,11 @@ def test_text_labels_are_kept_as_text_and_joined(redis_store: RedisServer, prefi
     log = PredictionLog(client, options, RowSource("pets", "4", t.CANARY), lambda rows: None, lambda why, rows: None)
     log.start()
     try:
-        log.record("photo-1", np.array([b"cat", "dog"], dtype=object), 2)
+        log.record('photo "1"/é', np.array([b"cat", "dog"], dtype=object), 2)
         log.settle(5.0)
         labels = [
-            Label("photo-1", 0, "cat", "cat"),
-            Label("photo-1", 1, "cat", "cat"),
+            Label('photo "1"/é', 0, "cat", "cat"),
+            Label('photo "1"/é', 1, "cat", "cat"),
             Label("photo-2", 0, "cat", "cat"),
         ]
         results = LabelJoin(client, options).join(labels)
