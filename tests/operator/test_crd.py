@@ -180,11 +180,14 @@ def test_printer_columns(version: dict[str, Any]) -> None:
         "Ready": ".status.readyReplicas",
         "Age": ".metadata.creationTimestamp",
         "Score": ".status.drift.score",
+        "Accuracy": ".status.quality.accuracy",
         "Team": ".spec.owner.team",
         "Contact": ".spec.owner.contact",
     }
     wide = {column["name"] for column in version["additionalPrinterColumns"] if column.get("priority", 0) > 0}
-    assert wide == {"Score", "Team", "Contact"}, "the drift score and the owner show with -o wide only"
+    assert wide == {"Score", "Accuracy", "Team", "Contact"}, (
+        "the drift score, the live accuracy and the owner show with -o wide only"
+    )
 
 
 def test_names(generated: dict[str, Any]) -> None:

@@ -138,8 +138,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Drift", "type": "string", "jsonPath": ".status.drift.verdict", "description": "Drift verdict"},
     {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    # -o wide only (priority 1): the drift score, who owns the model and whom to call.
+    # -o wide only (priority 1): the drift score, the live accuracy, who owns the model and whom to call.
     {"name": "Score", "type": "number", "jsonPath": ".status.drift.score", "description": "Drift score", "priority": 1},
+    {
+        "name": "Accuracy",
+        "type": "number",
+        "jsonPath": ".status.quality.accuracy",
+        "description": "Live accuracy from labels (spec.feedback)",
+        "priority": 1,
+    },
     {"name": "Team", "type": "string", "jsonPath": ".spec.owner.team", "description": "Owning team", "priority": 1},
     {
         "name": "Contact",

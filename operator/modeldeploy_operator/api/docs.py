@@ -87,6 +87,7 @@ kstatus conventions, so `kubectl wait` and Flux read them as they are:
 | `Reconciling` | only while the operator or the Deployment is still working | `True`. |
 | `Stalled` | only while something will not fix itself | `True`, with the same reason as `Ready`. |
 | `DriftDetected` | once drift is evaluated | `True` drifted, `False` not, `Unknown` inconclusive; apart from Ready. |
+| `QualityDegraded` | with `spec.feedback` | `True` degraded, `False` healthy, `Unknown` unsure; apart from Ready. |
 
 Each condition has `reason`, `message`, `observedGeneration` and `lastTransitionTime`,
 which changes only when the condition's status changes. A Kubernetes Event (`kubectl
@@ -282,6 +283,17 @@ def render() -> str:
         f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n"
         for r in reasons.ALL
         if r.condition == "DriftDetected"
+    )
+    reason_rows += (
+        "\n`QualityDegraded` is separate from `Ready` and `DriftDetected`: labels sent back show the model is "
+        "wrong more often than its profile says, whatever its inputs do; its reasons, posted as an Event when "
+        "the verdict changes (see [feedback.md](feedback.md)):\n\n"
+        "| Reason | QualityDegraded | Event | Meaning |\n|---|---|---|---|\n"
+    )
+    reason_rows += "".join(
+        f"| `{r.name}` | `{r.ready}` | `{r.event}` | {_cell(r.doc)} |\n"
+        for r in reasons.ALL
+        if r.condition == "QualityDegraded"
     )
     reason_rows += (
         "\nEvents of the response to drift, with no condition of their own "

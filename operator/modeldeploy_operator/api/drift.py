@@ -146,6 +146,53 @@ class Drift(ResourceModel):
     ] = None
 
 
+class Feedback(ResourceModel):
+    """Live quality from labels sent back by answer id (docs/feedback.md): each serving pod
+    records its predictions in the operator's feedback store, labels posted to
+    `/v2/models/NAME/feedback` join them, and every spec.drift.interval the stable version's
+    live accuracy (or mean absolute error) over the window is judged against the profile's."""
+
+    window: Annotated[
+        str,
+        Field(
+            default="1h",
+            pattern=DURATION_PATTERN,
+            description="How long after its answer a label still joins its prediction (predictions are kept "
+            "this long), and how much recent labelling the live quality covers, e.g. 1h, 168h for a week.",
+        ),
+    ] = "1h"
+    min_labels: Annotated[
+        int,
+        Field(
+            default=200,
+            ge=1,
+            description="Labels joined in the window before quality is judged; fewer is Inconclusive. A canary "
+            "judged on labels (spec.rollout.analysis.maxAccuracyDrop) needs this many per track.",
+        ),
+    ] = 200
+    max_accuracy_drop: Annotated[
+        float,
+        Field(
+            default=0.05,
+            gt=0,
+            lt=1,
+            description="Classifiers: Degraded when the live accuracy is below the profile's reference accuracy by "
+            "more than this (absolute: 0.05 is 5 points) and the labels show it beyond chance (a one-sided test "
+            "at 1% that counts the reference's own rows too).",
+        ),
+    ] = 0.05
+    max_error_increase: Annotated[
+        float,
+        Field(
+            default=0.2,
+            gt=0,
+            le=100,
+            description="Regression: Degraded when the live mean absolute error is above the profile's reference "
+            "error by more than this share of it (0.2: 20% higher) and the labels show it beyond chance.",
+        ),
+    ] = 0.2
+
+
 SINK_PATTERN = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?|https?://[^\s/]+.*)$"
 
 

@@ -17,8 +17,8 @@ from typing import Literal
 class Reason:
     """A condition reason with what it means for Ready, the phase, and its Event.
 
-    The DriftDetected reasons (condition "DriftDetected") leave Ready and the phase alone:
-    their `ready` is the DriftDetected condition's own status."""
+    The DriftDetected and QualityDegraded reasons (their `condition`) leave Ready and the
+    phase alone: their `ready` is that condition's own status."""
 
     name: str
     event: Literal["Normal", "Warning"]
@@ -189,6 +189,47 @@ DRIFT_INCONCLUSIVE = Reason(
     "could not be read; the message says which.",
     "DriftDetected",
 )
+ACCURACY_DROPPED = Reason(
+    "AccuracyDropped",
+    "Warning",
+    "True",
+    "-",
+    "-",
+    "Labels sent back show the stable version's live accuracy below the profile's reference accuracy by more "
+    "than `spec.feedback.maxAccuracyDrop`, beyond chance; `status.quality` has the figures. Never makes the "
+    "deployment un-Ready.",
+    "QualityDegraded",
+)
+ERROR_INCREASED = Reason(
+    "ErrorIncreased",
+    "Warning",
+    "True",
+    "-",
+    "-",
+    "Labels sent back show the stable version's live mean absolute error above the profile's reference error by "
+    "more than `spec.feedback.maxErrorIncrease` of it, beyond chance; `status.quality` has the figures.",
+    "QualityDegraded",
+)
+QUALITY_HEALTHY = Reason(
+    "QualityHealthy",
+    "Normal",
+    "False",
+    "-",
+    "-",
+    "The labels in the window show the stable version as good as its reference quality, within spec.feedback.",
+    "QualityDegraded",
+)
+QUALITY_INCONCLUSIVE = Reason(
+    "QualityInconclusive",
+    "Normal",
+    "Unknown",
+    "-",
+    "-",
+    "Fewer labels than `spec.feedback.minLabels` joined in the window, the profile has no reference quality "
+    "(`modeldeploy profile --label-column`), the operator has no feedback store, or a pod's telemetry could not "
+    "be read; the message says which.",
+    "QualityDegraded",
+)
 # Events only (condition "-"): the response to drift, posted on the ModelDeployment.
 RETRAINING_STARTED = Reason(
     "RetrainingStarted",
@@ -239,6 +280,10 @@ ALL: tuple[Reason, ...] = (
     DRIFTED,
     NO_DRIFT,
     DRIFT_INCONCLUSIVE,
+    ACCURACY_DROPPED,
+    ERROR_INCREASED,
+    QUALITY_HEALTHY,
+    QUALITY_INCONCLUSIVE,
     HTTP_ROUTE_UNUSABLE,
     RETRAINING_STARTED,
     RETRAINING_NOT_CREATED,

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, ValidationError
 
 from modeldeploy_operator.api.base import NAME_PATTERN, ResourceModel, cel, credentials_secret_field
-from modeldeploy_operator.api.drift import Capture, Drift
+from modeldeploy_operator.api.drift import Capture, Drift, Feedback
 from modeldeploy_operator.api.rollout import Rollout
 
 GROUP = "modeldeploy.dev"
@@ -198,6 +198,15 @@ class ModelDeploymentSpec(ResourceModel):
     capture: Annotated[
         Capture | None,
         Field(default=None, description="Production samples for retraining; off unless given."),
+    ] = None
+    feedback: Annotated[
+        Feedback | None,
+        Field(
+            default=None,
+            description="Labels joined to the predictions that made them: live accuracy per version, "
+            "status.quality and the QualityDegraded condition; off unless given (docs/feedback.md).",
+            json_schema_extra={"x-modeldeploy-off-unless-given": True},
+        ),
     ] = None
 
 

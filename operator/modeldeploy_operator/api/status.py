@@ -18,7 +18,7 @@ from modeldeploy_operator.api.rollout import CheckName
 class Condition(ResourceModel):
     """A kstatus-style condition."""
 
-    type: Annotated[str, Field(description="Ready, Reconciling, Stalled or DriftDetected.")]
+    type: Annotated[str, Field(description="Ready, Reconciling, Stalled, DriftDetected or QualityDegraded.")]
     status: Annotated[Literal["True", "False", "Unknown"], Field(description="True, False or Unknown.")]
     reason: Annotated[str, Field(description="Why, in one word; docs/modeldeployment.md lists every reason.")]
     message: Annotated[str, Field(description="What happened, for a person.")] = ""
@@ -182,20 +182,24 @@ class PredictionDriftStatus(ResourceModel):
 
 
 class DriftEpisode(ResourceModel):
-    """A drift episode: from a Drifted verdict until the next NoDrift (Inconclusive does not end it)."""
+    """An episode: from a Drifted (quality: Degraded) verdict until the next NoDrift (Healthy);
+    Inconclusive does not end it."""
 
     number: Annotated[int, Field(description="Episodes counted per ModelDeployment from 1.")]
-    started_at: Annotated[str, Field(description="When the verdict turned Drifted.")]
+    started_at: Annotated[str, Field(description="When the verdict turned Drifted (Degraded).")]
     ended_at: Annotated[
-        str | None, Field(description="When the verdict returned to NoDrift; absent while the episode lasts.")
+        str | None,
+        Field(description="When the verdict returned to NoDrift (Healthy); absent while the episode lasts."),
     ] = None
 
 
 class RetrainingStatus(ResourceModel):
-    """The retraining Job of the latest drift episode."""
+    """The retraining Job of the latest episode."""
 
-    job: Annotated[str, Field(description="The Job's name: NAME-retrain-EPISODE.")]
-    episode: Annotated[int, Field(description="The drift episode it was created for.")]
+    job: Annotated[
+        str, Field(description="The Job's name: NAME-retrain-EPISODE for drift, NAME-quality-EPISODE for quality.")
+    ]
+    episode: Annotated[int, Field(description="The episode it was created for.")]
     outcome: Annotated[
         Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"],
         Field(
@@ -235,6 +239,45 @@ class DriftStatus(ResourceModel):
     ] = None
 
 
+class QualityStatus(ResourceModel):
+    """The latest live-quality evaluation: the stable version's predictions that labels joined
+    in the window (spec.feedback), against the quality its profile measured on labelled data."""
+
+    verdict: Annotated[
+        Literal["Degraded", "Healthy", "Inconclusive"],
+        Field(
+            description="Degraded (worse than the reference by more than spec.feedback allows, beyond chance), "
+            "Healthy, or Inconclusive (fewer than minLabels labels, no reference quality, no feedback store)."
+        ),
+    ]
+    metric: Annotated[
+        Literal["accuracy", "meanAbsoluteError"] | None,
+        Field(description="accuracy for a classifier, meanAbsoluteError for a regression."),
+    ] = None
+    accuracy: Annotated[float | None, Field(description="Live accuracy: matched labels equal to the prediction.")] = (
+        None
+    )
+    mean_absolute_error: Annotated[
+        float | None, Field(description="Live mean absolute error between the labels and the predictions.")
+    ] = None
+    labels: Annotated[int, Field(description="Labels that joined the stable version's predictions in the window.")] = 0
+    reference: Annotated[
+        float | None,
+        Field(description="The profile's accuracy (or mean absolute error) on its labelled reference rows."),
+    ] = None
+    version: Annotated[str | None, Field(description="The stable version judged.")] = None
+    window: Annotated[str, Field(description="The window evaluated (spec.feedback.window).")]
+    evaluated_at: Annotated[str, Field(description="When it was evaluated.")]
+    message: Annotated[str, Field(description="The figures behind the verdict, or why it is Inconclusive.")] = ""
+    episode: Annotated[
+        DriftEpisode | None, Field(description="The latest quality episode; absent until the first Degraded verdict.")
+    ] = None
+    retraining: Annotated[
+        RetrainingStatus | None,
+        Field(description="The latest quality episode's retraining Job, with spec.drift.retraining."),
+    ] = None
+
+
 class ModelDeploymentStatus(ResourceModel):
     """What the operator observed; written only by the operator, whole, and only when it changes."""
 
@@ -270,6 +313,9 @@ class ModelDeploymentStatus(ResourceModel):
         Field(description="The rollout under way, present only during one."),
     ] = None
     drift: Annotated[DriftStatus | None, Field(description="The latest drift evaluation.")] = None
+    quality: Annotated[
+        QualityStatus | None, Field(description="The latest live-quality evaluation, with spec.feedback.")
+    ] = None
     history: list[HistoryEntry] = Field(
         default_factory=list, description="Finished rollouts, newest first, at most 10."
     )

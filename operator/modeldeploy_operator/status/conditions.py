@@ -20,6 +20,7 @@ READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 DRIFT_DETECTED = "DriftDetected"
+QUALITY_DEGRADED = "QualityDegraded"
 ABNORMAL = (RECONCILING, STALLED)
 
 
