@@ -1,13 +1,14 @@
 """One reconcile of one ModelDeployment: orchestration only.
 
 It reads as the steps it takes: observe (the watch caches, given as Children), plan the
-rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a shadow, or the
-step's telemetry only when the plan asks), build the desired objects (builders), diff and apply only what differs,
-delete what is no longer wanted, let canary pods take traffic when the plan allows, assess
-drift when due and respond to a new drift episode (drift/retraining.py: the Job before the status
-that records it, the webhook after), decide the whole status (status/decide.py), write it once when
-it changed, post an Event on a transition, and tell the queue when to wake it next. Every decision is made by a pure
-function elsewhere; this module only sends what they decided.
+rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a
+shadow, or the step's telemetry only when the plan asks), build the desired objects
+(builders), diff and apply only what differs, delete what is no longer wanted, let canary
+pods take traffic when the plan allows, assess drift and live quality when due and respond
+to a new drift or quality episode (drift/retraining.py: the Job before the status that
+records it, the webhook after), decide the whole status (status/decide.py), write it once
+when it changed, post an Event on a transition, and tell the queue when to wake it next.
+Every decision is made by a pure function elsewhere; this module only sends what they decided.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import DriftWebhook
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
-from modeldeploy_operator.api.status import DriftStatus, RetrainingStatus
+from modeldeploy_operator.api.status import DriftStatus, QualityStatus, RetrainingStatus
 from modeldeploy_operator.children.builders import build_children, shadow_target, spec_hash, with_serving
 from modeldeploy_operator.children.diffing import differs
 from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
 from modeldeploy_operator.drift import retraining
 from modeldeploy_operator.drift.assessment import seconds_until_due
+from modeldeploy_operator.drift.retraining import Watched
 from modeldeploy_operator.k8s.client import Kube
-from modeldeploy_operator.reading.judging import Judge, pods_of
+from modeldeploy_operator.reading.judging import Judge, Stable, pods_of
 from modeldeploy_operator.rollout import machine
 from modeldeploy_operator.rollout.plans import (
     QUESTIONS,
@@ -51,7 +53,13 @@ from modeldeploy_operator.rollout.plans import (
     seconds,
 )
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status.conditions import drift_transition, event_note, ready_transition
+from modeldeploy_operator.status.conditions import (
+    DRIFT_DETECTED,
+    QUALITY_DEGRADED,
+    drift_transition,
+    event_note,
+    ready_transition,
+)
 from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
 from modeldeploy_operator.writes import Key, LastWrites
@@ -76,6 +84,20 @@ class Resource:
     children: Children
 
 
+@dataclass(frozen=True)
+class Watching:
+    """What watching the model after it is served came to this reconcile: the drift and
+    quality statuses to show, when each is due again, and a report to send once the status
+    is written (an episode opened now)."""
+
+    drift: DriftStatus | None = None
+    drift_wait: float | None = None
+    drift_report: bytes | None = None
+    quality: QualityStatus | None = None
+    quality_wait: float | None = None
+    quality_report: bytes | None = None
+
+
 async def reconcile(
     body: Obj, children: Children, settings: Settings, kube: Kube, writes: LastWrites, judge: Judge
 ) -> float | None:
@@ -88,7 +110,7 @@ async def reconcile(
     spec, invalid = parse_spec(body.get("spec"))
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
     plan: Plan | None = None
-    drift, drift_wait, report = None, None, None
+    watching = Watching()
     if spec is not None:
         resource = Resource(key, body, spec, children)
         plan = await _plan(resource, judge)
@@ -103,25 +125,20 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-        if spec.drift.enabled:
-            drift, drift_wait = await _drift(resource, judge)
-            if drift is not None:
-                drift, report = await _respond(resource, drift, kube, judge)
-        else:
-            judge.forget_drift(key)
-    status = decide_status(body, spec, children, settings, Reconciled(problem, plan, drift), now_iso()).dump()
+        watching = await _watch(resource, judge, kube, bool(settings.feedback_store))
+    reconciled = Reconciled(problem, plan, watching.drift, watching.quality)
+    status = decide_status(body, spec, children, settings, reconciled, now_iso()).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, cached):
         await kube.replace_status(meta["namespace"], meta["name"], status)
         writes.remember_status(key, status, cached)
-        if spec is not None and plan is not None and plan.finished is not None and problem is None:
-            notifying.notify(spec.rollout.webhooks, meta, plan.finished, owner=spec.owner)
-        if spec is not None and spec.drift.webhook and report and drift is not None and problem is None:
-            await _report_drift(body, spec.drift.webhook, drift, report, kube, spec.owner)
+        if spec is not None and plan is not None and problem is None:
+            await _tell(body, spec, plan, watching, kube)
         owner = spec.owner if spec is not None else parse_owner(body.get("spec"))
-        drifted = drift_transition(previous.get("conditions") or [], status["conditions"])
-        if drifted is not None:
-            await kube.post_event(body, drifted.type, drifted.reason, event_note(drifted.message, owner))
+        for kind in (DRIFT_DETECTED, QUALITY_DEGRADED):
+            moved = drift_transition(previous.get("conditions") or [], status["conditions"], kind)
+            if moved is not None:
+                await kube.post_event(body, moved.type, moved.reason, event_note(moved.message, owner))
         event = ready_transition(previous.get("conditions") or [], status["conditions"], writes.ready.get(key))
         if event is not None:
             writes.ready[key] = (
@@ -129,8 +146,41 @@ async def reconcile(
                 event.reason,
             )
             await kube.post_event(body, event.type, event.reason, event_note(event.message, owner))
-    waits = [w for w in (plan.requeue_after if plan else None, drift_wait, settings.resync_seconds or None) if w]
+    planned = plan.requeue_after if plan else None
+    waits = [w for w in (planned, watching.drift_wait, watching.quality_wait, settings.resync_seconds or None) if w]
     return min(waits) if waits else None
+
+
+async def _watch(resource: Resource, judge: Judge, kube: Kube, store: bool) -> Watching:
+    """Drift and live quality, each evaluated when due, and the response to a new episode."""
+    spec, key = resource.spec, resource.key
+    drift, drift_wait, drift_report = None, None, None
+    quality, quality_wait, quality_report = None, None, None
+    if spec.drift.enabled:
+        drift, drift_wait = await _drift(resource, judge)
+        if drift is not None:
+            drift, drift_report = await _respond(resource, drift, kube, judge)
+    else:
+        judge.forget_drift(key)
+    if spec.feedback is not None:
+        quality, quality_wait = await _quality(resource, judge, store)
+        if quality is not None:
+            quality, quality_report = await _respond_quality(resource, quality, kube)
+    else:
+        judge.forget_quality(key)
+    return Watching(drift, drift_wait, drift_report, quality, quality_wait, quality_report)
+
+
+async def _tell(body: Obj, spec: ModelDeploymentSpec, plan: Plan, watching: Watching, kube: Kube) -> None:
+    """Once the status is written: the rollout's webhooks when it finished, and the report of
+    a drift or quality episode that opened."""
+    if plan.finished is not None:
+        notifying.notify(spec.rollout.webhooks, body["metadata"], plan.finished, owner=spec.owner)
+    hook = spec.drift.webhook
+    if hook is not None and watching.drift_report and watching.drift is not None:
+        await _report(body, hook, watching.drift, watching.drift_report, kube, spec.owner)
+    if hook is not None and watching.quality_report and watching.quality is not None:
+        await _report(body, hook, watching.quality, watching.quality_report, kube, spec.owner)
 
 
 async def _plan(resource: Resource, judge: Judge) -> Plan:
@@ -224,25 +274,77 @@ async def _respond(
     return retraining.with_job(drift, resource.children.jobs), report if opened else None
 
 
+NO_STORE = (
+    "the operator has no feedback store, so no label can join a prediction: install one with the chart "
+    "(--set feedback.store.install=true) or point feedback.store.url at yours (docs/feedback.md)"
+)
+
+
+async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[QualityStatus | None, float]:
+    """The live-quality status to show, evaluating when due; and seconds until the next evaluation."""
+    key, body, spec = resource.key, resource.body, resource.spec
+    feedback = spec.feedback
+    previous = previous_status(body).quality
+    interval, now = parse_duration(spec.drift.interval), time.time()
+    if feedback is None:
+        return None, interval
+    last = max(
+        filter(None, [seconds(previous.evaluated_at) if previous else None, judge.last_quality_read(key)]),
+        default=None,
+    )
+    wait = seconds_until_due(last, interval, now)
+    if wait > 0:
+        return previous, wait
+    version = _stable_version(resource)
+    if not store:
+        return QualityStatus(
+            verdict="Inconclusive", version=version, window=feedback.window, evaluated_at=iso(now), message=NO_STORE
+        ), interval
+    stable = resource.children.track("stable")
+    serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
+    pods = pods_of(stable.pods) + pods_of(resource.children.track("canary").pods)  # a label joins at any pod
+    if not pods:
+        return previous, interval
+    judged = Stable(version, pods_of(serving_template(stable)), serving)
+    evaluated = await judge.quality(key, body["metadata"]["name"], pods, judged, feedback, now)
+    return (evaluated or previous), interval
+
+
+async def _respond_quality(
+    resource: Resource, quality: QualityStatus, kube: Kube
+) -> tuple[QualityStatus, bytes | None]:
+    """status.quality with its episode and retraining Job, as _respond does for drift; and the
+    quality report to send once the status is written, when an episode opened now."""
+    body, spec = resource.body, resource.spec
+    quality, opened = retraining.carry(previous_status(body).quality, quality, now_iso())
+    report = None
+    if opened or (spec.drift.retraining is not None and retraining.retraining_due(quality)):
+        report = retraining.encode(retraining.quality_report(body["metadata"], quality, spec.owner))
+        quality = await _retrain(resource, quality, report, kube)
+    return retraining.with_job(quality, resource.children.jobs), report if opened else None
+
+
 def _stable_version(resource: Resource) -> str:
     """The version the stable pods serve (the drift was measured on them)."""
     stable = previous_status(resource.body).stable
     return (stable.version if stable is not None else None) or resource.spec.model.version
 
 
-async def _retrain(resource: Resource, drift: DriftStatus, report: bytes, kube: Kube) -> DriftStatus:
+async def _retrain(resource: Resource, watched: Watched, report: bytes, kube: Kube) -> Watched:
     """Create the open episode's report ConfigMap and Job when spec.drift.retraining asks and
-    status does not record them yet; an existing one of the same name is this episode's."""
+    status does not record them yet; an existing one of the same name is this episode's.
+    `watched` is status.drift or status.quality: their episodes are counted and named apart."""
     body, spec = resource.body, resource.spec
-    episode = retraining.retraining_due(drift)
+    episode = retraining.retraining_due(watched)
     if spec.drift.retraining is None or episode is None:
-        return drift
+        return watched
+    kind: retraining.Kind = "quality" if isinstance(watched, QualityStatus) else "drift"
     meta = body["metadata"]
-    config_map = retraining.build_report_config_map(meta, episode.number, report)
+    config_map = retraining.build_report_config_map(meta, episode.number, report, kind)
     samples = None
     if spec.capture is not None:
         samples = retraining.capture_uri(spec.capture.sink, meta["name"], _stable_version(resource))
-    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number, samples)
+    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number, samples, kind)
     name, created = job["metadata"]["name"], False
     refused = await _send(kube.create, config_map)
     if refused is None:
@@ -255,22 +357,23 @@ async def _retrain(resource: Resource, drift: DriftStatus, report: bytes, kube: 
     if refused is not None:
         await kube.post_event(body, "Warning", reasons.RETRAINING_NOT_CREATED.name, event_note(refused, spec.owner))
         outcome = RetrainingStatus(job=name, episode=episode.number, outcome="NotCreated", message=refused)
-        return drift.model_copy(update={"retraining": outcome})
+        return watched.model_copy(update={"retraining": outcome})
     if created:
-        message = f"drift episode {episode.number}: Job {name} created with the drift report"
+        message = f"{kind} episode {episode.number}: Job {name} created with the {kind} report"
         await kube.post_event(body, "Normal", reasons.RETRAINING_STARTED.name, event_note(message, spec.owner))
     pending = RetrainingStatus(job=name, episode=episode.number, outcome="Pending")
-    return drift.model_copy(update={"retraining": pending})
+    return watched.model_copy(update={"retraining": pending})
 
 
-async def _report_drift(
-    body: Obj, hook: DriftWebhook, drift: DriftStatus, report: bytes, kube: Kube, owner: Owner | None
+async def _report(
+    body: Obj, hook: DriftWebhook, watched: DriftStatus | QualityStatus, report: bytes, kube: Kube, owner: Owner | None
 ) -> None:
     """Send the report of the episode that just opened (its status is written), signed when a Secret is named."""
     meta, secret = body["metadata"], None
+    kind: retraining.Kind = "quality" if isinstance(watched, QualityStatus) else "drift"
 
     async def failed(message: str) -> None:
-        note = event_note(f"drift webhook: {message}", owner)
+        note = event_note(f"{kind} webhook: {message}", owner)
         await kube.post_event(body, "Warning", reasons.DRIFT_WEBHOOK_FAILED.name, note)
 
     if hook.signing_secret is not None:
@@ -281,8 +384,8 @@ async def _report_drift(
             why = error.reason if isinstance(error, kubernetes.client.ApiException) else error.args[0]
             await failed(f"not sent: cannot read the signing Secret {ref.name} (key {ref.key}): {why}")
             return
-    number = drift.episode.number if drift.episode is not None else 0
-    notifying.report_drift(hook, report, retraining.headers(report, meta, number, secret), failed)
+    number = watched.episode.number if watched.episode is not None else 0
+    notifying.report_drift(hook, report, retraining.headers(report, meta, number, secret, kind), failed)
 
 
 def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:

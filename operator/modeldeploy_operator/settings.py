@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from modeldeploy_serving.feedback import check_store_url
+
 from modeldeploy_operator.api.base import parse_duration
 
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
@@ -38,6 +40,7 @@ class Settings:
     log_format: str = "json"
     resync_seconds: float = 0.0  # 0: no periodic reconcile beyond watch events and planned wake-ups
     prometheus_url: str = ""  # empty: read telemetry from the pods' /metrics directly
+    feedback_store: str = ""  # redis:// URL (with credentials) where serving pods keep predictions; empty: none
 
     @property
     def all_namespaces(self) -> bool:
@@ -77,6 +80,11 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "Prometheus server to read serving telemetry from, e.g. http://prometheus.monitoring:9090; "
         "empty reads each pod's /metrics",
     ),
+    "--feedback-store": (
+        "MODELDEPLOY_FEEDBACK_STORE",
+        "redis://[USER:PASSWORD@]HOST:PORT/DB (or rediss://) where serving pods of a ModelDeployment with "
+        "spec.feedback keep their predictions for labels to join; empty: no store (docs/feedback.md)",
+    ),
 }
 
 
@@ -96,6 +104,17 @@ def _prometheus_url(text: str) -> str:
             "http:// or https://, a host, an optional port and path, e.g. http://prometheus.monitoring:9090"
         )
     return text.rstrip("/")
+
+
+def _feedback_store(text: str) -> str:
+    """A feedback store URL, checked as `modeldeploy serve --feedback-store` checks it; '' for none."""
+    text = text.strip()
+    if not text:
+        return ""
+    try:
+        return check_store_url(text)
+    except ValueError as error:
+        raise SettingsError(f"--feedback-store (MODELDEPLOY_FEEDBACK_STORE): {error}") from None
 
 
 def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -169,4 +188,5 @@ def parse_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         log_format=log_format,
         resync_seconds=resync,
         prometheus_url=_prometheus_url(value("--prometheus-url") or ""),
+        feedback_store=_feedback_store(value("--feedback-store") or ""),
     )

@@ -466,3 +466,46 @@ def test_a_bare_path_and_its_file_uri_are_the_same_model_and_start_no_rollout() 
     assert serving_spec(bare)["model"]["uri"] == "file:///opt/modeldeploy/models/m.onnx"
     assert spec_hash(spec("/opt/modeldeploy/models/other.onnx")) != spec_hash(bare)
     assert serving_spec(spec("s3://bucket/m.onnx"))["model"]["uri"] == "s3://bucket/m.onnx"
+
+
+# Feedback ---------------------------------------------------------------------------------
+
+STORE = "redis://writer:s%40cret@feedback-store.modeldeploy.svc.cluster.local:6379/2"
+
+
+def feedback_pod(track: str = "stable", store: str = STORE, **feedback: Any) -> dict[str, Any]:
+    settings = Settings(serving_image=SETTINGS.serving_image, feedback_store=store)
+    return build_pod_template(META, spec(feedback=feedback), settings, track)
+
+
+@pytest.mark.parametrize("track", ["stable", "canary"])
+def test_feedback_gives_every_pod_the_store_without_its_credentials_on_the_command_line(track: str) -> None:
+    from modeldeploy_cli.main import _parser
+
+    server = server_of(feedback_pod(track, window="168h"))
+    args = _parser().parse_args(server["args"])
+    assert args.feedback_store == "redis://feedback-store.modeldeploy.svc.cluster.local:6379/2"
+    assert (args.feedback_window, args.feedback_prefix) == (168 * 3600.0, "ml/fraud")
+    assert "s@cret" not in " ".join(server["args"]) and "s%40cret" not in " ".join(server["args"])
+    env = {item["name"]: item.get("value") for item in server["env"]}
+    assert env["MODELDEPLOY_FEEDBACK_STORE_USERNAME"] == "writer"
+    assert env["MODELDEPLOY_FEEDBACK_STORE_PASSWORD"] == "s@cret"
+
+
+def test_a_store_without_credentials_sets_no_credential_variables() -> None:
+    server = server_of(feedback_pod(store="redis://10.0.0.7:6379/0"))
+    assert "--feedback-store" in server["args"]
+    assert not any(item["name"].startswith("MODELDEPLOY_FEEDBACK_STORE") for item in server["env"])
+
+
+def test_no_feedback_flags_without_spec_feedback_or_without_a_store() -> None:
+    settings = Settings(serving_image=SETTINGS.serving_image, feedback_store=STORE)
+    without_spec = build_pod_template(META, spec(), settings, "stable")
+    without_store = build_pod_template(META, spec(feedback={}), SETTINGS, "stable")
+    for template in (without_spec, without_store):
+        assert not any(arg.startswith("--feedback") for arg in server_of(template)["args"])
+
+
+def test_feedback_is_not_a_new_model_version() -> None:
+    """Turning feedback on restarts the pods in place (a rolling update); it starts no rollout."""
+    assert spec_hash(spec(feedback={"window": "2h"})) == spec_hash(spec())

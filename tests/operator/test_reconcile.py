@@ -18,7 +18,7 @@ from typing import Any
 import kubernetes
 import pytest
 from modeldeploy_operator import reconcile as reconcile_module
-from modeldeploy_operator.api.status import Check, DriftStatus
+from modeldeploy_operator.api.status import Check, DriftStatus, QualityStatus
 from modeldeploy_operator.reading.judging import Judge
 from modeldeploy_operator.reconcile import reconcile
 from modeldeploy_operator.rollout.plans import iso
@@ -583,10 +583,17 @@ PASS = {"check": "errorRate", "result": "Successful", "value": 0.0, "limit": 0.0
 FAIL = {"check": "predictionShift", "result": "Failed", "value": 2.3, "limit": 0.2, "samples": 80, "message": "PSI 2.3"}
 
 
-def step(cluster: Cluster, kube: FakeKube, memory: LastWrites, judge: FakeJudge, seconds: float = 0) -> float | None:
+def step(
+    cluster: Cluster,
+    kube: FakeKube,
+    memory: LastWrites,
+    judge: FakeJudge,
+    seconds: float = 0,
+    settings: Settings = SETTINGS,
+) -> float | None:
     NOW[0] += seconds
     body, children = copy.deepcopy(cluster.body), cluster.children()
-    wait = asyncio.run(reconcile(body, children, SETTINGS, kube, memory, judge))  # type: ignore[arg-type]
+    wait = asyncio.run(reconcile(body, children, settings, kube, memory, judge))  # type: ignore[arg-type]
     cluster.take(kube)
     return wait
 
@@ -986,3 +993,103 @@ def test_a_status_write_the_cache_has_not_shown_yet_is_what_the_next_reconcile_b
     entry = cluster.body["status"]["history"][0]
     assert (entry["outcome"], entry["decidedBy"]) == ("Promoted", "analysis")
     assert [c["check"] for c in entry["analysis"]] == ["errorRate"], "the step's evidence is kept"
+
+
+# Live quality from labels (spec.feedback) ------------------------------------------------
+
+WITH_STORE = Settings(serving_image=SETTINGS.serving_image, feedback_store="redis://:pw@store.modeldeploy:6379/0")
+DEGRADED = {
+    "verdict": "Degraded",
+    "metric": "accuracy",
+    "accuracy": 0.71,
+    "labels": 412,
+    "reference": 0.979,
+    "message": "accuracy 0.710 on 412 labels against 0.979 on 143 reference rows",
+}
+HEALTHY = {"verdict": "Healthy", "metric": "accuracy", "accuracy": 0.97, "labels": 380, "reference": 0.979}
+
+
+class QualityJudge(FakeJudge):
+    """Canned quality evaluations; records the pods it was asked to read."""
+
+    def __init__(self, verdicts: list[Obj]) -> None:
+        super().__init__([])
+        self.verdicts = verdicts
+
+    async def quality(self, key: Any, model: str, pods: Any, stable: Any, settings: Any, now: float) -> Any:
+        self.asked.append(f"quality {len(pods)} of version {stable.version}")
+        return QualityStatus.model_validate(
+            {"window": settings.window, "evaluatedAt": iso(now), "version": stable.version, **self.verdicts.pop(0)}
+        )
+
+
+def conditions_of(cluster: Cluster) -> dict[str, Obj]:
+    return {c["type"]: c for c in cluster.body["status"]["conditions"]}
+
+
+def test_feedback_without_a_store_is_inconclusive_and_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    cluster, kube, memory = converged()
+    cluster.edit_spec(feedback={"window": "2h"})
+    judge = QualityJudge([])
+    assert step(cluster, kube, memory, judge) == 60.0, "evaluated again every spec.drift.interval"
+    quality = cluster.body["status"]["quality"]
+    assert (quality["verdict"], quality["window"]) == ("Inconclusive", "2h")
+    assert "feedback.store.install=true" in quality["message"]
+    degraded = conditions_of(cluster)["QualityDegraded"]
+    assert (degraded["status"], degraded["reason"]) == ("Unknown", "QualityInconclusive")
+    assert judge.asked == [], "no pod is read when no label can join"
+
+
+def test_quality_has_its_own_condition_episode_job_and_report(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster, kube, memory, sent = responding(monkeypatch)
+    cluster.edit_spec(feedback={"minLabels": 300})
+    judge = QualityJudge([DEGRADED, DEGRADED, HEALTHY])
+    drifts = DriftJudge([CALM, CALM, CALM])
+    judge.drift = drifts.drift  # type: ignore[method-assign]
+    step(cluster, kube, memory, judge, settings=WITH_STORE)
+    assert judge.asked == ["quality 2 of version 7"]
+    status = cluster.body["status"]
+    assert status["quality"]["accuracy"] == 0.71 and status["quality"]["episode"]["number"] == 1
+    conditions = conditions_of(cluster)
+    assert (conditions["QualityDegraded"]["status"], conditions["QualityDegraded"]["reason"]) == (
+        "True",
+        "AccuracyDropped",
+    )
+    assert conditions["DriftDetected"]["status"] == "False", "quality is judged apart from drift"
+    assert conditions["Ready"]["status"] == "True", "quality never makes the deployment un-Ready"
+    assert ("Warning", "AccuracyDropped") in [e[:2] for e in kube.every_event]
+    assert made(kube) == ["ConfigMap fraud-quality-1", "Job fraud-quality-1"]
+    assert status["quality"]["retraining"]["job"] == "fraud-quality-1"
+    ((body, headers),) = sent
+    report = json.loads(body)
+    assert (report["kind"], report["verdict"], report["accuracy"], report["labels"]) == (
+        "QualityReport",
+        "Degraded",
+        0.71,
+        412,
+    )
+    assert headers["X-Modeldeploy-Event"] == "quality"
+    step(cluster, kube, memory, judge, seconds=61, settings=WITH_STORE)  # still Degraded: the same episode
+    assert (made(kube), len(sent)) == (["ConfigMap fraud-quality-1", "Job fraud-quality-1"], 1)
+    step(cluster, kube, memory, judge, seconds=61, settings=WITH_STORE)
+    conditions = conditions_of(cluster)
+    assert (conditions["QualityDegraded"]["status"], conditions["QualityDegraded"]["reason"]) == (
+        "False",
+        "QualityHealthy",
+    )
+    assert cluster.body["status"]["quality"]["episode"]["endedAt"] == iso(NOW[0])
+    assert kube.every_event[-1][:2] == ("Normal", "QualityHealthy")
+
+
+def test_turning_feedback_off_removes_its_status_and_condition(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconcile_module.time, "time", lambda: NOW[0])
+    cluster, kube, memory = converged()
+    cluster.edit_spec(feedback={})
+    step(cluster, kube, memory, QualityJudge([DEGRADED]), settings=WITH_STORE)
+    assert "QualityDegraded" in conditions_of(cluster)
+    cluster.edit_spec()
+    del cluster.body["spec"]["feedback"]
+    step(cluster, kube, memory, QualityJudge([]), seconds=1, settings=WITH_STORE)
+    assert "quality" not in cluster.body["status"]
+    assert "QualityDegraded" not in conditions_of(cluster)

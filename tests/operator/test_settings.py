@@ -25,6 +25,9 @@ BAD = [
     ("--prometheus-url", "http://", "a host"),
     ("--prometheus-url", "http://prometheus:port", "an optional port"),
     ("--prometheus-url", "http://prometheus:9090/?x=1", "e.g. http://prometheus.monitoring:9090"),
+    ("--feedback-store", "http://redis:6379", "expected redis://HOST:PORT/DB"),
+    ("--feedback-store", "redis://redis:6379/zero", "expected a number"),
+    ("--feedback-store", "redis:///0", "no host"),
 ]
 
 
@@ -71,6 +74,7 @@ def test_every_flag_from_the_environment() -> None:
         "MODELDEPLOY_LOG_FORMAT": "text",
         "MODELDEPLOY_RESYNC_INTERVAL": "1m30s",
         "MODELDEPLOY_PROMETHEUS_URL": "http://prometheus.monitoring:9090/",
+        "MODELDEPLOY_FEEDBACK_STORE": "redis://:pw@feedback-store.modeldeploy:6379/0",
     }
     assert set(env) == {variable for variable, _ in OPTIONS.values()}
     assert parse_settings([], env) == Settings(
@@ -84,6 +88,7 @@ def test_every_flag_from_the_environment() -> None:
         resync_seconds=90.0,
         log_format="text",
         prometheus_url="http://prometheus.monitoring:9090",
+        feedback_store="redis://:pw@feedback-store.modeldeploy:6379/0",
     )
     assert not parse_settings([], env).all_namespaces
 

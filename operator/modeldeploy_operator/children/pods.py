@@ -31,7 +31,7 @@ from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.draining import POD_DRAIN
 
 from modeldeploy_operator.api.base import parse_duration
-from modeldeploy_operator.api.drift import Capture
+from modeldeploy_operator.api.drift import Capture, Feedback
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.children.labels import (
     DIGEST_ANNOTATION,
@@ -55,6 +55,8 @@ PVC_DIR = "/mnt/model-claim"
 FETCH_CONTAINER = "fetch-model"
 POD_NAME_ENV = "MODELDEPLOY_POD_NAME"  # as modeldeploy_serving.server reads them
 NAMESPACE_ENV = "MODELDEPLOY_NAMESPACE"
+STORE_USERNAME_ENV = "MODELDEPLOY_FEEDBACK_STORE_USERNAME"
+STORE_PASSWORD_ENV = "MODELDEPLOY_FEEDBACK_STORE_PASSWORD"  # noqa: S105 (the variable's name)
 SERVER_CONTAINER = "server"
 SHADOW_DIR = "/etc/modeldeploy/shadow"
 SHADOW_FILE = "shadow.json"  # the ConfigMap's key, the file the stable server re-reads
@@ -175,6 +177,8 @@ def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings,
     }
     if spec.capture is not None:
         _add_capture(server, spec.capture)
+    if spec.feedback is not None and settings.feedback_store:
+        _add_feedback(server, meta, spec.feedback, settings.feedback_store)
     volumes = list(volumes)
     if track == "stable":
         # Every stable pod reads the shadow config from an optional ConfigMap: starting or
@@ -245,6 +249,31 @@ def _add_capture(server: Obj, capture: Capture) -> None:
     ]
     if capture.credentials_secret:
         server["envFrom"] = [{"secretRef": {"name": capture.credentials_secret}}]
+
+
+def feedback_prefix(meta: Obj) -> str:
+    """The deployment's part of every key in the shared feedback store: NAMESPACE/NAME, which
+    no other ModelDeployment has (neither part can hold a '/')."""
+    return f"{meta['namespace']}/{meta['name']}"
+
+
+def _add_feedback(server: Obj, meta: Obj, feedback: Feedback, store: str) -> None:
+    """The store (its URL without credentials), the window and the key prefix on the server's
+    command line; the credentials, when the URL has them, as the variables the server reads."""
+    parts = urllib.parse.urlsplit(store)
+    host = parts.netloc.rpartition("@")[2]
+    server["args"] += [
+        "--feedback-store",
+        urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment)),
+        "--feedback-window",
+        f"{parse_duration(feedback.window):g}",
+        "--feedback-prefix",
+        feedback_prefix(meta),
+    ]
+    if parts.username:
+        server["env"].append({"name": STORE_USERNAME_ENV, "value": urllib.parse.unquote(parts.username)})
+    if parts.password:
+        server["env"].append({"name": STORE_PASSWORD_ENV, "value": urllib.parse.unquote(parts.password)})
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:

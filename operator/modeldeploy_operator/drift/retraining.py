@@ -1,7 +1,11 @@
-"""The response to drift: episodes, the drift report, its signature, and the retraining Job.
+"""The response to drift and to degraded quality: episodes, the report, its signature, and
+the retraining Job.
 
 Pure. A drift episode opens when the verdict turns `Drifted` and closes when it returns to
-`NoDrift` (an `Inconclusive` window neither opens nor closes one). The episode lives in
+`NoDrift`; a quality episode (spec.feedback) opens on `Degraded` and closes on `Healthy`
+(an `Inconclusive` window neither opens nor closes one). The two kinds are counted apart, in
+`status.drift.episode` and `status.quality.episode`, and their Jobs are named apart
+(`NAME-retrain-N`, `NAME-quality-N`); both use spec.drift's webhook and Job template. The episode lives in
 `status.drift.episode`, so what is due survives an operator restart: the webhook is told
 and the retraining Job is created when an episode opens, and the Job's name is derived
 from the episode's number (`NAME-retrain-N`), so a reconcile that runs again after a crash
@@ -18,21 +22,25 @@ import copy
 import hashlib
 import hmac
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from modeldeploy_serving.sampling import Sink
 
 from modeldeploy_operator.api.drift import JobTemplate
 from modeldeploy_operator.api.spec import Owner, about
-from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, RetrainingStatus
+from modeldeploy_operator.api.status import DriftEpisode, DriftStatus, QualityStatus, RetrainingStatus
 from modeldeploy_operator.children.labels import MANAGED_BY, NAME_LABEL, owner_reference
 
 Obj = dict[str, Any]
 Outcome = Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"]
+Kind = Literal["drift", "quality"]
+Watched = TypeVar("Watched", DriftStatus, QualityStatus)  # a status with episodes and a retraining Job
+OPENS = frozenset({"Drifted", "Degraded"})
+CLOSES = frozenset({"NoDrift", "Healthy"})
 
 SIGNATURE_HEADER = "X-Modeldeploy-Signature"  # sha256=HEX: HMAC-SHA256 of the raw body
-EVENT_HEADER = "X-Modeldeploy-Event"  # always "drift" here
-DELIVERY_HEADER = "X-Modeldeploy-Delivery"  # UID-EPISODE: the same on every retry of one report
+EVENT_HEADER = "X-Modeldeploy-Event"  # drift or quality
+DELIVERY_HEADER = "X-Modeldeploy-Delivery"  # UID-EPISODE (UID-quality-EPISODE): the same on every retry
 REPORT_ENV = "MODELDEPLOY_DRIFT_REPORT"
 EPISODE_ENV = "MODELDEPLOY_DRIFT_EPISODE"
 CAPTURE_ENV = "MODELDEPLOY_CAPTURE_URI"
@@ -40,26 +48,27 @@ REPORT_DIR = "/etc/modeldeploy/drift"
 REPORT_FILE = "report.json"
 REPORT_VOLUME = "modeldeploy-drift-report"
 EPISODE_LABEL = "modeldeploy.dev/drift-episode"
+QUALITY_EPISODE_LABEL = "modeldeploy.dev/quality-episode"
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx; any other answer is final
 
 
 def advance(previous: DriftEpisode | None, verdict: str, now: str) -> tuple[DriftEpisode | None, bool]:
     """(the episode to show, whether one opened now) after a verdict.
 
-    Drifted opens episode N+1 unless one is open; NoDrift closes an open one; Inconclusive
-    changes nothing. Asking again with the same verdict changes nothing either.
+    Drifted (Degraded) opens episode N+1 unless one is open; NoDrift (Healthy) closes an open
+    one; Inconclusive changes nothing. Asking again with the same verdict changes nothing either.
     """
     is_open = previous is not None and previous.ended_at is None
-    if verdict == "Drifted" and not is_open:
+    if verdict in OPENS and not is_open:
         number = (previous.number if previous is not None else 0) + 1
         return DriftEpisode(number=number, started_at=now), True
-    if verdict == "NoDrift" and previous is not None and is_open:
+    if verdict in CLOSES and previous is not None and is_open:
         return previous.model_copy(update={"ended_at": now}), False
     return previous, False
 
 
-def carry(previous: DriftStatus | None, current: DriftStatus, now: str) -> tuple[DriftStatus, bool]:
-    """The drift status to write: the current evaluation with the episode advanced and the
+def carry(previous: Watched | None, current: Watched, now: str) -> tuple[Watched, bool]:
+    """The status to write: the current evaluation with the episode advanced and the
     retraining Job carried over from the previous status; and whether an episode opened."""
     before = previous.episode if previous is not None else None
     episode, opened = advance(before, current.verdict, now)
@@ -67,24 +76,24 @@ def carry(previous: DriftStatus | None, current: DriftStatus, now: str) -> tuple
     return current.model_copy(update={"episode": episode, "retraining": retraining}), opened
 
 
-def open_episode(drift: DriftStatus | None) -> DriftEpisode | None:
-    if drift is None or drift.episode is None or drift.episode.ended_at is not None:
+def open_episode(watched: DriftStatus | QualityStatus | None) -> DriftEpisode | None:
+    if watched is None or watched.episode is None or watched.episode.ended_at is not None:
         return None
-    return drift.episode
+    return watched.episode
 
 
-def retraining_due(drift: DriftStatus | None) -> DriftEpisode | None:
+def retraining_due(watched: DriftStatus | QualityStatus | None) -> DriftEpisode | None:
     """The open episode whose Job is not recorded yet, or None."""
-    episode = open_episode(drift)
-    if episode is None or drift is None:
+    episode = open_episode(watched)
+    if episode is None or watched is None:
         return None
-    if drift.retraining is not None and drift.retraining.episode == episode.number:
+    if watched.retraining is not None and watched.retraining.episode == episode.number:
         return None
     return episode
 
 
-def job_name(name: str, episode: int) -> str:
-    return f"{name}-retrain-{episode}"
+def job_name(name: str, episode: int, kind: Kind = "drift") -> str:
+    return f"{name}-retrain-{episode}" if kind == "drift" else f"{name}-quality-{episode}"
 
 
 def report(
@@ -105,6 +114,13 @@ def report(
     }
 
 
+def quality_report(meta: Obj, quality: QualityStatus, owner: Owner | None = None) -> Obj:
+    """The quality report the webhook and the Job get: status.quality's fields and the
+    deployment it is about (with its owner)."""
+    shown = quality.model_dump(by_alias=True, exclude_none=True, mode="json", exclude={"retraining"})
+    return {"kind": "QualityReport", "modelDeployment": about(meta, owner), **shown}
+
+
 def encode(body: Obj) -> bytes:
     """The bytes that are sent, signed and mounted: compact, keys in a stable order."""
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -120,12 +136,10 @@ def verify(body: bytes, secret: bytes, header: str) -> bool:
     return hmac.compare_digest(signature(body, secret), header)
 
 
-def headers(body: bytes, meta: Obj, episode: int, secret: bytes | None) -> dict[str, str]:
-    sent = {
-        "Content-Type": "application/json",
-        EVENT_HEADER: "drift",
-        DELIVERY_HEADER: f"{meta.get('uid', meta['name'])}-{episode}",
-    }
+def headers(body: bytes, meta: Obj, episode: int, secret: bytes | None, kind: Kind = "drift") -> dict[str, str]:
+    uid = meta.get("uid", meta["name"])
+    delivery = f"{uid}-{episode}" if kind == "drift" else f"{uid}-quality-{episode}"
+    sent = {"Content-Type": "application/json", EVENT_HEADER: kind, DELIVERY_HEADER: delivery}
     if secret is not None:
         sent[SIGNATURE_HEADER] = signature(body, secret)
     return sent
@@ -152,25 +166,25 @@ def capture_uri(sink: str, model: str, version: str) -> str:
     return f"s3://{parsed.bucket}/" + "/".join(part for part in (parsed.prefix, model, version) if part) + "/"
 
 
-def _labels(name: str, episode: int) -> dict[str, str]:
+def _labels(name: str, episode: int, kind: Kind) -> dict[str, str]:
     return {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/component": "retraining",
         NAME_LABEL: name,
-        EPISODE_LABEL: str(episode),
+        EPISODE_LABEL if kind == "drift" else QUALITY_EPISODE_LABEL: str(episode),
     }
 
 
-def build_report_config_map(meta: Obj, episode: int, body: bytes) -> Obj:
+def build_report_config_map(meta: Obj, episode: int, body: bytes, kind: Kind = "drift") -> Obj:
     """The ConfigMap the Job mounts: the report as report.json, owned by the ModelDeployment."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": job_name(meta["name"], episode),
+            "name": job_name(meta["name"], episode, kind),
             "namespace": meta["namespace"],
-            "labels": _labels(meta["name"], episode),
+            "labels": _labels(meta["name"], episode, kind),
             "ownerReferences": [owner_reference(meta)],
         },
         "data": {REPORT_FILE: body.decode()},
@@ -194,12 +208,14 @@ def _container(container: Obj, env: list[Obj]) -> Obj:
     }
 
 
-def build_retraining_job(meta: Obj, template: JobTemplate, episode: int, capture_uri: str | None = None) -> Obj:
+def build_retraining_job(
+    meta: Obj, template: JobTemplate, episode: int, capture_uri: str | None = None, kind: Kind = "drift"
+) -> Obj:
     """The episode's Job: the user's template with the report mounted, MODELDEPLOY_DRIFT_REPORT
     (and MODELDEPLOY_CAPTURE_URI when samples are captured) set in every container,
     restartPolicy Never and the restricted pod security settings where the template has none,
-    owned by the ModelDeployment."""
-    name = job_name(meta["name"], episode)
+    owned by the ModelDeployment. A quality episode's report is a QualityReport, at the same path."""
+    name = job_name(meta["name"], episode, kind)
     spec = copy.deepcopy(template.spec)
     pod_template = spec.setdefault("template", {})
     pod = pod_template.setdefault("spec", {})
@@ -212,9 +228,9 @@ def build_retraining_job(meta: Obj, template: JobTemplate, episode: int, capture
     pod.setdefault("restartPolicy", "Never")
     pod["securityContext"] = {**copy.deepcopy(_POD_SECURITY), **(pod.get("securityContext") or {})}
     pod["volumes"] = [*(pod.get("volumes") or []), {"name": REPORT_VOLUME, "configMap": {"name": name}}]
-    for kind in ("initContainers", "containers"):
-        if pod.get(kind):
-            pod[kind] = [_container(container, env) for container in pod[kind]]
+    for containers in ("initContainers", "containers"):
+        if pod.get(containers):
+            pod[containers] = [_container(container, env) for container in pod[containers]]
     user = template.metadata or {}
     return {
         "apiVersion": "batch/v1",
@@ -222,7 +238,7 @@ def build_retraining_job(meta: Obj, template: JobTemplate, episode: int, capture
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
-            "labels": {**(user.get("labels") or {}), **_labels(meta["name"], episode)},
+            "labels": {**(user.get("labels") or {}), **_labels(meta["name"], episode, kind)},
             "annotations": dict(user.get("annotations") or {}),
             "ownerReferences": [owner_reference(meta)],
         },
@@ -247,14 +263,15 @@ def _said(condition: Obj) -> str:
     return str(condition.get("message") or condition.get("reason") or "")
 
 
-def with_job(drift: DriftStatus, jobs: list[Obj]) -> DriftStatus:
-    """status.drift with its retraining outcome read from the Job, when the watch has it."""
-    retraining = drift.retraining
+def with_job(watched: Watched, jobs: list[Obj]) -> Watched:
+    """status.drift (or status.quality) with its retraining outcome read from the Job, when
+    the watch has it."""
+    retraining = watched.retraining
     if retraining is None or retraining.outcome == "NotCreated":
-        return drift
+        return watched
     job = next((j for j in jobs if (j.get("metadata") or {}).get("name") == retraining.job), None)
     if job is None:
-        return drift  # not seen yet, or deleted (a TTL): the last outcome stands
+        return watched  # not seen yet, or deleted (a TTL): the last outcome stands
     outcome, message = job_outcome(job)
     updated = RetrainingStatus(job=retraining.job, episode=retraining.episode, outcome=outcome, message=message)
-    return drift.model_copy(update={"retraining": updated})
+    return watched.model_copy(update={"retraining": updated})

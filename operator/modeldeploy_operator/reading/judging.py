@@ -10,6 +10,11 @@ compare the answers (telemetry/shadowing.py); whether they mirror yet is one rea
 A window's first reading lives only in memory: after an operator restart the step's window
 starts again (the plan says so in status), rather than being misread.
 
+Quality (spec.feedback): every `spec.drift.interval` every pod of both tracks is read (a
+label joins at whichever pod it reaches), the readings of the last `spec.feedback.window`
+are kept the same way, and the labels that joined the stable version's predictions in that
+window are judged against the profile's reference quality (drift/quality.py).
+
 Drift: every `spec.drift.interval` the stable pods are read; the readings of the last
 `spec.drift.window` are kept in memory, and the window from the oldest of them to now is
 assessed against the reference profile, which is asked of a stable pod
@@ -28,22 +33,34 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import Profile, ProfileError
 
 from modeldeploy_operator.api.base import parse_duration
-from modeldeploy_operator.api.drift import Drift
+from modeldeploy_operator.api.drift import Drift, Feedback
 from modeldeploy_operator.api.rollout import Analysis
-from modeldeploy_operator.api.status import Check, DriftStatus
+from modeldeploy_operator.api.status import Check, DriftStatus, QualityStatus
 from modeldeploy_operator.drift.assessment import DriftSettings, DriftWindow, Reference, assess
+from modeldeploy_operator.drift.quality import QualityCounts, QualityLimits, judge_quality
 from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
 from modeldeploy_operator.telemetry.counters import Pod, Reading
 from modeldeploy_operator.telemetry.sources import TelemetrySource
-from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, window
+from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, Window, window
 
 Key = tuple[str, str]
 TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Stable:
+    """What the stable track serves: the version judged, its pods (asked for the profile) and
+    what their Deployment serves (the profile's cache key)."""
+
+    version: str
+    pods: list[Pod]
+    serving: str
 
 
 def pods_of(track_pods: list[dict[str, Any]]) -> list[Pod]:
@@ -94,6 +111,38 @@ def drift_window(track: TrackWindow) -> DriftWindow:
     )
 
 
+def _all_started_since(reading: Reading, since: float) -> bool:
+    """Every pod of a complete read started counting at or after `since`."""
+    pods = reading.pods.values()
+    return bool(pods) and not reading.errors and all(pod.started is not None and pod.started >= since for pod in pods)
+
+
+def quality_counts(found: Window, version: str, output: str) -> QualityCounts:
+    """What the labels in a window found for one version's predictions (made on either
+    track, counted at any pod), for one output: the one the profile's quality measured."""
+    labels, correct, error_sum = 0.0, 0.0, 0.0
+    buckets: dict[float, float] = {}
+    for track in found.tracks.values():
+        for series, value in track.feedback.items():
+            family, of_version, rest = series[0], series[1], series[3:]
+            if of_version != version:
+                continue
+            if family == t.FEEDBACK and rest == (t.RESULT_MATCHED,):
+                labels += value
+            elif family == t.FEEDBACK_CORRECT and rest == (output,):
+                correct += value
+            elif family == f"{t.FEEDBACK_ABSOLUTE_ERROR}_sum" and rest == (output,):
+                error_sum += value
+            elif family == t.FEEDBACK_ABSOLUTE_ERROR and rest[:1] == (output,):
+                bound = float(rest[1])
+                buckets[bound] = buckets.get(bound, 0.0) + value
+    bins, below = [], 0.0
+    for bound in sorted(buckets):
+        bins.append((bound, round(buckets[bound] - below)))
+        below = buckets[bound]
+    return QualityCounts(labels=round(labels), correct=round(correct), error_sum=error_sum, error_bins=tuple(bins))
+
+
 @dataclass
 class Judge:
     source: TelemetrySource
@@ -102,6 +151,7 @@ class Judge:
     profiles: dict[str, Profile | None] = field(default_factory=dict)  # by what the stable pods serve
     serving: dict[Key, str] = field(default_factory=dict)  # what the drift readings were taken of
     every_feature: dict[Key, list[dict[str, Any]]] = field(default_factory=dict)  # the last assessment's, worst first
+    quality_readings: dict[Key, deque[Reading]] = field(default_factory=dict)  # quality: the last window's reads
 
     async def signature(self, model: str, stable: list[Pod], canary: list[Pod]) -> Check:
         if not stable or not canary:
@@ -217,6 +267,77 @@ class Judge:
             message += "; predictions shifted"
         return DriftStatus.model_validate(
             {**report, "window": settings.window, "evaluatedAt": iso(now), "message": message}
+        )
+
+    def last_quality_read(self, key: Key) -> float | None:
+        kept = self.quality_readings.get(key)
+        return kept[-1].at if kept else None
+
+    def forget_quality(self, key: Key) -> None:
+        self.quality_readings.pop(key, None)
+
+    async def quality(
+        self, key: Key, model: str, pods: list[Pod], stable: Stable, settings: Feedback, now: float
+    ) -> QualityStatus | None:
+        """Read every pod and judge the stable version's labels over the window so far; None
+        when this read only starts a window (the previous status stands)."""
+        reading = await self.source.read(pods)
+        span = parse_duration(settings.window)
+        kept = self.quality_readings.setdefault(key, deque())
+        if not kept and _all_started_since(reading, now - span):
+            # Pods that started within the window: everything they counted is the window's.
+            kept.append(Reading(at=min(pod.started or now for pod in reading.pods.values())))
+        kept.append(reading)
+        while len(kept) > 2 and kept[1].at <= now - span:
+            kept.popleft()
+
+        def inconclusive(message: str, reference: float | None = None) -> QualityStatus:
+            return QualityStatus(
+                verdict="Inconclusive",
+                version=stable.version,
+                reference=reference,
+                window=settings.window,
+                evaluated_at=iso(now),
+                message=message,
+            )
+
+        if len(kept) < 2:
+            return None
+        found = window(kept[0], reading)
+        if found.partial and found.errors and all(why == NO_BASELINE for why in found.errors.values()):
+            kept.clear()  # a pod was running but not read before: this read opens a fresh window
+            kept.append(reading)
+            return None
+        if found.partial:
+            missing = ", ".join(f"{pod} ({why})" for pod, why in sorted(found.errors.items()))
+            return inconclusive(f"telemetry missing from {missing}")
+        profile = await self._profile(stable.serving, model, stable.pods)
+        if profile is None or profile.quality is None:
+            return inconclusive(
+                "the model's profile has no reference quality: profile it with labelled data "
+                "(`modeldeploy profile --label-column`)"
+            )
+        reference = profile.quality
+        counts = quality_counts(found, stable.version, reference.output)
+        limits = QualityLimits(
+            min_labels=settings.min_labels,
+            max_accuracy_drop=settings.max_accuracy_drop,
+            max_error_increase=settings.max_error_increase,
+        )
+        verdict = judge_quality(reference, counts, limits)
+        live = {"accuracy": verdict.live} if verdict.metric == "accuracy" else {"meanAbsoluteError": verdict.live}
+        return QualityStatus.model_validate(
+            {
+                "verdict": verdict.verdict,
+                "metric": verdict.metric,
+                **live,
+                "labels": verdict.labels,
+                "reference": verdict.reference,
+                "version": stable.version,
+                "window": settings.window,
+                "evaluatedAt": iso(now),
+                "message": verdict.message,
+            }
         )
 
     async def _profile(self, serving: str, model: str, pods: list[Pod]) -> Profile | None:

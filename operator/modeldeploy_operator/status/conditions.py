@@ -113,12 +113,15 @@ def event_note(message: str, owner: Owner | None) -> str:
     return message + suffix
 
 
-def drift_transition(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> Event | None:
-    """The Event for a change of the drift verdict (DriftDetected's status), if there is one.
+def drift_transition(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], kind: str = DRIFT_DETECTED
+) -> Event | None:
+    """The Event for a change of the drift verdict (DriftDetected's status; QualityDegraded's
+    with `kind`), if there is one.
 
-    Not on every evaluation, and not for a first verdict of no drift."""
-    old = condition(before, DRIFT_DETECTED)
-    new = condition(after, DRIFT_DETECTED)
+    Not on every evaluation, and not for a first verdict of no drift (healthy quality)."""
+    old = condition(before, kind)
+    new = condition(after, kind)
     if new is None or (old or {}).get("status") == new.get("status"):
         return None
     if old is None and new.get("status") != "True":

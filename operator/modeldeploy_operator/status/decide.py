@@ -17,12 +17,20 @@ from pydantic import ValidationError
 from modeldeploy_operator.api import reasons
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus
+from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus, QualityStatus
 from modeldeploy_operator.children.builders import inference_url
 from modeldeploy_operator.children.labels import selector_labels
 from modeldeploy_operator.rollout.plans import Plan
 from modeldeploy_operator.settings import Settings
-from modeldeploy_operator.status.conditions import DRIFT_DETECTED, READY, RECONCILING, STALLED, Wanted, merge_conditions
+from modeldeploy_operator.status.conditions import (
+    DRIFT_DETECTED,
+    QUALITY_DEGRADED,
+    READY,
+    RECONCILING,
+    STALLED,
+    Wanted,
+    merge_conditions,
+)
 from modeldeploy_operator.status.observe import Children, observe, track_status
 
 Obj = dict[str, Any]
@@ -37,6 +45,17 @@ def drift_condition(drift: DriftStatus) -> Wanted:
     return Wanted(DRIFT_DETECTED, reason.ready, reason, f"{drift.message}{score}")
 
 
+def quality_condition(quality: QualityStatus) -> Wanted:
+    """QualityDegraded from the latest evaluation: True, False, or Unknown when Inconclusive."""
+    if quality.verdict == "Degraded":
+        reason = reasons.ACCURACY_DROPPED if quality.metric == "accuracy" else reasons.ERROR_INCREASED
+    elif quality.verdict == "Healthy":
+        reason = reasons.QUALITY_HEALTHY
+    else:
+        reason = reasons.QUALITY_INCONCLUSIVE
+    return Wanted(QUALITY_DEGRADED, reason.ready, reason, quality.message)
+
+
 def previous_status(body: Obj) -> ModelDeploymentStatus:
     """The status as last written, as a model; what cannot be read is treated as absent."""
     raw = body.get("status") or {}
@@ -44,7 +63,7 @@ def previous_status(body: Obj) -> ModelDeploymentStatus:
         return ModelDeploymentStatus.model_validate(raw)
     except ValidationError:
         try:
-            kept = {key: raw[key] for key in ("canary", "history", "drift") if key in raw}
+            kept = {key: raw[key] for key in ("canary", "history", "drift", "quality") if key in raw}
             return ModelDeploymentStatus.model_validate(kept)
         except ValidationError:
             return ModelDeploymentStatus(conditions=[])
@@ -66,12 +85,14 @@ class Reconciled:
     `problem` is what stopped it before the children could be trusted: an invalid spec or
     an apply the API server refused; the rollout under way and the history are then kept as
     they were. `plan` is the rollout's plan (None: no valid spec to plan with), `drift` the
-    drift evaluation to show (None: drift is off, or there is no valid spec).
+    drift evaluation to show (None: drift is off, or there is no valid spec), `quality` the
+    live-quality evaluation (None: spec.feedback is not set, or nothing evaluated yet).
     """
 
     problem: tuple[Reason, str] | None = None
     plan: Plan | None = None
     drift: DriftStatus | None = None
+    quality: QualityStatus | None = None
 
 
 def decide_status(
@@ -96,6 +117,7 @@ def decide_status(
             phase="Degraded",
             canary=kept.canary,
             drift=kept.drift,
+            quality=kept.quality,
             history=kept.history,
             conditions=_conditions(previous, wanted, now, generation),
         )
@@ -110,6 +132,14 @@ def decide_status(
         wanted = [Wanted(READY, "False", plan.reason, plan.message), Wanted(also, "True", plan.reason, plan.message)]
     if drift is not None:
         wanted = [*wanted, drift_condition(drift)]
+    quality = reconciled.quality if spec.feedback is not None else None
+    if quality is not None:
+        wanted = [*wanted, quality_condition(quality)]
+    if spec.feedback is None:  # feedback turned off: its condition goes with it
+        previous = {
+            **previous,
+            "conditions": [c for c in previous.get("conditions") or [] if c.get("type") != QUALITY_DEGRADED],
+        }
     return ModelDeploymentStatus(
         observed_generation=generation,
         phase=phase,
@@ -120,6 +150,7 @@ def decide_status(
         stable=track_status(stable) if stable.deployment is not None else None,
         canary=plan.canary if plan is not None else None,
         drift=drift,
+        quality=quality,
         history=plan.history if plan is not None else previous_status(body).history,
         conditions=_conditions(previous, wanted, now, generation),
     )

@@ -52,6 +52,22 @@ FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
         (t.LABEL_SHADOW_VERSION, t.LABEL_OUTPUT, t.LABEL_CLASS, LE),
     ),
 }
+# Live quality from labels (feedback_telemetry.py on the server): unlike every other family,
+# labelled with the version and track of the prediction a label joined, not of the pod that
+# counted it, so they are keys of the series here and never tell the pod's identity.
+FEEDBACK_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    f"{t.FEEDBACK}_total": (t.FEEDBACK, (t.LABEL_VERSION, t.LABEL_TRACK, t.LABEL_RESULT)),
+    f"{t.FEEDBACK_CORRECT}_total": (t.FEEDBACK_CORRECT, (t.LABEL_VERSION, t.LABEL_TRACK, t.LABEL_OUTPUT)),
+    f"{t.FEEDBACK_ABSOLUTE_ERROR}_bucket": (
+        t.FEEDBACK_ABSOLUTE_ERROR,
+        (t.LABEL_VERSION, t.LABEL_TRACK, t.LABEL_OUTPUT, LE),
+    ),
+    f"{t.FEEDBACK_ABSOLUTE_ERROR}_sum": (
+        f"{t.FEEDBACK_ABSOLUTE_ERROR}_sum",
+        (t.LABEL_VERSION, t.LABEL_TRACK, t.LABEL_OUTPUT),
+    ),
+}
+FAMILIES.update(FEEDBACK_FAMILIES)
 # Gauges: read as they are at a read, never subtracted. shadow_version -> the share mirrored now.
 GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
     t.SHADOW_FRACTION: (t.SHADOW_FRACTION, (t.LABEL_SHADOW_VERSION,)),
@@ -153,7 +169,7 @@ def parse_metrics(pod: str, text: str) -> PodCounters:
     Reads only the families in SAMPLE_NAMES: one regular-expression pass finds every
     labelled sample, every other sample costs one set look-up, and a sample we keep has
     only the labels we need picked out of it. The model, version and track come from the
-    first sample: a serving process exports one of each.
+    first sample that is not a feedback series: a serving process exports one of each.
     """
     values: dict[Series, float] = {}
     gauges: dict[Series, float] = {}
@@ -167,7 +183,7 @@ def parse_metrics(pod: str, text: str) -> PodCounters:
             get: Callable[[str], str] = functools.partial(_label_of, _labels(label_text))
         else:
             get = functools.partial(_label, label_text)
-        if base is None:
+        if base is None and name not in FEEDBACK_FAMILIES:
             base = (get(t.LABEL_MODEL), get(t.LABEL_VERSION), get(t.LABEL_TRACK))
         try:
             value = float(value_text)
@@ -196,11 +212,12 @@ def counters_from_samples(pod: str, samples: Iterable[tuple[str, Mapping[str, st
     sha256 = ""
     started: float | None = None
     for name, labels, value in samples:
-        identity = (labels.get(t.LABEL_MODEL, ""), labels.get(t.LABEL_VERSION, ""), labels.get(t.LABEL_TRACK, ""))
-        if base is None:
-            base = identity
-        elif identity != base:
-            raise TelemetryError(_two_identities(pod, base, identity))
+        if name not in FEEDBACK_FAMILIES:
+            identity = (labels.get(t.LABEL_MODEL, ""), labels.get(t.LABEL_VERSION, ""), labels.get(t.LABEL_TRACK, ""))
+            if base is None:
+                base = identity
+            elif identity != base:
+                raise TelemetryError(_two_identities(pod, base, identity))
         if name == STARTED:
             if labels.get(t.LABEL_OUTCOME) == t.OUTCOME_OK:
                 started = value

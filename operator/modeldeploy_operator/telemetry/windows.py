@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from modeldeploy_serving import telemetry as t
 
-from modeldeploy_operator.telemetry.counters import PodCounters, Reading, Series
+from modeldeploy_operator.telemetry.counters import FEEDBACK_FAMILIES, PodCounters, Reading, Series
 
 # The families of what the stable pods counted of their copies to a shadow: a track's
 # window sums their series over its pods (shadowing.py reads them).
@@ -40,6 +40,8 @@ SHADOW_FAMILIES = frozenset(
         t.SHADOW_OUTPUT_DELTA,
     )
 )
+
+FEEDBACK_NAMES = frozenset(family for family, _ in FEEDBACK_FAMILIES.values())
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,9 @@ class TrackWindow:
     classes: Mapping[str, Mapping[str, int]]  # output -> predicted class -> count
     mismatched: tuple[str, ...] = ()  # histograms left out: the track's pods bin them differently
     shadow: Mapping[Series, int] = field(default_factory=dict)  # SHADOW_FAMILIES series summed over the pods
+    # What labels sent to the track's pods joined: FEEDBACK_FAMILIES series summed over the pods,
+    # keyed by the version and track of the predictions (whichever pods made them).
+    feedback: Mapping[Series, float] = field(default_factory=dict)
 
     @property
     def total_requests(self) -> int:
@@ -243,6 +248,7 @@ def track_window(track: str, pods: Sequence[tuple[PodCounters, Mapping[Series, f
         classes=classes,
         mismatched=tuple(mismatched + feature_mismatch + prediction_mismatch),
         shadow=_shadow_sums(members),
+        feedback=_sums(members, FEEDBACK_NAMES),
     )
 
 
@@ -250,12 +256,17 @@ def _shadow_sums(members: Members) -> dict[Series, int]:
     """Every shadow series summed over the track's pods (a histogram's buckets too: the
     server bins each output's differences on edges fixed by the model, the same on every
     pod of one version)."""
+    return {series: round(value) for series, value in _sums(members, SHADOW_FAMILIES).items()}
+
+
+def _sums(members: Members, families: frozenset[str]) -> dict[Series, float]:
+    """Every series of these families summed over the pods."""
     sums: dict[Series, float] = {}
     for pod in members:
-        for family in SHADOW_FAMILIES:
+        for family in families:
             for series, value in pod.get(family, {}).items():
                 sums[series] = sums.get(series, 0.0) + value
-    return {series: round(value) for series, value in sums.items()}
+    return sums
 
 
 def _empty_latency() -> Bins:
