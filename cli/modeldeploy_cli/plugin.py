@@ -131,6 +131,7 @@ def render_status(body: Obj, now: float | None = None) -> str:
             for f in drift.get("features") or []
         ]
         lines += _response(drift)
+    lines += _quality(status.get("quality"))
     history = status.get("history") or []
     if history:
         lines.append("  history (newest first):")
@@ -152,8 +153,27 @@ def _shadow_summary(checks: list[Obj]) -> list[str]:
     return [f"  shadow  {', '.join(parts)} (the same requests answered by both versions)"]
 
 
+def _quality(quality: Obj | None) -> list[str]:
+    """Live quality from labels (spec.feedback): the figure, against the reference, and why."""
+    if not quality:
+        return []
+    if quality.get("accuracy") is not None:
+        figure = f"accuracy {quality['accuracy']:.3f}"
+    elif quality.get("meanAbsoluteError") is not None:
+        figure = f"mean absolute error {quality['meanAbsoluteError']:g}"
+    else:
+        figure = "no figure"
+    reference = "" if quality.get("reference") is None else f" (reference {quality['reference']:g})"
+    line = (
+        f"  quality {quality.get('verdict')}: {figure}{reference} on {quality.get('labels', 0)} labels of version "
+        f"{quality.get('version', '-')} over {quality.get('window')}, at {quality.get('evaluatedAt')}: "
+        f"{quality.get('message', '')}"
+    )
+    return [line, *_response(quality)]
+
+
 def _response(drift: Obj) -> list[str]:
-    """The drift episode and its retraining Job, when there is one."""
+    """The drift (or quality) episode and its retraining Job, when there is one."""
     lines = []
     episode = drift.get("episode")
     if episode:

@@ -137,6 +137,29 @@ def test_samples_of_two_tracks_from_one_pod_are_refused() -> None:
         c.counters_from_samples("pod-a", found)
 
 
+def labelled(labels: dict[str, str]) -> str:
+    return ",".join(f'{name}="{value}"' for name, value in labels.items())
+
+
+def test_feedback_series_of_other_versions_and_tracks_do_not_change_a_pods_identity() -> None:
+    """A label joins at whichever pod it reaches: a stable pod of version 2 counts labels for
+    version 1's canary predictions under their own version and track, from either source."""
+    base = {t.LABEL_MODEL: "m", t.LABEL_VERSION: "2", t.LABEL_TRACK: t.STABLE}
+    joined = {t.LABEL_MODEL: "m", t.LABEL_VERSION: "1", t.LABEL_TRACK: t.CANARY}
+    found = [
+        (f"{t.FEEDBACK}_total", {**joined, t.LABEL_RESULT: t.RESULT_MATCHED}, 7.0),
+        (f"{t.REQUESTS}_total", {**base, t.LABEL_OUTCOME: "ok"}, 3.0),
+        (f"{t.FEEDBACK_CORRECT}_total", {**joined, t.LABEL_OUTPUT: "label"}, 5.0),
+    ]
+    counters = c.counters_from_samples("pod-a", found)
+    assert (counters.version, counters.track) == ("2", t.STABLE)
+    assert counters.values[(t.FEEDBACK, "1", t.CANARY, t.RESULT_MATCHED)] == 7.0
+    assert counters.values[(t.FEEDBACK_CORRECT, "1", t.CANARY, "label")] == 5.0
+    page = "\n".join(f"{name}{{{labelled(labels)}}} {value}" for name, labels, value in found)
+    parsed = c.parse_metrics("pod-a", page)
+    assert (parsed.version, parsed.track, dict(parsed.values)) == ("2", t.STABLE, dict(counters.values))
+
+
 def test_a_window_counts_exactly_what_each_track_answered_between_two_reads(
     start: list[InProcessServer], cancer: Model, rows: np.ndarray
 ) -> None:

@@ -118,6 +118,29 @@ def test_status_shows_the_shadow_step_with_agreement_and_deltas() -> None:
     assert "weight 0% requested" not in text
 
 
+def test_status_shows_live_quality_and_its_episode() -> None:
+    quality = {
+        "verdict": "Degraded",
+        "metric": "accuracy",
+        "accuracy": 0.7104,
+        "labels": 412,
+        "reference": 0.979,
+        "version": "7",
+        "window": "1h",
+        "evaluatedAt": "2026-11-25T10:00:00Z",
+        "message": "10.8 points lower",
+        "episode": {"number": 1, "startedAt": "2026-11-25T10:00:00Z"},
+        "retraining": {"job": "fraud-quality-1", "episode": 1, "outcome": "Running"},
+    }
+    text = render_status({**BODY, "status": {**BODY["status"], "quality": quality}})
+    assert (
+        "quality Degraded: accuracy 0.710 (reference 0.979) on 412 labels of version 7 over 1h, "
+        "at 2026-11-25T10:00:00Z: 10.8 points lower"
+    ) in text
+    assert "retraining Job fraud-quality-1 (episode 1): Running" in text
+    assert "quality" not in render_status(BODY)
+
+
 def test_history_marks_a_rollout_decided_in_the_shadow_step() -> None:
     entry = {**BODY["status"]["history"][0], "shadow": True, "message": "shadow step: agreement failed"}
     text = render_history({**BODY, "status": {"history": [entry]}})
