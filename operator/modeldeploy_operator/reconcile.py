@@ -62,6 +62,7 @@ from modeldeploy_operator.status.conditions import (
 )
 from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
+from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS
 from modeldeploy_operator.writes import Key, LastWrites
 
 log = logging.getLogger(__name__)
@@ -216,7 +217,8 @@ async def _plan(resource: Resource, judge: Judge) -> Plan:
                 minimum = shadow.min_requests or analysis.min_requests
                 verdict = await judge.shadow_verdict(key, stable_pods, analysis, canary.version, minimum)
             else:
-                verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis)
+                labels = spec.feedback.min_labels if spec.feedback is not None else DEFAULT_MIN_LABELS
+                verdict = await judge.verdict(key, stable_pods + canary_pods_now, analysis, labels)
             moment = moment.answered(verdict=verdict, window_lost=verdict is None)
         result = machine.plan(moment)
     if result.step_started:

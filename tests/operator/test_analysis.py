@@ -61,6 +61,7 @@ def test_a_healthy_canary_passes_every_check() -> None:
         "latencyP50Ratio": "Successful",
         "predictionShift": "Successful",
         "cost": "Successful",
+        "accuracy": "Successful",
     }
     cost = next(c for c in checks if c.check == "cost")
     assert cost.value == pytest.approx(1.0) and cost.limit is None and "reported only" in cost.message
@@ -127,6 +128,51 @@ def test_cost_gates_only_with_a_limit() -> None:
 
 def tensor(name: str, datatype: str = "FP32", shape: list[int] | None = None) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": shape or [-1, 30]}
+
+
+def labelled(version: str, track_name: str, matched: int, correct: int) -> dict[tuple[str, ...], float]:
+    """Feedback series a pod counted: labels joined to `version`'s predictions made on `track_name`."""
+    return {
+        ("modeldeploy_feedback", version, track_name, "matched"): float(matched),
+        ("modeldeploy_feedback_correct", version, track_name, "label"): float(correct),
+    }
+
+
+def with_labels(
+    canary: tuple[int, int], stable: tuple[int, int], min_labels: int = 200, limit: float | None = 0.05
+) -> Any:
+    """The accuracy check of a step whose canary (version 2) and stable (version 1) predictions
+    got (labels, correct) labels; half of each version's labels reached the other track's pods."""
+    feedback_on_canary = {**labelled("2", "canary", canary[0] // 2, canary[1] // 2)}
+    feedback_on_canary.update(labelled("1", "stable", stable[0] // 2, stable[1] // 2))
+    feedback_on_stable = {**labelled("2", "canary", canary[0] - canary[0] // 2, canary[1] - canary[1] // 2)}
+    feedback_on_stable.update(labelled("1", "stable", stable[0] - stable[0] // 2, stable[1] - stable[1] // 2))
+    on_canary = TrackWindow(**{**vars(track("canary", 100)), "versions": ("2",), "feedback": feedback_on_canary})
+    on_stable = TrackWindow(**{**vars(track("stable", 300)), "feedback": feedback_on_stable})
+    limits = LIMITS.model_copy(update={"max_accuracy_drop": limit})
+    return next(c for c in judge(window(on_canary, on_stable), limits, min_labels) if c.check == "accuracy")
+
+
+def test_a_canary_worse_on_labels_alone_is_rolled_back_with_the_figures() -> None:
+    worse = with_labels(canary=(400, 340), stable=(400, 388))  # 0.85 against 0.97
+    assert (worse.result, worse.value, worse.limit, worse.samples) == ("Failed", 0.12, 0.05, 400)
+    assert "canary accuracy 0.850 on 400 labels against stable's 0.970 on 400 labels" in worse.message
+    assert "12.0 points lower, more than 5" in worse.message
+
+
+def test_a_canary_as_good_on_labels_passes_and_too_few_labels_wait() -> None:
+    same = with_labels(canary=(400, 386), stable=(400, 388))
+    assert same.result == "Successful", same.message
+    few = with_labels(canary=(150, 100), stable=(400, 388))
+    assert few.result == "Inconclusive" and "each needs minLabels (200)" in few.message, few.message
+    assert with_labels(canary=(150, 100), stable=(400, 388), min_labels=100).result == "Failed"
+
+
+def test_accuracy_is_reported_only_without_a_limit_and_needs_labels_to_gate() -> None:
+    reported = with_labels(canary=(400, 340), stable=(400, 388), limit=None)
+    assert (reported.result, reported.value) == ("Successful", 0.12) and "reported only" in reported.message
+    unlabelled = with_labels(canary=(0, 0), stable=(0, 0))
+    assert unlabelled.result == "Inconclusive" and "0 labels for the canary" in unlabelled.message
 
 
 def test_signature_differences_are_named_field_by_field() -> None:

@@ -1,6 +1,6 @@
 """Live quality against real serving processes and a real Redis: predictions made by one pod,
 labels sent to the other, the window read from both pods' telemetry, the verdict from
-drift/quality.py against the reference quality the example model's profile carries.
+telemetry/quality.py against the reference quality the example model's profile carries.
 
 Two real `modeldeploy serve` processes of breast-cancer v1 (its profile measured accuracy on
 the held-out rows) share one feedback store, as a deployment's pods do. The test sends the

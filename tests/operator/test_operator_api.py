@@ -189,6 +189,21 @@ def test_a_new_version_goes_to_a_canary_and_scale_reaches_stable(operators: Oper
             "spec.drift.method",
             "Unsupported value",
         ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "rollout": {"analysis": {"maxAccuracyDrop": 0.05}}},
+            "spec.rollout.analysis.maxAccuracyDrop",
+            "it needs spec.feedback",
+        ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "feedback": {"maxAccuracyDrop": 1.5}},
+            "spec.feedback.maxAccuracyDrop",
+            "less than 1",
+        ),
+        (
+            {"model": {"uri": URI, "version": "1"}, "feedback": {"window": "a week"}},
+            "spec.feedback.window",
+            "should match",
+        ),
     ],
 )
 def test_invalid_resources_are_refused_naming_the_field(

@@ -133,7 +133,7 @@ def test_a_window_from_prometheus_equals_the_direct_scrapes_and_what_was_sent(
         for found in (from_prometheus, direct)
     ]
     assert verdicts[0] == verdicts[1]
-    assert [result for _, result, _, _ in verdicts[0]] == ["Successful"] * 4
+    assert [result for _, result, _, _ in verdicts[0]] == ["Successful"] * 5
 
 
 def test_a_pod_prometheus_does_not_scrape_is_a_per_pod_error(pods: list[c.Pod], prometheus: PrometheusServer) -> None:

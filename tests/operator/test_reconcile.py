@@ -573,7 +573,7 @@ class FakeJudge(Judge):
     async def begin(self, key: Any, pods: Any) -> None:
         self.asked.append(f"begin {len(pods)}")
 
-    async def verdict(self, key: Any, pods: Any, limits: Any) -> Any:
+    async def verdict(self, key: Any, pods: Any, limits: Any, min_labels: int = 200) -> Any:
         self.asked.append("verdict")
         return [Check.model_validate(c) for c in self.verdicts.pop(0)]
 

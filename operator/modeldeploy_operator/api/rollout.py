@@ -26,6 +26,7 @@ CheckName = Literal[
     "cost",
     "agreement",
     "outputDelta",
+    "accuracy",
 ]
 
 
@@ -61,6 +62,18 @@ class Analysis(ResourceModel):
             gt=0,
             description="Highest canary-over-stable ratio of CPU seconds per 1,000 predictions, e.g. 1.5; "
             "without it the cost is reported but never fails a step.",
+        ),
+    ] = None
+    max_accuracy_drop: Annotated[
+        float | None,
+        Field(
+            default=None,
+            gt=0,
+            lt=1,
+            description="Highest drop of the canary's live accuracy below stable's over the same interval, from "
+            "labels sent back (spec.feedback), e.g. 0.05 for 5 points; a drop beyond it and beyond chance rolls "
+            "back. Each version needs spec.feedback.minLabels labels in the interval, else the step waits. "
+            "Without it the accuracies are reported but never fail a step.",
         ),
     ] = None
     min_agreement: Annotated[

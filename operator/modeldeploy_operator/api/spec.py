@@ -180,6 +180,20 @@ def about(meta: dict[str, Any], owner: Owner | None) -> dict[str, Any]:
 class ModelDeploymentSpec(ResourceModel):
     """A model to serve, and how to roll out its new versions."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.rollout) || !has(self.rollout.analysis) || "
+                    "!has(self.rollout.analysis.maxAccuracyDrop) || has(self.feedback)",
+                    "rollout.analysis.maxAccuracyDrop judges the canary on labels sent back: it needs spec.feedback "
+                    "(e.g. feedback: {})",
+                    ".rollout.analysis.maxAccuracyDrop",
+                )
+            ]
+        }
+    )
+
     model: Annotated[ModelSource, Field(description="The model file to serve.")]
     replicas: Annotated[int, Field(default=1, ge=0, le=1000, description="Serving pods of the stable version.")] = 1
     resources: Annotated[Resources, Field(default_factory=Resources, description="CPU and memory per pod.")]

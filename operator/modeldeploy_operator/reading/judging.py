@@ -13,7 +13,7 @@ starts again (the plan says so in status), rather than being misread.
 Quality (spec.feedback): every `spec.drift.interval` every pod of both tracks is read (a
 label joins at whichever pod it reaches), the readings of the last `spec.feedback.window`
 are kept the same way, and the labels that joined the stable version's predictions in that
-window are judged against the profile's reference quality (drift/quality.py).
+window are judged against the profile's reference quality (telemetry/quality.py).
 
 Drift: every `spec.drift.interval` the stable pods are read; the readings of the last
 `spec.drift.window` are kept in memory, and the window from the oldest of them to now is
@@ -41,11 +41,11 @@ from modeldeploy_operator.api.drift import Drift, Feedback
 from modeldeploy_operator.api.rollout import Analysis
 from modeldeploy_operator.api.status import Check, DriftStatus, QualityStatus
 from modeldeploy_operator.drift.assessment import DriftSettings, DriftWindow, Reference, assess
-from modeldeploy_operator.drift.quality import QualityCounts, QualityLimits, judge_quality
 from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
 from modeldeploy_operator.telemetry.counters import Pod, Reading
+from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityCounts, QualityLimits, judge_quality
 from modeldeploy_operator.telemetry.sources import TelemetrySource
 from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, Window, window
 
@@ -167,13 +167,16 @@ class Judge:
         """A step's interval begins: its window starts with this reading."""
         self.starts[key] = await self.source.read(pods)
 
-    async def verdict(self, key: Key, pods: list[Pod], limits: Analysis) -> list[Check] | None:
-        """The step's checks over its window; None when the window's start was lost (restart)."""
+    async def verdict(
+        self, key: Key, pods: list[Pod], limits: Analysis, min_labels: int = DEFAULT_MIN_LABELS
+    ) -> list[Check] | None:
+        """The step's checks over its window; None when the window's start was lost (restart).
+        `min_labels`: the labels each version needs before accuracy is judged (spec.feedback)."""
         start = self.starts.get(key)
         if start is None:
             return None
         end = await self.source.read(pods)
-        return analysis.judge(window(start, end), limits)
+        return analysis.judge(window(start, end), limits, min_labels)
 
     async def mirroring(self, pods: list[Pod], version: str, fraction: float) -> shadowing.Mirroring:
         """Whether the stable pods mirror to the canary's version yet (their shadow fraction gauge)."""

@@ -12,7 +12,11 @@ samples it was computed from:
   when both tracks bin them on the same edges (see docs/rollouts.md: otherwise the check is
   Inconclusive, never passed);
 - cost: CPU seconds per 1,000 predictions, canary over stable; it fails a step only when
-  spec.rollout.analysis.maxCostIncrease is set, and is reported either way.
+  spec.rollout.analysis.maxCostIncrease is set, and is reported either way;
+- accuracy: from labels sent back (spec.feedback), the drop of the canary's live accuracy
+  below stable's over the same window, each version's labels counted at whichever pod got
+  them; with maxAccuracyDrop it fails beyond the limit and beyond chance, and waits
+  (Inconclusive) until each version has spec.feedback.minLabels labels (telemetry/quality.py).
 
 Fewer than minRequests canary requests, or a window that misses a pod's counts, makes
 every check Inconclusive: the step waits, it never passes on too little data.
@@ -33,9 +37,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
+from modeldeploy_serving import telemetry as t
+
 from modeldeploy_operator.api.rollout import Analysis, CheckName
 from modeldeploy_operator.api.status import Check, CheckResult
 from modeldeploy_operator.telemetry import stats
+from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityCounts, QualityLimits, compare_quality
 from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
@@ -43,10 +50,12 @@ OUTCOME_OK, OUTCOME_INVALID, OUTCOME_ERROR = "ok", "invalid", "error"
 
 
 class Tracks(NamedTuple):
-    """What a live step's checks compare: the canary's window and stable's, over the same time."""
+    """What a live step's checks compare: the canary's window and stable's, over the same time;
+    and the labels each version needs before its accuracy is judged (spec.feedback.minLabels)."""
 
     canary: TrackWindow
     stable: TrackWindow
+    min_labels: int = DEFAULT_MIN_LABELS
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,7 @@ def _limit_words(limit: float | None, template: str, spec_field: str) -> str:
     return f"; limit {template.format(limit)}" if limit is not None else f" (reported only: no {spec_field})"
 
 
-def judge(window: Window, limits: Analysis) -> list[Check]:
+def judge(window: Window, limits: Analysis, min_labels: int = DEFAULT_MIN_LABELS) -> list[Check]:
     """Every check of one step, canary against stable over the window."""
     canary = window.tracks.get("canary")
     stable = window.tracks.get("stable")
@@ -123,7 +132,7 @@ def judge(window: Window, limits: Analysis) -> list[Check]:
     if why is not None:
         return [kind.inconclusive(limits, samples, why) for kind in CANARY_CHECKS]
     assert canary is not None and stable is not None
-    return [kind.judged(Tracks(canary, stable), limits) for kind in CANARY_CHECKS]
+    return [kind.judged(Tracks(canary, stable, min_labels), limits) for kind in CANARY_CHECKS]
 
 
 def _unjudgeable(
@@ -140,7 +149,7 @@ def _unjudgeable(
 
 
 def error_rate(tracks: Tracks, limit: float | None) -> Finding:
-    canary, stable = tracks
+    canary, stable = tracks.canary, tracks.stable
     total = canary.total_requests
     errors = canary.requests.get(OUTCOME_ERROR, 0) / total
     refused = canary.requests.get(OUTCOME_INVALID, 0) / total
@@ -202,7 +211,7 @@ def _comparable(canary: TrackWindow, stable: TrackWindow) -> tuple[str, list[int
 
 
 def prediction_shift(tracks: Tracks, limit: float | None) -> Finding:
-    compared = _comparable(*tracks)
+    compared = _comparable(tracks.canary, tracks.stable)
     if compared is None:
         message = "the canary's and stable's predictions share no class labels or bin edges to compare"
         return Finding(None, tracks.canary.rows, message, "Inconclusive")
@@ -353,6 +362,42 @@ def output_delta(shadow: ShadowWindow, limit: float | None) -> Finding:
     return Finding(value, rows, message + _limit_words(limit, "{:g}", "maxOutputDeltaP95"))
 
 
+def _labelled(tracks: Tracks, version: str) -> QualityCounts:
+    """The labels that joined one version's predictions in the window, counted at any pod."""
+    labels = correct = 0.0
+    for track in (tracks.canary, tracks.stable):
+        for series, value in track.feedback.items():
+            if series[1] != version:
+                continue
+            if series[0] == t.FEEDBACK and series[3:] == (t.RESULT_MATCHED,):
+                labels += value
+            elif series[0] == t.FEEDBACK_CORRECT:
+                correct += value
+    return QualityCounts(labels=round(labels), correct=min(round(correct), round(labels)))
+
+
+def accuracy(tracks: Tracks, limit: float | None) -> Finding:
+    """The drop of the canary's live accuracy below stable's over the same window, from labels
+    sent back; gates only with maxAccuracyDrop (telemetry/quality.py's rule)."""
+    canary_version = tracks.canary.versions[-1] if tracks.canary.versions else ""
+    stable_version = tracks.stable.versions[-1] if tracks.stable.versions else ""
+    canary, stable = _labelled(tracks, canary_version), _labelled(tracks, stable_version)
+    if canary.accuracy is None or stable.accuracy is None:
+        why = f"{canary.labels} labels for the canary and {stable.labels} for stable joined (spec.feedback)"
+        return _unmeasured(why, canary.labels, limit)
+    drop = _rounded(stable.accuracy - canary.accuracy)
+    if limit is None:
+        message = (
+            f"canary accuracy {canary.accuracy:.3f} on {canary.labels} labels, stable's {stable.accuracy:.3f} "
+            f"on {stable.labels} (reported only: no maxAccuracyDrop)"
+        )
+        return Finding(drop, canary.labels, message)
+    rule = QualityLimits(min_labels=tracks.min_labels, max_accuracy_drop=limit)
+    found = compare_quality(stable, canary, "accuracy", rule)
+    results: dict[str, CheckResult] = {"Degraded": "Failed", "Healthy": "Successful", "Inconclusive": "Inconclusive"}
+    return Finding(drop, canary.labels, found.message, results[found.verdict])
+
+
 # The check tables: each check of a live step and of the shadow step, in the order status
 # shows them. A new check is a row here, its statistic above, and its limit's field in
 # api/rollout.py (with its name in api/status.py's CheckName).
@@ -362,6 +407,7 @@ CANARY_CHECKS: tuple[CheckKind[Tracks], ...] = (
     CheckKind("latencyP50Ratio", "max_latency_p50_ratio", "max", latency_p50_ratio),
     CheckKind("predictionShift", "max_prediction_shift", "max", prediction_shift),
     CheckKind("cost", "max_cost_increase", "max", cost),
+    CheckKind("accuracy", "max_accuracy_drop", "max", accuracy),
 )
 SHADOW_CHECKS: tuple[CheckKind[ShadowWindow], ...] = (
     CheckKind("errorRate", "max_error_rate", "max", mirrored_errors),
