@@ -69,6 +69,7 @@ Pure: numpy and the standard library; the reference comes from the profile modul
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -106,7 +107,7 @@ class QualityCounts:
         if not (math.isfinite(self.error_sum) and self.error_sum >= 0):
             raise ValueError(f"error_sum: expected a finite sum of absolute errors, 0 or more, got {self.error_sum}")
         edges = [edge for edge, _ in self.error_bins]
-        if any(b <= a for a, b in zip(edges, edges[1:], strict=False)):
+        if any(b <= a for a, b in itertools.pairwise(edges)):
             raise ValueError(f"error_bins: upper edges must increase, got {edges}")
         if any(count < 0 for _, count in self.error_bins):
             raise ValueError(f"error_bins: counts must be 0 or more, got {[c for _, c in self.error_bins]}")
