@@ -13,7 +13,7 @@ SMALL = {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "51
 
 
 def cancer_digests() -> dict[str, str]:
-    """The sha256 of each breast-cancer version in the image, by version ("1", "2", "3")."""
+    """The sha256 of each breast-cancer version in the image, by version ("1" to "4")."""
     return {e["version"]: e["sha256"] for e in images.example_models_manifest() if e["name"] == "breast-cancer"}
 
 

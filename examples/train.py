@@ -12,6 +12,9 @@ The models:
 - breast-cancer 2: a random forest, a better model to roll out as a canary.
 - breast-cancer 3: trained on flipped labels, so its predictions are clearly shifted;
   the canary to watch being rolled back.
+- breast-cancer 4: trained on one feature: its inputs and class shares look like version
+  1's, but it is about 7 points less accurate; the canary that only labels sent back
+  (spec.feedback, maxAccuracyDrop) roll back.
 - diabetes 1: a ridge regression, to show regression outputs and their histograms.
 """
 
@@ -28,6 +31,7 @@ import numpy as np
 from modeldeploy_serving.profiling import Labelled, build_profile, embed_profile
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
+from sklearn.compose import ColumnTransformer
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -113,6 +117,22 @@ def train(out: Path) -> list[dict[str, str]]:
             make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=SEED)),
             x_train,
             1 - y_train,
+            x_test,
+            cancer_names,
+        ),
+        (
+            "breast-cancer",
+            "4",
+            "classification",
+            "Logistic regression on one feature (mean radius): the same class shares as version 1 and "
+            "7 points less accurate, a worse candidate only labels show.",
+            make_pipeline(
+                ColumnTransformer([("mean radius", "passthrough", [0])]),
+                StandardScaler(),
+                LogisticRegression(max_iter=1000, random_state=SEED),
+            ),
+            x_train,
+            y_train,
             x_test,
             cancer_names,
         ),

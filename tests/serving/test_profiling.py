@@ -166,6 +166,7 @@ def test_the_example_models_are_the_ones_the_issue_asks_for(example_models: Exam
         ("breast-cancer", "1", "classification"),
         ("breast-cancer", "2", "classification"),
         ("breast-cancer", "3", "classification"),
+        ("breast-cancer", "4", "classification"),
         ("diabetes", "1", "regression"),
     ]
     for entry in example_models.entries:
