@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # The modeldeploy image: one command, `modeldeploy`, with its subcommands
-# (`serve`, `fetch`, `profile`, and `operator` once the operator lands).
+# (`serve`, `fetch`, `profile`, and `operator` once the operator lands), and
+# `redis-server` for the feedback store the chart can run.
 #
 #   docker build -t modeldeploy:dev .
 #   docker run --rm modeldeploy:dev --help
@@ -41,6 +42,11 @@ RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb
 
 # ---- runtime: the same base, the venv, a non-root user; no compilers, no sources -------
 FROM ${PYTHON_IMAGE}
+# redis-server (Debian's, 7.0, with redis-cli): the feedback store the chart runs with
+# feedback.store.install=true (docs/feedback.md). Installed only; nothing starts it here.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server \
+ && rm -rf /var/lib/apt/lists/*
 RUN getent passwd 65532 >/dev/null \
  || { groupadd --gid 65532 nonroot \
       && useradd --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot; }

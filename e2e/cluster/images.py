@@ -4,7 +4,8 @@ The Dockerfile at the repository root is the recipe for users with Docker; this 
 makes an image with the same contents on machines without a Docker engine (ours, CI):
 
     layer 1  base   Debian bookworm minbase + python3 (3.11) + python3-venv + CA
-                    certificates, user 65532 (rootfs.py; cached by the recipe alone)
+                    certificates + redis-server (the chart's feedback store), user 65532
+                    (rootfs.py; cached by the recipe alone)
     layer 2  deps   a venv at /opt/modeldeploy with the [serving,operator] dependencies,
                     pinned by requirements/constraints.txt (cached by pyproject.toml,
                     the constraints and the base)
@@ -54,7 +55,7 @@ from e2e.cluster import oci, rootfs, settings
 
 RECIPE = "1"
 """Bump when this recipe changes what ends up in the deps or project layers."""
-BASE_RECIPE = "1"
+BASE_RECIPE = "2"
 """Bump when rootfs.build_base changes what ends up in the base layer."""
 
 NAME = "modeldeploy.local/modeldeploy"
@@ -228,9 +229,8 @@ def _ensure_base(log: Log) -> Path:
     started = time.monotonic()
     partial = _fresh(folder)
     rootfs.build_base(partial / "rootfs", log=log)
-    return _finish_stage(
-        partial / "rootfs", partial, folder, "base", f"debootstrap {rootfs.SUITE} + python3", started, log
-    )
+    comment = f"debootstrap {rootfs.SUITE} + {', '.join(rootfs.PACKAGES)}"
+    return _finish_stage(partial / "rootfs", partial, folder, "base", comment, started, log)
 
 
 def _layer(folder: Path) -> oci.Layer:

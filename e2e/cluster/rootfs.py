@@ -2,8 +2,9 @@
 
 The Dockerfile starts from python:3.11-slim-bookworm; here the same thing is assembled
 from Debian's own packages: `debootstrap --variant=minbase bookworm` with python3 (3.11,
-the project's Python), python3-venv and ca-certificates, then trimmed (apt lists and
-caches, docs, man pages) and given the non-root user the image runs as.
+the project's Python), python3-venv, ca-certificates and redis-server (the feedback store
+the chart runs, docs/feedback.md), then trimmed (apt lists and caches, docs, man pages)
+and given the non-root user the image runs as.
 
 Every command that runs inside a root filesystem goes through `run_in_root`, which wraps
 it in a private mount namespace (`unshare --mount`): /proc, /dev and bind mounts exist only
@@ -22,8 +23,9 @@ from pathlib import Path
 from e2e.cluster import system
 
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-venv", "ca-certificates")
-"""python3 is 3.11 in bookworm; python3-venv brings ensurepip so the venv has pip."""
+PACKAGES = ("python3", "python3-venv", "ca-certificates", "redis-server")
+"""python3 is 3.11 in bookworm; python3-venv brings ensurepip so the venv has pip;
+redis-server (7.0, with redis-cli) is the feedback store the chart installs."""
 
 USER_ID = 65532
 USER_NAME = "nonroot"
