@@ -244,13 +244,3 @@ def main(options: LoadOptions) -> int:
         print(f"modeldeploy load: {error}", file=sys.stderr)
         return 2
     return 1 if sum(tally.failed.values()) else 0
-
-
-def parse_seconds(text: str) -> float:
-    """30, 30s, 5m, 1h: a duration as spec fields write them."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    value = float(number)
-    if not value > 0:
-        raise ValueError(f"must be more than 0, got {text}")
-    return value * units[unit]

@@ -84,10 +84,10 @@ def _store(text: str) -> str:
 
 
 def _window(text: str) -> float:
-    from modeldeploy_serving.feedback import parse_window
+    from modeldeploy_serving.durations import parse_seconds
 
     try:
-        return parse_window(text)
+        return parse_seconds(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -312,12 +312,12 @@ def _add_profile(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _duration(text: str) -> float:
-    from modeldeploy_cli.load import parse_seconds
+    from modeldeploy_serving.durations import parse_seconds
 
     try:
         return parse_seconds(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"a duration like 30s, 5m or 1h, {error}") from None
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,7 +13,6 @@ each label came to. See docs/feedback.md. Nothing here does I/O.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple
 
@@ -51,24 +50,6 @@ def check_store_url(url: str) -> str:
     if scheme != "unix" and database and not database.isdigit():
         raise ValueError(f"{redacted(url)!r}: the database is {database!r}; expected a number, e.g. /0")
     return url
-
-
-_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_window(text: str) -> float:
-    """Seconds in a window written as spec durations are (30s, 15m, 1h30m, 168h), or a number of
-    seconds; a ValueError says what is accepted."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        if not _DURATION.fullmatch(text):
-            raise ValueError(f"{text!r} is not a duration like 30s, 15m, 1h30m or 168h (a week)") from None
-        seconds = sum(float(number) * _UNITS[unit] for number, unit in re.findall(r"([0-9.]+)(ms|s|m|h)", text))
-    if not seconds > 0:
-        raise ValueError(f"{text!r}: a window must be longer than 0")
-    return seconds
 
 
 def redacted(url: str) -> str:

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from modeldeploy_serving import telemetry as t
+from modeldeploy_serving.durations import parse_seconds
 from modeldeploy_serving.feedback import (
     MAX_LABELS,
     FeedbackError,
@@ -19,7 +20,6 @@ from modeldeploy_serving.feedback import (
     labelled_key,
     outcomes,
     parse_feedback,
-    parse_window,
     predicted,
     prediction_key,
     redacted,
@@ -203,10 +203,10 @@ def test_a_label_row_for_the_capture_sink() -> None:
     ("text", "seconds"), [("30s", 30), ("15m", 900), ("1h30m", 5400), ("168h", 604800), ("2.5h", 9000), ("90", 90)]
 )
 def test_windows_are_written_as_spec_durations(text: str, seconds: float) -> None:
-    assert parse_window(text) == seconds
+    assert parse_seconds(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["2d", "1 h", "", "0s", "-5", "h"])
+@pytest.mark.parametrize("text", ["2d", "1 h", "", "0s", "-5", "h", "inf", "nan"])
 def test_other_windows_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match=r"duration like 30s, 15m, 1h30m or 168h|longer than 0"):
-        parse_window(text)
+        parse_seconds(text)

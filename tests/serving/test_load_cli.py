@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from modeldeploy_cli.load import LoadError, LoadOptions, bodies, parse_seconds, read_rows, run
+from modeldeploy_cli.load import LoadError, LoadOptions, bodies, read_rows, run
+from modeldeploy_serving.durations import parse_seconds
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import MODELDEPLOY, ServeProcess, free_port, value
@@ -84,7 +85,7 @@ def test_bad_data_is_named_with_what_is_accepted(tmp_path: Path, text: str, mess
 
 def test_durations_read_as_spec_fields_write_them() -> None:
     assert [parse_seconds(t) for t in ("30", "30s", "5m", "1h", "0.5s")] == [30, 30, 300, 3600, 0.5]
-    with pytest.raises(ValueError, match="must be more than 0"):
+    with pytest.raises(ValueError, match="must be longer than 0"):
         parse_seconds("0s")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from modeldeploy_serving.durations import seconds_in
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -17,14 +18,12 @@ DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str) -> float:
-    """Seconds in a duration like 90s, 5m, 1h30m or 500ms (DURATION_PATTERN); ValueError otherwise."""
+    """Seconds in a duration like 90s, 5m, 1h30m or 500ms (DURATION_PATTERN: whole numbers, as
+    the schema allows); ValueError otherwise. The sum is the server's (durations.seconds_in)."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h30m or 500ms")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in re.findall(r"([0-9]+)(ms|s|m|h)", text))
+    return seconds_in(text)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
