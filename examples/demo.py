@@ -5,12 +5,14 @@
 3. the operator installed with the Helm chart,
 4. the example breast-cancer model, version 1, served from inside the cluster, with a load
    generator sending it real rows (scikit-learn's data set) the whole time,
-5. version 2 (a better model) rolled out as a canary and promoted on its own,
-6. version 3 (trained on flipped labels) behind a shadow step: the stable pods mirror a copy
+5. labels sent back for held-out rows (their true classes), joined to the predictions in the
+   chart's feedback store: the live accuracy in status, beside the profile's,
+6. version 2 (a better model) rolled out as a canary and promoted on its own,
+7. version 3 (trained on flipped labels) behind a shadow step: the stable pods mirror a copy
    of their requests to it and compare its answers with their own on the same rows; it
    disagrees, and is rolled back before any user received one of its answers,
-7. inputs shifted (a unit error: one feature arrives 10 times too large) and flagged as drift,
-8. a summary: each outcome, how long it took, requests served and failed.
+8. inputs shifted (a unit error: one feature arrives 10 times too large) and flagged as drift,
+9. a summary: each outcome, how long it took, requests served and failed.
 
 Progress is shown as it goes: what it is waiting for, and the plugin's live status
 (`kubectl modeldeploy status`). Everything stays up afterwards so you can look around;
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from e2e.cluster import binaries, images, launcher, settings  # noqa: E402
+from e2e.labels import Labeller  # noqa: E402
 from e2e.load import Load, breast_cancer_bodies  # noqa: E402
 from e2e.manifests import cancer_digests, model_deployment  # noqa: E402
 
@@ -125,6 +128,7 @@ def resource(version: str, sha256: str, shadow: bool = False) -> Obj:
         owner={"team": "ml-platform", "contact": "#ml-oncall", "runbook": "https://example.com/runbooks/cancer"},
         rollout=rollout,
         drift={"interval": "10s", "window": "30s", "minSamples": 200},
+        feedback={"window": "1h", "minLabels": 100},
     )
 
 
@@ -137,7 +141,7 @@ def condition(status: Obj, kind: str) -> Obj:
 
 
 def bring_up() -> tuple[Demo, str]:
-    say("1/8 the local cluster (Kubernetes built from Go modules, no Docker)")
+    say("1/9 the local cluster (Kubernetes built from Go modules, no Docker)")
     if not (binaries.bin_dir() / binaries.STAMP).exists():
         note(f"first run: compiling Kubernetes from source, about {binaries.COLD_BUILD} on two cores; progress below")
     started = time.monotonic()
@@ -146,10 +150,10 @@ def bring_up() -> tuple[Demo, str]:
     run_dir = settings.run_dir()
     bin_dir = Path(state.bin_dir)
     demo = Demo(bin_dir / "kubectl", bin_dir / "helm", run_dir / "admin.kubeconfig")
-    say("2/8 the modeldeploy image, built without Docker and imported into the node")
+    say("2/9 the modeldeploy image, built without Docker and imported into the node")
     image = images.import_project_image(run_dir)
     note(image)
-    say(f"3/8 the operator, installed with the Helm chart (watching namespace {NAMESPACE})")
+    say(f"3/9 the operator, installed with the Helm chart (watching namespace {NAMESPACE})")
     crd = "crd/modeldeployments.modeldeploy.dev"
     if demo.kubectl("get", crd, "--ignore-not-found", "-o", "name").strip():
         # a CRD applied by the tests or kubectl is adopted by the release (docs/chart.md, "CRD upgrades")
@@ -165,6 +169,7 @@ def bring_up() -> tuple[Demo, str]:
         "upgrade", "--install", RELEASE, str(REPO / "charts" / "modeldeploy"), "--namespace", RELEASE_NAMESPACE,
         "--create-namespace", "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
         "--set", "image.pullPolicy=IfNotPresent", "--set", f"watchNamespaces={{{NAMESPACE}}}",
+        "--set", "feedback.store.install=true",
         "--wait", "--timeout", "5m",
     )  # fmt: skip
     demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
@@ -176,18 +181,38 @@ def bring_up() -> tuple[Demo, str]:
 
 def story(demo: Demo) -> None:
     digest = cancer_digests()
-    say("4/8 version 1 of the breast-cancer classifier, served from inside the cluster")
+    say("4/9 version 1 of the breast-cancer classifier, served from inside the cluster")
     started = time.monotonic()
     demo.apply("1", digest["1"])
     demo.watch("version 1 to be Ready", lambda s: condition(s, "Ready").get("status") == "True", 300)
     demo.phases.append(Phase("version 1 deployed", "Ready", time.monotonic() - started, 0, 0))
     address = demo.kubectl("-n", NAMESPACE, "get", "service", NAME, "-o", "jsonpath={.spec.clusterIP}")
     note(f"load: real rows from 2 threads to http://{address}/v2/models/{NAME}/infer, a fresh connection each")
-    with Load(address, model=NAME, workers=2) as load:
-        rollout(demo, load, "5/8 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
-        title = "6/8 version 3 (trained on flipped labels) behind a shadow step: compared on copies, no user meets it"
+    with Load(address, model=NAME, workers=2) as load, Labeller(address, NAME) as labeller:
+        accuracy(demo, labeller)
+        rollout(demo, load, "6/9 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
+        title = "7/9 version 3 (trained on flipped labels) behind a shadow step: compared on copies, no user meets it"
         rollout(demo, load, title, "3", digest["3"], "RolledBack", shadow=True)
         drift(demo, load)
+
+
+def accuracy(demo: Demo, labeller: Labeller) -> None:
+    say("5/9 labels sent back: the true class of held-out rows, joined to the predictions that made them")
+    note(f"labels: {labeller.rate:g} held-out rows a second predicted with ids, their true classes sent to "
+         f"/v2/models/{NAME}/feedback in calls of {labeller.batch}")  # fmt: skip
+    started = time.monotonic()
+
+    def judged(status: Obj) -> bool:
+        return (status.get("quality") or {}).get("verdict") in ("Healthy", "Degraded")
+
+    status = demo.watch("live accuracy from 100 labels (spec.feedback.minLabels)", judged, 240)
+    quality = status.get("quality") or {}
+    note(
+        f"live accuracy {quality.get('accuracy', 0):.3f} on {quality.get('labels')} labels, the profile's "
+        f"{quality.get('reference')} on its held-out rows: {quality.get('verdict')}; {labeller.matched} of "
+        f"{labeller.sent} labels joined"
+    )
+    demo.phases.append(Phase("live accuracy", str(quality.get("verdict")), time.monotonic() - started, 0, 0))
 
 
 def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expected: str, shadow: bool = False) -> None:
@@ -219,7 +244,7 @@ def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expec
 
 
 def drift(demo: Demo, load: Load) -> None:
-    say(f"7/8 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
+    say(f"8/9 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
     started, served, failed = time.monotonic(), load.served(), load.failed()
     load.bodies = breast_cancer_bodies(SHIFT)
 
@@ -245,7 +270,7 @@ def drift(demo: Demo, load: Load) -> None:
 
 
 def summary(demo: Demo, total: float) -> None:
-    say("8/8 summary")
+    say("9/9 summary")
     print(f"   {'what':<28} {'outcome':<11} {'took':>7} {'requests':>9} {'failed':>7}")
     for phase in demo.phases:
         print(f"   {phase.name:<28} {phase.outcome:<11} {phase.seconds:>6.0f}s {phase.served:>9} {phase.failed:>7}")

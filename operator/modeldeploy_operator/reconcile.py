@@ -309,7 +309,7 @@ async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[Quali
         return previous, interval
     judged = Stable(version, pods_of(serving_template(stable)), serving)
     evaluated = await judge.quality(key, body["metadata"]["name"], pods, judged, feedback, now)
-    return (evaluated or previous), interval
+    return evaluated, interval
 
 
 async def _respond_quality(

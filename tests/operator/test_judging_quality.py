@@ -107,7 +107,7 @@ def test_live_accuracy_is_what_the_labels_say_and_a_concept_change_is_degraded(
 
     sent, correct = predict_and_label(pods, rows, truth, "calm")
     calm = evaluate()
-    assert calm is not None, "pods that started within the window count from their start"
+    assert calm.labels > 0, "pods that started within the window count from their start"
     assert calm.labels == sent and calm.accuracy == pytest.approx(correct / sent, abs=1e-9), calm
     assert calm.verdict == "Healthy" and calm.metric == "accuracy", calm
     assert calm.reference is not None and calm.reference > 0.9, "the example model ships its held-out accuracy"
@@ -117,13 +117,35 @@ def test_live_accuracy_is_what_the_labels_say_and_a_concept_change_is_degraded(
     judge.forget_quality(KEY)  # a window of the changed labels only: pods started before it began
     short = Feedback(window="1s", min_labels=100)
     time.sleep(1.1)
-    assert asyncio.run(judge.quality(KEY, "breast-cancer", as_pods, stable, short, time.time())) is None
+    opened = asyncio.run(judge.quality(KEY, "breast-cancer", as_pods, stable, short, time.time()))
+    assert opened.labels == 0, "pods that ran before the window began count from their first read"
     sent, correct = predict_and_label(pods, rows, flipped, "changed")
     changed = asyncio.run(judge.quality(KEY, "breast-cancer", as_pods, stable, short, time.time()))
-    assert changed is not None and changed.labels == sent, changed
+    assert changed.labels == sent, changed
     assert changed.accuracy == pytest.approx(correct / sent, abs=1e-9)
     assert changed.verdict == "Degraded", changed
     assert "accuracy" in changed.message, changed.message
+
+
+def test_a_pod_first_read_late_does_not_reset_what_the_others_counted(
+    pods: list[ServeProcess], example_models: ExampleModels
+) -> None:
+    """A rollout's new pod is read for the first time mid-window (it was not Ready before):
+    it counts from that read, and the labels the other pod counted before it stay in the window."""
+    first, second = (as_pod(f"stable-{i}", p) for i, p in enumerate(pods))
+    judge = Judge(PodScraper())
+    settings = Feedback(window="1s", min_labels=10)
+    rows, truth = holdout(example_models)
+    time.sleep(1.1)  # both pods ran before the window began
+    judge_once = lambda read: asyncio.run(  # noqa: E731
+        judge.quality(KEY, "breast-cancer", read, Stable("1", [first], "v1"), settings, time.time())
+    )
+    assert judge_once([first]).labels == 0
+    sent, _ = predict_and_label(pods, rows[:120], truth[:120], "late")  # labels: 50 to one pod, 50 to the other
+    both = judge_once([first, second])
+    assert 0 < both.labels < sent, "the first pod's labels count; the second counts from its first read"
+    sent_again, _ = predict_and_label(pods, rows[:120], truth[:120], "later")
+    assert judge_once([first, second]).labels == both.labels + sent_again
 
 
 def test_too_few_labels_is_inconclusive_and_says_how_many(
@@ -137,7 +159,7 @@ def test_too_few_labels_is_inconclusive_and_says_how_many(
             KEY, "breast-cancer", as_pods, Stable("1", as_pods, "v1"), Feedback(min_labels=100), time.time()
         )
     )
-    assert few is not None and few.verdict == "Inconclusive" and few.labels == 20, few
+    assert few.verdict == "Inconclusive" and few.labels == 20, few
     assert "20" in few.message and "100" in few.message, few.message
 
 
@@ -152,4 +174,4 @@ def test_labels_for_another_version_do_not_count(pods: list[ServeProcess], examp
             KEY, "breast-cancer", as_pods, Stable("2", as_pods, "v2"), Feedback(min_labels=10), time.time()
         )
     )
-    assert seen is not None and seen.labels == 0 and seen.verdict == "Inconclusive", seen
+    assert seen.labels == 0 and seen.verdict == "Inconclusive", seen

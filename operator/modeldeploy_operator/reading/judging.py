@@ -44,7 +44,7 @@ from modeldeploy_operator.drift.assessment import DriftSettings, DriftWindow, Re
 from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
-from modeldeploy_operator.telemetry.counters import Pod, Reading
+from modeldeploy_operator.telemetry.counters import Pod, PodCounters, Reading
 from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityCounts, QualityLimits, judge_quality
 from modeldeploy_operator.telemetry.sources import TelemetrySource
 from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, Window, window
@@ -111,10 +111,20 @@ def drift_window(track: TrackWindow) -> DriftWindow:
     )
 
 
-def _all_started_since(reading: Reading, since: float) -> bool:
-    """Every pod of a complete read started counting at or after `since`."""
-    pods = reading.pods.values()
-    return bool(pods) and not reading.errors and all(pod.started is not None and pod.started >= since for pod in pods)
+def _baselines(kept: deque[Reading], current: Reading) -> Reading:
+    """Where each pod's counts for the window start: its earliest reading kept; nothing (it
+    counts from 0) when it started within the window; now, when it ran before the window
+    began but was never read (it was not Ready yet): a pod that joins late is not a reason
+    to forget what the others counted."""
+    start = kept[0]
+    pods: dict[str, PodCounters] = {}
+    for name, now in current.pods.items():
+        earliest = next((read.pods[name] for read in kept if name in read.pods and read is not current), None)
+        if earliest is not None:
+            pods[name] = earliest
+        elif now.started is None or now.started < start.at:
+            pods[name] = now
+    return Reading(at=start.at, pods=pods)
 
 
 def quality_counts(found: Window, version: str, output: str) -> QualityCounts:
@@ -281,36 +291,27 @@ class Judge:
 
     async def quality(
         self, key: Key, model: str, pods: list[Pod], stable: Stable, settings: Feedback, now: float
-    ) -> QualityStatus | None:
-        """Read every pod and judge the stable version's labels over the window so far; None
-        when this read only starts a window (the previous status stands)."""
+    ) -> QualityStatus:
+        """Read every pod and judge the stable version's labels over the window so far."""
         reading = await self.source.read(pods)
         span = parse_duration(settings.window)
         kept = self.quality_readings.setdefault(key, deque())
-        if not kept and _all_started_since(reading, now - span):
-            # Pods that started within the window: everything they counted is the window's.
-            kept.append(Reading(at=min(pod.started or now for pod in reading.pods.values())))
+        if not kept:
+            kept.append(Reading(at=now - span))  # the window's start: pods that started since count from 0
         kept.append(reading)
         while len(kept) > 2 and kept[1].at <= now - span:
             kept.popleft()
 
-        def inconclusive(message: str, reference: float | None = None) -> QualityStatus:
+        def inconclusive(message: str) -> QualityStatus:
             return QualityStatus(
                 verdict="Inconclusive",
                 version=stable.version,
-                reference=reference,
                 window=settings.window,
                 evaluated_at=iso(now),
                 message=message,
             )
 
-        if len(kept) < 2:
-            return None
-        found = window(kept[0], reading)
-        if found.partial and found.errors and all(why == NO_BASELINE for why in found.errors.values()):
-            kept.clear()  # a pod was running but not read before: this read opens a fresh window
-            kept.append(reading)
-            return None
+        found = window(_baselines(kept, reading), reading)
         if found.partial:
             missing = ", ".join(f"{pod} ({why})" for pod, why in sorted(found.errors.items()))
             return inconclusive(f"telemetry missing from {missing}")
