@@ -86,7 +86,7 @@ def with_store(operators: OperatorLauncher, namespace: str, serving_image: str) 
         "--serving-image", serving_image, "--image-pull-policy", "IfNotPresent", "--feedback-store", url
     )
     yield kube
-    print(operator.log.read_text(errors='replace')[-30000:])  # shown when the test failed
+    print(operator.log.read_text(errors="replace")[-30000:])  # shown when the test failed
 
 
 def labels_for(kube: Cluster, namespace: str, name: str = "cancer") -> Labels:
