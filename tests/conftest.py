@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from tests.serving.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,3 +70,14 @@ def example_models(tmp_path_factory: pytest.TempPathFactory, training_script: Mo
     folder = tmp_path_factory.mktemp("models")
     training_script.train(folder)
     return ExampleModels(folder, json.loads((folder / "models.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def redis_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server for the feedback tests; each test keeps its keys under a prefix of its own."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.close()

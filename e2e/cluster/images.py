@@ -258,18 +258,13 @@ def _gather_wheels(repo_root: Path, wheels: Path, with_dependencies: bool, log: 
     wheels.mkdir(parents=True)
     shutil.copy2(repo_root / "requirements/constraints.txt", wheels / "constraints.txt")
     log("gathering wheels" if with_dependencies else "building the project wheel")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "wheel",
-        "--quiet",
-        "--wheel-dir",
-        str(wheels),
-        "--constraint",
-        str(wheels / "constraints.txt"),
-        f"{source}[{EXTRAS}]",
-    ]
+    _pip_wheel(wheels, [f"{source}[{EXTRAS}]"], with_dependencies)
+
+
+def _pip_wheel(wheels: Path, requirements: list[str], with_dependencies: bool = True) -> None:
+    """The host's `pip wheel` of these requirements into `wheels`, under its constraints."""
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(wheels)]
+    command += ["--constraint", str(wheels / "constraints.txt"), *requirements]
     if not with_dependencies:
         command.insert(command.index("--wheel-dir"), "--no-deps")
     result = subprocess.run(command, capture_output=True, text=True)
@@ -348,21 +343,7 @@ def _gather_image_only_wheels(wheels: Path, markers: dict[str, str], log: Log) -
         if not missing:
             return
         log(f"gathering wheels that Python {markers['python_full_version']} in the image needs: {', '.join(missing)}")
-        command = [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(wheels),
-            "--constraint",
-            str(wheels / "constraints.txt"),
-            *missing,
-        ]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout}{result.stderr}")
+        _pip_wheel(wheels, missing)
     raise RuntimeError(f"wheels for the image's Python still missing after five rounds: {', '.join(missing)}")
 
 

@@ -33,20 +33,10 @@ KEY = ("ml", "breast-cancer")
 PREFIX = "ml/breast-cancer"
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.close()
-
-
 @pytest.fixture
-def pods(example_models: ExampleModels, store: RedisServer) -> Iterator[list[ServeProcess]]:
+def pods(example_models: ExampleModels, redis_store: RedisServer) -> Iterator[list[ServeProcess]]:
     path = example_models.path("breast-cancer", "1")
-    flags = ("--model", str(path), "--name", "breast-cancer", "--feedback-store", store.url)
+    flags = ("--model", str(path), "--name", "breast-cancer", "--feedback-store", redis_store.url)
     processes = [ServeProcess(*flags, "--feedback-prefix", PREFIX, env={t.TRACK_ENV: t.STABLE}) for _ in range(2)]
     try:
         for process in processes:

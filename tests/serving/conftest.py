@@ -12,7 +12,6 @@ from modeldeploy_serving.model import Model, load_model
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import InProcessServer, ModelHost
-from tests.serving.redis_server import RedisServer
 
 
 def reference_rows(models: ExampleModels, name: str) -> np.ndarray:
@@ -74,14 +73,3 @@ def model_host(example_models: ExampleModels) -> Iterator[ModelHost]:
     host = ModelHost(example_models.path("breast-cancer", "1").read_bytes())
     yield host
     host.close()
-
-
-@pytest.fixture(scope="session")
-def redis_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A real redis-server for the feedback tests; each test keeps its keys under a prefix of its own."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.close()
