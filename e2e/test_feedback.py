@@ -223,7 +223,7 @@ def test_a_worse_canary_is_rolled_back_on_accuracy_alone(with_store: Cluster, na
         "progressDeadline": "5m",
         "analysis": {"minRequests": 20, "maxLatencyP99Ms": 2000, "maxAccuracyDrop": 0.05},
     }
-    spec: dict[str, Any] = {"replicas": 2, "feedback": {"minLabels": 100}, "rollout": rollout}
+    spec: dict[str, Any] = {"replicas": 2, "feedback": {"minLabels": 100}, "rollout": rollout}  # 2 canary pods at 50%
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=cancer("1", digest["1"], **spec))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
     rows, truth = holdout()
