@@ -216,7 +216,7 @@ def _decide(
     else:
         worse = live.value - base.value
         beyond = worse > limits.max_error_increase * base.value
-        p_value = error_increase_p_value(live, base)
+        p_value = _error_increase_p_value(live, base)
         how = _share(worse, base.value, limits.max_error_increase, beyond)
     figures = (
         f"{subject}{_figure(metric, live.value)} {live.words} against {owner}{_figure(metric, base.value)} "
@@ -250,7 +250,7 @@ def accuracy_drop_p_value(live_correct: int, live_labels: int, reference_correct
     return min(1.0, below + 0.5 * math.exp(log_at_x))
 
 
-def error_increase_p_value(live: _Sample, reference: _Sample) -> float:
+def _error_increase_p_value(live: _Sample, reference: _Sample) -> float:
     """One-sided p of a Welch z-test that the live mean absolute error is not above the reference's."""
     increase = live.value - reference.value
     variance = live.spread**2 / live.rows + reference.spread**2 / reference.rows
