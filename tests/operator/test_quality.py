@@ -78,6 +78,16 @@ def test_a_drop_within_the_limit_is_healthy() -> None:
     assert "within 5 (p=" in verdict.message
 
 
+def test_a_drop_of_exactly_the_limit_is_within_it() -> None:
+    """1.0 - 0.95 is 0.05000000000000004 in floating point: still 5 points, not more."""
+    verdict = judge_quality(Quality("accuracy", "label", 1.0, 143), QualityCounts(200, 190), LIMITS)
+    assert verdict.verdict == "Healthy"
+    assert ": 5.0 points lower, within 5 (p=" in verdict.message
+    regression = judge_quality(Quality("meanAbsoluteError", "variable", 0.1, 500), binned(np.full(500, 0.12)), LIMITS)
+    assert regression.verdict == "Healthy"
+    assert "20% higher, within 20%" in regression.message
+
+
 def test_a_small_drop_is_healthy_however_significant() -> None:
     """100,000 labels make a 2-point drop certain; the limit says it does not matter."""
     reference = Quality("accuracy", "label", 0.95, 100_000)

@@ -85,6 +85,7 @@ HEALTHY: QualityVerdictName = "Healthy"
 INCONCLUSIVE: QualityVerdictName = "Inconclusive"
 
 SIGNIFICANCE = 0.01  # one-sided: the largest p-value at which a drop beyond the limit is Degraded
+ROUNDING = 1e-9  # a drop exactly at the limit is within it, whatever floating point makes of it
 DEFAULT_MIN_LABELS = 200
 DEFAULT_MAX_ACCURACY_DROP = 0.05
 DEFAULT_MAX_ERROR_INCREASE = 0.2
@@ -210,12 +211,12 @@ def _decide(
     hint = "more labels will tell" if owner else "more labels (or a reference measured on more rows) will tell"
     if metric == "accuracy":
         worse = base.value - live.value
-        beyond = worse > limits.max_accuracy_drop
+        beyond = worse - limits.max_accuracy_drop > ROUNDING  # 1.0 - 0.95 is 0.05000000000000004
         p_value = accuracy_drop_p_value(live.correct, live.rows, base.correct, base.rows)
         how = _points(worse, limits.max_accuracy_drop, beyond)
     else:
         worse = live.value - base.value
-        beyond = worse > limits.max_error_increase * base.value
+        beyond = worse - limits.max_error_increase * base.value > ROUNDING * base.value
         p_value = _error_increase_p_value(live, base)
         how = _share(worse, base.value, limits.max_error_increase, beyond)
     figures = (
