@@ -24,6 +24,8 @@ CACHE = Path(os.environ.get("MODELDEPLOY_BENCH_CACHE", Path.home() / ".cache" / 
 MLSERVER = ["mlserver==1.7.1", "mlserver-sklearn==1.7.1", "uvloop<0.22"]
 KSERVE = ["kserve==0.21.0"]  # the version tests/serving/test_clients.py proves the SDK with
 STARLETTE = "starlette==0.46.2"  # the version MLServer 1.7.1's FastAPI runs on
+EVIDENTLY = ["evidently==0.7.23", "pandas<3"]  # 0.7.23 does not import with pandas 3
+NANNYML = ["nannyml==0.13.1", "pandas<3", "statsmodels"]  # NannyML imports statsmodels without requiring it
 SAME_AS_PROJECT = ["onnxruntime", "scikit-learn", "numpy"]
 
 
@@ -66,6 +68,23 @@ def kserve_venv() -> Path:
     folder = CACHE / "kserve-venv"
     versions = project_versions()
     requirements = KSERVE + [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy")]
+    if _stamped(folder, requirements):
+        return folder
+    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
+    _pip(folder / "bin" / "python", requirements)
+    _stamp(folder, requirements)
+    return folder
+
+
+def peer_venv(name: str, requirements: list[str]) -> Path:
+    """A venv of its own for a drift peer (evidently, nannyml), created (or re-created if its
+    pins changed) on first use, with scikit-learn and numpy pinned to the project venv's: the
+    concept-drift benchmark's peers train the very same models as our side."""
+    folder = CACHE / f"{name}-venv"
+    versions = project_versions()
+    requirements = requirements + [f"{n}=={versions[n]}" for n in ("scikit-learn", "numpy")]
     if _stamped(folder, requirements):
         return folder
     print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
