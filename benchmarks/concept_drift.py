@@ -9,7 +9,7 @@ The windows are concept/windows.py's: scikit-learn's breast cancer, wine and dig
 model trained on part of each, its reference accuracy measured on held-out rows as
 `modeldeploy profile --label-column` does (profile.measure_quality), and windows of labels
 from rows neither saw, unchanged or with a share of labels flipped or one class relabelled.
-Our side judges each window with drift.quality.judge_quality at the defaults
+Our side judges each window with telemetry.quality.judge_quality at the defaults
 (maxAccuracyDrop 0.05), minLabels the window's size up to the default 200. Evidently and
 NannyML run in venvs of their own (environments.peer_venv, under the benchmark cache),
 each on the first --peer-trials and --peer-shifted-trials windows of every cell; `--peers
@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "concept"))
 
 import environments  # noqa: E402
-from modeldeploy_operator.drift.quality import QualityCounts, QualityLimits, judge_quality  # noqa: E402
+from modeldeploy_operator.telemetry.quality import QualityCounts, QualityLimits, judge_quality  # noqa: E402
 from modeldeploy_serving.profile import OutputProfile, label_text, measure_quality  # noqa: E402
 from tables import markdown  # noqa: E402
 from windows import SPLITS, cells, pool, windows  # noqa: E402

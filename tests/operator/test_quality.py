@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from modeldeploy_operator.drift.quality import (
+from modeldeploy_operator.telemetry.quality import (
     QualityCounts,
     QualityLimits,
     accuracy_drop_p_value,
