@@ -13,34 +13,24 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import urllib.parse
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from e2e.cluster import images
+from e2e.cluster import images, rootfs, settings
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.operator_fixtures import wait_for
-from e2e.test_chart import CHART, RESTRICTED, adopt_crd, helm_for, operator_pods
+from e2e.test_chart import CHART, RESTRICTED, Helm, adopt_crd, helm_for, operator_pods
 from e2e.test_modeldeployment import get
 
 STORE = "modeldeploy-operator-feedback-store"
 STORE_PODS = f"app.kubernetes.io/name={STORE}"
 VARIABLE = "MODELDEPLOY_FEEDBACK_STORE"
-
-
-@pytest.fixture
-def system(cluster: Cluster, namespace: str) -> Iterator[str]:
-    """The release's namespace, enforcing "restricted"; deleted afterwards."""
-    name = f"{namespace[:40]}-sys"
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("label", "namespace", name, *RESTRICTED, "--overwrite")
-    try:
-        yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def secret_value(kube: Cluster, namespace: str, name: str, key: str) -> str:
@@ -59,10 +49,24 @@ def store_pod(kube: Cluster, namespace: str) -> dict[str, Any] | None:
     return pods[0] if all(s.get("ready") for s in statuses) else None
 
 
-def redis_cli(kube: Cluster, namespace: str, image: str, name: str, calls: dict[str, str]) -> dict[str, str]:
+REACH = """for attempt in $(seq 1 30); do
+  reply="$(redis-cli -h {host} ping 2>&1 | tr "\\n" " ")"
+  case "$reply" in NOAUTH*) break;; esac
+  echo "unreached $attempt=$reply"; sleep 1
+done
+"""
+"""Waits until the store answers through its Service (NOAUTH to a PING without the password):
+kube-proxy writes a Service's rules a moment after the pod behind it is Ready (docs/rollouts.md).
+Once, here, the first call after the store pod was replaced got a reply that was not Redis's
+("Protocol error, got "H" as reply type byte"), and the next call, a second later, the store's."""
+
+
+def redis_cli(kube: Cluster, namespace: str, image: str, name: str, calls: dict[str, str], host: str) -> dict[str, str]:
     """Run `redis-cli CALL` for each named call in one pod of `image` (restricted, like the
-    store's) and return each call's output (stdout and stderr, stripped)."""
-    script = "\n".join(f'echo "{what}=$(redis-cli {call} 2>&1 | tr "\\n" " ")"' for what, call in calls.items())
+    store's), once `host` answers, and return each call's output (stdout and stderr, stripped)."""
+    script = REACH.format(host=host) + "\n".join(
+        f'echo "{what}=$(redis-cli {call} 2>&1 | tr "\\n" " ")"' for what, call in calls.items()
+    )
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -93,74 +97,172 @@ def redis_cli(kube: Cluster, namespace: str, image: str, name: str, calls: dict[
         timeout=120,
     )
     output = kube.kubectl("-n", namespace, "logs", name)
-    answers = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-    return {what: answer.strip() for what, answer in answers.items()}
+    answers = {
+        what: answer.strip() for what, answer in (line.split("=", 1) for line in output.splitlines() if "=" in line)
+    }
+    unreached = {what: answer for what, answer in answers.items() if what.startswith("unreached")}
+    if unreached:
+        print(f"{name}: the store answered through its Service only after {len(unreached)} tries: {unreached}")
+    return {what: answer for what, answer in answers.items() if what not in unreached}
 
 
-def test_the_chart_runs_a_store_that_only_its_password_opens(
-    cluster: Cluster, namespace: str, system: str, tmp_path: Path
-) -> None:
-    reference = images.import_project_image(cluster.run_dir)
-    repository, tag = reference.rsplit(":", 1)
-    helm = helm_for(cluster, tmp_path)
+@dataclass
+class Release:
+    """The chart installed as `modeldeploy` in its own namespace, enforcing "restricted"."""
+
+    kube: Cluster
+    system: str
+    image: str
+    helm: Helm
+    base: list[str]
+
+    def install(self, *values: str) -> None:
+        adopt_crd(self.kube, "modeldeploy", self.system)
+        self.helm("install", "modeldeploy", str(CHART), *self.base, *(f"--set={value}" for value in values))
+
+    def upgrade(self, *values: str) -> None:
+        self.helm("upgrade", "modeldeploy", str(CHART), *self.base, "--reuse-values",
+                  *(f"--set={value}" for value in values))  # fmt: skip
+
+    def url(self) -> str:
+        return secret_value(self.kube, self.system, STORE, "url")
+
+    def redis_cli(self, name: str, calls: dict[str, str]) -> dict[str, str]:
+        """`redis-cli` with the store's host and, where a call starts with AUTH, its password."""
+        parts = urllib.parse.urlsplit(self.url())
+        host = f"-h {parts.hostname}"
+        authenticated = f"{host} --no-auth-warning -a {parts.password}"
+        commands = {
+            what: call.replace("AUTH", authenticated, 1) if call.startswith("AUTH") else f"{host} {call}"
+            for what, call in calls.items()
+        }
+        return redis_cli(self.kube, self.system, self.image, name, commands, str(parts.hostname))
+
+
+@pytest.fixture
+def release(cluster: Cluster, namespace: str, tmp_path: Path) -> Iterator[Release]:
+    image = images.import_project_image(cluster.run_dir)
+    repository, tag = image.rsplit(":", 1)
+    system = f"{namespace[:40]}-sys"
+    cluster.kubectl("create", "namespace", system)
+    cluster.kubectl("label", "namespace", system, *RESTRICTED, "--overwrite")
     base = ["--namespace", system, "--wait", "--timeout", "300s",
             "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
             "--set", f"watchNamespaces={{{namespace}}}", "--set", "logFormat=text"]  # fmt: skip
+    helm = helm_for(cluster, tmp_path)
     try:
-        adopt_crd(cluster, "modeldeploy", system)
-        helm("install", "modeldeploy", str(CHART), *base, "--set", "feedback.store.install=true")
-        first = wait_for("the store pod Ready", lambda: store_pod(cluster, system), timeout=120)
+        yield Release(cluster, system, image, helm, base)
+    finally:
+        helm.run("uninstall", "modeldeploy", "--namespace", system, "--wait", check=False)
+        cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
 
-        url = secret_value(cluster, system, STORE, "url")
-        parts = urllib.parse.urlsplit(url)
-        host, password = f"{STORE}.{system}.svc.cluster.local", parts.password or ""
-        assert (parts.scheme, parts.hostname, parts.port, parts.path) == ("redis", host, 6379, "/0"), url
-        assert len(password) == 40 and password == secret_value(cluster, system, STORE, "password")
-        assert password not in json.dumps(first["spec"])  # in the mounted config file only
 
-        with_password = f"-h {host} --no-auth-warning -a {password}"
-        answers = redis_cli(cluster, system, reference, "redis-cli", {
-            "with": f"{with_password} ping",
-            "without": f"-h {host} ping",
-            "wrong": f"-h {host} --no-auth-warning -a not-the-password ping",
-            "set": f"{with_password} set modeldeploy:e2e:prediction:1 x EX 60",
-            "ttl": f"{with_password} ttl modeldeploy:e2e:prediction:1",
-            "policy": f"{with_password} config get maxmemory-policy",
-            "maxmemory": f"{with_password} config get maxmemory",
-        })  # fmt: skip
-        assert answers["with"] == "PONG", answers
-        assert answers["without"].startswith("NOAUTH"), answers
-        assert "WRONGPASS" in answers["wrong"] and "PONG" not in answers["wrong"], answers
-        assert answers["set"] == "OK" and 0 < int(answers["ttl"]) <= 60, answers
-        assert answers["policy"] == "maxmemory-policy volatile-ttl", answers
-        assert answers["maxmemory"] == f"maxmemory {256 * 2**20}", answers
+def test_the_chart_runs_a_store_that_only_its_password_opens(release: Release) -> None:
+    kube, system = release.kube, release.system
+    release.install("feedback.store.install=true")
+    first = wait_for("the store pod Ready", lambda: store_pod(kube, system), timeout=120)
 
-        # The operator is given the Secret's URL, by reference.
-        [operator] = operator_pods(cluster, system)
-        env = operator["spec"]["containers"][0]["env"]
-        assert {"name": VARIABLE, "valueFrom": {"secretKeyRef": {"name": STORE, "key": "url"}}} in env
-        name = operator["metadata"]["name"]
-        assert cluster.kubectl("-n", system, "exec", name, "--", "printenv", VARIABLE).strip() == url
+    url = release.url()
+    parts = urllib.parse.urlsplit(url)
+    password = parts.password or ""
+    assert (parts.scheme, parts.hostname, parts.port, parts.path) == (
+        "redis",
+        f"{STORE}.{system}.svc.cluster.local",
+        6379,
+        "/0",
+    ), url
+    assert len(password) == 40 and password == secret_value(kube, system, STORE, "password")
+    assert password not in json.dumps(first["spec"])  # in the mounted config file only
 
-        # A config change restarts the store; the password stays (the chart looks it up).
-        helm("upgrade", "modeldeploy", str(CHART), *base, "--reuse-values", "--set", "feedback.store.maxMemory=128mb")
-        second = wait_for(
+    answers = release.redis_cli("redis-cli", {
+        "with": "AUTH ping",
+        "without": "ping",
+        "wrong": "--no-auth-warning -a not-the-password ping",
+        "set": "AUTH set modeldeploy:e2e:prediction:1 x EX 60",
+        "ttl": "AUTH ttl modeldeploy:e2e:prediction:1",
+        "policy": "AUTH config get maxmemory-policy",
+        "maxmemory": "AUTH config get maxmemory",
+    })  # fmt: skip
+    assert answers["with"] == "PONG", answers
+    assert answers["without"].startswith("NOAUTH"), answers
+    assert "WRONGPASS" in answers["wrong"] and "PONG" not in answers["wrong"], answers
+    assert answers["set"] == "OK" and 0 < int(answers["ttl"]) <= 60, answers
+    assert answers["policy"] == "maxmemory-policy volatile-ttl", answers
+    assert answers["maxmemory"] == f"maxmemory {256 * 2**20}", answers
+
+    # The operator is given the Secret's URL, by reference.
+    [operator] = operator_pods(kube, system)
+    env = operator["spec"]["containers"][0]["env"]
+    assert {"name": VARIABLE, "valueFrom": {"secretKeyRef": {"name": STORE, "key": "url"}}} in env
+    name = operator["metadata"]["name"]
+    assert kube.kubectl("-n", system, "exec", name, "--", "printenv", VARIABLE).strip() == url
+
+    # A config change restarts the store; the password stays (the chart looks it up).
+    release.upgrade("feedback.store.maxMemory=128mb")
+    second = wait_for(
+        "a new store pod Ready",
+        lambda: (pod := store_pod(kube, system)) and pod["metadata"]["uid"] != first["metadata"]["uid"] and pod,
+        timeout=120,
+    )
+    assert second["metadata"]["annotations"]["checksum/config"] != first["metadata"]["annotations"]["checksum/config"]
+    assert release.url() == url
+    answers = release.redis_cli(
+        "redis-cli-after-upgrade", {"with": "AUTH ping", "maxmemory": "AUTH config get maxmemory"}
+    )
+    assert answers == {"with": "PONG", "maxmemory": f"maxmemory {128 * 2**20}"}, answers
+
+    release.helm("uninstall", "modeldeploy", "--namespace", system, "--wait", "--timeout", "120s")
+    left = kube.kubectl("-n", system, "get", "deploy,svc,secret,pvc,pods", "-l", STORE_PODS, "-o", "name")
+    assert left.strip() == "" or all(line.startswith("pod/") for line in left.split()), left
+
+
+def test_with_persistence_predictions_outlive_the_store_pod(release: Release) -> None:
+    """On a claim (a local PersistentVolume on the node, the chart's own claim bound to it by
+    its storageClass), the store writes its append-only file as uid 65532 (the pod's fsGroup
+    makes the volume its), and a key is still there, with its expiry, after the pod is replaced."""
+    kube, system = release.kube, release.system
+    folder = Path("/var/lib/modeldeploy-e2e") / system
+    folder.mkdir(parents=True, mode=0o755)
+    volume_class, volume_name = f"{system[:40]}-local", f"{system}-store"
+    volume = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": volume_name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": volume_class,
+            "local": {"path": str(folder)},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": [settings.NODE_NAME]},
+            ]}]}},
+        },
+    }  # fmt: skip
+    kube.kubectl("apply", "-f", "-", input=json.dumps(volume))
+    try:
+        release.install("feedback.store.install=true", "feedback.store.persistence.enabled=true",
+                        f"feedback.store.persistence.storageClass={volume_class}")  # fmt: skip
+        first = wait_for("the store pod Ready", lambda: store_pod(kube, system), timeout=120)
+        answers = release.redis_cli("redis-cli-write", {"set": "AUTH set modeldeploy:e2e:prediction:1 kept EX 3600"})
+        assert answers == {"set": "OK"}, answers
+        files = sorted(path.name for path in (folder / "appendonlydir").iterdir())
+        assert any(name.endswith(".incr.aof") for name in files), files
+        assert {path.stat().st_uid for path in (folder / "appendonlydir").iterdir()} == {rootfs.USER_ID}
+        assert folder.stat().st_gid == rootfs.USER_ID  # fsGroup
+
+        kube.kubectl("-n", system, "delete", "pod", first["metadata"]["name"], "--wait=false")
+        wait_for(
             "a new store pod Ready",
-            lambda: (pod := store_pod(cluster, system)) and pod["metadata"]["uid"] != first["metadata"]["uid"] and pod,
+            lambda: (pod := store_pod(kube, system)) and pod["metadata"]["uid"] != first["metadata"]["uid"],
             timeout=120,
         )
-        assert (
-            second["metadata"]["annotations"]["checksum/config"] != first["metadata"]["annotations"]["checksum/config"]
-        )
-        assert secret_value(cluster, system, STORE, "url") == url
-        answers = redis_cli(cluster, system, reference, "redis-cli-after-upgrade", {
-            "with": f"{with_password} ping",
-            "maxmemory": f"{with_password} config get maxmemory",
+        answers = release.redis_cli("redis-cli-read", {
+            "get": "AUTH get modeldeploy:e2e:prediction:1",
+            "ttl": "AUTH ttl modeldeploy:e2e:prediction:1",
         })  # fmt: skip
-        assert answers == {"with": "PONG", "maxmemory": f"maxmemory {128 * 2**20}"}, answers
-
-        helm("uninstall", "modeldeploy", "--namespace", system, "--wait", "--timeout", "120s")
-        left = cluster.kubectl("-n", system, "get", "deploy,svc,secret,pvc,pods", "-l", STORE_PODS, "-o", "name")
-        assert left.strip() == "" or all(line.startswith("pod/") for line in left.split()), left
+        assert answers["get"] == "kept" and 3000 < int(answers["ttl"]) <= 3600, answers
     finally:
-        helm.run("uninstall", "modeldeploy", "--namespace", system, check=False)
+        release.helm.run("uninstall", "modeldeploy", "--namespace", system, "--wait", check=False)
+        kube.kubectl("delete", "pv", volume_name, "--wait=false", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
