@@ -2,11 +2,12 @@
 
 helm lint; values refused with a message; every rendered manifest, with the defaults and with
 every optional part on (ServiceMonitor and PodMonitor against the prometheus-operator's own
-CRDs, the feedback store with its claim), accepted by the API server's server-side dry run; the operator working with only the
-RBAC the chart grants; and a release's whole life with a model answering throughout:
-install into namespaces enforcing the "restricted" Pod Security level, an upgrade of values
-(two replicas, one leading) and of the operator's version, failover when the leader stops or
-dies, and an uninstall that leaves nothing of the release behind but the CRD it keeps.
+CRDs, the feedback store with its claim), accepted by the API server's server-side dry run;
+the operator working with only the RBAC the chart grants; and a release's whole life with a
+model answering throughout: install into namespaces enforcing the "restricted" Pod Security
+level, an upgrade of values (two replicas, one leading) and of the operator's version,
+failover when the leader stops or dies, and an uninstall that leaves nothing of the release
+behind but the CRD it keeps.
 """
 
 from __future__ import annotations
