@@ -4,7 +4,8 @@ Security level and the store pod is admitted and becomes Ready; a client in a po
 image (Debian's redis-cli, in the same image) gets PONG with the password in the chart's
 Secret and is refused without it; the operator pod has MODELDEPLOY_FEEDBACK_STORE, the
 Secret's URL; an upgrade that changes the store's configuration restarts it with the same
-password; and an uninstall takes every store object with it.
+password; an uninstall takes every store object with it; and with persistence, a key
+outlives the store pod. Also what only an install can check: an existingSecret, looked up.
 
 tests/chart/test_feedback_store.py checks what the chart renders, value by value.
 """
@@ -266,3 +267,28 @@ def test_with_persistence_predictions_outlive_the_store_pod(release: Release) ->
         release.helm.run("uninstall", "modeldeploy", "--namespace", system, "--wait", check=False)
         kube.kubectl("delete", "pv", volume_name, "--wait=false", check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"redis-url": "redis://default:s3cret@redis.data.svc:6379/0"},
+         'feedback.store.existingSecret=team-redis has no key "url" (its keys: redis-url): '
+         "set feedback.store.existingSecretKey"),
+        ({"url": "redis://default:s3cret@redis.data.svc:6379/cache"},
+         'feedback.store.existingSecret=team-redis: its key "url" does not hold a store URL'),
+    ],
+)  # fmt: skip
+def test_an_existing_secret_is_checked_before_the_operator_needs_it(
+    control_plane: Cluster, namespace: str, tmp_path: Path, data: dict[str, str], message: str
+) -> None:
+    """helm looks the Secret up at install (not with `helm template`): a missing key or a URL
+    the operator would refuse at start stops the install, without printing the Secret."""
+    arguments = [f"--from-literal={key}={value}" for key, value in data.items()]
+    control_plane.kubectl("-n", namespace, "create", "secret", "generic", "team-redis", *arguments)
+    helm = helm_for(control_plane, tmp_path)
+    result = helm.run("install", "modeldeploy", str(CHART), "--namespace", namespace, "--dry-run=server",
+                      "--set", "crds.install=false", "--set", "feedback.store.existingSecret=team-redis",
+                      check=False)  # fmt: skip
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "s3cret" not in result.stderr

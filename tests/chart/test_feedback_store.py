@@ -236,6 +236,7 @@ def test_the_store_pod_is_restricted(helm: Helm, values: list[str]) -> None:
          "feedback.store.persistence.enabled=true needs feedback.store.install=true"),
         (["feedback.store.maxMemory=256Mi"], "at '/feedback/store/maxMemory'"),
         (["feedback.store.url=store:6379"], "at '/feedback/store/url'"),
+        (["feedback.store.url=redis://store:6379/cache"], "at '/feedback/store/url'"),
         (["feedback.store.persistence.size=lots"], "at '/feedback/store/persistence/size'"),
         (["feedback.store.existingSecret=Team_Redis"], "at '/feedback/store/existingSecret'"),
         (["feedback.store.instal=true"], "additional properties 'instal' not allowed"),

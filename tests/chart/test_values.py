@@ -77,6 +77,7 @@ def test_every_value_has_a_description_and_a_type() -> None:
         ("metrics.serviceMonitor.enable", True, "$.metrics.serviceMonitor"),
         ("feedback.store.maxMemory", "256Mi", "$.feedback.store.maxMemory"),  # Redis's units, not Kubernetes'
         ("feedback.store.url", "redis-host:6379", "$.feedback.store.url"),
+        ("feedback.store.url", "redis://redis:6379/cache", "$.feedback.store.url"),  # the operator wants a number
         ("feedback.store.existingSecret", "Team_Redis", "$.feedback.store.existingSecret"),
         ("feedback.store.persistence.size", "1 GB", "$.feedback.store.persistence.size"),
         ("feedback.store.persistence.enable", True, "$.feedback.store.persistence"),

@@ -96,6 +96,11 @@ appendonly no
 {{- if and $secret (not (hasKey ($secret.data | default dict) .existingSecretKey)) -}}
 {{- fail (printf "feedback.store.existingSecret=%s has no key %q (its keys: %s): set feedback.store.existingSecretKey to the key that holds the store's URL" .existingSecret .existingSecretKey (keys ($secret.data | default dict) | sortAlpha | join ", ")) -}}
 {{- end -}}
+{{- if $secret -}}
+{{- if not (regexMatch "^rediss?://[^\\s/]+(/[0-9]*)?(\\?\\S*)?$" (index $secret.data .existingSecretKey | b64dec)) -}}
+{{- fail (printf "feedback.store.existingSecret=%s: its key %q does not hold a store URL (not shown, it may hold a password); expected redis://[USER:PASSWORD@]HOST[:PORT][/DB], or rediss:// for TLS, e.g. redis://default:PASSWORD@redis.data.svc.cluster.local:6379/0" .existingSecret .existingSecretKey) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
