@@ -4,8 +4,9 @@ Security level and the store pod is admitted and becomes Ready; a client in a po
 image (Debian's redis-cli, in the same image) gets PONG with the password in the chart's
 Secret and is refused without it; the operator pod has MODELDEPLOY_FEEDBACK_STORE, the
 Secret's URL; an upgrade that changes the store's configuration restarts it with the same
-password; an uninstall takes every store object with it; and with persistence, a key
-outlives the store pod. Also what only an install can check: an existingSecret, looked up.
+password; an uninstall takes every store object with it; with persistence, a key outlives
+the store pod; and a ModelDeployment with spec.feedback in another namespace joins its labels
+there. Also what only an install can check: an existingSecret, looked up.
 
 tests/chart/test_feedback_store.py checks what the chart renders, value by value.
 """
@@ -22,13 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e.cluster import images, rootfs, settings
 from e2e.cluster.pytest_plugin import Cluster
+from e2e.labels import Labels, holdout, row
 from e2e.operator_fixtures import wait_for
 from e2e.test_chart import CHART, RESTRICTED, Helm, adopt_crd, helm_for, operator_pods
 from e2e.test_modeldeployment import get
 
+REPO = Path(__file__).resolve().parents[1]
 STORE = "modeldeploy-operator-feedback-store"
 STORE_PODS = f"app.kubernetes.io/name={STORE}"
 VARIABLE = "MODELDEPLOY_FEEDBACK_STORE"
@@ -267,6 +271,41 @@ def test_with_persistence_predictions_outlive_the_store_pod(release: Release) ->
         release.helm.run("uninstall", "modeldeploy", "--namespace", system, "--wait", check=False)
         kube.kubectl("delete", "pv", volume_name, "--wait=false", check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_model_joins_its_labels_in_the_charts_store(release: Release, namespace: str) -> None:
+    """The whole path as a user takes it: the operator hands the chart's store to the serving
+    pods of a ModelDeployment with spec.feedback in another namespace, and labels sent through
+    its Service join the predictions there and reach status.quality."""
+    kube = release.kube
+    release.install("feedback.store.install=true")
+    example = yaml.safe_load((REPO / "examples" / "breast-cancer.yaml").read_text())
+    example["spec"]["feedback"] = {"window": "10m", "minLabels": 20}
+    kube.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(example))
+    kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/breast-cancer", "--timeout=300s")
+    [pod] = get(kube, namespace, "pods", "-l", "app.kubernetes.io/instance=breast-cancer")["items"]
+    host = f"{STORE}.{release.system}.svc.cluster.local"
+    assert f"redis://{host}:6379/0" in pod["spec"]["containers"][-1]["args"]
+
+    labels = Labels(get(kube, namespace, "service", "breast-cancer")["spec"]["clusterIP"], "breast-cancer")
+    try:
+        wait_for("the model's Service to answer", labels.ready, timeout=60)
+        rows, truth = holdout()
+        answers = labels.predict(rows[:40], "store")
+        totals = labels.label({key: truth[row(key)] for key in answers})
+    finally:
+        labels.close()
+    assert totals == {"accepted": 40, "matched": 40, "unmatched": 0, "duplicates": 0}, totals
+    quality = wait_for(
+        "status.quality to count the labels",
+        lambda: (
+            (q := (get(kube, namespace, "mdep", "breast-cancer").get("status") or {}).get("quality"))
+            and q["labels"] == 40
+            and q
+        ),
+        timeout=180,
+    )
+    assert quality["metric"] == "accuracy" and quality["verdict"] == "Healthy", quality
 
 
 @pytest.mark.parametrize(
