@@ -2,11 +2,12 @@
 
 helm lint; values refused with a message; every rendered manifest, with the defaults and with
 every optional part on (ServiceMonitor and PodMonitor against the prometheus-operator's own
-CRDs), accepted by the API server's server-side dry run; the operator working with only the
-RBAC the chart grants; and a release's whole life with a model answering throughout:
-install into namespaces enforcing the "restricted" Pod Security level, an upgrade of values
-(two replicas, one leading) and of the operator's version, failover when the leader stops or
-dies, and an uninstall that leaves nothing of the release behind but the CRD it keeps.
+CRDs, the feedback store with its claim), accepted by the API server's server-side dry run;
+the operator working with only the RBAC the chart grants; and a release's whole life with a
+model answering throughout: install into namespaces enforcing the "restricted" Pod Security
+level, an upgrade of values (two replicas, one leading) and of the operator's version,
+failover when the leader stops or dies, and an uninstall that leaves nothing of the release
+behind but the CRD it keeps.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ EVERY_OPTION = [
     "--set", "topologySpreadConstraints[0].maxSkew=1",
     "--set", "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
     "--set", "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
+    "--set", "feedback.store.install=true", "--set", "feedback.store.persistence.enabled=true",
+    "--set", "feedback.store.persistence.storageClass=standard",
 ]  # fmt: skip
 
 
@@ -163,10 +166,11 @@ def test_chart_renders_what_the_api_server_accepts(
     for values in ([], ["--set", f"watchNamespaces={{{namespace}}}"], EVERY_OPTION):
         manifests = helm("template", "modeldeploy", str(CHART), "--namespace", namespace, *values)
         kinds = {line.split(":", 1)[1].strip() for line in manifests.splitlines() if line.startswith("kind:")}
+        optional = {"ServiceMonitor", "PodMonitor", "PodDisruptionBudget", "Secret", "PersistentVolumeClaim"}
         if values is EVERY_OPTION:
-            assert {"ServiceMonitor", "PodMonitor", "PodDisruptionBudget", "Lease"} <= kinds
+            assert optional | {"Lease"} <= kinds
         else:
-            assert not kinds & {"ServiceMonitor", "PodMonitor", "PodDisruptionBudget"}  # only when asked
+            assert not kinds & optional  # only when asked
         control_plane.kubectl("apply", "--dry-run=server", "-f", "-", input=manifests)
 
 

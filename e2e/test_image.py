@@ -1,5 +1,6 @@
 """The project image works on its own, before any Kubernetes: unpacked with umoci and run
-with runc as its non-root user, it answers --help, fetches a model and serves it.
+with runc as its non-root user, it answers --help, fetches a model and serves it, and
+runs the feedback store's redis-server.
 
 This is the same archive the local cluster imports into containerd (images.project_image),
 so a failure here points at the image rather than at the cluster. The server runs in the
@@ -133,6 +134,17 @@ def test_fetch_verifies_a_model_as_the_non_root_user(bundle: Path, models: Path)
         f"&& sha256sum /tmp/fetched/{entry['file']}"
     )
     assert entry["sha256"] in run(bundle, ["sh", "-c", script], models)
+
+
+def test_the_feedback_store_runs_as_the_non_root_user(bundle: Path) -> None:
+    """Debian's redis-server and redis-cli, as the chart runs them (feedback.store.install)."""
+    port = _free_port()
+    script = (
+        f"redis-server --port {port} --bind 127.0.0.1 --dir /tmp --save '' --requirepass pw --daemonize yes"
+        f" && sleep 0.5 && REDISCLI_AUTH=pw redis-cli -p {port} ping && redis-cli -p {port} ping"
+        f" && REDISCLI_AUTH=pw redis-cli -p {port} shutdown nosave"
+    )
+    assert run(bundle, ["sh", "-c", script]).split() == ["PONG", "NOAUTH", "Authentication", "required."]
 
 
 def test_no_compiler_in_the_image(bundle: Path) -> None:

@@ -75,6 +75,12 @@ def test_every_value_has_a_description_and_a_type() -> None:
         ("leaderElection.leaseDurationSeconds", 1, "$.leaderElection.leaseDurationSeconds"),
         ("replica", 2, "$"),  # a typo'd key is refused, never silently ignored
         ("metrics.serviceMonitor.enable", True, "$.metrics.serviceMonitor"),
+        ("feedback.store.maxMemory", "256Mi", "$.feedback.store.maxMemory"),  # Redis's units, not Kubernetes'
+        ("feedback.store.url", "redis-host:6379", "$.feedback.store.url"),
+        ("feedback.store.url", "redis://redis:6379/cache", "$.feedback.store.url"),  # the operator wants a number
+        ("feedback.store.existingSecret", "Team_Redis", "$.feedback.store.existingSecret"),
+        ("feedback.store.persistence.size", "1 GB", "$.feedback.store.persistence.size"),
+        ("feedback.store.persistence.enable", True, "$.feedback.store.persistence"),
     ],
 )
 def test_bad_values_are_refused_at_their_path(path: str, value: Any, where: str) -> None:

@@ -40,6 +40,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) -}}
 {{- fail "metrics.serviceMonitor.enabled=true needs metrics.service.enabled=true: a ServiceMonitor finds pods through the Service (or use metrics.podMonitor)" -}}
 {{- end -}}
+{{- include "modeldeploy.store.validate" . -}}
 {{- end -}}
 
 {{- define "modeldeploy.rules" -}}
