@@ -38,7 +38,10 @@ class Labels:
     """Predictions and labels for one model, at http://ADDRESS (a Service's ClusterIP)."""
 
     def __init__(self, address: str, model: str) -> None:
-        self.http = httpx.Client(base_url=f"http://{address}", timeout=30)
+        # A fresh connection for every request, so kube-proxy spreads them over the pods as it
+        # spreads users' (one kept-alive connection would reach one pod only).
+        limits = httpx.Limits(max_keepalive_connections=0)
+        self.http = httpx.Client(base_url=f"http://{address}", timeout=30, limits=limits)
         self.model = model
 
     def ready(self) -> bool:

@@ -171,7 +171,8 @@ def test_live_accuracy_a_concept_change_and_a_label_for_a_replaced_pod(
         assert time.monotonic() - started <= 2 * 10 + 10, "within two intervals (10 s each), and a read"
         assert condition(kube, namespace, "Ready")["status"] == "True", "quality never makes it un-Ready"
         quality = status_of(kube, namespace)["quality"]
-        assert quality["episode"]["number"] == 1 and quality["labels"] == 2 * len(rows), quality
+        pods = kube.kubectl("-n", namespace, "get", "pods", "-o", "wide")
+        assert quality["episode"]["number"] == 1 and quality["labels"] == 2 * len(rows), (quality, pods)
 
         def job_done() -> Any:
             job = get(kube, namespace, "job", "cancer-quality-1")

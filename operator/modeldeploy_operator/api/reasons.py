@@ -225,9 +225,9 @@ QUALITY_INCONCLUSIVE = Reason(
     "Unknown",
     "-",
     "-",
-    "Fewer labels than `spec.feedback.minLabels` joined in the window, the profile has no reference quality "
-    "(`modeldeploy profile --label-column`), the operator has no feedback store, or a pod's telemetry could not "
-    "be read; the message says which.",
+    "Fewer labels than `spec.feedback.minLabels` joined in the window, a drop past the limit that the labels "
+    "cannot yet tell from chance, no reference quality in the profile (`modeldeploy profile --label-column`), "
+    "no feedback store in the operator, or a pod's telemetry could not be read; the message says which.",
     "QualityDegraded",
 )
 # Events only (condition "-"): the response to drift, posted on the ModelDeployment.
