@@ -101,6 +101,10 @@ def test_live_accuracy_is_what_the_labels_say_and_a_concept_change_is_degraded(
     assert calm.labels == sent and calm.accuracy == pytest.approx(correct / sent, abs=1e-9), calm
     assert calm.verdict == "Healthy" and calm.metric == "accuracy", calm
     assert calm.reference is not None and calm.reference > 0.9, "the example model ships its held-out accuracy"
+    more, more_correct = predict_and_label(pods, rows[:60], truth[:60], "more")
+    again = evaluate()
+    assert again.labels == sent + more, "labels counted before a read stay in the window after it"
+    assert again.accuracy == pytest.approx((correct + more_correct) / (sent + more), abs=1e-9)
 
     # The concept changes for part of the traffic: a third of the labels say the other class.
     flipped = [("0" if label == "1" else "1") if index % 3 == 0 else label for index, label in enumerate(truth)]

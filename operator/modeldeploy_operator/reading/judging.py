@@ -112,18 +112,18 @@ def drift_window(track: TrackWindow) -> DriftWindow:
 
 
 def _baselines(kept: deque[Reading], current: Reading) -> Reading:
-    """Where each pod's counts for the window start: its earliest reading kept; nothing (it
-    counts from 0) when it started within the window; now, when it ran before the window
-    began but was never read (it was not Ready yet): a pod that joins late is not a reason
-    to forget what the others counted."""
+    """Where each pod's counts for the window start: at 0 when the pod started within the
+    window (everything it counted is the window's, however often it was read since); at its
+    earliest reading kept when it ran before the window began; now, when it ran before but was
+    never read (it was not Ready yet): a pod that joins late is not a reason to forget what the
+    others counted."""
     start = kept[0]
     pods: dict[str, PodCounters] = {}
     for name, now in current.pods.items():
+        if now.started is not None and now.started >= start.at:
+            continue
         earliest = next((read.pods[name] for read in kept if name in read.pods and read is not current), None)
-        if earliest is not None:
-            pods[name] = earliest
-        elif now.started is None or now.started < start.at:
-            pods[name] = now
+        pods[name] = earliest if earliest is not None else now
     return Reading(at=start.at, pods=pods)
 
 
