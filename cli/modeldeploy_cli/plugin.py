@@ -163,7 +163,10 @@ def _quality(quality: Obj | None) -> list[str]:
         figure = f"mean absolute error {quality['meanAbsoluteError']:g}"
     else:
         figure = "no figure"
-    reference = "" if quality.get("reference") is None else f" (reference {quality['reference']:g})"
+    reference = ""
+    if quality.get("reference") is not None:
+        shown = f"{quality['reference']:.3f}" if quality.get("metric") == "accuracy" else f"{quality['reference']:g}"
+        reference = f" (reference {shown})"
     line = (
         f"  quality {quality.get('verdict')}: {figure}{reference} on {quality.get('labels', 0)} labels of version "
         f"{quality.get('version', '-')} over {quality.get('window')}, at {quality.get('evaluatedAt')}: "

@@ -61,7 +61,14 @@ from modeldeploy_operator.status.conditions import (
     ready_transition,
 )
 from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
-from modeldeploy_operator.status.observe import Children, canary_pods, observe_rollout, pods_to_open, serving_template
+from modeldeploy_operator.status.observe import (
+    Children,
+    canary_pods,
+    observe_rollout,
+    pods_to_open,
+    serving_template,
+    serving_version,
+)
 from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -307,7 +314,10 @@ async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[Quali
     pods = pods_of(stable.pods) + pods_of(resource.children.track("canary").pods)  # a label joins at any pod
     if not pods:
         return previous, interval
-    judged = Stable(version, pods_of(serving_template(stable)), serving)
+    template = serving_template(stable)
+    # The version its current template's pods serve (mid promotion, ahead of status.stable),
+    # so the labels judged and the profile asked are of one model.
+    judged = Stable(serving_version(template) or version, pods_of(template), serving)
     evaluated = await judge.quality(key, body["metadata"]["name"], pods, judged, feedback, now)
     return evaluated, interval
 

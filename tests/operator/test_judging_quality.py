@@ -171,3 +171,17 @@ def test_labels_for_another_version_do_not_count(pods: list[ServeProcess], examp
         )
     )
     assert seen.labels == 0 and seen.verdict == "Inconclusive", seen
+
+
+def test_no_pod_to_ask_for_the_profile_is_not_remembered_as_no_profile(
+    pods: list[ServeProcess], example_models: ExampleModels
+) -> None:
+    """Mid promotion the stable template's new pods may not be ready: that is no answer about
+    the profile, and the next evaluation asks again (it used to keep "no reference quality")."""
+    as_pods = [as_pod(f"stable-{i}", p) for i, p in enumerate(pods)]
+    judge = Judge(PodScraper())
+    settings = Feedback(min_labels=10)
+    waiting = asyncio.run(judge.quality(KEY, "breast-cancer", as_pods, Stable("1", [], "v1"), settings, time.time()))
+    assert waiting.verdict == "Inconclusive" and "no ready pod" in waiting.message, waiting
+    asked = asyncio.run(judge.quality(KEY, "breast-cancer", as_pods, Stable("1", as_pods, "v1"), settings, time.time()))
+    assert asked.reference is not None and "no reference quality" not in asked.message, asked

@@ -315,6 +315,8 @@ class Judge:
         if found.partial:
             missing = ", ".join(f"{pod} ({why})" for pod, why in sorted(found.errors.items()))
             return inconclusive(f"telemetry missing from {missing}")
+        if not stable.pods:
+            return inconclusive("no ready pod of the stable version's current template to ask for its profile yet")
         profile = await self._profile(stable.serving, model, stable.pods)
         if profile is None or profile.quality is None:
             return inconclusive(
@@ -346,8 +348,10 @@ class Judge:
 
     async def _profile(self, serving: str, model: str, pods: list[Pod]) -> Profile | None:
         if serving not in self.profiles:
+            if not pods:
+                return None  # nobody to ask yet: not an answer to keep
             try:
-                self.profiles[serving] = await model_profile(pods[0], model) if pods else None
+                self.profiles[serving] = await model_profile(pods[0], model)
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, ProfileError):
                 return None  # asked again next time
         return self.profiles[serving]
