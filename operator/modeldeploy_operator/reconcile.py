@@ -63,6 +63,7 @@ from modeldeploy_operator.status.conditions import (
 from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import (
     Children,
+    Track,
     canary_pods,
     observe_rollout,
     pods_to_open,
@@ -257,7 +258,7 @@ async def _drift(resource: Resource, judge: Judge) -> tuple[DriftStatus | None, 
         return previous, wait
     stable = resource.children.track("stable")
     pods = pods_of(serving_template(stable))  # one model in a window, even mid rolling update
-    serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
+    serving = _spec_hash_of(stable)
     if not pods:
         return previous, interval
     evaluated = await judge.drift(key, body["metadata"]["name"], pods, serving, spec.drift, now)
@@ -310,7 +311,7 @@ async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[Quali
             verdict="Inconclusive", version=version, window=feedback.window, evaluated_at=iso(now), message=NO_STORE
         ), interval
     stable = resource.children.track("stable")
-    serving = ((stable.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
+    serving = _spec_hash_of(stable)
     pods = pods_of(stable.pods) + pods_of(resource.children.track("canary").pods)  # a label joins at any pod
     if not pods:
         return previous, interval
@@ -334,6 +335,12 @@ async def _respond_quality(
         report = retraining.encode(retraining.quality_report(body["metadata"], quality, spec.owner))
         quality = await _retrain(resource, quality, report, kube)
     return retraining.with_job(quality, resource.children.jobs), report if opened else None
+
+
+def _spec_hash_of(track: Track) -> str:
+    """What a track's Deployment serves (its spec-hash annotation): a profile's cache key."""
+    found: str = ((track.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
+    return found
 
 
 def _stable_version(resource: Resource) -> str:

@@ -33,7 +33,6 @@ from typing import Any
 
 import aiohttp
 import numpy as np
-from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import Profile, ProfileError
 
 from modeldeploy_operator.api.base import parse_duration
@@ -45,9 +44,9 @@ from modeldeploy_operator.rollout import analysis
 from modeldeploy_operator.rollout.plans import iso
 from modeldeploy_operator.telemetry import shadowing
 from modeldeploy_operator.telemetry.counters import Pod, PodCounters, Reading
-from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityCounts, QualityLimits, judge_quality
+from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityLimits, judge_quality, labelled
 from modeldeploy_operator.telemetry.sources import TelemetrySource
-from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, Window, window
+from modeldeploy_operator.telemetry.windows import NO_BASELINE, TrackWindow, window
 
 Key = tuple[str, str]
 TIMEOUT = 5.0
@@ -125,32 +124,6 @@ def _baselines(kept: deque[Reading], current: Reading) -> Reading:
         earliest = next((read.pods[name] for read in kept if name in read.pods and read is not current), None)
         pods[name] = earliest if earliest is not None else now
     return Reading(at=start.at, pods=pods)
-
-
-def quality_counts(found: Window, version: str, output: str) -> QualityCounts:
-    """What the labels in a window found for one version's predictions (made on either
-    track, counted at any pod), for one output: the one the profile's quality measured."""
-    labels, correct, error_sum = 0.0, 0.0, 0.0
-    buckets: dict[float, float] = {}
-    for track in found.tracks.values():
-        for series, value in track.feedback.items():
-            family, of_version, rest = series[0], series[1], series[3:]
-            if of_version != version:
-                continue
-            if family == t.FEEDBACK and rest == (t.RESULT_MATCHED,):
-                labels += value
-            elif family == t.FEEDBACK_CORRECT and rest == (output,):
-                correct += value
-            elif family == f"{t.FEEDBACK_ABSOLUTE_ERROR}_sum" and rest == (output,):
-                error_sum += value
-            elif family == t.FEEDBACK_ABSOLUTE_ERROR and rest[:1] == (output,):
-                bound = float(rest[1])
-                buckets[bound] = buckets.get(bound, 0.0) + value
-    bins, below = [], 0.0
-    for bound in sorted(buckets):
-        bins.append((bound, round(buckets[bound] - below)))
-        below = buckets[bound]
-    return QualityCounts(labels=round(labels), correct=round(correct), error_sum=error_sum, error_bins=tuple(bins))
 
 
 @dataclass
@@ -324,7 +297,7 @@ class Judge:
                 "(`modeldeploy profile --label-column`)"
             )
         reference = profile.quality
-        counts = quality_counts(found, stable.version, reference.output)
+        counts = labelled(found.tracks.values(), stable.version, reference.output)
         limits = QualityLimits(
             min_labels=settings.min_labels,
             max_accuracy_drop=settings.max_accuracy_drop,

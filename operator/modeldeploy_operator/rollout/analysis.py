@@ -37,12 +37,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
-from modeldeploy_serving import telemetry as t
-
 from modeldeploy_operator.api.rollout import Analysis, CheckName
 from modeldeploy_operator.api.status import Check, CheckResult
 from modeldeploy_operator.telemetry import stats
-from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityCounts, QualityLimits, compare_quality
+from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS, QualityLimits, compare_quality, labelled
 from modeldeploy_operator.telemetry.shadowing import FAILED_OUTCOMES, ShadowWindow, shadow_window
 from modeldeploy_operator.telemetry.windows import Bins, TrackWindow, Window
 
@@ -362,26 +360,13 @@ def output_delta(shadow: ShadowWindow, limit: float | None) -> Finding:
     return Finding(value, rows, message + _limit_words(limit, "{:g}", "maxOutputDeltaP95"))
 
 
-def _labelled(tracks: Tracks, version: str) -> QualityCounts:
-    """The labels that joined one version's predictions in the window, counted at any pod."""
-    labels = correct = 0.0
-    for track in (tracks.canary, tracks.stable):
-        for series, value in track.feedback.items():
-            if series[1] != version:
-                continue
-            if series[0] == t.FEEDBACK and series[3:] == (t.RESULT_MATCHED,):
-                labels += value
-            elif series[0] == t.FEEDBACK_CORRECT:
-                correct += value
-    return QualityCounts(labels=round(labels), correct=min(round(correct), round(labels)))
-
-
 def accuracy(tracks: Tracks, limit: float | None) -> Finding:
     """The drop of the canary's live accuracy below stable's over the same window, from labels
     sent back; gates only with maxAccuracyDrop (telemetry/quality.py's rule)."""
     canary_version = tracks.canary.versions[-1] if tracks.canary.versions else ""
     stable_version = tracks.stable.versions[-1] if tracks.stable.versions else ""
-    canary, stable = _labelled(tracks, canary_version), _labelled(tracks, stable_version)
+    both = (tracks.canary, tracks.stable)
+    canary, stable = labelled(both, canary_version), labelled(both, stable_version)
     if canary.accuracy is None or stable.accuracy is None:
         why = f"{canary.labels} labels for the canary and {stable.labels} for stable joined (spec.feedback)"
         return _unmeasured(why, canary.labels, limit)

@@ -72,12 +72,16 @@ Pure: numpy and the standard library; the reference comes from the profile modul
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from typing import Literal
 
 import numpy as np
+from modeldeploy_serving import telemetry as t
 from modeldeploy_serving.profile import Quality, QualityMetric
+
+from modeldeploy_operator.telemetry.windows import TrackWindow
 
 QualityVerdictName = Literal["Degraded", "Healthy", "Inconclusive"]
 DEGRADED: QualityVerdictName = "Degraded"
@@ -336,3 +340,31 @@ def _share(increase: float, reference: float, limit: float, beyond: bool) -> str
 
 def _p(p_value: float) -> str:
     return "p<0.0001" if p_value < 0.0001 else f"p={p_value:.2g}"
+
+
+def labelled(tracks: Iterable[TrackWindow], version: str, output: str | None = None) -> QualityCounts:
+    """What labels in a window found for one version's predictions (made on either track,
+    counted at any pod), for one output (None: whichever the server compares labels on)."""
+    labels, correct, error_sum = 0.0, 0.0, 0.0
+    buckets: dict[float, float] = {}
+    for track in tracks:
+        for series, value in track.feedback.items():
+            family, of_version, rest = series[0], series[1], series[3:]
+            if of_version != version:
+                continue
+            of_output = output is None or rest[:1] == (output,)
+            if family == t.FEEDBACK and rest == (t.RESULT_MATCHED,):
+                labels += value
+            elif family == t.FEEDBACK_CORRECT and of_output:
+                correct += value
+            elif family == f"{t.FEEDBACK_ABSOLUTE_ERROR}_sum" and of_output:
+                error_sum += value
+            elif family == t.FEEDBACK_ABSOLUTE_ERROR and of_output:
+                bound = float(rest[-1])
+                buckets[bound] = buckets.get(bound, 0.0) + value
+    bins, below = [], 0.0
+    for bound in sorted(buckets):
+        bins.append((bound, round(buckets[bound] - below)))
+        below = buckets[bound]
+    matched = round(labels)
+    return QualityCounts(matched, min(round(correct), matched), error_sum, tuple(bins))
