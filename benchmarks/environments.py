@@ -47,20 +47,25 @@ def _pip(python: str | Path, args: list[str]) -> None:
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args], check=True)
 
 
+def _venv(folder: Path, requirements: list[str]) -> Path:
+    """`folder` as a venv with exactly `requirements`, made once and again only when they change.
+    The project venv's own interpreter makes it: the same Python version for every server."""
+    if _stamped(folder, requirements):
+        return folder
+    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
+    _pip(folder / "bin" / "python", requirements)
+    _stamp(folder, requirements)
+    return folder
+
+
 def mlserver_venv() -> Path:
     """The MLServer venv's folder, created (or re-created if its pins changed) on first use."""
     folder = CACHE / "mlserver-venv"
     versions = project_versions()
     requirements = MLSERVER + [f"{name}=={versions[name]}" for name in SAME_AS_PROJECT]
-    if _stamped(folder, requirements):
-        return folder
-    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    # The project venv's own interpreter: the same Python version for every server.
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
-    _pip(folder / "bin" / "python", requirements)
-    _stamp(folder, requirements)
-    return folder
+    return _venv(folder, requirements)
 
 
 def kserve_venv() -> Path:
@@ -68,14 +73,7 @@ def kserve_venv() -> Path:
     folder = CACHE / "kserve-venv"
     versions = project_versions()
     requirements = KSERVE + [f"{name}=={versions[name]}" for name in ("onnxruntime", "numpy")]
-    if _stamped(folder, requirements):
-        return folder
-    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
-    _pip(folder / "bin" / "python", requirements)
-    _stamp(folder, requirements)
-    return folder
+    return _venv(folder, requirements)
 
 
 def peer_venv(name: str, requirements: list[str]) -> Path:
@@ -85,14 +83,7 @@ def peer_venv(name: str, requirements: list[str]) -> Path:
     folder = CACHE / f"{name}-venv"
     versions = project_versions()
     requirements = requirements + [f"{n}=={versions[n]}" for n in ("scikit-learn", "numpy")]
-    if _stamped(folder, requirements):
-        return folder
-    print(f"creating {folder} with {' '.join(requirements)} (once; a few minutes)", flush=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    venv.EnvBuilder(with_pip=True, symlinks=True).create(folder)
-    _pip(folder / "bin" / "python", requirements)
-    _stamp(folder, requirements)
-    return folder
+    return _venv(folder, requirements)
 
 
 def starlette_path() -> Path:
