@@ -31,6 +31,7 @@ from modeldeploy_operator.children.labels import (
     URI_ANNOTATION,
 )
 from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_PLURAL, ROUTE_VERSION, route_name_of
+from modeldeploy_operator.drift.retraining import RETRAINING_FOR_LABEL
 from modeldeploy_operator.health import start_health_server
 from modeldeploy_operator.k8s.client import Kube
 from modeldeploy_operator.queue import Queue
@@ -48,9 +49,11 @@ INDEXES = (
     "owned_services",
     "owned_pods",
     "owned_jobs",
+    "retraining_pods",
     "owned_config_maps",
     "route_users",
 )
+RETRAINING_PODS = {RETRAINING_FOR_LABEL: kopf.PRESENT}
 SHADOW_CONFIGS = {**OWNED, TRACK_LABEL: SHADOW_TRACK}  # not the retraining reports: they are never deleted
 ROUTE_INDEX = "http_routes"  # only when the route handlers are registered
 
@@ -112,6 +115,13 @@ def owned_jobs(namespace: str | None, labels: Mapping[str, str], body: kopf.Body
     return {(namespace or "", labels.get(NAME_LABEL, "")): _slim_pod(body)}
 
 
+@kopf.index("v1", "pods", labels=RETRAINING_PODS)
+def retraining_pods(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
+    """The retraining Jobs' pods and their candidates' checks: their termination message is
+    the Job's result (drift/candidates.py). Not the serving pods' labels: the Service selects those."""
+    return {(namespace or "", labels.get(RETRAINING_FOR_LABEL, "")): _slim_pod(body)}
+
+
 @kopf.index("v1", "configmaps", labels=SHADOW_CONFIGS)
 def owned_config_maps(namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> dict[Key, Any]:
     """The shadow config each ModelDeployment with spec.rollout.shadow keeps (children/builders.py)."""
@@ -147,6 +157,12 @@ async def service_changed(namespace: str | None, labels: Mapping[str, str], memo
 async def pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
     _keep_indexes(memo, kwargs)
     memo.queue.trigger((namespace or "", labels.get(NAME_LABEL, "")))
+
+
+@kopf.on.event("v1", "pods", labels=RETRAINING_PODS)
+async def retraining_pod_changed(namespace: str | None, labels: Mapping[str, str], memo: Any, **kwargs: Any) -> None:
+    _keep_indexes(memo, kwargs)
+    memo.queue.trigger((namespace or "", labels.get(RETRAINING_FOR_LABEL, "")))
 
 
 @kopf.on.event("batch", "v1", "jobs", labels=OWNED)
@@ -220,6 +236,7 @@ async def _reconcile(memo: Any, key: Key) -> float | None:
         services=_all(indexes["owned_services"], key),
         pods=_all(indexes["owned_pods"], key),
         jobs=_all(indexes["owned_jobs"], key),
+        job_pods=_all(indexes["retraining_pods"], key),
         config_maps=_all(indexes["owned_config_maps"], key),
     )
     children = Children.group(

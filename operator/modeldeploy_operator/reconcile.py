@@ -4,9 +4,9 @@ It reads as the steps it takes: observe (the watch caches, given as Children), p
 rollout (rollout/machine.py; reading the signatures, whether the stable pods mirror to a
 shadow, or the step's telemetry only when the plan asks), build the desired objects
 (builders), diff and apply only what differs, delete what is no longer wanted, let canary
-pods take traffic when the plan allows, assess drift and live quality when due and respond
-to a new drift or quality episode (drift/retraining.py: the Job before the status that
-records it, the webhook after), decide the whole status (status/decide.py), write it once
+pods take traffic when the plan allows, watch the served model (watching.py: drift and live
+quality when due, the response to a new episode, the retraining Job followed to a checked
+candidate and its adoption; the Job before the status that records it, the webhook after), decide the whole status (status/decide.py), write it once
 when it changed, post an Event on a transition, and tell the queue when to wake it next.
 Every decision is made by a pure function elsewhere; this module only sends what they decided.
 """
@@ -16,30 +16,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import kubernetes
 from modeldeploy_serving.shadow import config_text
 from pydantic import ValidationError
 
-from modeldeploy_operator import metrics, notifying
+from modeldeploy_operator import notifying
 from modeldeploy_operator.api import reasons
-from modeldeploy_operator.api.base import parse_duration
-from modeldeploy_operator.api.drift import DriftWebhook
+from modeldeploy_operator.api.lineage import Origin
 from modeldeploy_operator.api.reasons import Reason
-from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner, parse_owner, parse_spec
-from modeldeploy_operator.api.status import DriftStatus, QualityStatus, RetrainingStatus
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, parse_owner, parse_spec
 from modeldeploy_operator.children.builders import build_children, shadow_target, spec_hash, with_serving
 from modeldeploy_operator.children.diffing import differs
-from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION, SPEC_HASH_ANNOTATION
+from modeldeploy_operator.children.labels import SERVING_SPEC_ANNOTATION
 from modeldeploy_operator.children.routes import ROUTE_KIND, route_name, route_patches
-from modeldeploy_operator.drift import retraining
-from modeldeploy_operator.drift.assessment import seconds_until_due
-from modeldeploy_operator.drift.retraining import Watched
 from modeldeploy_operator.k8s.client import Kube
-from modeldeploy_operator.reading.judging import Judge, Stable, pods_of
+from modeldeploy_operator.reading.judging import Judge, pods_of
 from modeldeploy_operator.rollout import machine
 from modeldeploy_operator.rollout.plans import (
     QUESTIONS,
@@ -50,7 +42,6 @@ from modeldeploy_operator.rollout.plans import (
     commands_from,
     in_turn,
     iso,
-    seconds,
 )
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import (
@@ -63,14 +54,13 @@ from modeldeploy_operator.status.conditions import (
 from modeldeploy_operator.status.decide import Reconciled, decide_status, previous_status
 from modeldeploy_operator.status.observe import (
     Children,
-    Track,
     canary_pods,
     observe_rollout,
     pods_to_open,
-    serving_template,
-    serving_version,
 )
 from modeldeploy_operator.telemetry.quality import DEFAULT_MIN_LABELS
+from modeldeploy_operator.watching import Resource, Watching, send, tell, watch
+from modeldeploy_operator.watching import origin as origin_of
 from modeldeploy_operator.writes import Key, LastWrites
 
 log = logging.getLogger(__name__)
@@ -79,32 +69,6 @@ Obj = dict[str, Any]
 
 def now_iso() -> str:
     return iso(time.time())
-
-
-@dataclass(frozen=True)
-class Resource:
-    """One ModelDeployment with a valid spec, as this reconcile read it: its key, its body (the
-    latest the operator wrote, or the watch's), its spec and its children. The steps that ask
-    the pods or the API server take it with the seam they talk through (Judge, Kube)."""
-
-    key: Key
-    body: Obj
-    spec: ModelDeploymentSpec
-    children: Children
-
-
-@dataclass(frozen=True)
-class Watching:
-    """What watching the model after it is served came to this reconcile: the drift and
-    quality statuses to show, when each is due again, and a report to send once the status
-    is written (an episode opened now)."""
-
-    drift: DriftStatus | None = None
-    drift_wait: float | None = None
-    drift_report: bytes | None = None
-    quality: QualityStatus | None = None
-    quality_wait: float | None = None
-    quality_report: bytes | None = None
 
 
 async def reconcile(
@@ -119,10 +83,11 @@ async def reconcile(
     spec, invalid = parse_spec(body.get("spec"))
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
     plan: Plan | None = None
-    watching = Watching()
-    if spec is not None:
+    watched = Watching()
+    origin = origin_of(spec, body) if spec is not None else None
+    if spec is not None and origin is not None:
         resource = Resource(key, body, spec, children)
-        plan = await _plan(resource, judge)
+        plan = await _plan(resource, judge, origin)
         stable = spec if plan.stable == "target" else _stable_serving(spec, children)
         wanted = build_children(
             meta, spec, settings, stable, plan.canary_replicas, _shadow_config(meta, spec, plan, settings)
@@ -134,15 +99,15 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-        watching = await _watch(resource, judge, kube, bool(settings.feedback_store))
-    reconciled = Reconciled(problem, plan, watching.drift, watching.quality)
+        watched = await watch(resource, judge, kube, settings)
+    reconciled = Reconciled(problem, plan, watched.drift, watched.quality, origin)
     status = decide_status(body, spec, children, settings, reconciled, now_iso()).dump()
     previous = body.get("status") or {}
     if status != previous and not writes.written_already(key, status, cached):
         await kube.replace_status(meta["namespace"], meta["name"], status)
         writes.remember_status(key, status, cached)
         if spec is not None and plan is not None and problem is None:
-            await _tell(body, spec, plan, watching, kube)
+            await tell(body, spec, plan, watched, kube)
         owner = spec.owner if spec is not None else parse_owner(body.get("spec"))
         for kind in (DRIFT_DETECTED, QUALITY_DEGRADED):
             moved = drift_transition(previous.get("conditions") or [], status["conditions"], kind)
@@ -156,47 +121,15 @@ async def reconcile(
             )
             await kube.post_event(body, event.type, event.reason, event_note(event.message, owner))
     planned = plan.requeue_after if plan else None
-    waits = [w for w in (planned, watching.drift_wait, watching.quality_wait, settings.resync_seconds or None) if w]
+    waits = [w for w in (planned, watched.drift_wait, watched.quality_wait, settings.resync_seconds or None) if w]
     return min(waits) if waits else None
 
 
-async def _watch(resource: Resource, judge: Judge, kube: Kube, store: bool) -> Watching:
-    """Drift and live quality, each evaluated when due, and the response to a new episode."""
-    spec, key = resource.spec, resource.key
-    drift, drift_wait, drift_report = None, None, None
-    quality, quality_wait, quality_report = None, None, None
-    if spec.drift.enabled:
-        drift, drift_wait = await _drift(resource, judge)
-        if drift is not None:
-            drift, drift_report = await _respond(resource, drift, kube, judge)
-    else:
-        judge.forget_drift(key)
-    if spec.feedback is not None:
-        quality, quality_wait = await _quality(resource, judge, store)
-        if quality is not None:
-            quality, quality_report = await _respond_quality(resource, quality, kube)
-    else:
-        judge.forget_quality(key)
-    return Watching(drift, drift_wait, drift_report, quality, quality_wait, quality_report)
-
-
-async def _tell(body: Obj, spec: ModelDeploymentSpec, plan: Plan, watching: Watching, kube: Kube) -> None:
-    """Once the status is written: the rollout's webhooks when it finished, and the report of
-    a drift or quality episode that opened."""
-    if plan.finished is not None:
-        notifying.notify(spec.rollout.webhooks, body["metadata"], plan.finished, owner=spec.owner)
-    hook = spec.drift.webhook
-    if hook is not None and watching.drift_report and watching.drift is not None:
-        await _report(body, hook, watching.drift, watching.drift_report, kube, spec.owner)
-    if hook is not None and watching.quality_report and watching.quality is not None:
-        await _report(body, hook, watching.quality, watching.quality_report, kube, spec.owner)
-
-
-async def _plan(resource: Resource, judge: Judge) -> Plan:
+async def _plan(resource: Resource, judge: Judge, origin: Origin) -> Plan:
     """The rollout's plan, planned again with each answer it asks for (Plan.asks): the
     signature check, the preRollout webhooks, whether the stable pods mirror, the judgement."""
     key, body, spec, children = resource.key, resource.body, resource.spec, resource.children
-    target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256)
+    target = Target(spec_hash(spec), spec.model.version, spec.model.uri, spec.model.sha256, origin)
     meta = body["metadata"]
     observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
@@ -244,169 +177,6 @@ def _shadow_config(meta: Obj, spec: ModelDeploymentSpec, plan: Plan, settings: S
     return config_text(shadow_target(meta, settings), shadow.fraction, plan.canary.version)
 
 
-async def _drift(resource: Resource, judge: Judge) -> tuple[DriftStatus | None, float]:
-    """The drift status to show, evaluating when due; and seconds until the next evaluation."""
-    key, body, spec = resource.key, resource.body, resource.spec
-    previous = previous_status(body).drift
-    interval, now = parse_duration(spec.drift.interval), time.time()
-    last = max(
-        filter(None, [seconds(previous.evaluated_at) if previous else None, judge.last_drift_read(key)]),
-        default=None,
-    )
-    wait = seconds_until_due(last, interval, now)
-    if wait > 0:
-        return previous, wait
-    stable = resource.children.track("stable")
-    pods = pods_of(serving_template(stable))  # one model in a window, even mid rolling update
-    serving = _spec_hash_of(stable)
-    if not pods:
-        return previous, interval
-    evaluated = await judge.drift(key, body["metadata"]["name"], pods, serving, spec.drift, now)
-    if evaluated is None:
-        return previous, interval
-    metrics.record_drift(key, evaluated)
-    return evaluated, interval
-
-
-async def _respond(
-    resource: Resource, drift: DriftStatus, kube: Kube, judge: Judge
-) -> tuple[DriftStatus, bytes | None]:
-    """status.drift with its episode and retraining Job, creating the Job when one is due;
-    and the drift report to send once the status is written, when an episode opened now."""
-    body, spec = resource.body, resource.spec
-    drift, opened = retraining.carry(previous_status(body).drift, drift, now_iso())
-    report = None
-    if opened or (spec.drift.retraining is not None and retraining.retraining_due(drift)):
-        version = _stable_version(resource)
-        every = judge.features_of(resource.key)
-        report = retraining.encode(retraining.report(body["metadata"], version, drift, every, spec.owner))
-        drift = await _retrain(resource, drift, report, kube)
-    return retraining.with_job(drift, resource.children.jobs), report if opened else None
-
-
-NO_STORE = (
-    "the operator has no feedback store, so no label can join a prediction: install one with the chart "
-    "(--set feedback.store.install=true) or point feedback.store.url at yours (docs/feedback.md)"
-)
-
-
-async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[QualityStatus | None, float]:
-    """The live-quality status to show, evaluating when due; and seconds until the next evaluation."""
-    key, body, spec = resource.key, resource.body, resource.spec
-    feedback = spec.feedback
-    previous = previous_status(body).quality
-    interval, now = parse_duration(spec.drift.interval), time.time()
-    if feedback is None:
-        return None, interval
-    last = max(
-        filter(None, [seconds(previous.evaluated_at) if previous else None, judge.last_quality_read(key)]),
-        default=None,
-    )
-    wait = seconds_until_due(last, interval, now)
-    if wait > 0:
-        return previous, wait
-    version = _stable_version(resource)
-    if not store:
-        return QualityStatus(
-            verdict="Inconclusive", version=version, window=feedback.window, evaluated_at=iso(now), message=NO_STORE
-        ), interval
-    stable = resource.children.track("stable")
-    serving = _spec_hash_of(stable)
-    pods = pods_of(stable.pods) + pods_of(resource.children.track("canary").pods)  # a label joins at any pod
-    if not pods:
-        return previous, interval
-    template = serving_template(stable)
-    # The version its current template's pods serve (mid promotion, ahead of status.stable),
-    # so the labels judged and the profile asked are of one model.
-    judged = Stable(serving_version(template) or version, pods_of(template), serving)
-    evaluated = await judge.quality(key, body["metadata"]["name"], pods, judged, feedback, now)
-    return evaluated, interval
-
-
-async def _respond_quality(
-    resource: Resource, quality: QualityStatus, kube: Kube
-) -> tuple[QualityStatus, bytes | None]:
-    """status.quality with its episode and retraining Job, as _respond does for drift; and the
-    quality report to send once the status is written, when an episode opened now."""
-    body, spec = resource.body, resource.spec
-    quality, opened = retraining.carry(previous_status(body).quality, quality, now_iso())
-    report = None
-    if opened or (spec.drift.retraining is not None and retraining.retraining_due(quality)):
-        report = retraining.encode(retraining.quality_report(body["metadata"], quality, spec.owner))
-        quality = await _retrain(resource, quality, report, kube)
-    return retraining.with_job(quality, resource.children.jobs), report if opened else None
-
-
-def _spec_hash_of(track: Track) -> str:
-    """What a track's Deployment serves (its spec-hash annotation): a profile's cache key."""
-    found: str = ((track.deployment or {}).get("metadata") or {}).get("annotations", {}).get(SPEC_HASH_ANNOTATION, "")
-    return found
-
-
-def _stable_version(resource: Resource) -> str:
-    """The version the stable pods serve (the drift was measured on them)."""
-    stable = previous_status(resource.body).stable
-    return (stable.version if stable is not None else None) or resource.spec.model.version
-
-
-async def _retrain(resource: Resource, watched: Watched, report: bytes, kube: Kube) -> Watched:
-    """Create the open episode's report ConfigMap and Job when spec.drift.retraining asks and
-    status does not record them yet; an existing one of the same name is this episode's.
-    `watched` is status.drift or status.quality: their episodes are counted and named apart."""
-    body, spec = resource.body, resource.spec
-    episode = retraining.retraining_due(watched)
-    if spec.drift.retraining is None or episode is None:
-        return watched
-    kind: retraining.Kind = "quality" if isinstance(watched, QualityStatus) else "drift"
-    meta = body["metadata"]
-    config_map = retraining.build_report_config_map(meta, episode.number, report, kind)
-    samples = None
-    if spec.capture is not None:
-        samples = retraining.capture_uri(spec.capture.sink, meta["name"], _stable_version(resource))
-    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, episode.number, samples, kind)
-    name, created = job["metadata"]["name"], False
-    refused = await _send(kube.create, config_map)
-    if refused is None:
-        try:
-            created = await kube.create(job)
-        except kubernetes.client.ApiException as error:
-            if error.status is None or error.status >= 500:
-                raise  # worth a retry
-            refused = f"Job {name}: {error.reason}: {_api_message(error)}"
-    if refused is not None:
-        await kube.post_event(body, "Warning", reasons.RETRAINING_NOT_CREATED.name, event_note(refused, spec.owner))
-        outcome = RetrainingStatus(job=name, episode=episode.number, outcome="NotCreated", message=refused)
-        return watched.model_copy(update={"retraining": outcome})
-    if created:
-        message = f"{kind} episode {episode.number}: Job {name} created with the {kind} report"
-        await kube.post_event(body, "Normal", reasons.RETRAINING_STARTED.name, event_note(message, spec.owner))
-    pending = RetrainingStatus(job=name, episode=episode.number, outcome="Pending")
-    return watched.model_copy(update={"retraining": pending})
-
-
-async def _report(
-    body: Obj, hook: DriftWebhook, watched: DriftStatus | QualityStatus, report: bytes, kube: Kube, owner: Owner | None
-) -> None:
-    """Send the report of the episode that just opened (its status is written), signed when a Secret is named."""
-    meta, secret = body["metadata"], None
-    kind: retraining.Kind = "quality" if isinstance(watched, QualityStatus) else "drift"
-
-    async def failed(message: str) -> None:
-        note = event_note(f"{kind} webhook: {message}", owner)
-        await kube.post_event(body, "Warning", reasons.DRIFT_WEBHOOK_FAILED.name, note)
-
-    if hook.signing_secret is not None:
-        ref = hook.signing_secret
-        try:
-            secret = await kube.secret_value(meta["namespace"], ref.name, ref.key)
-        except (kubernetes.client.ApiException, KeyError) as error:
-            why = error.reason if isinstance(error, kubernetes.client.ApiException) else error.args[0]
-            await failed(f"not sent: cannot read the signing Secret {ref.name} (key {ref.key}): {why}")
-            return
-    number = watched.episode.number if watched.episode is not None else 0
-    notifying.report_drift(hook, report, retraining.headers(report, meta, number, secret, kind), failed)
-
-
 def _stable_serving(spec: ModelDeploymentSpec, children: Children) -> ModelDeploymentSpec:
     """What the stable Deployment serves now (its annotation), to keep it as it is."""
     deployment = children.track("stable").deployment or {}
@@ -435,32 +205,13 @@ async def _apply(
         else:
             current = actual.pop((wanted["kind"], wanted["metadata"]["name"]), None)
         if (current is None or differs(wanted, current)) and not writes.applied_already(key, wanted, current):
-            refused = await _send(kube.apply, wanted)
+            refused = await send(kube.apply, wanted)
             if refused:
                 return reasons.APPLY_FAILED, refused
             writes.remember_apply(key, wanted, current)
     for (kind, name), unwanted in actual.items():
-        refused = await _send(kube.delete, unwanted)
+        refused = await send(kube.delete, unwanted)
         if refused:
             return reasons.APPLY_FAILED, refused
         writes.forget_apply(key, kind, name)
     return None
-
-
-async def _send(call: Callable[[Obj], Awaitable[object]], obj: Obj) -> str | None:
-    """Send one write; the API server's refusal as a message, or None when it was taken."""
-    try:
-        await call(obj)
-    except kubernetes.client.ApiException as error:
-        if error.status is None or error.status >= 500 or error.status == 409:
-            raise  # worth a retry
-        return f"{obj['kind']} {obj['metadata']['name']}: {error.reason}: {_api_message(error)}"
-    return None
-
-
-def _api_message(error: kubernetes.client.ApiException) -> str:
-    try:
-        message: str = json.loads(error.body or "{}").get("message", "")
-    except ValueError:
-        message = ""
-    return message

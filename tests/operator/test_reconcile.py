@@ -48,6 +48,7 @@ class FakeKube:
     refuse_create: kubernetes.client.ApiException | None = None
     refuse_status: kubernetes.client.ApiException | None = None
     secrets: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    adopted: list[tuple[Obj, str]] = field(default_factory=list)  # spec.model patches (adopt: Auto)
 
     async def create(self, obj: Obj) -> bool:
         if self.refuse_create is not None and obj["kind"] == "Job":
@@ -79,6 +80,9 @@ class FakeKube:
         if self.refuse_status is not None:
             raise self.refuse_status
         self.statuses.append(copy.deepcopy(status))
+
+    async def adopt(self, namespace: str, name: str, patch: Obj, resource_version: str) -> None:
+        self.adopted.append((patch, resource_version))
 
     async def post_event(self, owner: Obj, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
@@ -130,6 +134,7 @@ class Cluster:
         self.route: Obj | None = None  # the user's HTTPRoute, if the test makes one
         self.pods: list[Obj] = []
         self.jobs: dict[str, Obj] = {}  # retraining Jobs by name
+        self.job_pods: list[Obj] = []  # their pods, which a test ends with a termination message
         self.config_maps: dict[str, Obj] = {}  # the shadow config, by name
 
     @property
@@ -154,8 +159,24 @@ class Cluster:
             copy.deepcopy(self.pods),
             jobs=copy.deepcopy(list(self.jobs.values())),
             config_maps=copy.deepcopy(list(self.config_maps.values())),
+            job_pods=copy.deepcopy(self.job_pods),
         )
         return Children.group(owned, copy.deepcopy(self.route))
+
+    def job_done(self, name: str, exit_code: int, message: str) -> None:
+        """A Job's pod ended with this termination message, and the Job controller saw it."""
+        ended = {"terminated": {"exitCode": exit_code, "message": message}}
+        self.job_pods.append(
+            {
+                "metadata": {"name": f"{name}-p", "labels": {"batch.kubernetes.io/job-name": name}},
+                "status": {"containerStatuses": [{"name": "main", "state": ended}]},
+            }
+        )
+        condition = "Complete" if exit_code == 0 else "Failed"
+        self.jobs[name]["status"] = {
+            "conditions": [{"type": condition, "status": "True", "reason": "Done"}],
+            "completionTime": iso(NOW[0]),
+        }
 
     def take(self, kube: FakeKube) -> None:
         """Store what the operator wrote, with defaults and new resourceVersions."""
@@ -330,6 +351,8 @@ def test_ready_once_pods_are_ready() -> None:
         "replicas": 2,
         "readyReplicas": 2,
         "revision": 1,
+        "model": {"uri": "s3://models/fraud/7/model.onnx", "sha256": DIGEST},
+        "origin": {"kind": "Applied"},
     }
     assert (
         status["selector"]
@@ -778,6 +801,16 @@ def responding(monkeypatch: pytest.MonkeyPatch) -> tuple[Cluster, FakeKube, Last
     return cluster, kube, memory, sent
 
 
+CANDIDATE = {
+    "uri": "s3://models/fraud/7-retrain-1/model.onnx",
+    "sha256": "c" * 64,
+    "version": "7-retrain-1",
+    "metrics": {"oldAccuracy": 0.61, "newAccuracy": 0.93},
+    "trainedRows": 400,
+    "baseVersion": "7",
+}
+
+
 def made(kube: FakeKube) -> list[str]:
     return sorted(f"{kind} {name}" for kind, name in kube.existing)
 
@@ -809,16 +842,27 @@ def test_an_episode_creates_one_job_and_sends_one_signed_report(monkeypatch: pyt
         step(cluster, kube, memory, judge, seconds=61)
         assert cluster.body["status"]["drift"]["verdict"] == verdict
         assert (made(kube), len(sent)) == (["ConfigMap fraud-retrain-1", "Job fraud-retrain-1"], 1), verdict
-    job["status"] = {"conditions": [{"type": "Complete", "status": "True", "reason": "Done"}]}
+    cluster.job_done("fraud-retrain-1", 0, json.dumps(CANDIDATE))
     step(cluster, kube, memory, judge, seconds=61)  # NoDrift: the episode ends
     drift = cluster.body["status"]["drift"]
     assert drift["episode"]["endedAt"] == iso(NOW[0])
-    assert drift["retraining"] == {"job": "fraud-retrain-1", "episode": 1, "outcome": "Succeeded", "message": "Done"}
+    assert drift["retraining"]["outcome"] == "Verifying" and drift["retraining"]["candidate"] == CANDIDATE
+    assert "Job fraud-retrain-1-verify" in made(kube), "the candidate's file and digest are checked first"
+    check = cluster.jobs["fraud-retrain-1-verify"]
+    (fetch,) = check["spec"]["template"]["spec"]["containers"]
+    assert fetch["args"][:2] == ["fetch", CANDIDATE["uri"]] and fetch["args"][-2:] == ["--sha256", CANDIDATE["sha256"]]
+    cluster.job_done("fraud-retrain-1-verify", 0, "")
+    step(cluster, kube, memory, judge)
+    drift = cluster.body["status"]["drift"]
+    assert (drift["retraining"]["outcome"], drift["retraining"]["adoption"]) == ("Succeeded", "Waiting")
+    assert ("Normal", "CandidateReady") in [e[:2] for e in kube.every_event]
+    assert kube.adopted == [], "adopt: Manual waits for kubectl modeldeploy adopt"
     step(cluster, kube, memory, judge, seconds=61)  # Drifted again: episode 2
     assert made(kube) == [
         "ConfigMap fraud-retrain-1",
         "ConfigMap fraud-retrain-2",
         "Job fraud-retrain-1",
+        "Job fraud-retrain-1-verify",
         "Job fraud-retrain-2",
     ]
     assert len(sent) == 2 and json.loads(sent[1][0])["episode"]["number"] == 2
@@ -831,6 +875,48 @@ def test_the_job_is_told_where_the_captured_samples_are(monkeypatch: pytest.Monk
     step(cluster, kube, memory, DriftJudge([DRIFTED]))
     (container,) = cluster.jobs["fraud-retrain-1"]["spec"]["template"]["spec"]["containers"]
     assert {"name": "MODELDEPLOY_CAPTURE_URI", "value": "s3://samples/prod/fraud/7/"} in container["env"]
+
+
+def test_auto_adopts_a_checked_candidate_once_and_its_rollout_carries_its_origin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster, kube, memory, _ = responding(monkeypatch)
+    retrain = {**RESPONSE["retraining"], "adopt": "Auto", "output": "s3://models/fraud"}  # type: ignore[dict-item]
+    cluster.edit_spec(drift={**RESPONSE, "retraining": retrain})
+    judge = DriftJudge([DRIFTED])
+    step(cluster, kube, memory, judge)
+    (container,) = cluster.jobs["fraud-retrain-1"]["spec"]["template"]["spec"]["containers"]
+    told = {item["name"]: item.get("value") for item in container["env"]}
+    assert told["MODELDEPLOY_RETRAINING_OUTPUT"] == "s3://models/fraud"
+    assert told["MODELDEPLOY_CANDIDATE_VERSION"] == "7-retrain-1"
+    assert told["MODELDEPLOY_DATA_SINCE"] == iso(NOW[0] - 300), "the episode's start less spec.drift.window"
+    cluster.job_done("fraud-retrain-1", 0, json.dumps(CANDIDATE))
+    step(cluster, kube, memory, judge)
+    assert kube.adopted == [], "not before its check"
+    cluster.job_done("fraud-retrain-1-verify", 0, "")
+    version = cluster.body["metadata"]["resourceVersion"]
+    step(cluster, kube, memory, judge)
+    model = {"uri": CANDIDATE["uri"], "sha256": CANDIDATE["sha256"], "version": "7-retrain-1"}
+    assert kube.adopted == [({"spec": {"model": model}}, version)], "refused if the resource changed since it was read"
+    retraining = cluster.body["status"]["drift"]["retraining"]
+    assert (retraining["adoption"], retraining["adoptedAt"]) == ("Adopted", iso(NOW[0]))
+    assert ("Normal", "CandidateAdopted") in [e[:2] for e in kube.every_event]
+    step(cluster, kube, memory, judge)
+    assert len(kube.adopted) == 1, "adopted once"
+
+    # The API server took the patch: spec.model is the candidate; the rollout starts.
+    cluster.edit_spec(model=model)
+    step(cluster, kube, memory, judge)
+    canary = cluster.body["status"]["canary"]
+    assert canary["origin"] == {
+        "kind": "Retrained",
+        "job": "fraud-retrain-1",
+        "episode": 1,
+        "episodeKind": "drift",
+        "baseVersion": "7",
+        "trainedRows": 400,
+    }
+    assert cluster.body["status"]["stable"]["origin"] == {"kind": "Applied"}, "stable still serves version 7"
 
 
 def test_a_restart_creates_no_second_job_for_the_same_episode(monkeypatch: pytest.MonkeyPatch) -> None:

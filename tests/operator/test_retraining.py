@@ -158,8 +158,22 @@ TEMPLATE = JobTemplate.model_validate(
 )
 
 
+def told(episode: int = 2, capture: str | None = None, output: str | None = None) -> retraining.Told:
+    return retraining.Told(
+        episode=episode,
+        kind="drift",
+        base_version="7",
+        base_uri="s3://models/fraud/7/model.onnx",
+        base_sha256=None,
+        capture_uri=capture,
+        since="2026-12-08T00:00:00Z",
+        until="2026-12-08T01:00:00Z",
+        output=output,
+    )
+
+
 def test_the_job_mounts_the_report_and_is_restricted_where_the_template_is_silent() -> None:
-    job = retraining.build_retraining_job(META, TEMPLATE, 2)
+    job = retraining.build_retraining_job(META, TEMPLATE, told())
     assert job["metadata"]["name"] == "fraud-retrain-2" and job["metadata"]["namespace"] == "ml"
     (owner,) = job["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["uid"], owner["controller"]) == ("ModelDeployment", META["uid"], True)
@@ -173,7 +187,14 @@ def test_the_job_mounts_the_report_and_is_restricted_where_the_template_is_silen
     }
     assert job["metadata"]["annotations"] == {"owner": "ml-platform"}
     pod = job["spec"]["template"]
-    assert pod["metadata"]["labels"] == {"app": "retrain"}, "the pods are not taken for serving pods"
+    assert pod["metadata"]["labels"] == {
+        "app": "retrain",
+        "app.kubernetes.io/component": "retraining",
+        "modeldeploy.dev/retraining-for": "fraud",
+        "modeldeploy.dev/drift-episode": "2",
+    }, "the operator sees the pods (their result), and the model's Service does not select them"
+    assert "modeldeploy.dev/deployment" not in pod["metadata"]["labels"]
+    assert "app.kubernetes.io/instance" not in pod["metadata"]["labels"]
     assert job["spec"]["backoffLimit"] == 1
     spec = pod["spec"]
     assert spec["restartPolicy"] == "Never"
@@ -184,6 +205,13 @@ def test_the_job_mounts_the_report_and_is_restricted_where_the_template_is_silen
         {"name": "X", "value": "1"},
         {"name": "MODELDEPLOY_DRIFT_REPORT", "value": "/etc/modeldeploy/drift/report.json"},
         {"name": "MODELDEPLOY_DRIFT_EPISODE", "value": "2"},
+        {"name": "MODELDEPLOY_MODEL_NAME", "value": "fraud"},
+        {"name": "MODELDEPLOY_DATA_SINCE", "value": "2026-12-08T00:00:00Z"},
+        {"name": "MODELDEPLOY_DATA_UNTIL", "value": "2026-12-08T01:00:00Z"},
+        {"name": "MODELDEPLOY_BASE_VERSION", "value": "7"},
+        {"name": "MODELDEPLOY_BASE_MODEL_URI", "value": "s3://models/fraud/7/model.onnx"},
+        {"name": "MODELDEPLOY_BASE_MODEL_SHA256", "value": ""},
+        {"name": "MODELDEPLOY_CANDIDATE_VERSION", "value": "7-retrain-2"},
     ]
     assert container["volumeMounts"] == [
         {"name": "modeldeploy-drift-report", "mountPath": "/etc/modeldeploy/drift", "readOnly": True}
@@ -193,6 +221,7 @@ def test_the_job_mounts_the_report_and_is_restricted_where_the_template_is_silen
         "capabilities": {"drop": ["ALL"]},
         "runAsUser": 1000,
     }
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError", "a crash's log tail is the reason"
     assert TEMPLATE.spec["template"]["spec"].get("volumes") is None, "the template is not changed"
 
 
@@ -205,15 +234,14 @@ def test_the_template_keeps_its_restart_policy_and_pod_security_and_gets_the_cap
                         "restartPolicy": "OnFailure",
                         "securityContext": {"runAsNonRoot": True, "runAsUser": 65532},
                         "initContainers": [{"name": "get", "image": "busybox"}],
-                        "containers": [{"name": "train", "image": "trainer"}],
+                        "containers": [{"name": "train", "image": "trainer", "terminationMessagePolicy": "File"}],
                     }
                 }
             }
         }
     )
-    spec = retraining.build_retraining_job(META, template, 1, capture_uri="s3://samples/fraud/")["spec"]["template"][
-        "spec"
-    ]
+    job = retraining.build_retraining_job(META, template, told(1, capture="s3://samples/fraud/"))
+    spec = job["spec"]["template"]["spec"]
     assert spec["restartPolicy"] == "OnFailure"
     assert spec["securityContext"] == {
         "runAsNonRoot": True,
@@ -222,7 +250,30 @@ def test_the_template_keeps_its_restart_policy_and_pod_security_and_gets_the_cap
     }
     for container in spec["initContainers"] + spec["containers"]:
         assert {"name": "MODELDEPLOY_CAPTURE_URI", "value": "s3://samples/fraud/"} in container["env"]
+        assert {"name": "MODELDEPLOY_LABELS_URI", "value": "s3://samples/fraud/"} in container["env"]
         assert container["volumeMounts"][0]["mountPath"] == "/etc/modeldeploy/drift"
+    assert spec["containers"][0]["terminationMessagePolicy"] == "File", "the template's word wins"
+
+
+@pytest.mark.parametrize(
+    ("output", "claim", "directory"),
+    [
+        ("pvc://models/retrained", "models", "/var/run/modeldeploy/output/retrained"),
+        ("pvc://models", "models", "/var/run/modeldeploy/output"),
+        ("s3://models/retrained", None, None),
+    ],
+)
+def test_the_output_is_told_and_a_claim_is_mounted(output: str, claim: str | None, directory: str | None) -> None:
+    job = retraining.build_retraining_job(META, TEMPLATE, told(output=output))
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["MODELDEPLOY_RETRAINING_OUTPUT"] == output
+    assert env.get("MODELDEPLOY_OUTPUT_DIR") == directory
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ([claim] if claim else [])
+    mounted = [m["mountPath"] for m in container["volumeMounts"]]
+    assert ("/var/run/modeldeploy/output" in mounted) == (claim is not None)
 
 
 def test_the_config_map_holds_the_report() -> None:
@@ -248,21 +299,6 @@ def test_the_config_map_holds_the_report() -> None:
 )
 def test_job_outcome(status: dict[str, Any], outcome: tuple[str, str]) -> None:
     assert retraining.job_outcome({"status": status}) == outcome
-
-
-def test_the_outcome_is_read_from_the_watched_job_and_kept_when_it_is_gone() -> None:
-    job = {"job": "fraud-retrain-1", "episode": 1, "outcome": "Pending"}
-    drift = evaluation("Drifted", retraining=job)
-    finished = {
-        "metadata": {"name": "fraud-retrain-1"},
-        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
-    }
-    other = {"metadata": {"name": "fraud-retrain-0"}, "status": {"active": 1}}
-    updated = retraining.with_job(drift, [other, finished])
-    assert updated.retraining is not None and updated.retraining.outcome == "Succeeded"
-    assert retraining.with_job(updated, []) == updated, "deleted (a TTL): the last outcome stands"
-    refused = evaluation("Drifted", retraining={**job, "outcome": "NotCreated", "message": "quota"})
-    assert retraining.with_job(refused, [finished]) == refused
 
 
 @pytest.mark.parametrize(

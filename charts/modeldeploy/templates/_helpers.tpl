@@ -44,10 +44,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "modeldeploy.rules" -}}
-# ModelDeployments: read them, write only their status.
+# ModelDeployments: read them, write their status; patch is for one field only, spec.model,
+# set to a verified retraining candidate when spec.drift.retraining.adopt is Auto (the
+# field manager modeldeploy-adopt; docs/retraining.md).
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["modeldeploy.dev"]
   resources: ["modeldeployments/status"]
   verbs: ["get", "patch", "update"]

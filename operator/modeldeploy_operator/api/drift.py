@@ -79,13 +79,38 @@ class JobTemplate(ResourceModel):
     ]
 
 
+OUTPUT_PATTERN = r"^(s3://[a-z0-9][-a-z0-9.]{1,61}[a-z0-9](/.*)?|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/.*)?)$"
+
+
 class Retraining(ResourceModel):
-    """A Job started once per drift episode, with the drift report mounted as a file."""
+    """A Job started once per drift (or quality) episode, with the report mounted as a file;
+    the model it reports comes back as a candidate version (docs/retraining.md)."""
 
     job_template: Annotated[
         JobTemplate,
-        Field(description="The Job to create; its containers get MODELDEPLOY_DRIFT_REPORT, the report's path."),
+        Field(
+            description="The Job to create; its containers get MODELDEPLOY_DRIFT_REPORT, the report's path, and "
+            "the variables docs/retraining.md lists (the data window, the base model, where to write)."
+        ),
     ]
+    output: Annotated[
+        str | None,
+        Field(
+            default=None,
+            pattern=OUTPUT_PATTERN,
+            max_length=2048,
+            description="Where the Job writes the candidate model: s3://BUCKET/PREFIX, or pvc://CLAIM/DIR (the "
+            "claim is mounted in the Job). Given to the Job as MODELDEPLOY_RETRAINING_OUTPUT.",
+        ),
+    ] = None
+    adopt: Annotated[
+        Literal["Manual", "Auto"],
+        Field(
+            default="Manual",
+            description="Manual: a verified candidate waits in status until `kubectl modeldeploy adopt NAME`. "
+            "Auto: the operator sets spec.model to it, which starts the normal rollout (gate, shadow, canary).",
+        ),
+    ] = "Manual"
 
 
 class Drift(ResourceModel):

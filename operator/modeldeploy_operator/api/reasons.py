@@ -251,6 +251,38 @@ RETRAINING_NOT_CREATED = Reason(
     "RBAC); the message says why. It is not tried again in the same episode.",
     "-",
 )
+CANDIDATE_READY = Reason(
+    "CandidateReady",
+    "Normal",
+    "-",
+    "-",
+    "-",
+    "An episode's retraining Job reported a model and its check Job fetched it with a matching sha256: the "
+    "candidate is in `status.drift.retraining.candidate` (or `status.quality`'s), waiting for "
+    "`kubectl modeldeploy adopt NAME` (adopt: Manual) or adopted at once (adopt: Auto).",
+    "-",
+)
+RETRAINING_FAILED = Reason(
+    "RetrainingFailed",
+    "Warning",
+    "-",
+    "-",
+    "-",
+    "The retraining Job failed, or succeeded without a valid result, or the model it named did not match its "
+    "sha256 or could not be fetched; `status.drift.retraining.reason` says which (JobFailed, ResultMissing, "
+    "ResultInvalid, DigestMismatch, CandidateUnreadable). Nothing is adopted; the episode stays open.",
+    "-",
+)
+CANDIDATE_ADOPTED = Reason(
+    "CandidateAdopted",
+    "Normal",
+    "-",
+    "-",
+    "-",
+    "adopt: Auto: the operator set `spec.model` to the verified candidate (its own field manager, "
+    "`modeldeploy-adopt`); the rollout that follows judges it like any version.",
+    "-",
+)
 DRIFT_WEBHOOK_FAILED = Reason(
     "DriftWebhookFailed",
     "Warning",
@@ -287,6 +319,9 @@ ALL: tuple[Reason, ...] = (
     HTTP_ROUTE_UNUSABLE,
     RETRAINING_STARTED,
     RETRAINING_NOT_CREATED,
+    CANDIDATE_READY,
+    RETRAINING_FAILED,
+    CANDIDATE_ADOPTED,
     DRIFT_WEBHOOK_FAILED,
 )
 BY_NAME: dict[str, Reason] = {reason.name: reason for reason in ALL}

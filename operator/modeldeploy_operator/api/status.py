@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from modeldeploy_operator.api.base import ResourceModel
+from modeldeploy_operator.api.lineage import Candidate, ModelRef, Origin
 from modeldeploy_operator.api.rollout import CheckName
 
 
@@ -53,6 +54,17 @@ class TrackStatus(ResourceModel):
     )
     replicas: Annotated[int, Field(description="The Deployment's pods.")] = 0
     ready_replicas: Annotated[int, Field(description="Of those, the ready ones.")] = 0
+    model: Annotated[
+        ModelRef | None, Field(description="Stable: the model file and digest it serves (its lineage).")
+    ] = None
+    origin: Annotated[
+        Origin | None,
+        Field(description="Stable: where the version came from: Applied, or Retrained by an episode's Job."),
+    ] = None
+    image: Annotated[
+        str | None,
+        Field(description="The serving image the ready pods run, with its digest (the code that serves the model)."),
+    ] = None
 
 
 CheckResult = Literal["Successful", "Failed", "Inconclusive"]
@@ -92,6 +104,9 @@ class CanaryStatus(ResourceModel):
     version: Annotated[str, Field(description="The new version (spec.model.version).")]
     uri: Annotated[str, Field(description="The new model file.")]
     sha256: Annotated[str | None, Field(description="Its digest, when the spec gives one.")] = None
+    origin: Annotated[
+        Origin | None, Field(description="Where the new version came from: Applied, or Retrained by an episode's Job.")
+    ] = None
     spec_hash: Annotated[
         str, Field(description="A digest of what the pods serve (model, serving, resources) for this rollout.")
     ]
@@ -145,6 +160,13 @@ class HistoryEntry(ResourceModel):
     version: Annotated[str, Field(description="The version rolled out.")]
     uri: Annotated[str, Field(description="Its model file.")]
     sha256: Annotated[str | None, Field(description="Its digest, when given.")] = None
+    model: Annotated[ModelRef | None, Field(description="Its model file and digest (its lineage).")] = None
+    origin: Annotated[
+        Origin | None, Field(description="Where the version came from: Applied, or Retrained by an episode's Job.")
+    ] = None
+    image: Annotated[
+        str | None, Field(description="The serving image its canary pods ran, with its digest, when they were seen.")
+    ] = None
     spec_hash: Annotated[str, Field(description="A digest of what the pods served (model, serving, resources).")]
     outcome: Annotated[
         Literal["Promoted", "RolledBack", "Aborted"], Field(description="Promoted, RolledBack or Aborted.")
@@ -194,20 +216,40 @@ class DriftEpisode(ResourceModel):
 
 
 class RetrainingStatus(ResourceModel):
-    """The retraining Job of the latest episode."""
+    """The retraining Job of the latest episode, the candidate it reported, and its adoption."""
 
     job: Annotated[
         str, Field(description="The Job's name: NAME-retrain-EPISODE for drift, NAME-quality-EPISODE for quality.")
     ]
     episode: Annotated[int, Field(description="The episode it was created for.")]
     outcome: Annotated[
-        Literal["Pending", "Running", "Succeeded", "Failed", "NotCreated"],
+        Literal["Pending", "Running", "Verifying", "Succeeded", "Failed", "NotCreated"],
         Field(
-            description="Pending (no pod running yet), Running, Succeeded, Failed (read from the Job's status), "
-            "or NotCreated (the API server refused it; the message says why)."
+            description="Pending (no pod running yet), Running, Verifying (the Job succeeded; its model's digest is "
+            "being checked), Succeeded (a verified candidate), Failed (the Job failed, or its result is missing, "
+            "invalid or names a wrong digest: reason says which), or NotCreated (the API server refused the Job)."
         ),
     ]
-    message: Annotated[str, Field(description="Why it was not created, or the Job's last condition.")] = ""
+    reason: Annotated[
+        str | None,
+        Field(
+            description="With Failed or NotCreated, in one word: JobFailed, ResultMissing, ResultInvalid, "
+            "DigestMismatch, CandidateUnreadable or RetrainingNotCreated."
+        ),
+    ] = None
+    message: Annotated[str, Field(description="Why it failed or was not created, or the Job's last condition.")] = ""
+    candidate: Annotated[
+        Candidate | None, Field(description="The model the Job reported (Verifying) and the operator verified.")
+    ] = None
+    adoption: Annotated[
+        Literal["Waiting", "Adopted", "Promoted", "RolledBack"] | None,
+        Field(
+            description="Waiting (adopt: Manual; kubectl modeldeploy adopt NAME), Adopted (spec.model is the "
+            "candidate; its rollout is under way), Promoted, or RolledBack (its canary failed; it is not adopted "
+            "again)."
+        ),
+    ] = None
+    adopted_at: Annotated[str | None, Field(description="When the operator (adopt: Auto) set spec.model to it.")] = None
 
 
 class DriftStatus(ResourceModel):

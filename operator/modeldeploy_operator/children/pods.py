@@ -32,7 +32,7 @@ from modeldeploy_serving.draining import POD_DRAIN
 
 from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import Capture, Feedback
-from modeldeploy_operator.api.spec import ModelDeploymentSpec
+from modeldeploy_operator.api.spec import ModelDeploymentSpec, ModelSource
 from modeldeploy_operator.children.labels import (
     DIGEST_ANNOTATION,
     TRAFFIC_GATE,
@@ -99,19 +99,18 @@ def shadow_token(meta: Obj) -> str:
     return hashlib.blake2b(f"modeldeploy shadow token\0{meta['uid']}".encode(), digest_size=16).hexdigest()
 
 
-def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
-    """The serving pod; a canary pod also has a readiness gate, so it takes no live traffic
-    until the operator opens it (after the signature check)."""
-    name = meta["name"]
-    model = spec.model
+def fetch_step(model: ModelSource, image: str, pull_policy: str) -> tuple[Obj, list[Obj]]:
+    """The init container that fetches the model into the `models` volume, verifying its
+    digest, and the volumes it needs besides that one (a pvc, mounted read-only). The
+    retraining candidate's check (drift/candidates.py) runs the same step."""
     source, volumes, mounts = _fetch_source(model.uri)
     fetch_args = ["fetch", source, "--dest", MODELS_DIR, "--max-bytes", str(MODEL_MAX_BYTES)]
     if model.sha256:
         fetch_args += ["--sha256", model.sha256]
     fetch: Obj = {
         "name": FETCH_CONTAINER,
-        "image": spec.serving.image or settings.serving_image,
-        "imagePullPolicy": settings.image_pull_policy,
+        "image": image,
+        "imagePullPolicy": pull_policy,
         "args": fetch_args,
         "volumeMounts": [{"name": "models", "mountPath": MODELS_DIR}, *mounts],
         "securityContext": _restricted_container(),
@@ -120,6 +119,16 @@ def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings,
     }
     if model.credentials_secret:
         fetch["envFrom"] = [{"secretRef": {"name": model.credentials_secret}}]
+    return fetch, volumes
+
+
+def build_pod_template(meta: Obj, spec: ModelDeploymentSpec, settings: Settings, track: str) -> Obj:
+    """The serving pod; a canary pod also has a readiness gate, so it takes no live traffic
+    until the operator opens it (after the signature check)."""
+    name = meta["name"]
+    model = spec.model
+    source = _fetch_source(model.uri)[0]
+    fetch, volumes = fetch_step(model, spec.serving.image or settings.serving_image, settings.image_pull_policy)
     ready_path = f"/v2/models/{name}/ready"
     batching = spec.serving.batching
     server: Obj = {

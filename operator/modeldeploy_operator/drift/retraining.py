@@ -22,6 +22,7 @@ import copy
 import hashlib
 import hmac
 import json
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from modeldeploy_serving.sampling import Sink
@@ -44,11 +45,24 @@ DELIVERY_HEADER = "X-Modeldeploy-Delivery"  # UID-EPISODE (UID-quality-EPISODE):
 REPORT_ENV = "MODELDEPLOY_DRIFT_REPORT"
 EPISODE_ENV = "MODELDEPLOY_DRIFT_EPISODE"
 CAPTURE_ENV = "MODELDEPLOY_CAPTURE_URI"
+LABELS_ENV = "MODELDEPLOY_LABELS_URI"
+MODEL_NAME_ENV = "MODELDEPLOY_MODEL_NAME"
+SINCE_ENV = "MODELDEPLOY_DATA_SINCE"
+UNTIL_ENV = "MODELDEPLOY_DATA_UNTIL"
+BASE_VERSION_ENV = "MODELDEPLOY_BASE_VERSION"
+BASE_URI_ENV = "MODELDEPLOY_BASE_MODEL_URI"
+BASE_SHA256_ENV = "MODELDEPLOY_BASE_MODEL_SHA256"
+CANDIDATE_VERSION_ENV = "MODELDEPLOY_CANDIDATE_VERSION"
+OUTPUT_ENV = "MODELDEPLOY_RETRAINING_OUTPUT"
+OUTPUT_DIR_ENV = "MODELDEPLOY_OUTPUT_DIR"
+OUTPUT_MOUNT = "/var/run/modeldeploy/output"
+OUTPUT_VOLUME = "modeldeploy-retraining-output"
 REPORT_DIR = "/etc/modeldeploy/drift"
 REPORT_FILE = "report.json"
 REPORT_VOLUME = "modeldeploy-drift-report"
 EPISODE_LABEL = "modeldeploy.dev/drift-episode"
 QUALITY_EPISODE_LABEL = "modeldeploy.dev/quality-episode"
+RETRAINING_FOR_LABEL = "modeldeploy.dev/retraining-for"  # on a retraining Job's pods: the ModelDeployment
 RETRY_STATUSES = frozenset({408, 429})  # and every 5xx; any other answer is final
 
 
@@ -166,12 +180,28 @@ def capture_uri(sink: str, model: str, version: str) -> str:
     return f"s3://{parsed.bucket}/" + "/".join(part for part in (parsed.prefix, model, version) if part) + "/"
 
 
-def _labels(name: str, episode: int, kind: Kind) -> dict[str, str]:
+def check_job_name(job: str) -> str:
+    """The Job that checks the candidate a retraining Job reported (children/checks.py)."""
+    return f"{job}-verify"
+
+
+def job_labels(name: str, episode: int, kind: Kind) -> dict[str, str]:
     return {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/instance": name,
         "app.kubernetes.io/component": "retraining",
         NAME_LABEL: name,
+        EPISODE_LABEL if kind == "drift" else QUALITY_EPISODE_LABEL: str(episode),
+    }
+
+
+def pod_labels(name: str, episode: int, kind: Kind) -> dict[str, str]:
+    """The labels of a retraining (or check) Job's pods: not the serving pods' instance and
+    name labels, which the model's Service selects, but their own, which the operator's
+    watch of retraining pods selects (their termination message is the Job's result)."""
+    return {
+        "app.kubernetes.io/component": "retraining",
+        RETRAINING_FOR_LABEL: name,
         EPISODE_LABEL if kind == "drift" else QUALITY_EPISODE_LABEL: str(episode),
     }
 
@@ -184,7 +214,7 @@ def build_report_config_map(meta: Obj, episode: int, body: bytes, kind: Kind = "
         "metadata": {
             "name": job_name(meta["name"], episode, kind),
             "namespace": meta["namespace"],
-            "labels": _labels(meta["name"], episode, kind),
+            "labels": job_labels(meta["name"], episode, kind),
             "ownerReferences": [owner_reference(meta)],
         },
         "data": {REPORT_FILE: body.decode()},
@@ -195,42 +225,101 @@ _POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefaul
 _CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
-def _container(container: Obj, env: list[Obj]) -> Obj:
-    """A container with the report mounted, its variables set, and the restricted settings it leaves out."""
+def _container(container: Obj, env: list[Obj], mounts: list[Obj]) -> Obj:
+    """A container with the report (and output) mounted, its variables set, the restricted
+    settings it leaves out, and its log's tail as the termination message when it fails
+    without writing one."""
     ours = {item["name"] for item in env}
     security = {**copy.deepcopy(_CONTAINER_SECURITY), **(container.get("securityContext") or {})}
-    mount = {"name": REPORT_VOLUME, "mountPath": REPORT_DIR, "readOnly": True}
     return {
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         **container,
         "env": [item for item in container.get("env") or [] if item.get("name") not in ours] + env,
-        "volumeMounts": [*(container.get("volumeMounts") or []), mount],
+        "volumeMounts": [*(container.get("volumeMounts") or []), *mounts],
         "securityContext": security,
     }
 
 
-def build_retraining_job(
-    meta: Obj, template: JobTemplate, episode: int, capture_uri: str | None = None, kind: Kind = "drift"
-) -> Obj:
-    """The episode's Job: the user's template with the report mounted, MODELDEPLOY_DRIFT_REPORT
-    (and MODELDEPLOY_CAPTURE_URI when samples are captured) set in every container,
-    restartPolicy Never and the restricted pod security settings where the template has none,
+@dataclass(frozen=True)
+class Told:
+    """What an episode's Job is told, besides the report (docs/retraining.md, The Job's
+    contract): the stable model it retrains, where that model's captured rows and labels
+    are, the data window, and where to write the candidate."""
+
+    episode: int
+    kind: Kind
+    base_version: str
+    base_uri: str
+    base_sha256: str | None
+    capture_uri: str | None  # None: spec.capture is off
+    since: str
+    until: str
+    output: str | None  # spec.drift.retraining.output
+
+    @property
+    def candidate_version(self) -> str:
+        """The version label the candidate is adopted with: the base version and the Job's suffix."""
+        return f"{self.base_version}-{'retrain' if self.kind == 'drift' else 'quality'}-{self.episode}"
+
+    def env(self, name: str) -> list[Obj]:
+        told = {
+            REPORT_ENV: f"{REPORT_DIR}/{REPORT_FILE}",
+            EPISODE_ENV: str(self.episode),
+            MODEL_NAME_ENV: name,
+            CAPTURE_ENV: self.capture_uri,
+            LABELS_ENV: self.capture_uri,  # the servers write labels to the capture sink
+            SINCE_ENV: self.since,
+            UNTIL_ENV: self.until,
+            BASE_VERSION_ENV: self.base_version,
+            BASE_URI_ENV: self.base_uri,
+            BASE_SHA256_ENV: self.base_sha256 or "",
+            CANDIDATE_VERSION_ENV: self.candidate_version,
+            OUTPUT_ENV: self.output,
+            OUTPUT_DIR_ENV: _output_dir(self.output),
+        }
+        return [{"name": key, "value": value} for key, value in told.items() if value is not None]
+
+
+def _output_dir(output: str | None) -> str | None:
+    """Where a pvc:// output's claim shows in the Job's containers (it is mounted whole)."""
+    if output is None or not output.startswith("pvc://"):
+        return None
+    path = output.removeprefix("pvc://").partition("/")[2].strip("/")
+    return f"{OUTPUT_MOUNT}/{path}" if path else OUTPUT_MOUNT
+
+
+def _output_volume(output: str | None) -> Obj | None:
+    if output is None or not output.startswith("pvc://"):
+        return None
+    claim = output.removeprefix("pvc://").partition("/")[0]
+    return {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+
+
+def build_retraining_job(meta: Obj, template: JobTemplate, told: Told) -> Obj:
+    """The episode's Job: the user's template with the report mounted, the contract's
+    variables set in every container (and a pvc:// output's claim mounted), restartPolicy
+    Never and the restricted pod security settings where the template has none, its pods
+    labelled so the operator sees them (their termination message is the Job's result),
     owned by the ModelDeployment. A quality episode's report is a QualityReport, at the same path."""
-    name = job_name(meta["name"], episode, kind)
+    name = job_name(meta["name"], told.episode, told.kind)
     spec = copy.deepcopy(template.spec)
     pod_template = spec.setdefault("template", {})
     pod = pod_template.setdefault("spec", {})
-    env = [
-        {"name": REPORT_ENV, "value": f"{REPORT_DIR}/{REPORT_FILE}"},
-        {"name": EPISODE_ENV, "value": str(episode)},
-    ]
-    if capture_uri:
-        env.append({"name": CAPTURE_ENV, "value": capture_uri})
+    labels = job_labels(meta["name"], told.episode, told.kind)
+    pod_meta = pod_template.setdefault("metadata", {})
+    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **pod_labels(meta["name"], told.episode, told.kind)}
+    env = told.env(meta["name"])
+    output = _output_volume(told.output)
+    mounts = [{"name": REPORT_VOLUME, "mountPath": REPORT_DIR, "readOnly": True}]
+    if output is not None:
+        mounts.append({"name": OUTPUT_VOLUME, "mountPath": OUTPUT_MOUNT})
     pod.setdefault("restartPolicy", "Never")
     pod["securityContext"] = {**copy.deepcopy(_POD_SECURITY), **(pod.get("securityContext") or {})}
-    pod["volumes"] = [*(pod.get("volumes") or []), {"name": REPORT_VOLUME, "configMap": {"name": name}}]
+    volumes = [{"name": REPORT_VOLUME, "configMap": {"name": name}}, *([output] if output is not None else [])]
+    pod["volumes"] = [*(pod.get("volumes") or []), *volumes]
     for containers in ("initContainers", "containers"):
         if pod.get(containers):
-            pod[containers] = [_container(container, env) for container in pod[containers]]
+            pod[containers] = [_container(container, env, mounts) for container in pod[containers]]
     user = template.metadata or {}
     return {
         "apiVersion": "batch/v1",
@@ -238,7 +327,7 @@ def build_retraining_job(
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
-            "labels": {**(user.get("labels") or {}), **_labels(meta["name"], episode, kind)},
+            "labels": {**(user.get("labels") or {}), **labels},
             "annotations": dict(user.get("annotations") or {}),
             "ownerReferences": [owner_reference(meta)],
         },

@@ -1,6 +1,6 @@
 """The operator's one seam to the Kubernetes API: apply (children, and weights on a user's
-HTTPRoute), create (a drift episode's retraining Job and its report), read a webhook's
-signing Secret, patch status, post events.
+HTTPRoute), create (an episode's retraining Job, its report and its candidate's check), read
+a webhook's signing Secret, set spec.model to an adopted candidate, patch status, post events.
 
 Everything here is a thin call; deciding what to send happens elsewhere. Calls are made
 with the official client in a worker thread, so the kopf event loop never blocks.
@@ -32,6 +32,7 @@ from modeldeploy_operator.children.routes import ROUTE_GROUP, ROUTE_KIND, ROUTE_
 
 log = logging.getLogger(__name__)
 FIELD_MANAGER = "modeldeploy"
+ADOPT_FIELD_MANAGER = "modeldeploy-adopt"  # spec.model set to a retraining candidate
 Obj = dict[str, Any]
 
 
@@ -187,6 +188,27 @@ class Kube:
                 name,
                 [{"op": "add", "path": "/status", "value": status}],
                 _content_type="application/json-patch+json",
+            )
+
+        await asyncio.to_thread(call)
+
+    async def adopt(self, namespace: str, name: str, patch: Obj, resource_version: str) -> None:
+        """Set spec.model to a retraining candidate (adopt: Auto): a merge patch under its own
+        field manager, refused with 409 when the resource changed since it was read."""
+        body = {**patch, "metadata": {"resourceVersion": resource_version}}
+
+        def call() -> None:
+            self.writes += 1
+            metrics.API_WRITES.labels("adopt").inc()
+            self.custom.patch_namespaced_custom_object(
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                name,
+                body,
+                field_manager=ADOPT_FIELD_MANAGER,
+                _content_type="application/merge-patch+json",
             )
 
         await asyncio.to_thread(call)

@@ -62,6 +62,7 @@ def _start(moment: Moment, history: list[HistoryEntry]) -> Plan:
         version=target.version,
         uri=target.uri,
         sha256=target.sha256,
+        origin=target.origin,
         spec_hash=target.spec_hash,
         started_at=iso(moment.now),
         handled=latest,  # commands given before this rollout do not act on it
@@ -104,7 +105,16 @@ def plan(moment: Moment) -> Plan:
 
     `moment.answers` holds what earlier calls asked for (Plan.asks): the signature, the
     preRollout webhooks' answer (gate), whether the stable pods mirror yet, the verdict."""
-    return _with_route(moment, _plan(moment))
+    return _with_image(moment, _with_route(moment, _plan(moment)))
+
+
+def _with_image(moment: Moment, result: Plan) -> Plan:
+    """A rollout that ended now records the serving image its canary pods ran, when seen."""
+    image, entry = moment.observed.canary_image, result.finished
+    if image is None or entry is None or not result.history or result.history[0] != entry:
+        return result
+    stamped = entry.model_copy(update={"image": image})
+    return replace(result, finished=stamped, history=[stamped, *result.history[1:]])
 
 
 def _plan(moment: Moment) -> Plan:

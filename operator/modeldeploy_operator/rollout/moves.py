@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict, Unpack
 
 from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.lineage import ModelRef
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry
@@ -42,6 +43,8 @@ def finish(
         version=canary.version,
         uri=canary.uri,
         sha256=canary.sha256,
+        model=ModelRef(uri=canary.uri, sha256=canary.sha256),
+        origin=canary.origin,
         spec_hash=canary.spec_hash,
         outcome=ending.outcome,
         reason=ending.reason.name,

@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Literal
 
 from modeldeploy_operator.api.base import parse_duration
+from modeldeploy_operator.api.lineage import APPLIED, Origin
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import GROUP, ModelDeploymentSpec
 from modeldeploy_operator.api.status import CanaryStatus, Check, HistoryEntry, ModelDeploymentStatus
@@ -37,6 +38,7 @@ class Target:
     version: str
     uri: str
     sha256: str | None
+    origin: Origin = APPLIED  # where spec.model came from (drift/candidates.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Observed:
     canary_failure: tuple[Reason, str] | None = None
     route_weight: int | None = None  # the canary's share on the HTTPRoute, read back
     route_problem: str | None = None  # why weights cannot be set on the HTTPRoute
+    canary_image: str | None = None  # the serving image (with its digest) the ready canary pods run
 
 
 @dataclass(frozen=True)

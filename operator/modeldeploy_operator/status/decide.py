@@ -15,9 +15,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from modeldeploy_operator.api import reasons
+from modeldeploy_operator.api.lineage import APPLIED, ModelRef, Origin
 from modeldeploy_operator.api.reasons import Reason
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
-from modeldeploy_operator.api.status import Condition, DriftStatus, ModelDeploymentStatus, QualityStatus
+from modeldeploy_operator.api.status import (
+    Condition,
+    DriftStatus,
+    ModelDeploymentStatus,
+    QualityStatus,
+    TrackStatus,
+)
 from modeldeploy_operator.children.builders import inference_url
 from modeldeploy_operator.children.labels import selector_labels
 from modeldeploy_operator.rollout.plans import Plan
@@ -86,13 +93,38 @@ class Reconciled:
     an apply the API server refused; the rollout under way and the history are then kept as
     they were. `plan` is the rollout's plan (None: no valid spec to plan with), `drift` the
     drift evaluation to show (None: drift is off, or there is no valid spec), `quality` the
-    live-quality evaluation (None: spec.feedback is not set, or nothing evaluated yet).
+    live-quality evaluation (None: spec.feedback is not set, or nothing evaluated yet),
+    `origin` where spec.model came from.
     """
 
     problem: tuple[Reason, str] | None = None
     plan: Plan | None = None
     drift: DriftStatus | None = None
     quality: QualityStatus | None = None
+    origin: Origin | None = None  # where spec.model came from (drift/candidates.py)
+
+
+def _lineage(
+    track: TrackStatus, spec: ModelDeploymentSpec, reconciled: Reconciled, previous: ModelDeploymentStatus
+) -> TrackStatus:
+    """status.stable with where its version came from: kept while stable serves the same
+    file; else the promoted rollout's; else spec.model's own (the first version, or a spec set
+    back); else Applied."""
+    if track.uri is None:
+        return track
+    model = ModelRef(uri=track.uri, sha256=track.sha256)
+    before = previous.stable
+    history = reconciled.plan.history if reconciled.plan is not None else previous.history
+    promoted = next((e for e in history if e.outcome == "Promoted" and e.model == model and e.origin), None)
+    if before is not None and before.model == model and before.origin is not None:
+        origin = before.origin
+    elif promoted is not None and promoted.origin is not None:
+        origin = promoted.origin
+    elif (spec.model.uri, spec.model.sha256) == (model.uri, model.sha256) and reconciled.origin is not None:
+        origin = reconciled.origin
+    else:
+        origin = APPLIED
+    return track.model_copy(update={"model": model, "origin": origin})
 
 
 def decide_status(
@@ -147,7 +179,9 @@ def decide_status(
         ready_replicas=observed.ready_replicas,
         selector=selector(meta["name"]),
         url=inference_url(meta["name"], meta["namespace"], settings),
-        stable=track_status(stable) if stable.deployment is not None else None,
+        stable=_lineage(track_status(stable), spec, reconciled, previous_status(body))
+        if stable.deployment is not None
+        else None,
         canary=plan.canary if plan is not None else None,
         drift=drift,
         quality=quality,

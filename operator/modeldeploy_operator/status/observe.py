@@ -56,6 +56,7 @@ class Owned:
     pods: list[Obj]
     jobs: list[Obj] = field(default_factory=list)
     config_maps: list[Obj] = field(default_factory=list)
+    job_pods: list[Obj] = field(default_factory=list)  # the retraining Jobs' pods (their results)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Children:
     routes_watched: bool = True  # False: the operator may not read HTTPRoutes (RBAC)
     jobs: list[Obj] = field(default_factory=list)  # retraining Jobs (read for their outcome, never deleted)
     config_maps: list[Obj] = field(default_factory=list)  # the shadow config (labelled track "shadow")
+    job_pods: list[Obj] = field(default_factory=list)  # the retraining and check Jobs' pods
 
     def track(self, name: str) -> Track:
         return self.tracks.get(name) or Track()
@@ -84,7 +86,8 @@ class Children:
         for pod in owned.pods:
             tracks.setdefault(_track_of(pod), Track()).pods.append(pod)
         services_by_track = {_track_of(service): service for service in owned.services}
-        return cls(tracks, services_by_track, route, routes_watched, list(owned.jobs), list(owned.config_maps))
+        jobs, config_maps, job_pods = list(owned.jobs), list(owned.config_maps), list(owned.job_pods)
+        return cls(tracks, services_by_track, route, routes_watched, jobs, config_maps, job_pods)
 
     def objects(self) -> list[Obj]:
         """Every Deployment, Service and shadow config, for finding the ones no longer wanted."""
@@ -285,6 +288,7 @@ def observe_rollout(
         canary_failure=pod_failure(pods),
         route_weight=canary_weight_on(children.route, name, namespace) if route else None,
         route_problem=route_problem(name, namespace, route, children.route, children.routes_watched) if route else None,
+        canary_image=serving_image(pods),
     )
 
 
@@ -323,4 +327,15 @@ def track_status(track: Track) -> TrackStatus:
         sha256=(annotations.get(DIGEST_ANNOTATION) or None) if same else None,
         replicas=int(status.get("replicas") or 0),
         ready_replicas=int(status.get("readyReplicas") or 0),
+        image=serving_image(track.pods),
     )
+
+
+def serving_image(pods: list[Obj]) -> str | None:
+    """The image the pods' server container runs, with its digest (imageID), as the kubelet
+    reports it once the container started; None before."""
+    for pod in pods:
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            if container.get("name") == SERVER_CONTAINER and container.get("imageID"):
+                return str(container["imageID"])
+    return None
