@@ -6,9 +6,10 @@ shadow, or the step's telemetry only when the plan asks), build the desired obje
 (builders), diff and apply only what differs, delete what is no longer wanted, let canary
 pods take traffic when the plan allows, watch the served model (watching.py: drift and live
 quality when due, the response to a new episode, the retraining Job followed to a checked
-candidate and its adoption; the Job before the status that records it, the webhook after), decide the whole status (status/decide.py), write it once
-when it changed, post an Event on a transition, and tell the queue when to wake it next.
-Every decision is made by a pure function elsewhere; this module only sends what they decided.
+candidate and its adoption; the Job before the status that records it, the webhook after),
+decide the whole status (status/decide.py), write it once when it changed, post an Event on
+a transition, and tell the queue when to wake it next. Every decision is made by a pure
+function elsewhere; this module only sends what they decided.
 """
 
 from __future__ import annotations

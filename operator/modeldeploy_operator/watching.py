@@ -295,8 +295,8 @@ async def _follow(resource: Resource, watched: Watched, kube: Kube, settings: Se
         elif now.outcome == "Failed":
             said = f"{now.job}: {now.reason}: {now.message}"
             await kube.post_event(body, "Warning", reasons.RETRAINING_FAILED.name, event_note(said, spec.owner))
-    history = previous_status(body).history
-    return candidates.with_adoption(watched.model_copy(update={"retraining": now}), spec.model, history)
+    history, annotations = previous_status(body).history, body["metadata"].get("annotations") or {}
+    return candidates.with_adoption(watched.model_copy(update={"retraining": now}), spec.model, history, annotations)
 
 
 async def _adopt(
@@ -313,11 +313,10 @@ async def _adopt(
         candidate = candidates.adopt_now(watched.retraining, auto, canary)
         if candidate is None or watched.retraining is None:
             continue
-        meta = body["metadata"]
+        meta, now = body["metadata"], iso(time.time())
+        patch = candidates.adoption_patch(candidate, watched.retraining.job, now)
         try:
-            await kube.adopt(
-                meta["namespace"], meta["name"], candidates.adoption_patch(candidate), meta["resourceVersion"]
-            )
+            await kube.adopt(meta["namespace"], meta["name"], patch, meta["resourceVersion"])
         except kubernetes.client.ApiException as error:
             if error.status is None or error.status >= 500 or error.status == 409:
                 raise  # worth a retry, with the resource read again
@@ -326,7 +325,7 @@ async def _adopt(
             return drift, quality
         said = f"{watched.retraining.job}: spec.model set to version {candidate.version} ({candidate.uri})"
         await kube.post_event(body, "Normal", reasons.CANDIDATE_ADOPTED.name, event_note(said, spec.owner))
-        adopted = watched.retraining.model_copy(update={"adoption": "Adopted", "adopted_at": iso(time.time())})
+        adopted = watched.retraining.model_copy(update={"adoption": "Adopted", "adopted_at": now})
         if isinstance(watched, QualityStatus):
             return drift, watched.model_copy(update={"retraining": adopted})
         return watched.model_copy(update={"retraining": adopted}), quality

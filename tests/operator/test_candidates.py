@@ -179,9 +179,39 @@ def test_auto_adopts_a_waiting_candidate_once_and_never_during_a_rollout() -> No
     again = waiting.model_copy(update={"adopted_at": "2027-01-15T08:00:00Z"})
     assert candidates.adopt_now(again, True, None) is None, "a candidate is adopted at most once"
     assert candidates.adoption(again, ModelSource(uri="s3://m/x.onnx", version="7"), []) == "RolledBack"
-    assert candidates.adoption_patch(candidate) == {
-        "spec": {"model": {"uri": candidate.uri, "sha256": DIGEST, "version": "7-quality-1"}}
+    patch = candidates.adoption_patch(candidate, "fraud-quality-1", "2027-01-15T08:00:00Z")
+    assert patch == {
+        "metadata": {"annotations": {"modeldeploy.dev/adopted": "fraud-quality-1 at 2027-01-15T08:00:00Z"}},
+        "spec": {"model": {"uri": candidate.uri, "sha256": DIGEST, "version": "7-quality-1"}},
     }
+
+
+def test_the_adoption_annotation_keeps_the_adoption_even_when_the_status_that_said_so_is_lost() -> None:
+    """The adoption patch and the status that records it are two writes: a reconcile can read
+    the new spec with the status from before (the watch event of the patch); the annotation
+    came with the spec."""
+    candidate = Candidate.model_validate(RESULT)
+    quality = QualityStatus.model_validate(
+        {
+            "verdict": "Degraded",
+            "window": "1h",
+            "evaluatedAt": "2027-01-15T08:00:00Z",
+            "retraining": pending("Succeeded", candidate=candidate, adoption="Waiting").model_dump(
+                by_alias=True, exclude_none=True
+            ),
+        }
+    )
+    annotations = {"modeldeploy.dev/adopted": "fraud-quality-1 at 2027-01-15T08:00:00Z"}
+    adopted = ModelSource(uri=candidate.uri, sha256=candidate.sha256, version=candidate.version)
+    seen = candidates.with_adoption(quality, adopted, [], annotations).retraining
+    assert seen is not None and (seen.adoption, seen.adopted_at) == ("Adopted", "2027-01-15T08:00:00Z")
+    assert candidates.adopt_now(seen, True, None) is None
+    rolled = [entry("RolledBack", candidate.uri, DIGEST)]
+    back = candidates.with_adoption(quality, ModelSource(uri="s3://m/7.onnx", version="7"), rolled, annotations)
+    assert back.retraining is not None and back.retraining.adoption == "RolledBack"
+    other = {"modeldeploy.dev/adopted": "fraud-retrain-4 at 2027-01-15T08:00:00Z"}
+    fresh = candidates.with_adoption(quality, ModelSource(uri="s3://m/7.onnx", version="7"), [], other).retraining
+    assert fresh is not None and (fresh.adoption, fresh.adopted_at) == ("Waiting", None)
 
 
 def test_the_origin_of_a_model_is_the_episode_whose_job_reported_it() -> None:

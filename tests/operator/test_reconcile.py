@@ -897,14 +897,20 @@ def test_auto_adopts_a_checked_candidate_once_and_its_rollout_carries_its_origin
     version = cluster.body["metadata"]["resourceVersion"]
     step(cluster, kube, memory, judge)
     model = {"uri": CANDIDATE["uri"], "sha256": CANDIDATE["sha256"], "version": "7-retrain-1"}
-    assert kube.adopted == [({"spec": {"model": model}}, version)], "refused if the resource changed since it was read"
+    annotation = {"modeldeploy.dev/adopted": f"fraud-retrain-1 at {iso(NOW[0])}"}
+    patch = {"metadata": {"annotations": annotation}, "spec": {"model": model}}
+    assert kube.adopted == [(patch, version)], "refused if the resource changed since it was read"
     retraining = cluster.body["status"]["drift"]["retraining"]
     assert (retraining["adoption"], retraining["adoptedAt"]) == ("Adopted", iso(NOW[0]))
     assert ("Normal", "CandidateAdopted") in [e[:2] for e in kube.every_event]
     step(cluster, kube, memory, judge)
     assert len(kube.adopted) == 1, "adopted once"
 
-    # The API server took the patch: spec.model is the candidate; the rollout starts.
+    # The API server took the patch: spec.model is the candidate; the rollout starts. The
+    # status that said so is lost (a reconcile of the patch's watch event read the older one):
+    # the annotation still says it was adopted.
+    cluster.body["metadata"]["annotations"] = annotation
+    del cluster.body["status"]["drift"]["retraining"]["adoptedAt"]
     cluster.edit_spec(model=model)
     step(cluster, kube, memory, judge)
     canary = cluster.body["status"]["canary"]
@@ -917,6 +923,9 @@ def test_auto_adopts_a_checked_candidate_once_and_its_rollout_carries_its_origin
         "trainedRows": 400,
     }
     assert cluster.body["status"]["stable"]["origin"] == {"kind": "Applied"}, "stable still serves version 7"
+    retraining = cluster.body["status"]["drift"]["retraining"]
+    assert (retraining["adoption"], retraining["adoptedAt"]) == ("Adopted", iso(NOW[0]))
+    assert len(kube.adopted) == 1
 
 
 def test_a_restart_creates_no_second_job_for_the_same_episode(monkeypatch: pytest.MonkeyPatch) -> None:

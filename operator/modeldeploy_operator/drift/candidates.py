@@ -37,6 +37,7 @@ from modeldeploy_operator.drift.retraining import Kind, Watched, check_job_name,
 
 Obj = dict[str, Any]
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on its pods
+ADOPTED_ANNOTATION = "modeldeploy.dev/adopted"  # JOB at TIME: whose candidate spec.model is, since when
 RESULT_GRACE = 60.0  # seconds a Complete Job's pod may take to show in the watch cache
 RESULT_LIMIT = 4096  # bytes: the kubelet's cap on a termination message
 FETCH_FAILED = re.compile(r"fetch failed \((?P<reason>[-a-z]+)\)")
@@ -167,13 +168,25 @@ def adoption(retraining: RetrainingStatus, model: ModelSource, history: list[His
     return "RolledBack" if retraining.adopted_at else "Waiting"
 
 
-def with_adoption(watched: Watched, model: ModelSource, history: list[HistoryEntry]) -> Watched:
+def adopted_at(annotations: dict[str, str], job: str) -> str | None:
+    """When the Job's candidate was adopted, from the annotation the adoption patch sets
+    (`JOB at TIME`); None when it names another Job, or there is none. The annotation comes
+    with the spec it changed, so no reconcile that reads that spec can miss it."""
+    named, _, when = (annotations.get(ADOPTED_ANNOTATION) or "").partition(" at ")
+    return when or None if named == job else None
+
+
+def with_adoption(
+    watched: Watched, model: ModelSource, history: list[HistoryEntry], annotations: dict[str, str]
+) -> Watched:
+    """status.drift (or status.quality) with its candidate's adoption as spec, history and
+    the adoption annotation show it."""
     retraining = watched.retraining
     if retraining is None:
         return watched
+    when = adopted_at(annotations, retraining.job) or retraining.adopted_at
+    retraining = retraining.model_copy(update={"adopted_at": when})
     state = adoption(retraining, model, history)
-    if state == retraining.adoption:
-        return watched
     return watched.model_copy(update={"retraining": retraining.model_copy(update={"adoption": state})})
 
 
@@ -185,10 +198,12 @@ def adopt_now(retraining: RetrainingStatus | None, auto: bool, canary: CanarySta
     return retraining.candidate if canary is None else None
 
 
-def adoption_patch(candidate: Candidate) -> Obj:
+def adoption_patch(candidate: Candidate, job: str, now: str) -> Obj:
     """The merge patch that adopts a candidate: spec.model's uri, digest and version (its
-    credentialsSecret stays). kubectl modeldeploy adopt sends the same."""
-    return {"spec": {"model": {"uri": candidate.uri, "sha256": candidate.sha256, "version": candidate.version}}}
+    credentialsSecret stays), and the annotation that says which Job's candidate it is and
+    when it was adopted. kubectl modeldeploy adopt sends the same."""
+    model = {"uri": candidate.uri, "sha256": candidate.sha256, "version": candidate.version}
+    return {"metadata": {"annotations": {ADOPTED_ANNOTATION: f"{job} at {now}"}}, "spec": {"model": model}}
 
 
 def origin_of(model: ModelSource, drift: DriftStatus | None, quality: QualityStatus | None) -> Origin:

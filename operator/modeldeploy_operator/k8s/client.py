@@ -195,7 +195,7 @@ class Kube:
     async def adopt(self, namespace: str, name: str, patch: Obj, resource_version: str) -> None:
         """Set spec.model to a retraining candidate (adopt: Auto): a merge patch under its own
         field manager, refused with 409 when the resource changed since it was read."""
-        body = {**patch, "metadata": {"resourceVersion": resource_version}}
+        body = {**patch, "metadata": {**(patch.get("metadata") or {}), "resourceVersion": resource_version}}
 
         def call() -> None:
             self.writes += 1
