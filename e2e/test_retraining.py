@@ -94,44 +94,61 @@ def test_failed_jobs_wrong_digests_and_worse_candidates_are_never_adopted_and_a_
     kube.kubectl("-n", namespace, "apply", "-f", "-", input=mdep(serving_image))
     kube.kubectl("-n", namespace, "wait", "--for=condition=Ready", "mdep/cancer", "--timeout=240s")
     address = get(kube, namespace, "service", "cancer")["spec"]["clusterIP"]
-    outcomes: dict[int, dict[str, Any]] = {}
 
     def verdict(wanted: str) -> Any:
         return lambda: (status(kube, namespace).get("drift") or {}).get("verdict") == wanted
 
-    def episode(number: int, ended: Any) -> dict[str, Any]:
-        """Shift the traffic until episode `number` opens and its Job ends as `ended` says; then calm it."""
+    def seen(number: int) -> str:
+        now = status(kube, namespace)
+        last = (now.get("history") or [{}])[0]
+        under_way = (now.get("canary") or {}).get("message")
+        rollout = under_way or f"last rollout: {last.get('version')} {last.get('message')}"
+        return f"retraining {retraining(kube, namespace, number)}; {rollout}"
+
+    def episode(number: int, adoption: str | None = None) -> dict[str, Any]:
+        """Shift the traffic until episode `number` opens and its Job's result is decided; calm
+        it (so the candidate's canary is judged on normal traffic) and wait for the adoption."""
         load.bodies = breast_cancer_bodies(SHIFT)
         wait_for(f"episode {number}", lambda: (retraining(kube, namespace, number) or {}).get("job"), timeout=120)
-        done = wait_for(f"episode {number}'s Job to be read", lambda: ended(retraining(kube, namespace, number)), 240)
+
+        def decided() -> dict[str, Any]:
+            job = retraining(kube, namespace, number) or {}
+            if job.get("outcome") not in ("Succeeded", "Failed"):
+                raise AssertionError(seen(number))  # wait_for shows the last one
+            return job
+
+        def adopted() -> dict[str, Any]:
+            job = decided()
+            if adoption is not None and job.get("adoption") != adoption:
+                raise AssertionError(seen(number))
+            return job
+
+        wait_for(f"episode {number}'s Job to be decided", decided, timeout=120)
         load.bodies = breast_cancer_bodies()
         wait_for(f"episode {number} to end", verdict("NoDrift"), timeout=120)
-        outcomes[number] = done
-        return done  # type: ignore[no-any-return]
-
-    def decided(job: dict[str, Any] | None) -> Any:
-        return job if job and job.get("outcome") in ("Succeeded", "Failed") else None
+        done = wait_for(f"episode {number}'s candidate: {adoption}", adopted, timeout=240)
+        return done
 
     with Load(address) as load:
         wait_for("a first verdict", verdict("NoDrift"), timeout=120)
 
-        failed = episode(1, decided)
+        failed = episode(1)
         assert (failed["outcome"], failed["reason"]) == ("Failed", "JobFailed"), failed
         assert failed["message"] == "too few labelled rows: 12, at least 100 needed", failed
 
-        wrong = episode(2, decided)
+        wrong = episode(2)
         assert (wrong["outcome"], wrong["reason"]) == ("Failed", "DigestMismatch"), wrong
         assert "sha256 mismatch" in wrong["message"] and wrong["candidate"]["sha256"] == "0" * 64, wrong
         spec = get(kube, namespace, "mdep", "cancer")["spec"]
         assert spec["model"]["version"] == "1", "nothing adopted"
 
-        worse = episode(3, lambda job: job if job and job.get("adoption") == "RolledBack" else None)
+        worse = episode(3, "RolledBack")
         assert (worse["outcome"], worse["candidate"]["version"]) == ("Succeeded", "1-retrain-3") and worse["adoptedAt"]
         rolled = status(kube, namespace)["history"][0]
         assert (rolled["version"], rolled["outcome"]) == ("1-retrain-3", "RolledBack"), rolled
         assert rolled["origin"]["kind"] == "Retrained" and rolled["origin"]["episode"] == 3, rolled
 
-        good = episode(4, lambda job: job if job and job.get("adoption") == "Promoted" else None)
+        good = episode(4, "Promoted")
         assert good["candidate"]["version"] == "1-retrain-4" and good["candidate"]["trainedRows"] == 404, good
 
     now = status(kube, namespace)
