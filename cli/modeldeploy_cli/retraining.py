@@ -133,8 +133,9 @@ class Job:
 
     @classmethod
     def from_env(cls, env: dict[str, str], capture: str | None = None, labels: str | None = None) -> Job:
-        """The Job from its variables; capture and labels (flags) stand in for theirs.
-        Raises Refusal (configuration) naming a variable that is missing or invalid."""
+        """The Job from its variables; capture and labels (flags) stand in for theirs (a capture
+        given alone stands in for the labels too, while they are the capture's). Raises
+        Refusal (configuration) naming a variable that is missing or invalid."""
 
         def need(name: str) -> str:
             value = env.get(PREFIX + name, "")
@@ -147,11 +148,14 @@ class Job:
             return value
 
         captured = capture or need("CAPTURE_URI")
+        labelled = env.get(PREFIX + "LABELS_URI", "")
+        if labels is None and (not labelled or labelled == env.get(PREFIX + "CAPTURE_URI")):
+            labels = captured  # the labels are where the captured rows are, wherever that was moved
         name, version = need("MODEL_NAME"), need("CANDIDATE_VERSION")
         job = cls(
             model_name=name,
             capture=captured,
-            labels=labels or env.get(PREFIX + "LABELS_URI") or captured,
+            labels=labels or labelled,
             since=need("DATA_SINCE"),
             until=need("DATA_UNTIL"),
             base_version=need("BASE_VERSION"),

@@ -311,6 +311,21 @@ def test_one_class_only_is_refused(
     )
 
 
+def test_an_http_sinks_rows_are_read_from_the_folder_its_collector_writes(
+    example_models: ExampleModels, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    names, rows, truth = table(example_models.train_csv("breast-cancer"))
+    changed_rows(tmp_path / "collector", names, rows[:200], list(1 - truth[:200]))
+    env = folder_contract(
+        tmp_path / "nowhere", example_models.path("breast-cancer", "1"), tmp_path, tmp_path / "result"
+    )
+    env["MODELDEPLOY_CAPTURE_URI"] = env["MODELDEPLOY_LABELS_URI"] = "https://collector.ml/capture"
+
+    assert run_in_process(monkeypatch, env, "--capture", str(tmp_path / "collector")) == 0
+
+    assert json.loads((tmp_path / "result").read_text())["metrics"]["candidate"] > 0.9
+
+
 @pytest.mark.parametrize(
     ("change", "code", "reason"),
     [
