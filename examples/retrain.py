@@ -379,12 +379,10 @@ def retrain(job: Job, args: argparse.Namespace) -> dict[str, Any]:
     say(f"on {new.rows} held-out production rows, {new.metric}: base {old.value:.4g}, candidate {new.value:.4g}")
     say(f"writing {job.output.uri} ({len(data)} bytes)")
     job.output.write(data)
-    metrics = {
-        "metric": new.metric,
-        "candidate": new.value,
-        "base": old.value,
+    metrics = {  # numbers only: the operator shows them as they are
+        new.metric: new.value,  # accuracy, or meanAbsoluteError for a regression
+        "base" + new.metric[0].upper() + new.metric[1:]: old.value,
         "heldOutRows": new.rows,
-        "estimator": base.kind,
         "originalRows": len(original.truth) if original is not None and share > 0 else 0,
         "originalShare": share,
     }

@@ -199,12 +199,20 @@ class Job:
         }
 
 
-def result_text(result: dict[str, Any], keep: tuple[str, ...] = ("metric", "candidate", "base", "heldOutRows")) -> str:
-    """Compact JSON within RESULT_LIMIT: when long URIs make it longer, only the metrics in
-    `keep` stay; past that, a Refusal (the operator could not read a cut-off document)."""
+#: The metrics a result keeps when long URIs would take it past RESULT_LIMIT.
+ESSENTIAL_METRICS: Final = ("accuracy", "baseAccuracy", "meanAbsoluteError", "baseMeanAbsoluteError", "heldOutRows")
+
+
+def result_text(result: dict[str, Any]) -> str:
+    """Compact JSON within RESULT_LIMIT: when long URIs make it longer, only the
+    ESSENTIAL_METRICS stay; past that, a Refusal (a cut-off document could not be read).
+    Metrics are numbers (the operator takes a name -> number map); ValueError otherwise."""
+    wrong = [k for k, v in result["metrics"].items() if isinstance(v, bool) or not isinstance(v, int | float)]
+    if wrong:
+        raise ValueError(f"metrics must be numbers; {', '.join(wrong)} is not")
     text = json.dumps(result, sort_keys=True, separators=(",", ":"))
     if len(text.encode()) > RESULT_LIMIT:
-        result = {**result, "metrics": {k: v for k, v in result["metrics"].items() if k in keep}}
+        result = {**result, "metrics": {k: v for k, v in result["metrics"].items() if k in ESSENTIAL_METRICS}}
         text = json.dumps(result, sort_keys=True, separators=(",", ":"))
     if len(text.encode()) > RESULT_LIMIT:
         raise Refusal(EXIT_CONFIG, f"the result is {len(text.encode())} bytes, more than a termination message keeps")
