@@ -20,25 +20,24 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python3 -m venv /opt/modeldeploy
 WORKDIR /src
 
-# The dependencies first (their own cached step): the [serving,operator] extras listed in
-# pyproject.toml, pinned by the constraints file. A source change does not reinstall them.
+# The dependencies first (their own cached step): the [serving,operator,retrain] extras listed
+# in pyproject.toml, pinned by the constraints file. A source change does not reinstall them.
 COPY pyproject.toml ./
 COPY requirements/constraints.txt requirements/
-RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print("\n".join(extras["serving"] + extras["operator"]))' > /tmp/dependencies.txt \
+RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print("\n".join(extras["serving"] + extras["operator"] + extras["retrain"]))' > /tmp/dependencies.txt \
  && /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt --requirement /tmp/dependencies.txt
 
 # Then the project itself (.dockerignore keeps everything else out of the context).
 COPY . .
-RUN /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt '.[serving,operator]' \
+RUN /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt '.[serving,operator,retrain]' \
  && /opt/modeldeploy/bin/pip check
 
 # ---- examples: the example models, trained from scikit-learn's data sets ---------------
 # They ship in the image at /opt/modeldeploy/models so a cluster can serve them with
-# file:// URIs without any model store (examples/*.yaml use them).
+# file:// URIs without any model store (examples/*.yaml use them). The [retrain] extra that
+# examples/retrain.py needs is in the venv already, and trains them.
 FROM build AS examples
-RUN python3 -c 'import tomllib; extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]; print("\n".join(e for e in extras["dev"] if e.startswith(("scikit-learn", "skl2onnx"))))' > /tmp/training.txt \
- && /opt/modeldeploy/bin/pip install --constraint requirements/constraints.txt --requirement /tmp/training.txt \
- && /opt/modeldeploy/bin/python examples/train.py --out /models
+RUN /opt/modeldeploy/bin/python examples/train.py --out /models
 
 # ---- runtime: the same base, the venv, a non-root user; no compilers, no sources -------
 FROM ${PYTHON_IMAGE}
@@ -52,6 +51,8 @@ RUN getent passwd 65532 >/dev/null \
       && useradd --uid 65532 --gid 65532 --home-dir /home/nonroot --create-home --shell /usr/sbin/nologin nonroot; }
 COPY --from=build /opt/modeldeploy /opt/modeldeploy
 COPY --from=examples /models /opt/modeldeploy/models
+# The reference retraining script, for a retraining Job's container (docs/retraining.md).
+COPY examples/retrain.py /opt/modeldeploy/examples/retrain.py
 ENV PATH=/opt/modeldeploy/bin:$PATH \
     HOME=/home/nonroot \
     LANG=C.UTF-8 \

@@ -127,6 +127,13 @@ def test_both_subcommands_are_there(bundle: Path) -> None:
     assert "fetch" in help_text
 
 
+def test_the_retraining_script_and_what_it_needs_are_there(bundle: Path) -> None:
+    """examples/retrain.py at /opt/modeldeploy/examples, with the [retrain] extra (scikit-learn,
+    skl2onnx) it imports, as a retraining Job's container runs it (docs/retraining.md)."""
+    assert "--original-data" in run(bundle, ["python", f"{images.EXAMPLES_DIR}/retrain.py", "--help"])
+    assert "--labelled-only" in run(bundle, ["modeldeploy", "dataset", "--help"])
+
+
 def test_fetch_verifies_a_model_as_the_non_root_user(bundle: Path, models: Path) -> None:
     entry = json.loads((models / "models.json").read_text())[0]
     script = (

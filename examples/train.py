@@ -4,8 +4,10 @@
 
 writes, for each model, an ONNX file with its reference profile embedded (its quality
 measured on the held-out rows), a CSV of its reference data, a CSV of the held-out rows with
-their true labels (column `target`), a sample inference request, and DIR/models.json listing
-them all with their sha256. Every run writes the same bytes: fixed seeds, fixed splits, sorted JSON.
+their true labels (column `target`), a CSV of the training rows with their true labels
+(NAME-train.csv: the original data examples/retrain.py can add to production rows), a sample
+inference request, and DIR/models.json listing them all with their sha256. Every run writes
+the same bytes: fixed seeds, fixed splits, sorted JSON.
 
 The models:
 - breast-cancer 1: logistic regression, the first version you deploy.
@@ -174,6 +176,9 @@ def train(out: Path) -> list[dict[str, str]]:
                 "description": description,
             }
         )
+    # The training rows with their true labels (not v3's flipped ones), for retraining.
+    _write_csv(out / "breast-cancer-train.csv", [*cancer_names, LABEL_COLUMN], np.column_stack([x_train, y_train]))
+    _write_csv(out / "diabetes-train.csv", [*diabetes_names, LABEL_COLUMN], np.column_stack([d_train, t_train]))
     (out / "models.json").write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
     return entries
 

@@ -50,6 +50,10 @@ class ExampleModels:
         """The held-out rows with their true labels (column `target`)."""
         return self.folder / f"{name}-holdout.csv"
 
+    def train_csv(self, name: str) -> Path:
+        """The rows the good model was trained on, with their true labels (column `target`)."""
+        return self.folder / f"{name}-train.csv"
+
 
 def load_training_script() -> ModuleType:
     """examples/train.py as a module (examples/ is a folder of scripts, not a package)."""

@@ -1,4 +1,4 @@
-"""The `modeldeploy` command: serve, fetch, profile, drift, load, and operator (with the [operator] extra).
+"""The `modeldeploy` command: serve, fetch, profile, drift, load, dataset, and operator (with the [operator] extra).
 
 Arguments are parsed here; the work is imported lazily from the package that does it, so
 `modeldeploy fetch` in an init container does not load ONNX Runtime or kopf.
@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from modeldeploy_serving import __version__
 
@@ -275,6 +276,7 @@ def _parser() -> argparse.ArgumentParser:
     drift.add_argument("--json", action="store_true", help="print the report as JSON (status.drift's shape)")
 
     _add_load(commands)
+    _add_dataset(commands)
     commands.add_parser("operator", help="run the operator (needs the [operator] extra)", add_help=False)
     return parser
 
@@ -346,6 +348,64 @@ def _add_load(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     load.add_argument("--duration", type=_duration, help="how long, e.g. 90s or 10m (default: until Ctrl-C)")
 
 
+def _moment(text: str) -> Any:
+    from modeldeploy_cli.dataset import parse_moment
+
+    try:
+        return parse_moment(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _table(text: str) -> Path:
+    path = Path(text)
+    if path.suffix not in (".csv", ".parquet"):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a file name ending in .csv or .parquet")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: no folder {str(path.parent)!r} to write it in")
+    return path
+
+
+def _add_dataset(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dataset = commands.add_parser(
+        "dataset",
+        help="join captured requests with their labels into a training table (CSV or Parquet)",
+        description="One row per captured request row in [--since, --until): who answered and when, its "
+        "features in the profile's order, the predictions, and the label (truth) that joined it on id and row, "
+        "empty where none did. Progress and the counts (rows read, labelled, unlabelled, skipped and why) go "
+        "to stderr. Exit code: 0 written, 1 a source cannot be listed or read, 2 bad arguments. "
+        "See docs/retraining.md.",
+    )
+    dataset.add_argument(
+        "--capture",
+        required=True,
+        metavar="URI",
+        help="where the samples are: s3://BUCKET/PREFIX (every object under it), a local folder or file:///FOLDER "
+        "(every *.jsonl, *.ndjson and their .gz under it); for an http(s) sink, the folder its collector writes",
+    )
+    dataset.add_argument("--labels", metavar="URI", help="where the labels are, in the same forms (default: --capture)")
+    dataset.add_argument(
+        "--since",
+        type=_moment,
+        required=True,
+        metavar="T",
+        help="first time included: RFC 3339 (2026-12-08T01:02:03Z) or a duration back from now (24h, 90m)",
+    )
+    dataset.add_argument(
+        "--until", type=_moment, default="now", metavar="T", help="time excluded, in the same forms (default now)"
+    )
+    dataset.add_argument(
+        "--labels-until",
+        type=_moment,
+        metavar="T",
+        help="labels that arrived before this time count, however long after their request (default --until)",
+    )
+    dataset.add_argument(
+        "--out", type=_table, required=True, metavar="FILE", help="the table to write: NAME.csv or NAME.parquet"
+    )
+    dataset.add_argument("--labelled-only", action="store_true", help="leave out rows no label joined")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["operator"]:  # kopf configures its own logging
@@ -368,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         return _drift(args)
     if args.command == "load":
         return _load(args)
+    if args.command == "dataset":
+        return _dataset(args)
     return _profile(args)
 
 
@@ -487,6 +549,33 @@ def _load(args: argparse.Namespace) -> int:
         args.url, args.model, args.data, args.rows_per_request, args.rate, args.workers, args.duration
     )
     return load_main(options)
+
+
+def _dataset(args: argparse.Namespace) -> int:
+    import datetime
+
+    from modeldeploy_cli.captured import open_source
+    from modeldeploy_cli.dataset import DatasetOptions, Window, parquet_missing, resolve, run
+
+    def say(line: str) -> None:
+        print(f"modeldeploy dataset: {line}", file=sys.stderr, flush=True)
+
+    now = datetime.datetime.now(datetime.UTC)
+    until = resolve(args.until, now)
+    try:
+        for flag, uri in (("--capture", args.capture), ("--labels", args.labels)):
+            if uri is not None:
+                open_source(uri, flag)
+        labels_until = resolve(args.labels_until, now) if args.labels_until else until
+        window = Window(resolve(args.since, now), until, labels_until)
+    except ValueError as error:
+        say(f"error: {error}")
+        return 2
+    missing = parquet_missing() if args.out.suffix == ".parquet" else None
+    if missing:
+        say(f"error: --out {args.out}: {missing}")
+        return 2
+    return run(DatasetOptions(args.capture, args.labels, window, args.labelled_only), args.out, say)
 
 
 def _profile(args: argparse.Namespace) -> int:

@@ -6,10 +6,11 @@ makes an image with the same contents on machines without a Docker engine (ours,
     layer 1  base   Debian bookworm minbase + python3 (3.11) + python3-venv + CA
                     certificates + redis-server (the chart's feedback store), user 65532
                     (rootfs.py; cached by the recipe alone)
-    layer 2  deps   a venv at /opt/modeldeploy with the [serving,operator] dependencies,
-                    pinned by requirements/constraints.txt (cached by pyproject.toml,
-                    the constraints and the base)
-    layer 3  project  the modeldeploy wheel, installed into that venv (a few hundred KB)
+    layer 2  deps   a venv at /opt/modeldeploy with the [serving,operator,retrain]
+                    dependencies, pinned by requirements/constraints.txt (cached by
+                    pyproject.toml, the constraints and the base)
+    layer 3  project  the modeldeploy wheel, installed into that venv (a few hundred KB),
+                    the example models and the reference retraining script
 
 Wheels are gathered by the host's pip (CPython 3.11 on glibc, like the image), so the
 host's pip configuration (index, certificates) is used and the image never needs a
@@ -53,7 +54,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from e2e.cluster import oci, rootfs, settings
 
-RECIPE = "1"
+RECIPE = "2"
 """Bump when this recipe changes what ends up in the deps or project layers."""
 BASE_RECIPE = "2"
 """Bump when rootfs.build_base changes what ends up in the base layer."""
@@ -64,7 +65,10 @@ MODELS_DIR = f"{VENV}/models"
 """The example models (examples/train.py) ship in the image, so a cluster without network
 access can serve them with file:// URIs; a copy stays next to the archive for the tests."""
 TRAINING_SCRIPT = "examples/train.py"
-EXTRAS = "serving,operator"
+RETRAINING_SCRIPT = "examples/retrain.py"
+EXAMPLES_DIR = f"{VENV}/examples"
+"""examples/retrain.py ships as EXAMPLES_DIR/retrain.py: a retraining Job's container runs it."""
+EXTRAS = "serving,operator,retrain"
 SOURCES = ("cli", "serving", "operator")
 """The source folders whose content goes into the image (and so into its key)."""
 PROJECT_FILES = ("pyproject.toml", "README.md", "requirements/constraints.txt")
@@ -131,6 +135,7 @@ def project_key(repo_root: Path) -> str:
         deps_key(repo_root).encode(),
         (repo_root / "pyproject.toml").read_bytes(),
         (repo_root / TRAINING_SCRIPT).read_bytes(),
+        (repo_root / RETRAINING_SCRIPT).read_bytes(),
     ]
     for relative in source_files(repo_root):
         parts += [str(relative).encode(), (repo_root / relative).read_bytes()]
@@ -471,7 +476,13 @@ def _build_project(repo_root: Path, base: Path, deps: Path, folder: Path, key: s
     models.mkdir(mode=0o755, parents=True)
     _train_examples(repo_root, models, log)
     shutil.copytree(models, partial / "models")
-    project = oci.write_layer(tree, scratch / "project.tar.gz", "the modeldeploy wheel and the example models")
+    examples = tree / EXAMPLES_DIR.lstrip("/")
+    examples.mkdir(mode=0o755)
+    shutil.copyfile(repo_root / RETRAINING_SCRIPT, examples / "retrain.py")
+    (examples / "retrain.py").chmod(0o644)
+    project = oci.write_layer(
+        tree, scratch / "project.tar.gz", "the modeldeploy wheel, the example models and the retraining script"
+    )
     layers = [_layer(base), _layer(deps), project]
     reference = reference_for(key)
     oci.write_archive(

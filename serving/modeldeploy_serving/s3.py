@@ -7,7 +7,8 @@ shared config or credentials file and profile (AWS_PROFILE), a web identity toke
 endpoint (ECS, EKS Pod Identity) and the instance metadata service. With no credentials
 anywhere the request is sent unsigned, which public buckets accept. AWS_ENDPOINT_URL_S3 (or
 AWS_ENDPOINT_URL) points at an S3-compatible server (MinIO, Ceph, ...), addressed
-path-style there. Retries are left to the callers (the fetch step, capture), which report them.
+path-style there. Retries are left to the callers (the fetch step, capture, `modeldeploy
+dataset` and the retraining script), which report them.
 """
 
 from __future__ import annotations
@@ -136,10 +137,37 @@ def open_object(location: S3Location) -> S3Body:
 
 
 def writer(timeout: float = 30) -> Any:
-    """A client for put_object, kept by a caller that writes many objects (production capture):
-    creating one costs far more than a request. Raises as open_object does."""
+    """A client for put_object, list_objects and read_object, kept by a caller that writes or
+    reads many objects (production capture, `modeldeploy dataset`): creating one costs far
+    more than a request. Raises as open_object does."""
     with _answers():
         return _client(timeout)
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object found under a prefix."""
+
+    key: str
+    size: int
+
+
+def list_objects(client: Any, bucket: str, prefix: str) -> list[Listed]:
+    """Every object whose key starts with prefix (at any depth), in key order, with a client
+    from writer(); raises S3Error or ConnectionError as open_object does."""
+    found: list[Listed] = []
+    with _answers():
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.extend(Listed(str(item["Key"]), int(item.get("Size", 0))) for item in page.get("Contents", []))
+    return sorted(found, key=lambda item: item.key)
+
+
+def read_object(client: Any, location: S3Location) -> bytes:
+    """The whole object, with a client from writer(); raises S3Error or ConnectionError."""
+    with _answers():
+        answer = client.get_object(Bucket=location.bucket, Key=location.key)
+        data: bytes = answer["Body"].read()
+    return data
 
 
 def put_object(client: Any, location: S3Location, body: bytes, content_type: str) -> None:
