@@ -28,14 +28,9 @@ from typing import Any
 
 from modeldeploy_operator.api.base import parse_duration
 
-GROUP, VERSION, PLURAL = "modeldeploy.dev", "v1alpha1", "modeldeployments"
-ANNOTATIONS = {
-    "promote": f"{GROUP}/promote",
-    "promote-full": f"{GROUP}/promote-full",
-    "abort": f"{GROUP}/abort",
-    "retry": f"{GROUP}/retry",
-    "paused": f"{GROUP}/paused",
-}
+from modeldeploy_cli import resources
+from modeldeploy_cli.resources import ANNOTATIONS
+
 Obj = dict[str, Any]
 COUNTDOWN = re.compile(r"judged in \d+s")
 
@@ -224,41 +219,6 @@ def refusal(command: str, body: Obj) -> str | None:
     return None
 
 
-def _api() -> Any:
-    import kubernetes
-
-    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.CustomObjectsApi()
-
-
-def _namespace(given: str | None) -> str:
-    if given:
-        return given
-    import kubernetes
-
-    try:
-        _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        found: str = (context or {}).get("context", {}).get("namespace") or "default"
-    except kubernetes.config.ConfigException:
-        found = "default"
-    return found
-
-
-def _get(api: Any, namespace: str, name: str) -> Obj:
-    body: Obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
-
-
-def _annotate(api: Any, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-    api.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
-    )
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modeldeploy", description="Watch and steer model rollouts.")
     where = "the namespace (default: the kubeconfig context's)"
@@ -294,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import kubernetes
 
     try:
-        api = _api()
-        namespace = _namespace(args.namespace)
+        api = resources.api()
+        namespace = resources.namespace(args.namespace)
         return _run(api, namespace, args)
     except kubernetes.client.ApiException as error:
         reason = json.loads(error.body or "{}").get("message", error.reason) if error.body else error.reason
@@ -311,18 +271,18 @@ def _run(api: Any, namespace: str, args: argparse.Namespace) -> int:
     if args.command == "status":
         return _status(api, namespace, name, args.watch, args.json)
     if args.command == "history":
-        print(render_history(_get(api, namespace, name)))
+        print(render_history(resources.get(api, namespace, name)))
         return 0
-    body = _get(api, namespace, name)
+    body = resources.get(api, namespace, name)
     refused = refusal(args.command, body)
     if refused:
         print(f"kubectl modeldeploy {args.command}: {namespace}/{name} {refused}", file=sys.stderr)
         return 1
     key = {"promote": "promote-full" if getattr(args, "full", False) else "promote"}.get(args.command, args.command)
     if args.command in ("pause", "resume"):
-        _annotate(api, namespace, name, {ANNOTATIONS["paused"]: "true" if args.command == "pause" else None})
+        resources.annotate(api, namespace, name, {ANNOTATIONS["paused"]: "true" if args.command == "pause" else None})
     else:
-        _annotate(api, namespace, name, {ANNOTATIONS[key]: _now()})
+        resources.annotate(api, namespace, name, {ANNOTATIONS[key]: resources.now()})
     print(f"{namespace}/{name}: {args.command}{' --full' if key == 'promote-full' else ''} requested")
     return 0
 
@@ -330,7 +290,7 @@ def _run(api: Any, namespace: str, args: argparse.Namespace) -> int:
 def _status(api: Any, namespace: str, name: str, watch: bool, as_json: bool) -> int:
     shown = ""
     while True:
-        body = _get(api, namespace, name)
+        body = resources.get(api, namespace, name)
         text = json.dumps(body.get("status") or {}, indent=2) if as_json else render_status(body)
         if text != shown:
             if watch and shown:
