@@ -1,5 +1,5 @@
-"""The kubectl plugin's talk with the API server: read a ModelDeployment, or set a command
-annotation on it. Nothing else is ever written (never status).
+"""The kubectl plugin's talk with the API server: read a ModelDeployment, set a command
+annotation on it, or patch its spec.model. Nothing else is ever written (never status).
 
 The Kubernetes client is imported inside each call, so `--help` and usage errors do not
 wait for it.
@@ -11,6 +11,7 @@ import datetime
 from typing import Any
 
 GROUP, VERSION, PLURAL = "modeldeploy.dev", "v1alpha1", "modeldeployments"
+FIELD_MANAGER = "kubectl-modeldeploy"  # managedFields shows who set spec.model: this plugin
 ANNOTATIONS = {
     "promote": f"{GROUP}/promote",
     "promote-full": f"{GROUP}/promote-full",
@@ -50,6 +51,23 @@ def annotate(client: Any, namespace: str, name: str, annotations: dict[str, str 
     client.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
     )
+
+
+def patch_model(client: Any, namespace: str, name: str, patch: Obj, resource_version: str) -> Obj:
+    """A JSON merge patch of spec.model under this plugin's field manager, refused (409) when
+    the resource changed since it was read at `resource_version`."""
+    body = {**patch, "metadata": {"resourceVersion": resource_version}}
+    patched: Obj = client.patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        body,
+        field_manager=FIELD_MANAGER,
+        _content_type="application/merge-patch+json",
+    )
+    return patched
 
 
 def now() -> str:
