@@ -22,7 +22,6 @@ import yaml
 Obj = dict[str, Any]
 Kind = Literal["drift", "quality"]
 KINDS: tuple[Kind, ...] = ("drift", "quality")
-UNDER_WAY = ("Pending", "Running", "Verifying")
 
 
 class Refused(Exception):
