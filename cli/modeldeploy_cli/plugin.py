@@ -1,18 +1,22 @@
 """`kubectl modeldeploy`: watch and steer rollouts from the command line.
 
     kubectl modeldeploy status NAME [--watch]   owner, steps, weights, each check's value and limit, history
-    kubectl modeldeploy history NAME            every finished rollout and the evidence it was decided on
+    kubectl modeldeploy history NAME            every finished rollout, its evidence, origin and image
     kubectl modeldeploy promote NAME [--full]   the next step now, or skip the rest and promote
     kubectl modeldeploy abort NAME              all traffic back to stable, the canary removed
     kubectl modeldeploy retry NAME              try a rolled back or aborted spec again
     kubectl modeldeploy pause NAME / resume NAME
+    kubectl modeldeploy adopt NAME              spec.model set to the verified retraining candidate
+    kubectl modeldeploy undo NAME               spec.model set to the version stable served before
 
 kubectl runs any `kubectl-NAME` on PATH as `kubectl NAME`; this is the console script
-`kubectl-modeldeploy` (installed with the [operator] extra). It only reads ModelDeployments
-and sets annotations on them (modeldeploy.dev/promote and so on, each a timestamp the
-operator acts on once): it never rewrites a spec field a GitOps tool owns, and never writes
-status. Exit codes: 0 done, 1 the resource or the cluster refused (no such resource, no
-rollout to promote or abort, nothing to retry), 2 bad usage.
+`kubectl-modeldeploy` (installed with the [operator] extra). It reads ModelDeployments and
+sets annotations on them (modeldeploy.dev/promote and so on, each a timestamp the operator
+acts on once); only `adopt` and `undo` change the spec, and only spec.model's uri, sha256
+and version (spec_model.py; with --dry-run they print the change for a GitOps manifest
+instead). It never writes status. Exit codes: 0 done, 1 the resource or the cluster refused
+(no such resource, no rollout to promote or abort, nothing to retry, adopt or undo; undo
+--skip-analysis saw no rollout in time), 2 bad usage.
 """
 
 from __future__ import annotations
@@ -24,18 +28,15 @@ import re
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from modeldeploy_operator.api.base import parse_duration
 
-GROUP, VERSION, PLURAL = "modeldeploy.dev", "v1alpha1", "modeldeployments"
-ANNOTATIONS = {
-    "promote": f"{GROUP}/promote",
-    "promote-full": f"{GROUP}/promote-full",
-    "abort": f"{GROUP}/abort",
-    "retry": f"{GROUP}/retry",
-    "paused": f"{GROUP}/paused",
-}
+from modeldeploy_cli import resources, spec_model
+from modeldeploy_cli.lineage import Refused, adoption, entry_lines, stable_lines, undo, version_record
+from modeldeploy_cli.resources import ANNOTATIONS
+
 Obj = dict[str, Any]
 COUNTDOWN = re.compile(r"judged in \d+s")
 
@@ -130,8 +131,8 @@ def render_status(body: Obj, now: float | None = None) -> str:
             f"    {f['name']:<28}{f['score']:<10g}{'drifted' if f['drifted'] else ''}"
             for f in drift.get("features") or []
         ]
-        lines += _response(drift)
-    lines += _quality(status.get("quality"))
+        lines += _response(drift, meta["name"])
+    lines += _quality(status.get("quality"), meta["name"])
     history = status.get("history") or []
     if history:
         lines.append("  history (newest first):")
@@ -153,7 +154,7 @@ def _shadow_summary(checks: list[Obj]) -> list[str]:
     return [f"  shadow  {', '.join(parts)} (the same requests answered by both versions)"]
 
 
-def _quality(quality: Obj | None) -> list[str]:
+def _quality(quality: Obj | None, name: str) -> list[str]:
     """Live quality from labels (spec.feedback): the figure, against the reference, and why."""
     if not quality:
         return []
@@ -172,10 +173,10 @@ def _quality(quality: Obj | None) -> list[str]:
         f"{quality.get('version', '-')} over {quality.get('window')}, at {quality.get('evaluatedAt')}: "
         f"{quality.get('message', '')}"
     )
-    return [line, *_response(quality)]
+    return [line, *_response(quality, name)]
 
 
-def _response(drift: Obj) -> list[str]:
+def _response(drift: Obj, name: str) -> list[str]:
     """The drift (or quality) episode and its retraining Job, when there is one."""
     lines = []
     episode = drift.get("episode")
@@ -185,8 +186,40 @@ def _response(drift: Obj) -> list[str]:
     job = drift.get("retraining")
     if job:
         said = f": {job['message']}" if job.get("message") else ""
-        lines.append(f"  retraining Job {job.get('job')} (episode {job.get('episode')}): {job.get('outcome')}{said}")
+        reason = f" ({job['reason']})" if job.get("reason") and job.get("outcome") in ("Failed", "NotCreated") else ""
+        lines.append(
+            f"  retraining Job {job.get('job')} (episode {job.get('episode')}): {job.get('outcome')}{reason}{said}"
+        )
+        lines += _candidate(job, name)
     return lines
+
+
+ADOPTION = {
+    "Waiting": "waiting: `kubectl modeldeploy adopt {name}` sets it as spec.model",
+    "Adopted": "adopted: spec.model names it; its rollout decides",
+    "Promoted": "promoted",
+    "RolledBack": "rolled back (`kubectl modeldeploy history {name}`): not adopted again",
+}
+
+
+def _candidate(job: Obj, name: str) -> list[str]:
+    """The model a retraining Job reported: its version, file, metrics, and where its adoption is."""
+    candidate = job.get("candidate")
+    if not candidate:
+        return []
+    metrics = ", ".join(f"{key} {value:g}" for key, value in (candidate.get("metrics") or {}).items())
+    if job.get("outcome") == "Verifying":
+        state = "being verified (its file fetched, its sha256 compared)"
+    elif job.get("outcome") == "Failed":
+        state = "not adopted: its check failed"
+    else:
+        state = ADOPTION.get(job.get("adoption") or "", str(job.get("adoption") or "-")).format(name=name)
+    if job.get("adoptedAt"):
+        state += f" (set by the operator at {job['adoptedAt']})"
+    return [
+        f"    candidate version {candidate.get('version')}, {candidate.get('uri')}",
+        f"    metrics {metrics or 'none reported'}; {state}",
+    ]
 
 
 def _history_line(entry: Obj) -> str:
@@ -197,15 +230,27 @@ def _history_line(entry: Obj) -> str:
     )
 
 
-def render_history(body: Obj) -> str:
-    """Every finished rollout with the checks it was decided on."""
-    history = (body.get("status") or {}).get("history") or []
+def render_history(body: Obj, version: str | None = None, as_json: bool = False) -> str:
+    """Every finished rollout with the checks it was decided on, where its version came from
+    and the image it ran; first, what stable serves now. `version`: only that version's
+    (with `as_json`: its newest entry, or status.stable; lineage.Refused when status has no such version)."""
+    name, status = body["metadata"]["name"], body.get("status") or {}
+    history: list[Obj] = status.get("history") or []
+    if version is not None:
+        record = version_record(body, version)  # refuses an unknown version
+        if as_json:
+            return json.dumps(record, indent=2)
+        history = [entry for entry in history if str(entry.get("version")) == version]
+    elif as_json:
+        return json.dumps(history, indent=2)
+    lines = stable_lines(status) if version is None or not history else []
     if not history:
-        return f"{body['metadata']['name']}: no finished rollouts yet"
-    lines = []
+        lines.append(f"{name}: no finished rollouts {f'of version {version} ' if version else ''}yet")
+        return "\n".join(lines)
     for entry in history:
         lines.append(_history_line(entry).strip())
         lines.append(f"  started {entry.get('startedAt')}, uri {entry.get('uri')}")
+        lines += entry_lines(entry)
         lines += _checks(entry.get("analysis") or [], "  ")
     return "\n".join(lines)
 
@@ -224,41 +269,6 @@ def refusal(command: str, body: Obj) -> str | None:
     return None
 
 
-def _api() -> Any:
-    import kubernetes
-
-    kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return kubernetes.client.CustomObjectsApi()
-
-
-def _namespace(given: str | None) -> str:
-    if given:
-        return given
-    import kubernetes
-
-    try:
-        _, context = kubernetes.config.list_kube_config_contexts()  # type: ignore[no-untyped-call]
-        found: str = (context or {}).get("context", {}).get("namespace") or "default"
-    except kubernetes.config.ConfigException:
-        found = "default"
-    return found
-
-
-def _get(api: Any, namespace: str, name: str) -> Obj:
-    body: Obj = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return body
-
-
-def _annotate(api: Any, namespace: str, name: str, annotations: dict[str, str | None]) -> None:
-    api.patch_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, {"metadata": {"annotations": annotations}}
-    )
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubectl modeldeploy", description="Watch and steer model rollouts.")
     where = "the namespace (default: the kubeconfig context's)"
@@ -272,8 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("name")
     status.add_argument("--watch", "-w", action="store_true", help="print again whenever it changes")
     status.add_argument("--json", action="store_true", help="print status as JSON")
-    history = commands.add_parser("history", help="finished rollouts and their evidence", parents=[namespace])
+    history = commands.add_parser(
+        "history", help="finished rollouts, their evidence, origin and image", parents=[namespace]
+    )
     history.add_argument("name")
+    history.add_argument("--version", help="only this version (with -o json: its newest history entry, whole)")
+    history.add_argument("-o", "--output", choices=["json"], help="print as JSON")
     promote = commands.add_parser(
         "promote", help="go to the next step now (or --full: promote now)", parents=[namespace]
     )
@@ -286,17 +300,42 @@ def _parser() -> argparse.ArgumentParser:
         ("resume", "let a paused rollout go on"),
     ):
         commands.add_parser(command, help=text, parents=[namespace]).add_argument("name")
+    adopt = commands.add_parser(
+        "adopt", help="set spec.model to the verified retraining candidate", parents=[namespace]
+    )
+    adopt.add_argument("name")
+    adopt.add_argument("--from", dest="source", choices=["drift", "quality"], help="whose candidate (default: newer)")
+    adopt.add_argument("--dry-run", action="store_true", help="print the change as YAML; change nothing")
+    undo = commands.add_parser("undo", help="set spec.model to an earlier version from history", parents=[namespace])
+    undo.add_argument("name")
+    undo.add_argument("--to-version", help="the version (default: the one stable served before the current one)")
+    undo.add_argument("--dry-run", action="store_true", help="print the change as YAML; change nothing")
+    undo.add_argument(
+        "--skip-analysis", action="store_true", help="an emergency: promote the rollout at once (promote --full)"
+    )
+    undo.add_argument("--timeout", type=_seconds, default="5m", help="--skip-analysis: wait this long (default 5m)")
     return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 5m or 1h ({error})") from error
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     import kubernetes
 
+    namespace = args.namespace or "default"
     try:
-        api = _api()
-        namespace = _namespace(args.namespace)
-        return _run(api, namespace, args)
+        client = resources.api()
+        namespace = resources.namespace(args.namespace)
+        return _run(client, namespace, args)
+    except Refused as refused:
+        print(f"kubectl modeldeploy {args.command}: {namespace}/{args.name} {refused}", file=sys.stderr)
+        return 1
     except kubernetes.client.ApiException as error:
         reason = json.loads(error.body or "{}").get("message", error.reason) if error.body else error.reason
         print(f"kubectl modeldeploy {args.command}: {reason}", file=sys.stderr)
@@ -306,31 +345,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _run(api: Any, namespace: str, args: argparse.Namespace) -> int:
+def _run(client: Any, namespace: str, args: argparse.Namespace) -> int:
     name = args.name
     if args.command == "status":
-        return _status(api, namespace, name, args.watch, args.json)
+        return _status(client, namespace, name, args.watch, args.json)
     if args.command == "history":
-        print(render_history(_get(api, namespace, name)))
+        print(render_history(resources.get(client, namespace, name), args.version, args.output == "json"))
         return 0
-    body = _get(api, namespace, name)
+    if args.command in ("adopt", "undo"):
+        return spec_model.change_model(client, _model_request(namespace, args))
+    body = resources.get(client, namespace, name)
     refused = refusal(args.command, body)
     if refused:
         print(f"kubectl modeldeploy {args.command}: {namespace}/{name} {refused}", file=sys.stderr)
         return 1
     key = {"promote": "promote-full" if getattr(args, "full", False) else "promote"}.get(args.command, args.command)
     if args.command in ("pause", "resume"):
-        _annotate(api, namespace, name, {ANNOTATIONS["paused"]: "true" if args.command == "pause" else None})
+        paused = "true" if args.command == "pause" else None
+        resources.annotate(client, namespace, name, {ANNOTATIONS["paused"]: paused})
     else:
-        _annotate(api, namespace, name, {ANNOTATIONS[key]: _now()})
+        resources.annotate(client, namespace, name, {ANNOTATIONS[key]: resources.now()})
     print(f"{namespace}/{name}: {args.command}{' --full' if key == 'promote-full' else ''} requested")
     return 0
+
+
+def _model_request(namespace: str, args: argparse.Namespace) -> spec_model.Request:
+    if args.command == "adopt":
+        return spec_model.Request("adopt", namespace, args.name, partial(adoption, source=args.source), args.dry_run)
+    decide = partial(undo, to_version=args.to_version)
+    return spec_model.Request("undo", namespace, args.name, decide, args.dry_run, args.skip_analysis, args.timeout)
 
 
 def _status(api: Any, namespace: str, name: str, watch: bool, as_json: bool) -> int:
     shown = ""
     while True:
-        body = _get(api, namespace, name)
+        body = resources.get(api, namespace, name)
         text = json.dumps(body.get("status") or {}, indent=2) if as_json else render_status(body)
         if text != shown:
             if watch and shown:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import pytest
+from modeldeploy_cli.lineage import Refused
 from modeldeploy_cli.plugin import refusal, render_history, render_status
 
 BODY = {
@@ -145,6 +146,177 @@ def test_history_marks_a_rollout_decided_in_the_shadow_step() -> None:
     entry = {**BODY["status"]["history"][0], "shadow": True, "message": "shadow step: agreement failed"}
     text = render_history({**BODY, "status": {"history": [entry]}})
     assert "version 6 RolledBack by analysis in the shadow step at 2026-11-25T10:00:00Z" in text
+
+
+IMAGE = "registry.example.com/modeldeploy@sha256:" + "e" * 64
+RETRAINED = {
+    "kind": "Retrained",
+    "job": "fraud-retrain-1",
+    "episode": 1,
+    "episodeKind": "drift",
+    "baseVersion": "6",
+    "dataWindow": {"since": "2026-11-24T09:50:00Z", "until": "2026-11-24T10:01:00Z"},
+    "trainedRows": 12000,
+}
+LINEAGE: dict[str, Any] = {
+    "metadata": {"name": "fraud", "namespace": "ml"},
+    "status": {
+        "stable": {
+            "version": "7",
+            "uri": "s3://m/7/model.onnx",
+            "model": {"uri": "s3://m/7/model.onnx", "sha256": "7" * 64},
+            "origin": RETRAINED,
+            "image": IMAGE,
+        },
+        "history": [
+            {**BODY["status"]["history"][0], "origin": {"kind": "Applied"}},
+            {
+                "revision": 1,
+                "version": "7",
+                "outcome": "Promoted",
+                "decidedBy": "analysis",
+                "reason": "Serving",
+                "message": "version 7 promoted",
+                "startedAt": "2026-11-24T11:00:00Z",
+                "finishedAt": "2026-11-24T11:10:00Z",
+                "uri": "s3://m/7/model.onnx",
+                "origin": RETRAINED,
+                "image": IMAGE,
+            },
+        ],
+    },
+}
+
+
+def test_history_shows_what_stable_serves_and_where_each_version_came_from() -> None:
+    lines = render_history(LINEAGE).splitlines()
+    assert lines[:3] == [
+        "stable serves version 7, s3://m/7/model.onnx",
+        "  origin  Retrained by fraud-retrain-1, drift episode 1, from version 6, "
+        "data 2026-11-24T09:50:00Z..2026-11-24T10:01:00Z, 12000 rows",
+        f"  image   {IMAGE}",
+    ]
+    rolled_back = lines.index(
+        "2: version 6 RolledBack by analysis at 2026-11-25T10:00:00Z: RolledBack: predictionShift failed: PSI 2.1"
+    )
+    assert lines[rolled_back + 2 : rolled_back + 4] == [
+        "  origin  Applied (spec.model set by a user or Git)",
+        "  image   not recorded",
+    ], "no image: its canary pods were never seen"
+    promoted = lines.index("1: version 7 Promoted by analysis at 2026-11-24T11:10:00Z: Serving: version 7 promoted")
+    assert lines[promoted + 2].startswith("  origin  Retrained by fraud-retrain-1") and IMAGE in lines[promoted + 3]
+    assert "origin  not recorded (an operator before lineage)" in render_history(BODY)
+
+
+def test_history_of_one_version_and_as_json() -> None:
+    import json
+
+    text = render_history(LINEAGE, "6")
+    assert text.startswith("2: version 6 RolledBack") and "version 7" not in text
+    assert json.loads(render_history(LINEAGE, "7", as_json=True)) == LINEAGE["status"]["history"][1]
+    first = {**LINEAGE, "status": {**LINEAGE["status"], "history": []}}
+    assert json.loads(render_history(first, "7", as_json=True)) == LINEAGE["status"]["stable"]
+    assert render_history(first, "7").endswith("fraud: no finished rollouts of version 7 yet")
+    assert json.loads(render_history(LINEAGE, as_json=True)) == LINEAGE["status"]["history"]
+    with pytest.raises(Refused, match=r"has no version 5 in status.history or status.stable; it has: 7 \(stable\), 6"):
+        render_history(LINEAGE, "5", as_json=True)
+
+
+CANDIDATE = {
+    "uri": "s3://m/8/model.onnx",
+    "sha256": "8" * 64,
+    "version": "8",
+    "metrics": {"accuracy": 0.9712, "baselineAccuracy": 0.91},
+}
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (
+            {"outcome": "Succeeded", "candidate": CANDIDATE, "adoption": "Waiting", "message": "its sha256 matches"},
+            [
+                "  retraining Job fraud-retrain-2 (episode 2): Succeeded: its sha256 matches",
+                "    candidate version 8, s3://m/8/model.onnx",
+                "    metrics accuracy 0.9712, baselineAccuracy 0.91; waiting: `kubectl modeldeploy adopt fraud` sets "
+                "it as spec.model",
+            ],
+        ),
+        (
+            {"outcome": "Verifying", "candidate": {**CANDIDATE, "metrics": {}}},
+            [
+                "  retraining Job fraud-retrain-2 (episode 2): Verifying",
+                "    candidate version 8, s3://m/8/model.onnx",
+                "    metrics none reported; being verified (its file fetched, its sha256 compared)",
+            ],
+        ),
+        (
+            {
+                "outcome": "Succeeded",
+                "candidate": CANDIDATE,
+                "adoption": "Adopted",
+                "adoptedAt": "2026-11-25T10:05:00Z",
+            },
+            [
+                "  retraining Job fraud-retrain-2 (episode 2): Succeeded",
+                "    candidate version 8, s3://m/8/model.onnx",
+                "    metrics accuracy 0.9712, baselineAccuracy 0.91; adopted: spec.model names it; its rollout "
+                "decides (set by the operator at 2026-11-25T10:05:00Z)",
+            ],
+        ),
+        (
+            {"outcome": "Succeeded", "candidate": CANDIDATE, "adoption": "RolledBack"},
+            [
+                "  retraining Job fraud-retrain-2 (episode 2): Succeeded",
+                "    candidate version 8, s3://m/8/model.onnx",
+                "    metrics accuracy 0.9712, baselineAccuracy 0.91; rolled back (`kubectl modeldeploy history "
+                "fraud`): not adopted again",
+            ],
+        ),
+        (
+            {"outcome": "Failed", "reason": "JobFailed", "message": "OOMKilled"},
+            ["  retraining Job fraud-retrain-2 (episode 2): Failed (JobFailed): OOMKilled"],
+        ),
+    ],
+)
+def test_status_shows_the_retraining_candidate_and_its_adoption(job: dict[str, Any], expected: list[str]) -> None:
+    drift = {**BODY["status"]["drift"], "retraining": {"job": "fraud-retrain-2", "episode": 2, **job}}
+    lines = render_status({**BODY, "status": {**BODY["status"], "drift": drift}}).splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  retraining Job"))
+    assert lines[first : first + len(expected)] == expected
+    assert not lines[first + len(expected)].startswith("    "), "nothing more about the candidate"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["adopt", "fraud", "--dry-run"], {"source": None, "dry_run": True}),
+        (["adopt", "fraud", "--from", "quality", "-n", "ml"], {"source": "quality", "namespace": "ml"}),
+        (["undo", "fraud"], {"to_version": None, "skip_analysis": False, "timeout": 300.0, "dry_run": False}),
+        (["undo", "fraud", "--to-version", "6", "--skip-analysis", "--timeout", "90s"], {"timeout": 90.0}),
+        (["history", "fraud", "--version", "7", "-o", "json"], {"version": "7", "output": "json"}),
+    ],
+)
+def test_adopt_undo_and_history_flags(argv: list[str], expected: dict[str, Any]) -> None:
+    from modeldeploy_cli.plugin import _parser
+
+    args = vars(_parser().parse_args(argv))
+    assert {key: args[key] for key in expected} == expected and args["name"] == "fraud"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["undo", "fraud", "--timeout", "soon"], "argument --timeout: 'soon' is not a duration such as 90s"),
+        (["adopt", "fraud", "--from", "labels"], "argument --from: invalid choice: 'labels'"),
+        (["history", "fraud", "-o", "yaml"], "argument -o/--output: invalid choice: 'yaml'"),
+    ],
+)
+def test_bad_flags_of_adopt_undo_and_history_exit_2(argv: list[str], words: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "modeldeploy_cli.plugin", *argv], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and words in result.stderr, result.stderr
 
 
 def test_usage_errors_exit_2() -> None:
