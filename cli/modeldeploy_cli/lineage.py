@@ -35,7 +35,7 @@ class ModelChange:
     version: str
     uri: str
     sha256: str | None
-    patch: Obj  # {"spec": {"model": {"uri": ..., "sha256": ..., "version": ...}}}
+    patch: Obj  # {"spec": {"model": {"uri": ..., "sha256": ..., "version": ...}}}, adopt: and an annotation
     described: str  # "candidate version 8 from fraud-retrain-2 (drift episode 2)"
     note: str = ""  # what else the user should know (another candidate that waits)
 
@@ -249,7 +249,9 @@ def adoption(body: Obj, source: Kind | None = None) -> ModelChange:
             f"{other[0]}'s candidate version {other[1]['candidate'].get('version')} also waits, trained on older "
             f"data (`--from {other[0]}` adopts it instead)"
         )
-    return ModelChange(chosen.version, chosen.uri, chosen.sha256, adoption_patch(chosen), described, note)
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    patch = adoption_patch(chosen, str(retraining.get("job")), now)  # with the annotation that marks it adopted
+    return ModelChange(chosen.version, chosen.uri, chosen.sha256, patch, described, note)
 
 
 def _outcomes(history: list[Obj]) -> str:

@@ -147,11 +147,13 @@ def test_a_versions_record_is_its_newest_history_entry_or_stable() -> None:
 def test_adopt_sets_the_verified_candidate_as_spec_model_like_adopt_auto() -> None:
     change = adoption(body(drift={"retraining": retraining("Succeeded")}))
     chosen = Candidate(uri="s3://models/fraud/9/model.onnx", sha256="9" * 64, version="9")
-    assert (
-        change.patch
-        == adoption_patch(chosen)
-        == {"spec": {"model": {"uri": "s3://models/fraud/9/model.onnx", "sha256": "9" * 64, "version": "9"}}}
-    )
+    adopted = change.patch["metadata"]["annotations"]["modeldeploy.dev/adopted"]
+    job, _, when = adopted.partition(" at ")
+    assert job == "fraud-retrain-3" and when.endswith("Z"), "the same mark adopt: Auto leaves"
+    assert change.patch == adoption_patch(chosen, job, when)
+    assert change.patch["spec"] == {
+        "model": {"uri": "s3://models/fraud/9/model.onnx", "sha256": "9" * 64, "version": "9"}
+    }
     assert change.described == "candidate version 9 from fraud-retrain-3 (drift episode 3)"
     quality = adoption(body(quality={"retraining": retraining("Succeeded", job="fraud-quality-1", episode=1)}))
     assert quality.described == "candidate version 9 from fraud-quality-1 (quality episode 1)"
