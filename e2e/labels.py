@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -86,11 +87,15 @@ class Labels:
 
 class Labeller:
     """Held-out rows predicted and labelled over and over in a thread, `rate` rows a second,
-    labels sent `batch` at a time: live accuracy for a demo. Counts what it sent and what joined."""
+    labels sent `batch` at a time: live accuracy for a demo. `concept` maps each true class to
+    the label sent (a changed concept, e.g. `lambda y: 1 - y`). Counts what it sent and what joined."""
 
-    def __init__(self, address: str, model: str, rate: float = 5.0, batch: int = 25) -> None:
+    def __init__(
+        self, address: str, model: str, rate: float = 5.0, batch: int = 25, concept: Callable[[int], int] | None = None
+    ) -> None:
         self.labels = Labels(address, model)
-        self.rows, self.truth = holdout()
+        self.rows, truth = holdout()
+        self.truth = [concept(value) for value in truth] if concept is not None else truth  # a changed concept
         self.rate, self.batch = rate, batch
         self.sent = self.matched = self.failed = 0
         self._stop = threading.Event()

@@ -406,7 +406,13 @@ def test_adopt_sets_the_verified_candidate_and_refuses_what_it_cannot(crd_instal
     write_status(kube, namespace, fraud_status(drift=waiting))
     generation = fraud(kube, namespace)["metadata"]["generation"]
     shown = plugin(kube, namespace, "adopt", "fraud", "--dry-run")
-    assert yaml.safe_load(shown) == {"spec": {"model": {**model_file("9"), "version": "9"}}}, shown
+    printed = yaml.safe_load(shown)
+    mark = printed["metadata"]["annotations"]["modeldeploy.dev/adopted"]
+    assert mark.startswith("fraud-retrain-3 at "), "the adoption mark adopt: Auto leaves, to commit with it"
+    assert printed == {
+        "metadata": {"annotations": {"modeldeploy.dev/adopted": mark}},
+        "spec": {"model": {**model_file("9"), "version": "9"}},
+    }, shown
     assert fraud(kube, namespace)["metadata"]["generation"] == generation, "--dry-run changes nothing"
 
     out = plugin(kube, namespace, "adopt", "fraud")

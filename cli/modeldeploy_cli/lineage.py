@@ -250,7 +250,8 @@ def adoption(body: Obj, source: Kind | None = None) -> ModelChange:
             f"data (`--from {other[0]}` adopts it instead)"
         )
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    patch = adoption_patch(chosen, str(retraining.get("job")), now)  # with the annotation that marks it adopted
+    secret = (((body.get("spec") or {}).get("drift") or {}).get("retraining") or {}).get("credentialsSecret")
+    patch = adoption_patch(chosen, str(retraining.get("job")), now, secret)  # as adopt: Auto sends it
     return ModelChange(chosen.version, chosen.uri, chosen.sha256, patch, described, note)
 
 

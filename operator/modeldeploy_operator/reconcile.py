@@ -100,7 +100,7 @@ async def reconcile(
                 await kube.open_traffic(pod)
         if plan.canary is None:
             judge.forget(key)
-        watched = await watch(resource, judge, kube, settings)
+        watched = await watch(resource, judge, kube, settings, writes)
     reconciled = Reconciled(problem, plan, watched.drift, watched.quality, origin)
     status = decide_status(body, spec, children, settings, reconciled, now_iso()).dump()
     previous = body.get("status") or {}

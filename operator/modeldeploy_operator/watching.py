@@ -35,7 +35,7 @@ from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import event_note
 from modeldeploy_operator.status.decide import previous_status
 from modeldeploy_operator.status.observe import Children, Track, serving_template, serving_version
-from modeldeploy_operator.writes import Key
+from modeldeploy_operator.writes import Key, LastWrites
 
 Obj = dict[str, Any]
 
@@ -71,7 +71,7 @@ class Watching:
     quality_report: bytes | None = None
 
 
-async def watch(resource: Resource, judge: Judge, kube: Kube, settings: Settings) -> Watching:
+async def watch(resource: Resource, judge: Judge, kube: Kube, settings: Settings, writes: LastWrites) -> Watching:
     """Drift and live quality, each evaluated when due; the response to a new episode; then
     each episode's retraining Job followed to its candidate, and the candidate adopted when
     spec.drift.retraining.adopt is Auto."""
@@ -99,9 +99,9 @@ async def watch(resource: Resource, judge: Judge, kube: Kube, settings: Settings
     else:
         judge.forget_quality(key)
     if drift is not None:
-        drift = await _follow(resource, drift, kube, settings)
+        drift = await _follow(resource, drift, kube, settings, writes)
     if quality is not None:
-        quality = await _follow(resource, quality, kube, settings)
+        quality = await _follow(resource, quality, kube, settings, writes)
     drift, quality = await _adopt(resource, drift, quality, kube)
     return Watching(drift, drift_wait, drift_report, quality, quality_wait, quality_report)
 
@@ -267,7 +267,7 @@ async def _retrain(resource: Resource, watched: Watched, report: bytes, kube: Ku
     return watched.model_copy(update={"retraining": pending})
 
 
-async def _follow(resource: Resource, watched: Watched, kube: Kube, settings: Settings) -> Watched:
+async def _follow(resource: Resource, watched: Watched, kube: Kube, settings: Settings, writes: LastWrites) -> Watched:
     """The retraining Job followed to its result and its candidate's check (created when
     due), with an Event when the candidate is ready or the retraining failed."""
     body, spec = resource.body, resource.spec
@@ -284,11 +284,14 @@ async def _follow(resource: Resource, watched: Watched, kube: Kube, settings: Se
         )
         refused = None
         if now.candidate is not None:
-            check = build_check_job(meta, retraining.check_job_name(now.job), now.candidate, spec.model, image, labels)
+            secret = spec.drift.retraining.credentials_secret if spec.drift.retraining is not None else None
+            credentials = candidates.check_credentials(now.candidate, spec.model, secret)
+            check = build_check_job(meta, retraining.check_job_name(now.job), now.candidate, credentials, image, labels)
             refused = await send(kube.create, check)
         if refused is not None:
             now = now.model_copy(update={"outcome": "Failed", "reason": "CandidateUnreadable", "message": refused})
-    if now is not None and (before is None or now.outcome != before.outcome):
+    changed = now is not None and (before is None or now.outcome != before.outcome)
+    if now is not None and changed and writes.first_time(resource.key, f"{now.job} {now.outcome}"):
         if now.outcome == "Succeeded" and now.candidate is not None:
             said = f"{now.job}: version {now.candidate.version} is ready to adopt ({now.candidate.uri})"
             await kube.post_event(body, "Normal", reasons.CANDIDATE_READY.name, event_note(said, spec.owner))
@@ -314,7 +317,8 @@ async def _adopt(
         if candidate is None or watched.retraining is None:
             continue
         meta, now = body["metadata"], iso(time.time())
-        patch = candidates.adoption_patch(candidate, watched.retraining.job, now)
+        secret = spec.drift.retraining.credentials_secret if spec.drift.retraining is not None else None
+        patch = candidates.adoption_patch(candidate, watched.retraining.job, now, secret)
         try:
             await kube.adopt(meta["namespace"], meta["name"], patch, meta["resourceVersion"])
         except kubernetes.client.ApiException as error:

@@ -36,6 +36,17 @@ class LastWrites:
     statuses: dict[Key, Entry] = field(default_factory=dict)
     written: dict[Key, Obj] = field(default_factory=dict)  # the last status written, while the cache lags
     ready: dict[Key, tuple[str | None, str | None]] = field(default_factory=dict)
+    told: dict[Key, set[str]] = field(default_factory=dict)  # one-time Events posted (a retraining's outcome)
+
+    def first_time(self, key: Key, what: str) -> bool:
+        """Whether an Event for `what` (e.g. a Job's outcome) is posted now: once per process.
+        Two reconciles can both see a transition when the second reads a status from before
+        the first one's write (the watch event of a patch made in between)."""
+        seen = self.told.setdefault(key, set())
+        if what in seen:
+            return False
+        seen.add(what)
+        return True
 
     def applied_already(self, key: Key, desired: Obj, actual: Obj | None) -> bool:
         last = self.applied.get(key, {}).get((desired["kind"], desired["metadata"]["name"]))
@@ -70,3 +81,4 @@ class LastWrites:
         self.statuses.pop(key, None)
         self.written.pop(key, None)
         self.ready.pop(key, None)
+        self.told.pop(key, None)

@@ -126,7 +126,9 @@ def test_the_check_job_fetches_the_candidate_as_a_serving_pod_would() -> None:
     meta = {"name": "fraud", "namespace": "ml", "uid": "u-1"}
     model = ModelSource(uri="s3://models/fraud/7/model.onnx", version="7", credentials_secret="s3-reader")
     labels = JobLabels({"modeldeploy.dev/deployment": "fraud"}, {"modeldeploy.dev/retraining-for": "fraud"})
-    check = build_check_job(meta, "fraud-quality-1-verify", Candidate.model_validate(RESULT), model, "img:1", labels)
+    candidate = Candidate.model_validate(RESULT)
+    credentials = candidates.check_credentials(candidate, model, None)
+    check = build_check_job(meta, "fraud-quality-1-verify", candidate, credentials, "img:1", labels)
     assert check["metadata"]["name"] == "fraud-quality-1-verify"
     assert check["metadata"]["ownerReferences"][0]["uid"] == "u-1"
     pod_spec = check["spec"]["template"]["spec"]
@@ -180,6 +182,15 @@ def test_auto_adopts_a_waiting_candidate_once_and_never_during_a_rollout() -> No
     assert candidates.adopt_now(again, True, None) is None, "a candidate is adopted at most once"
     assert candidates.adoption(again, ModelSource(uri="s3://m/x.onnx", version="7"), []) == "RolledBack"
     patch = candidates.adoption_patch(candidate, "fraud-quality-1", "2027-01-15T08:00:00Z")
+    with_secret = candidates.adoption_patch(candidate, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader")
+    assert with_secret["spec"]["model"]["credentialsSecret"] == "s3-reader", "spec.drift.retraining's, for s3://"
+    on_file = Candidate.model_validate({**RESULT, "uri": "file:///opt/models/m.onnx"})
+    dropped = candidates.adoption_patch(on_file, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader")
+    assert dropped["spec"]["model"]["credentialsSecret"] is None, "removed: spec.model refuses one for file://"
+    model = ModelSource(uri="s3://models/fraud/7/model.onnx", version="7", credentials_secret="base")
+    assert candidates.check_credentials(candidate, model, "s3-reader") == "s3-reader"
+    assert candidates.check_credentials(candidate, model, None) == "base"
+    assert candidates.check_credentials(on_file, model, "s3-reader") is None
     assert patch == {
         "metadata": {"annotations": {"modeldeploy.dev/adopted": "fraud-quality-1 at 2027-01-15T08:00:00Z"}},
         "spec": {"model": {"uri": candidate.uri, "sha256": DIGEST, "version": "7-quality-1"}},

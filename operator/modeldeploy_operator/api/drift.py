@@ -103,6 +103,14 @@ class Retraining(ResourceModel):
             "claim is mounted in the Job). Given to the Job as MODELDEPLOY_RETRAINING_OUTPUT.",
         ),
     ] = None
+    credentials_secret: Annotated[
+        str | None,
+        credentials_secret_field(
+            "the environment of the candidate's check and, once it is adopted, of the serving pods' fetch step "
+            "(spec.model.credentialsSecret is set to it): for an s3:// or http(s):// output the serving pods must "
+            "read. Without it spec.model's is kept."
+        ),
+    ] = None
     adopt: Annotated[
         Literal["Manual", "Auto"],
         Field(

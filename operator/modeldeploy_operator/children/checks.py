@@ -30,7 +30,7 @@ class JobLabels:
 
 
 def build_check_job(
-    meta: Obj, name: str, candidate: Candidate, model: ModelSource, image: str, labels: JobLabels
+    meta: Obj, name: str, candidate: Candidate, credentials: str | None, image: str, labels: JobLabels
 ) -> Obj:
     """The check Job `name` (drift/retraining.py: check_job_name), owned by the ModelDeployment `meta`: one pod
     that fetches the candidate into an emptyDir, as spec.model's fetch step would, and exits."""
@@ -38,7 +38,7 @@ def build_check_job(
         uri=candidate.uri,
         sha256=candidate.sha256,
         version=candidate.version,
-        credentials_secret=model.credentials_secret,
+        credentials_secret=credentials,
     )
     fetch, volumes = fetch_step(checked, image, "IfNotPresent")
     pod_spec = {
