@@ -251,7 +251,8 @@ def adoption(body: Obj, source: Kind | None = None) -> ModelChange:
         )
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     secret = (((body.get("spec") or {}).get("drift") or {}).get("retraining") or {}).get("credentialsSecret")
-    patch = adoption_patch(chosen, str(retraining.get("job")), now, secret)  # as adopt: Auto sends it
+    had = model.get("credentialsSecret")
+    patch = adoption_patch(chosen, str(retraining.get("job")), now, secret, had)  # as adopt: Auto sends it
     return ModelChange(chosen.version, chosen.uri, chosen.sha256, patch, described, note)
 
 

@@ -318,7 +318,8 @@ async def _adopt(
             continue
         meta, now = body["metadata"], iso(time.time())
         secret = spec.drift.retraining.credentials_secret if spec.drift.retraining is not None else None
-        patch = candidates.adoption_patch(candidate, watched.retraining.job, now, secret)
+        had = spec.model.credentials_secret
+        patch = candidates.adoption_patch(candidate, watched.retraining.job, now, secret, had)
         try:
             await kube.adopt(meta["namespace"], meta["name"], patch, meta["resourceVersion"])
         except kubernetes.client.ApiException as error:

@@ -185,8 +185,10 @@ def test_auto_adopts_a_waiting_candidate_once_and_never_during_a_rollout() -> No
     with_secret = candidates.adoption_patch(candidate, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader")
     assert with_secret["spec"]["model"]["credentialsSecret"] == "s3-reader", "spec.drift.retraining's, for s3://"
     on_file = Candidate.model_validate({**RESULT, "uri": "file:///opt/models/m.onnx"})
-    dropped = candidates.adoption_patch(on_file, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader")
+    dropped = candidates.adoption_patch(on_file, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader", "base")
     assert dropped["spec"]["model"]["credentialsSecret"] is None, "removed: spec.model refuses one for file://"
+    kept = candidates.adoption_patch(on_file, "fraud-quality-1", "2027-01-15T08:00:00Z", "s3-reader", None)
+    assert "credentialsSecret" not in kept["spec"]["model"], "nothing to remove"
     model = ModelSource(uri="s3://models/fraud/7/model.onnx", version="7", credentials_secret="base")
     assert candidates.check_credentials(candidate, model, "s3-reader") == "s3-reader"
     assert candidates.check_credentials(candidate, model, None) == "base"

@@ -198,14 +198,17 @@ def adopt_now(retraining: RetrainingStatus | None, auto: bool, canary: CanarySta
     return retraining.candidate if canary is None else None
 
 
-def adoption_patch(candidate: Candidate, job: str, now: str, credentials: str | None = None) -> Obj:
+def adoption_patch(
+    candidate: Candidate, job: str, now: str, credentials: str | None = None, had: str | None = None
+) -> Obj:
     """The merge patch that adopts a candidate: spec.model's uri, digest and version, its
-    credentialsSecret (spec.drift.retraining.credentialsSecret when given, removed for a file
-    that takes none: file:// or pvc://), and the annotation that says which Job's candidate it
-    is and when it was adopted. kubectl modeldeploy adopt sends the same."""
+    credentialsSecret (spec.drift.retraining.credentialsSecret when given; the one spec.model
+    `had` removed for a file that takes none: file:// or pvc://), and the annotation that says
+    which Job's candidate it is and when it was adopted. kubectl modeldeploy adopt sends the same."""
     model: Obj = {"uri": candidate.uri, "sha256": candidate.sha256, "version": candidate.version}
     if not candidate.uri.startswith(("s3://", "http")):
-        model["credentialsSecret"] = None  # spec.model refuses one for these
+        if had:
+            model["credentialsSecret"] = None  # spec.model refuses one for these
     elif credentials:
         model["credentialsSecret"] = credentials
     return {"metadata": {"annotations": {ADOPTED_ANNOTATION: f"{job} at {now}"}}, "spec": {"model": model}}
