@@ -12,7 +12,12 @@
    of their requests to it and compare its answers with their own on the same rows; it
    disagrees, and is rolled back before any user received one of its answers,
 8. inputs shifted (a unit error: one feature arrives 10 times too large) and flagged as drift,
-9. a summary: each outcome, how long it took, requests served and failed.
+9. the concept changes (every label says the other class): the live accuracy drops, the
+   quality episode's Job retrains the model on the labelled production rows captured to S3,
+   and the candidate is checked, adopted, rolled out as a canary judged on labels and
+   promoted (examples/demo_retraining.py),
+10. a summary: each outcome, how long it took, requests served and failed, and where the
+   serving version came from.
 
 Progress is shown as it goes: what it is waiting for, and the plugin's live status
 (`kubectl modeldeploy status`). Everything stays up afterwards so you can look around;
@@ -34,6 +39,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+import demo_retraining  # noqa: E402 (beside this file)
 
 from e2e.cluster import binaries, images, launcher, settings  # noqa: E402
 from e2e.labels import Labeller  # noqa: E402
@@ -141,7 +148,7 @@ def condition(status: Obj, kind: str) -> Obj:
 
 
 def bring_up() -> tuple[Demo, str]:
-    say("1/9 the local cluster (Kubernetes built from Go modules, no Docker)")
+    say("1/10 the local cluster (Kubernetes built from Go modules, no Docker)")
     if not (binaries.bin_dir() / binaries.STAMP).exists():
         note(f"first run: compiling Kubernetes from source, about {binaries.COLD_BUILD} on two cores; progress below")
     started = time.monotonic()
@@ -150,10 +157,10 @@ def bring_up() -> tuple[Demo, str]:
     run_dir = settings.run_dir()
     bin_dir = Path(state.bin_dir)
     demo = Demo(bin_dir / "kubectl", bin_dir / "helm", run_dir / "admin.kubeconfig")
-    say("2/9 the modeldeploy image, built without Docker and imported into the node")
+    say("2/10 the modeldeploy image, built without Docker and imported into the node")
     image = images.import_project_image(run_dir)
     note(image)
-    say(f"3/9 the operator, installed with the Helm chart (watching namespace {NAMESPACE})")
+    say(f"3/10 the operator, installed with the Helm chart (watching namespace {NAMESPACE})")
     crd = "crd/modeldeployments.modeldeploy.dev"
     if demo.kubectl("get", crd, "--ignore-not-found", "-o", "name").strip():
         # a CRD applied by the tests or kubectl is adopted by the release (docs/chart.md, "CRD upgrades")
@@ -179,9 +186,9 @@ def bring_up() -> tuple[Demo, str]:
     return demo, image
 
 
-def story(demo: Demo) -> None:
+def story(demo: Demo, image: str) -> None:
     digest = cancer_digests()
-    say("4/9 version 1 of the breast-cancer classifier, served from inside the cluster")
+    say("4/10 version 1 of the breast-cancer classifier, served from inside the cluster")
     started = time.monotonic()
     demo.apply("1", digest["1"])
     demo.watch("version 1 to be Ready", lambda s: condition(s, "Ready").get("status") == "True", 300)
@@ -190,14 +197,15 @@ def story(demo: Demo) -> None:
     note(f"load: real rows from 2 threads to http://{address}/v2/models/{NAME}/infer, a fresh connection each")
     with Load(address, model=NAME, workers=2) as load, Labeller(address, NAME) as labeller:
         accuracy(demo, labeller)
-        rollout(demo, load, "6/9 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
-        title = "7/9 version 3 (trained on flipped labels) behind a shadow step: compared on copies, no user meets it"
+        rollout(demo, load, "6/10 version 2 (a better model) as a canary", "2", digest["2"], "Promoted")
+        title = "7/10 version 3 (trained on flipped labels) behind a shadow step: compared on copies, no user meets it"
         rollout(demo, load, title, "3", digest["3"], "RolledBack", shadow=True)
         drift(demo, load)
+        retrain(demo, load, labeller, image)
 
 
 def accuracy(demo: Demo, labeller: Labeller) -> None:
-    say("5/9 labels sent back: the true class of held-out rows, joined to the predictions that made them")
+    say("5/10 labels sent back: the true class of held-out rows, joined to the predictions that made them")
     note(f"labels: {labeller.rate:g} held-out rows a second predicted with ids, their true classes sent to "
          f"/v2/models/{NAME}/feedback in calls of {labeller.batch}")  # fmt: skip
     started = time.monotonic()
@@ -244,7 +252,7 @@ def rollout(demo: Demo, load: Load, title: str, version: str, digest: str, expec
 
 
 def drift(demo: Demo, load: Load) -> None:
-    say(f"8/9 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
+    say(f"8/10 inputs shifted: {', '.join(f'{k} x{v:g}' for k, v in SHIFT.items())} (a unit error upstream)")
     started, served, failed = time.monotonic(), load.served(), load.failed()
     load.bodies = breast_cancer_bodies(SHIFT)
 
@@ -269,12 +277,87 @@ def drift(demo: Demo, load: Load) -> None:
     note("inputs back to normal; the Drift column returns to NoDrift after one window (30 s)")
 
 
+def retrain(demo: Demo, load: Load, labeller: Labeller, image: str) -> None:
+    say("9/10 the concept changes: every label now says the other class; retrained on production rows")
+    started, served, failed = time.monotonic(), load.served(), load.failed()
+    port = demo_retraining.start_s3(settings.run_dir())
+    address = '{.items[0].status.addresses[?(@.type=="InternalIP")].address}'
+    node = demo.kubectl("get", "nodes", "-o", f"jsonpath={address}").strip()
+    note(f"S3: moto's server on this machine, at http://{node}:{port} for the pods (bucket {demo_retraining.BUCKET})")
+    keys = {**demo_retraining.KEYS, "AWS_ENDPOINT_URL_S3": f"http://{node}:{port}"}
+    secret = demo.kubectl(
+        "-n", NAMESPACE, "create", "secret", "generic", "demo-s3", "--dry-run=client", "-o", "yaml",
+        *(f"--from-literal={k}={v}" for k, v in keys.items()),
+    )  # fmt: skip
+    demo.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=secret)
+    demo.watch("the drift episode to end (inputs are normal again)", demo_retraining.drift_calm, 180)
+    patch = json.dumps(demo_retraining.retraining_patch(image))
+    demo.kubectl("-n", NAMESPACE, "patch", "mdep", NAME, "--type=merge", "-p", patch)
+    note("spec: capture to S3, feedback window 2m, retraining with adopt: Auto, a canary judged on accuracy")
+    demo.watch("the pods to restart with capture on", lambda s: condition(s, "Ready").get("status") == "True", 240)
+    labeller.truth = [1 - value for value in labeller.truth]
+    labeller.rate = 10.0
+    note("labels: the other class from now on, 10 rows a second")
+    demo.phases.append(Phase("capture on, concept changed", "labels", time.monotonic() - started, 0, 0))
+
+    def step(name: str, outcome: str, what: str, done: Callable[[Obj], bool], timeout: float) -> Obj:
+        began, before, lost = time.monotonic(), load.served(), load.failed()
+        status = demo.watch(what, done, timeout)
+        demo.phases.append(Phase(name, outcome, time.monotonic() - began, load.served() - before, load.failed() - lost))
+        return status
+
+    status = step(
+        "accuracy dropped", "Degraded", "the accuracy to drop and the quality episode's Job to start",
+        lambda s: bool(demo_retraining.retraining_of(s).get("job")), 300,
+    )  # fmt: skip
+    quality = status.get("quality") or {}
+    note(f"QualityDegraded: {quality.get('message')}")
+    status = step(
+        "retrained, checked, adopted", "Adopted", "the Job's candidate, its digest checked, adopted",
+        demo_retraining.adopted("Adopted"), 300,
+    )  # fmt: skip
+    retraining = demo_retraining.retraining_of(status)
+    candidate = retraining.get("candidate") or {}
+    metrics = candidate.get("metrics") or {}
+    note(
+        f"{retraining.get('job')} trained version {candidate.get('version')} on {candidate.get('trainedRows')} "
+        f"labelled production rows: accuracy {metrics.get('accuracy')} on held-out production rows, the old "
+        f"model's {metrics.get('baseAccuracy')}"
+    )
+    version = candidate.get("version")
+    status = step(
+        "candidate rolled out", "Promoted", f"version {version}'s canary, judged on labels",
+        demo_retraining.adopted("Promoted"), 420,
+    )  # fmt: skip
+    note(f"{newest(status).get('outcome')}: {newest(status).get('message')}")
+
+    def recovered(now: Obj) -> bool:
+        quality = now.get("quality") or {}
+        return quality.get("version") == version and quality.get("verdict") == "Healthy"
+
+    status = step("accuracy back", "Healthy", f"live accuracy of version {version}", recovered, 300)
+    quality = status.get("quality") or {}
+    note(f"live accuracy {quality.get('accuracy')} against its reference {quality.get('reference')}")
+    took, answered, lost = time.monotonic() - started, load.served() - served, load.failed() - failed
+    note(f"chapter: {took:.0f}s, {answered} requests, {lost} failed")
+
+
 def summary(demo: Demo, total: float) -> None:
-    say("9/9 summary")
+    say("10/10 summary")
     print(f"   {'what':<28} {'outcome':<11} {'took':>7} {'requests':>9} {'failed':>7}")
     for phase in demo.phases:
         print(f"   {phase.name:<28} {phase.outcome:<11} {phase.seconds:>6.0f}s {phase.served:>9} {phase.failed:>7}")
     print(f"\n   whole demo: {total / 60:.1f} minutes")
+    stable = demo.status().get("stable") or {}
+    origin = stable.get("origin") or {}
+    print(f"   serving: version {stable.get('version')} ({origin.get('kind')}), image {stable.get('image')}")
+    if origin.get("kind") == "Retrained":
+        window = origin.get("dataWindow") or {}
+        print(
+            f"     retrained by {origin.get('job')} ({origin.get('episodeKind')} episode {origin.get('episode')}) from "
+            f"version {origin.get('baseVersion')} on {origin.get('trainedRows')} rows of "
+            f"{window.get('since')} to {window.get('until')}"
+        )
     print(demo.kubectl("-n", NAMESPACE, "get", "mdep", "-o", "wide"))
     print(
         "   Look around (everything is still up):\n"
@@ -299,6 +382,7 @@ def down() -> None:
         subprocess.run(
             [str(demo.helm_bin), "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait"], env=demo.env, check=False
         )
+    demo_retraining.stop_s3(run_dir)
     say("stopping the local cluster")
     launcher.down(run_dir)
 
@@ -311,8 +395,8 @@ def main(argv: list[str] | None = None) -> None:
         down()
         return
     started = time.monotonic()
-    demo, _ = bring_up()
-    story(demo)
+    demo, image = bring_up()
+    story(demo, image)
     summary(demo, time.monotonic() - started)
 
 
