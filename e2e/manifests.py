@@ -38,3 +38,18 @@ def cancer(version: str, sha256: str, *, name: str = "cancer", replicas: int = 1
     """Breast-cancer version `version` (1, 2 or 3) as JSON for `kubectl apply -f -`."""
     file = f"breast-cancer-v{version}.onnx"
     return json.dumps(model_deployment(name, file, version, sha256, replicas=replicas, **spec))
+
+
+def retrain_container(image: str, secret: str) -> dict[str, Any]:
+    """A retraining Job's container running the image's examples/retrain.py on breast-cancer,
+    with its original training rows (docs/retraining.md); `secret` holds the S3 keys that
+    read the captured rows and put the candidate."""
+    return {
+        "name": "retrain",
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["python", f"{images.EXAMPLES_DIR}/retrain.py"],
+        "args": ["--original-data", f"{images.MODELS_DIR}/breast-cancer-train.csv"],
+        "envFrom": [{"secretRef": {"name": secret}}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+    }

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from e2e.cluster import images
 from e2e.cluster.pytest_plugin import Cluster
 from e2e.labels import Labeller
-from e2e.manifests import cancer, cancer_digests
+from e2e.manifests import cancer, cancer_digests, retrain_container
 from e2e.operator_fixtures import plugin, wait_for
 from e2e.test_capture import node_address
 from e2e.test_feedback import status_of, with_store  # noqa: F401 (the fixture)
@@ -46,15 +45,7 @@ ROLLOUT = {
 
 
 def mdep(image: str) -> str:
-    retrain = {
-        "name": "retrain",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", f"{images.EXAMPLES_DIR}/retrain.py"],
-        "args": ["--original-data", f"{images.MODELS_DIR}/breast-cancer-train.csv"],
-        "envFrom": [{"secretRef": {"name": "s3"}}],  # reads the samples, puts the candidate
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-    }
+    retrain = retrain_container(image, "s3")  # reads the samples, puts the candidate
     retraining = {
         "adopt": "Auto",
         "output": f"s3://{CAPTURE_BUCKET}/retrained",

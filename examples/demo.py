@@ -291,10 +291,17 @@ def retrain(demo: Demo, load: Load, labeller: Labeller, image: str) -> None:
     )  # fmt: skip
     demo.kubectl("-n", NAMESPACE, "apply", "-f", "-", input=secret)
     demo.watch("the drift episode to end (inputs are normal again)", demo_retraining.drift_calm, 180)
+    demo.apply("2", cancer_digests()["2"])  # what stable serves: version 3's rollback is put behind us
     patch = json.dumps(demo_retraining.retraining_patch(image))
     demo.kubectl("-n", NAMESPACE, "patch", "mdep", NAME, "--type=merge", "-p", patch)
     note("spec: capture to S3, feedback window 2m, retraining with adopt: Auto, a canary judged on accuracy")
-    demo.watch("the pods to restart with capture on", lambda s: condition(s, "Ready").get("status") == "True", 240)
+    generation = json.loads(demo.kubectl("-n", NAMESPACE, "get", "mdep", NAME, "-o", "json"))["metadata"]["generation"]
+
+    def restarted(status: Obj) -> bool:
+        caught_up = int(status.get("observedGeneration") or 0) >= generation
+        return caught_up and condition(status, "Ready").get("status") == "True"
+
+    demo.watch("the pods to restart with capture on", restarted, 240)
     labeller.truth = [1 - value for value in labeller.truth]
     labeller.rate = 10.0
     note("labels: the other class from now on, 10 rows a second")

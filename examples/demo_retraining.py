@@ -26,7 +26,7 @@ from typing import Any
 
 import boto3
 
-from e2e.cluster import images
+from e2e.manifests import retrain_container
 
 Obj = dict[str, Any]
 S3_STATE = "demo-s3.json"  # in the cluster's run directory: the server's pid and port
@@ -102,15 +102,7 @@ def retraining_patch(image: str) -> Obj:
     (the labels of the old concept age out in 2 minutes), the reference retraining Job with
     adopt: Auto, and a canary judged on labels (a retrained model is meant to predict
     differently, so the prediction-shift limit is lifted and accuracy decides)."""
-    retrain = {
-        "name": "retrain",
-        "image": image,
-        "imagePullPolicy": "IfNotPresent",
-        "command": ["python", f"{images.EXAMPLES_DIR}/retrain.py"],
-        "args": ["--original-data", f"{images.MODELS_DIR}/breast-cancer-train.csv"],
-        "envFrom": [{"secretRef": {"name": "demo-s3"}}],
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
-    }
+    retrain = retrain_container(image, "demo-s3")
     return {
         "spec": {
             "capture": {

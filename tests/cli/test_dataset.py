@@ -22,7 +22,7 @@ from modeldeploy_serving.model import Model, load_model
 from tests.cli.production import label_line, sample_lines, serve_and_label, write_objects
 from tests.conftest import ExampleModels
 from tests.serving.redis_server import RedisServer
-from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, started_s3
+from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, point_sdk_at, started_s3
 
 NAMES = ["mean radius", "mean texture"]
 OUTPUTS = {"label": np.array([1, 0]), "probabilities": np.array([[0.25, 0.75], [0.5, 0.5]], dtype=np.float32)}
@@ -65,11 +65,7 @@ def s3() -> Iterator[S3Store]:
 
 @pytest.fixture
 def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, setting in s3.env().items():
-        monkeypatch.setenv(name, setting)
-    return monkeypatch
+    return point_sdk_at(s3, monkeypatch)
 
 
 @pytest.fixture(scope="module")

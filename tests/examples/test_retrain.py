@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split
 from tests.cli.production import label_line, sample_lines, serve_and_label, write_objects
 from tests.conftest import ROOT, ExampleModels
 from tests.serving.redis_server import RedisServer
-from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, objects, started_s3
+from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, objects, point_sdk_at, started_s3
 
 SCRIPT = ROOT / "examples" / "retrain.py"
 
@@ -89,11 +89,7 @@ def s3() -> Iterator[S3Store]:
 
 @pytest.fixture
 def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, setting in s3.env().items():
-        monkeypatch.setenv(name, setting)
-    return monkeypatch
+    return point_sdk_at(s3, monkeypatch)
 
 
 @pytest.fixture(scope="module")

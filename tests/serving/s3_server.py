@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
+import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.serving.harness import free_port
@@ -110,6 +111,16 @@ def started_s3(content: bytes, host: str = "127.0.0.1") -> Iterator[S3Store]:
     finally:
         set_auth(endpoint, "inf")
         server.stop()
+
+
+def point_sdk_at(store: S3Store, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The AWS SDK's environment: this store's user and endpoint, and none of this machine's
+    own settings (a profile, a role) that would win over them."""
+    for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, setting in store.env().items():
+        monkeypatch.setenv(name, setting)
+    return monkeypatch
 
 
 def objects(store: S3Store, bucket: str, prefix: str = "") -> dict[str, bytes]:

@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 
 from tests.conftest import ExampleModels
 from tests.serving.harness import InProcessServer, ServeProcess, free_port, infer_body, value
-from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, objects, started_s3
+from tests.serving.s3_server import CAPTURE_BUCKET, S3Store, objects, point_sdk_at, started_s3
 
 
 @dataclass
@@ -257,11 +257,7 @@ def s3(example_models: ExampleModels) -> Iterator[S3Store]:
 
 @pytest.fixture
 def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    for name, setting in s3.env().items():
-        monkeypatch.setenv(name, setting)
-    return monkeypatch
+    return point_sdk_at(s3, monkeypatch)
 
 
 def test_samples_reach_s3_as_json_lines_objects_under_the_prefix(
