@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,6 +98,9 @@ class Labeller:
         self.rows, truth = holdout()
         self.truth = [concept(value) for value in truth] if concept is not None else truth  # a changed concept
         self.rate, self.batch = rate, batch
+        # Ids unique to this labeller: a store that outlives a run (the demo's, run again)
+        # keeps the ids it labelled, and would count the same ids again as duplicates.
+        self.tag = uuid.uuid4().hex[:8]
         self.sent = self.matched = self.failed = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="labeller", daemon=True)
@@ -118,7 +122,7 @@ class Labeller:
                     return
                 chunk = self.rows[start : start + self.batch]
                 try:
-                    answers = self.labels.predict(chunk, f"r{rounds}s{start}")
+                    answers = self.labels.predict(chunk, f"{self.tag}r{rounds}s{start}")
                     truth = {key: self.truth[start + row(key)] for key in answers}
                     self.matched += self.labels.label(truth)["matched"]
                     self.sent += len(truth)

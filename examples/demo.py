@@ -167,7 +167,8 @@ def bring_up() -> tuple[Demo, str]:
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-name={RELEASE}", "--overwrite")
         demo.kubectl("annotate", crd, f"meta.helm.sh/release-namespace={RELEASE_NAMESPACE}", "--overwrite")
         demo.kubectl("label", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-    if demo.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name").strip():
+    again = bool(demo.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name").strip())
+    if again:
         note(f"a previous run's namespace {NAMESPACE} is deleted first, so the story starts afresh")
         demo.kubectl("delete", "namespace", NAMESPACE, "--wait=true", "--timeout=180s")
     demo.kubectl("create", "namespace", NAMESPACE)
@@ -179,6 +180,12 @@ def bring_up() -> tuple[Demo, str]:
         "--set", "feedback.store.install=true",
         "--wait", "--timeout", "5m",
     )  # fmt: skip
+    if again:
+        # The namespace took the operator's Role with it; a watch refused meanwhile is not
+        # retried by kopf, so a running operator is restarted to watch the new namespace.
+        operator = f"deployment/{RELEASE}-operator"
+        demo.kubectl("-n", RELEASE_NAMESPACE, "rollout", "restart", operator)
+        demo.kubectl("-n", RELEASE_NAMESPACE, "rollout", "status", operator, "--timeout=180s")
     demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
     demo.kubectl(
         "apply", "-f", "-", input=demo.kubectl("create", "namespace", NAMESPACE, "--dry-run=client", "-o", "yaml")
