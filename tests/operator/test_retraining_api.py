@@ -15,10 +15,13 @@ import base64
 import json
 from typing import Any
 
+import kubernetes
 import pytest
+from modeldeploy_operator.api.lineage import Candidate
 from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import DriftStatus
-from modeldeploy_operator.drift import retraining
+from modeldeploy_operator.children.checks import JobLabels, build_check_job
+from modeldeploy_operator.drift import candidates, retraining
 from modeldeploy_operator.k8s.client import Kube
 
 from e2e.cluster.pytest_plugin import Cluster
@@ -91,7 +94,18 @@ def test_the_job_and_its_report_are_created_once_owned_and_restricted(crd_instal
     meta = body["metadata"]
     report = retraining.encode(retraining.report(meta, "1", drift, None))
     config_map = retraining.build_report_config_map(meta, 1, report)
-    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, 1)
+    told = retraining.Told(
+        episode=1,
+        kind="drift",
+        base_version="1",
+        base_uri="s3://models/fraud/1/model.onnx",
+        base_sha256=None,
+        capture_uri=None,
+        since="2026-11-25T21:30:00Z",
+        until="2026-11-25T21:40:00Z",
+        output="pvc://models/retrained",
+    )
+    job = retraining.build_retraining_job(meta, spec.drift.retraining.job_template, told)
     ops = Kube(cluster.api_client())
 
     async def create_twice() -> list[bool]:
@@ -118,6 +132,13 @@ def test_the_job_and_its_report_are_created_once_owned_and_restricted(crd_instal
 
     admitted = cluster.kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=as_pod(pod))
     assert "created (server dry run)" in admitted
+    candidate = Candidate(uri="s3://models/fraud/1-retrain-1/model.onnx", sha256="c" * 64, version="1-retrain-1")
+    labels = JobLabels(retraining.job_labels("fraud", 1, "drift"), retraining.pod_labels("fraud", 1, "drift"))
+    check = build_check_job(meta, "fraud-retrain-1-verify", candidate, "s3-reader", "modeldeploy:test", labels)
+    checked = cluster.kubectl(
+        "-n", namespace, "create", "--dry-run=server", "-f", "-", input=as_pod(check["spec"]["template"]["spec"])
+    )
+    assert "created (server dry run)" in checked, "the candidate's check meets the restricted standard too"
     bare = json.loads(json.dumps(TEMPLATE["spec"]["template"]["spec"]))  # type: ignore[index]
     bare["restartPolicy"] = "Never"
     refused = cluster.kubectl("-n", namespace, "create", "--dry-run=server", "-f", "-", input=as_pod(bare), check=False)
@@ -136,3 +157,31 @@ def test_the_job_and_its_report_are_created_once_owned_and_restricted(crd_instal
         return not left[0] and not [c for c in left[1] if c["metadata"]["name"] == "fraud-retrain-1"]
 
     wait_for("the Job and ConfigMap to be garbage collected", collected, timeout=60)
+
+
+def test_adopt_auto_patches_spec_model_once_under_its_own_manager(crd_installed: Cluster, namespace: str) -> None:
+    """The operator's adoption patch (adopt: Auto) as the API server takes it: spec.model and
+    the adoption annotation set, under the manager modeldeploy-adopt; refused (409) when the
+    resource changed since it was read, so a decision on a stale copy is never sent."""
+    cluster = crd_installed
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=manifest())
+    read = get(cluster, namespace, "mdep", "fraud")
+    candidate = Candidate(uri="s3://models/fraud/1-retrain-1/model.onnx", sha256="c" * 64, version="1-retrain-1")
+    patch = candidates.adoption_patch(candidate, "fraud-retrain-1", "2026-11-25T21:45:00Z", "s3-reader")
+    ops = Kube(cluster.api_client())
+    asyncio.run(ops.adopt(namespace, "fraud", patch, read["metadata"]["resourceVersion"]))
+    adopted = get(cluster, namespace, "mdep", "fraud")
+    assert adopted["spec"]["model"] == {
+        "uri": candidate.uri,
+        "sha256": candidate.sha256,
+        "version": "1-retrain-1",
+        "credentialsSecret": "s3-reader",
+    }
+    assert adopted["metadata"]["annotations"]["modeldeploy.dev/adopted"] == "fraud-retrain-1 at 2026-11-25T21:45:00Z"
+    managers = json.loads(
+        cluster.kubectl("-n", namespace, "get", "mdep", "fraud", "-o", "json", "--show-managed-fields")
+    )["metadata"]["managedFields"]
+    assert "modeldeploy-adopt" in {m["manager"] for m in managers}
+    with pytest.raises(kubernetes.client.ApiException) as stale:
+        asyncio.run(ops.adopt(namespace, "fraud", patch, read["metadata"]["resourceVersion"]))
+    assert stale.value.status == 409, "read before the first patch: refused"
