@@ -85,9 +85,10 @@ async def reconcile(
     problem: tuple[Reason, str] | None = (reasons.INVALID_SPEC, invalid) if invalid else None
     plan: Plan | None = None
     watched = Watching()
-    origin = origin_of(spec, body) if spec is not None else None
-    if spec is not None and origin is not None:
-        resource = Resource(key, body, spec, children)
+    origin: Origin | None = None
+    if spec is not None:
+        resource = Resource(key, body, spec, children, previous_status(body))
+        origin = origin_of(spec, resource.previous)
         plan = await _plan(resource, judge, origin)
         stable = spec if plan.stable == "target" else _stable_serving(spec, children)
         wanted = build_children(
@@ -134,7 +135,7 @@ async def _plan(resource: Resource, judge: Judge, origin: Origin) -> Plan:
     meta = body["metadata"]
     observed = observe_rollout(children, target, meta, route_name(spec))
     commands = commands_from(meta.get("annotations") or {})
-    moment = Moment(spec, target, previous_status(body), observed, commands, time.time())
+    moment = Moment(spec, target, resource.previous, observed, commands, time.time())
     result = machine.plan(moment)
     stable_pods = pods_of(children.track("stable").pods)
     canary_pods_now = pods_of(canary_pods(children.track("canary"), spec.model.version))

@@ -22,7 +22,7 @@ from modeldeploy_operator.api.base import parse_duration
 from modeldeploy_operator.api.drift import DriftWebhook
 from modeldeploy_operator.api.lineage import Origin
 from modeldeploy_operator.api.spec import ModelDeploymentSpec, Owner
-from modeldeploy_operator.api.status import DriftStatus, QualityStatus, RetrainingStatus
+from modeldeploy_operator.api.status import DriftStatus, ModelDeploymentStatus, QualityStatus, RetrainingStatus
 from modeldeploy_operator.children.checks import JobLabels, build_check_job
 from modeldeploy_operator.children.labels import SPEC_HASH_ANNOTATION
 from modeldeploy_operator.drift import candidates, retraining
@@ -33,7 +33,6 @@ from modeldeploy_operator.reading.judging import Judge, Stable, pods_of
 from modeldeploy_operator.rollout.plans import Plan, iso, seconds
 from modeldeploy_operator.settings import Settings
 from modeldeploy_operator.status.conditions import event_note
-from modeldeploy_operator.status.decide import previous_status
 from modeldeploy_operator.status.observe import Children, Track, serving_template, serving_version
 from modeldeploy_operator.writes import Key, LastWrites
 
@@ -48,13 +47,14 @@ NO_STORE = (
 @dataclass(frozen=True)
 class Resource:
     """One ModelDeployment with a valid spec, as this reconcile read it: its key, its body (the
-    latest the operator wrote, or the watch's), its spec and its children. The steps that ask
+    latest the operator wrote, or the watch's), its spec, its children and its last status. The steps that ask
     the pods or the API server take it with the seam they talk through (Judge, Kube)."""
 
     key: Key
     body: Obj
     spec: ModelDeploymentSpec
     children: Children
+    previous: ModelDeploymentStatus  # the body's status, parsed once for every step that reads it
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,8 @@ async def watch(resource: Resource, judge: Judge, kube: Kube, settings: Settings
     return Watching(drift, drift_wait, drift_report, quality, quality_wait, quality_report)
 
 
-def origin(spec: ModelDeploymentSpec, body: Obj) -> Origin:
+def origin(spec: ModelDeploymentSpec, previous: ModelDeploymentStatus) -> Origin:
     """Where spec.model came from, as the last status knows its episodes' candidates."""
-    previous = previous_status(body)
     return candidates.origin_of(spec.model, previous.drift, previous.quality)
 
 
@@ -127,7 +126,7 @@ async def tell(body: Obj, spec: ModelDeploymentSpec, plan: Plan, watching: Watch
 async def _drift(resource: Resource, judge: Judge) -> tuple[DriftStatus | None, float]:
     """The drift status to show, evaluating when due; and seconds until the next evaluation."""
     key, body, spec = resource.key, resource.body, resource.spec
-    previous = previous_status(body).drift
+    previous = resource.previous.drift
     interval, now = parse_duration(spec.drift.interval), time.time()
     last = max(
         filter(None, [seconds(previous.evaluated_at) if previous else None, judge.last_drift_read(key)]),
@@ -152,7 +151,7 @@ async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[Quali
     """The live-quality status to show, evaluating when due; and seconds until the next evaluation."""
     key, body, spec = resource.key, resource.body, resource.spec
     feedback = spec.feedback
-    previous = previous_status(body).quality
+    previous = resource.previous.quality
     interval, now = parse_duration(spec.drift.interval), time.time()
     if feedback is None:
         return None, interval
@@ -182,7 +181,7 @@ async def _quality(resource: Resource, judge: Judge, store: bool) -> tuple[Quali
 
 
 def _previous_of(resource: Resource, watched: Watched) -> Watched | None:
-    previous = previous_status(resource.body)
+    previous = resource.previous
     found = previous.quality if isinstance(watched, QualityStatus) else previous.drift
     return found if isinstance(found, type(watched)) else None
 
@@ -208,7 +207,7 @@ def _spec_hash_of(track: Track) -> str:
 
 def _stable_version(resource: Resource) -> str:
     """The version the stable pods serve (the drift was measured on them)."""
-    stable = previous_status(resource.body).stable
+    stable = resource.previous.stable
     return (stable.version if stable is not None else None) or resource.spec.model.version
 
 
@@ -216,7 +215,7 @@ def _told(resource: Resource, watched: Watched, episode: int, kind: retraining.K
     """What the episode's Job is told: the stable model, its captured rows, the data window
     (the episode's start less the window its verdict was judged on, until now), the output."""
     spec, meta = resource.spec, resource.body["metadata"]
-    stable = previous_status(resource.body).stable
+    stable = resource.previous.stable
     version = _stable_version(resource)
     uri = (stable.uri if stable is not None else None) or spec.model.uri
     sha256 = stable.sha256 if stable is not None and stable.uri else spec.model.sha256
@@ -298,7 +297,7 @@ async def _follow(resource: Resource, watched: Watched, kube: Kube, settings: Se
         elif now.outcome == "Failed":
             said = f"{now.job}: {now.reason}: {now.message}"
             await kube.post_event(body, "Warning", reasons.RETRAINING_FAILED.name, event_note(said, spec.owner))
-    history, annotations = previous_status(body).history, body["metadata"].get("annotations") or {}
+    history, annotations = resource.previous.history, body["metadata"].get("annotations") or {}
     return candidates.with_adoption(watched.model_copy(update={"retraining": now}), spec.model, history, annotations)
 
 
@@ -309,7 +308,7 @@ async def _adopt(
     is under way. At most one per reconcile; the rollout that follows judges it."""
     body, spec = resource.body, resource.spec
     auto = spec.drift.retraining is not None and spec.drift.retraining.adopt == "Auto"
-    canary = previous_status(body).canary
+    canary = resource.previous.canary
     for watched in (drift, quality):
         if watched is None:
             continue

@@ -138,12 +138,12 @@ def decide_status(
     """The whole new status of one ModelDeployment, from what was observed this reconcile and
     what the reconcile came to."""
     meta, previous = body["metadata"], body.get("status") or {}
+    kept = previous_status(body)
     generation = meta.get("generation")
     problem, plan, drift = reconciled.problem, reconciled.plan, reconciled.drift
     if spec is None or problem is not None:
         reason, message = problem or (reasons.INVALID_SPEC, "invalid spec")
         wanted = [Wanted(READY, "False", reason, message), Wanted(STALLED, "True", reason, message)]
-        kept = previous_status(body)
         return ModelDeploymentStatus(
             observed_generation=generation,
             phase="Degraded",
@@ -179,12 +179,10 @@ def decide_status(
         ready_replicas=observed.ready_replicas,
         selector=selector(meta["name"]),
         url=inference_url(meta["name"], meta["namespace"], settings),
-        stable=_lineage(track_status(stable), spec, reconciled, previous_status(body))
-        if stable.deployment is not None
-        else None,
+        stable=_lineage(track_status(stable), spec, reconciled, kept) if stable.deployment is not None else None,
         canary=plan.canary if plan is not None else None,
         drift=drift,
         quality=quality,
-        history=plan.history if plan is not None else previous_status(body).history,
+        history=plan.history if plan is not None else kept.history,
         conditions=_conditions(previous, wanted, now, generation),
     )
