@@ -252,3 +252,19 @@ def test_the_origin_of_a_model_is_the_episode_whose_job_reported_it() -> None:
     other = ModelSource(uri=candidate.uri, sha256="b" * 64, version="8")
     assert candidates.origin_of(other, drift, quality).kind == "Applied", "the same file with another digest is not it"
     assert candidates.origin_of(adopted, None, None).kind == "Applied"
+
+
+def test_a_promoted_entry_recorded_without_its_image_takes_the_image_stable_runs() -> None:
+    from modeldeploy_operator.api.lineage import ModelRef
+    from modeldeploy_operator.api.status import TrackStatus
+    from modeldeploy_operator.status.decide import _promoted_image
+
+    model = ModelRef(uri=RESULT["uri"], sha256=DIGEST)
+    promoted = entry("Promoted", RESULT["uri"], DIGEST).model_copy(update={"model": model})
+    stable = TrackStatus(version="7-quality-1", model=model, image="sha256:" + "1" * 64)
+    (filled,) = _promoted_image([promoted], stable)
+    assert filled.image == stable.image
+    other = stable.model_copy(update={"model": ModelRef(uri="s3://m/7.onnx")})
+    assert _promoted_image([promoted], other) == [promoted], "another version's pods: left unknown"
+    rolled = promoted.model_copy(update={"outcome": "RolledBack"})
+    assert _promoted_image([rolled], stable) == [rolled], "a rolled-back version never ran on stable"

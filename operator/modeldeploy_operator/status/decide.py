@@ -21,6 +21,7 @@ from modeldeploy_operator.api.spec import ModelDeploymentSpec
 from modeldeploy_operator.api.status import (
     Condition,
     DriftStatus,
+    HistoryEntry,
     ModelDeploymentStatus,
     QualityStatus,
     TrackStatus,
@@ -127,6 +128,18 @@ def _lineage(
     return track.model_copy(update={"model": model, "origin": origin})
 
 
+def _promoted_image(history: list[HistoryEntry], stable: TrackStatus | None) -> list[HistoryEntry]:
+    """The newest rollout, promoted, with the image its version's pods run, when the canary's
+    were not seen as it ended: a reconcile that decided the promotion on a status read from
+    before another one's write finds the canary pods gone, and records the entry again."""
+    if not history or stable is None or stable.image is None:
+        return history
+    newest = history[0]
+    if newest.outcome != "Promoted" or newest.image is not None or newest.model != stable.model:
+        return history
+    return [newest.model_copy(update={"image": stable.image}), *history[1:]]
+
+
 def decide_status(
     body: Obj,
     spec: ModelDeploymentSpec | None,
@@ -172,6 +185,7 @@ def decide_status(
             **previous,
             "conditions": [c for c in previous.get("conditions") or [] if c.get("type") != QUALITY_DEGRADED],
         }
+    served = _lineage(track_status(stable), spec, reconciled, kept) if stable.deployment is not None else None
     return ModelDeploymentStatus(
         observed_generation=generation,
         phase=phase,
@@ -179,10 +193,10 @@ def decide_status(
         ready_replicas=observed.ready_replicas,
         selector=selector(meta["name"]),
         url=inference_url(meta["name"], meta["namespace"], settings),
-        stable=_lineage(track_status(stable), spec, reconciled, kept) if stable.deployment is not None else None,
+        stable=served,
         canary=plan.canary if plan is not None else None,
         drift=drift,
         quality=quality,
-        history=plan.history if plan is not None else kept.history,
+        history=_promoted_image(plan.history if plan is not None else kept.history, served),
         conditions=_conditions(previous, wanted, now, generation),
     )
